@@ -1,0 +1,213 @@
+package admin
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tunvs/tunvs/nat"
+)
+
+// ProtocolVersion is the control protocol's version. A request names the
+// version it speaks; the daemon refuses others.
+const ProtocolVersion = 1
+
+// Request is one tunvsadm invocation: its arguments, and for -R the rules
+// it read from standard input.
+type Request struct {
+	V     int      `json:"v"`
+	Args  []string `json:"args"`
+	Stdin string   `json:"stdin,omitempty"`
+}
+
+// Response carries what tunvsadm prints and its exit code.
+type Response struct {
+	V      int    `json:"v"`
+	Output string `json:"output,omitempty"`
+	Error  string `json:"error,omitempty"`
+	Exit   int    `json:"exit"`
+}
+
+// ErrNoDaemon means nothing listens on the control socket.
+var ErrNoDaemon = errors.New("no tunvs daemon is running")
+
+// DefaultSocket is where the daemon listens unless told otherwise:
+// $TUNVS_SOCKET, else /run/tunvs.sock for root, else
+// $XDG_RUNTIME_DIR/tunvs.sock, else /tmp/tunvs-UID.sock.
+func DefaultSocket() string {
+	if p := os.Getenv("TUNVS_SOCKET"); p != "" {
+		return p
+	}
+	if os.Geteuid() == 0 {
+		return "/run/tunvs.sock"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "tunvs.sock")
+	}
+	return fmt.Sprintf("/tmp/tunvs-%d.sock", os.Getuid())
+}
+
+// Server answers tunvsadm on a unix socket.
+type Server struct {
+	ln   *net.UnixListener
+	path string
+	t    *nat.Table
+	log  zerolog.Logger
+	// mu serialises requests: each is validated as a whole and then
+	// applied, with no other request in between.
+	mu sync.Mutex
+	wg sync.WaitGroup
+}
+
+// Listen opens the control socket at path, mode 0600, owned by the
+// daemon's user. A stale socket file nobody answers on is replaced.
+func Listen(path string, t *nat.Table, log zerolog.Logger) (*Server, error) {
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("control socket %s: another daemon is listening", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	// The umask makes the socket 0600 from its first moment; Chmod
+	// below is for filesystems that ignore it.
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	s := &Server{ln: ln, path: path, t: t, log: log}
+	s.wg.Add(1)
+	go s.serve()
+	return s, nil
+}
+
+// Path is the socket's path.
+func (s *Server) Path() string { return s.path }
+
+// Close stops listening and removes the socket file.
+func (s *Server) Close() error {
+	err := s.ln.Close()
+	s.wg.Wait()
+	_ = os.Remove(s.path)
+	return err
+}
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(c)
+		}()
+	}
+}
+
+// peerAllowed checks the peer's credentials: the daemon's own user or
+// root. The socket's mode already keeps others out; this holds even if
+// someone loosens it.
+func peerAllowed(c *net.UnixConn) (int, bool) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, false
+	}
+	var cred *syscall.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return -1, false
+	}
+	uid := int(cred.Uid)
+	return uid, uid == os.Geteuid() || uid == 0
+}
+
+func (s *Server) handle(c *net.UnixConn) {
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	enc := json.NewEncoder(c)
+	if uid, ok := peerAllowed(c); !ok {
+		s.log.Warn().Int("uid", uid).Msg("control: refused a client of another user")
+		_ = enc.Encode(Response{V: ProtocolVersion, Error: "permission denied", Exit: 1})
+		return
+	}
+	var req Request
+	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 16<<20)))
+	if err := dec.Decode(&req); err != nil {
+		_ = enc.Encode(Response{V: ProtocolVersion, Error: "bad request: " + err.Error(), Exit: 2})
+		return
+	}
+	if req.V != ProtocolVersion {
+		_ = enc.Encode(Response{V: ProtocolVersion, Error: fmt.Sprintf("protocol version %d not supported (daemon speaks %d)", req.V, ProtocolVersion), Exit: 2})
+		return
+	}
+	s.mu.Lock()
+	out, err := Execute(s.t, req.Args, req.Stdin)
+	s.mu.Unlock()
+	resp := Response{V: ProtocolVersion, Output: out}
+	if err != nil {
+		resp.Error = err.Error()
+		resp.Exit = 1
+		if errors.Is(err, ErrUsage) {
+			resp.Exit = 2
+		}
+		s.log.Info().Strs("args", req.Args).Err(err).Msg("control: command refused")
+	} else if isChange(req.Args) {
+		s.log.Info().Strs("args", req.Args).Msg("control: table changed")
+	}
+	_ = enc.Encode(resp)
+}
+
+func isChange(args []string) bool {
+	c, err := Parse(args)
+	if err != nil {
+		return false
+	}
+	switch c.Op {
+	case OpList, OpSave, OpHelp:
+		return false
+	}
+	return true
+}
+
+// Call sends one request to the daemon at path.
+func Call(path string, req Request) (Response, error) {
+	req.V = ProtocolVersion
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED) {
+			return Response{}, fmt.Errorf("%w (nothing listens on %s; start one with `tunvs run`)", ErrNoDaemon, path)
+		}
+		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	if err := json.NewEncoder(c).Encode(req); err != nil {
+		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return Response{}, fmt.Errorf("control socket %s: bad response: %w", path, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,267 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/director"
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/tun"
+)
+
+const runHelp = `Usage: tunvs run [flags]
+
+Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
+
+  --link name=tunvs0[,kind=tun|tap][,mtu=1500][,addr=PREFIX]...
+        a device and the director's addresses on it (the DIP, VIPs as /32
+        or /128 aliases); repeat for more devices. The device is created
+        if it does not exist and brought up; routes on the kernel side of
+        it are yours to add.
+  --route PREFIX|default[,via=GATEWAY][,dev=NAME]
+        a static route in the director; repeatable.
+  --rules FILE     ipvsadm-save rules (the output of ipvsadm -S)
+  --rule 'LINE'    one ipvsadm command, e.g. '-A -t 10.0.0.1:80 -s rr'; repeatable
+
+Example (LVS-NAT director, VIP 172.16.1.100, two real servers):
+  tunvs run --link name=tunvs0,addr=172.16.1.3/24,addr=172.16.1.100/32 \
+    --rule '-A -t 172.16.1.100:80 -s rr' \
+    --rule '-a -t 172.16.1.100:80 -r 172.16.1.5 -m' \
+    --rule '-a -t 172.16.1.100:80 -r 172.16.1.6 -m'
+
+Flags:
+`
+
+func cmdRun(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("tunvs run", pflag.ContinueOnError)
+	links := fs.StringArray("link", nil, "device spec (see above)")
+	routes := fs.StringArray("route", nil, "route spec (see above)")
+	rulesFile := fs.String("rules", "", "ipvsadm-save rules file")
+	ruleLines := fs.StringArray("rule", nil, "one ipvsadm command")
+	socket := fs.String("socket", admin.DefaultSocket(), "control socket for tunvsadm (empty: none)")
+	maxConns := fs.Int("max-conns", nat.DefaultMaxConns, "connection table bound")
+	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
+	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
+	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
+	var lf logFlags
+	lf.register(fs, "info")
+	fs.Usage = func() { fmt.Fprint(os.Stderr, runHelp+fs.FlagUsages()) }
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
+	}
+	log, err := lf.logger()
+	if err != nil {
+		return err
+	}
+	if len(*links) == 0 {
+		return usageError{fmt.Errorf("no --link given")}
+	}
+	if *maxConns < 1 {
+		return usageError{fmt.Errorf("--max-conns %d: want at least 1", *maxConns)}
+	}
+
+	// Everything is parsed and checked before any device is opened.
+	var cmds []admin.Command
+	var lines []int
+	if *rulesFile != "" {
+		f, err := os.Open(*rulesFile)
+		if err != nil {
+			return err
+		}
+		c, err := admin.ParseRules(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *rulesFile, err)
+		}
+		cmds = append(cmds, c...)
+	}
+	for i, l := range *ruleLines {
+		c, err := admin.Parse(strings.Fields(l))
+		if err != nil {
+			return usageError{fmt.Errorf("--rule #%d %q: %w", i+1, l, err)}
+		}
+		cmds = append(cmds, c)
+	}
+	to, err := parseTimeouts(*timeouts, *stateTimeouts)
+	if err != nil {
+		return usageError{err}
+	}
+	specs := make([]linkSpec, 0, len(*links))
+	for _, s := range *links {
+		ls, err := parseLink(s)
+		if err != nil {
+			return usageError{fmt.Errorf("--link %q: %w", s, err)}
+		}
+		specs = append(specs, ls)
+	}
+	var rts []director.Route
+	for _, s := range *routes {
+		r, err := parseRoute(s)
+		if err != nil {
+			return usageError{fmt.Errorf("--route %q: %w", s, err)}
+		}
+		rts = append(rts, r)
+	}
+	_ = lines
+
+	var dl []director.Link
+	for _, ls := range specs {
+		dev, err := tun.Open(tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true})
+		if err != nil {
+			for _, l := range dl {
+				l.Dev.Close()
+			}
+			return err
+		}
+		dl = append(dl, director.Link{Name: ls.name, Dev: dev, Addrs: ls.addrs})
+	}
+	d, err := director.New(director.Config{
+		Links: dl, Routes: rts, Rules: cmds,
+		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
+		Bypass: *bypass, Socket: *socket, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info().Int("services", len(d.NAT.Services())).Msg("director running")
+	<-ctx.Done()
+	log.Info().Int("conns", d.NAT.Len()).Msg("shutting down")
+	return d.Close()
+}
+
+type linkSpec struct {
+	name  string
+	kind  tun.Kind
+	mtu   int
+	addrs []netip.Prefix
+}
+
+func parseLink(s string) (linkSpec, error) {
+	ls := linkSpec{kind: tun.KindTUN}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return ls, fmt.Errorf("%q is not key=value", kv)
+		}
+		switch k {
+		case "name":
+			ls.name = v
+		case "kind":
+			switch v {
+			case "tun":
+				ls.kind = tun.KindTUN
+			case "tap":
+				ls.kind = tun.KindTAP
+			default:
+				return ls, fmt.Errorf("kind %q: want tun or tap", v)
+			}
+		case "mtu":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 68 || n > 65535 {
+				return ls, fmt.Errorf("mtu %q: want 68 to 65535", v)
+			}
+			ls.mtu = n
+		case "addr":
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return ls, fmt.Errorf("addr: %w", err)
+			}
+			ls.addrs = append(ls.addrs, p)
+		default:
+			return ls, fmt.Errorf("unknown key %q (name, kind, mtu, addr)", k)
+		}
+	}
+	if ls.name == "" {
+		return ls, fmt.Errorf("name= is missing")
+	}
+	return ls, nil
+}
+
+func parseRoute(s string) (director.Route, error) {
+	var r director.Route
+	parts := strings.Split(s, ",")
+	dst := parts[0]
+	for _, kv := range parts[1:] {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return r, fmt.Errorf("%q is not key=value", kv)
+		}
+		switch k {
+		case "via":
+			a, err := netip.ParseAddr(v)
+			if err != nil {
+				return r, fmt.Errorf("via: %w", err)
+			}
+			r.Via = a
+		case "dev":
+			r.Dev = v
+		default:
+			return r, fmt.Errorf("unknown key %q (via, dev)", k)
+		}
+	}
+	if dst == "default" {
+		dst = "0.0.0.0/0"
+		if r.Via.Is6() {
+			dst = "::/0"
+		}
+	}
+	p, err := netip.ParsePrefix(dst)
+	if err != nil {
+		return r, err
+	}
+	r.Dst = p
+	if !r.Via.IsValid() && r.Dev == "" {
+		return r, fmt.Errorf("needs via= or dev=")
+	}
+	return r, nil
+}
+
+var stateByName = func() map[string]nat.State {
+	m := map[string]nat.State{}
+	for s := nat.StateNone; s <= nat.StateUDP; s++ {
+		m[s.String()] = s
+	}
+	return m
+}()
+
+func parseTimeouts(set string, states []string) (nat.Timeouts, error) {
+	var to nat.Timeouts
+	if set != "" {
+		f := strings.Split(set, ",")
+		if len(f) != 3 {
+			return to, fmt.Errorf("--timeouts %q: want tcp,tcpfin,udp", set)
+		}
+		idx := []nat.State{nat.StateEstablished, nat.StateFinWait, nat.StateUDP}
+		for i, v := range f {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return to, fmt.Errorf("--timeouts %q: %q is not a number of seconds", set, v)
+			}
+			to[idx[i]] = time.Duration(n) * time.Second
+		}
+	}
+	for _, st := range states {
+		k, v, ok := strings.Cut(st, "=")
+		s, known := stateByName[strings.ToUpper(k)]
+		if !ok || !known {
+			return to, fmt.Errorf("--state-timeout %q: want STATE=DURATION with a state of %v", st, nat.StateNames())
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return to, fmt.Errorf("--state-timeout %q: bad duration", st)
+		}
+		to[s] = d
+	}
+	return to, nil
+}

@@ -1,0 +1,111 @@
+package netns
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RunInSandbox runs the calling test (or subtest) inside a sandbox and
+// reports whether the caller is that inner run:
+//
+//	if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: true}) {
+//		return
+//	}
+//	// from here on: inside a fresh user+network+mount+PID namespace
+//
+// Outside, it re-executes the test binary with -test.run anchored to exactly
+// this test's name, waits, and turns the inner result into the outer one:
+// an inner failure fails the test with the inner output, an inner skip
+// skips it, a pass passes it (the inner output is logged). If the sandbox
+// cannot be created the test is skipped with Probe's explanation, or fails
+// if EnvRequire is "1". It then returns false.
+//
+// Inside, it checks CheckFresh (a failure is fatal) and returns true.
+//
+// Code of parent tests before the t.Run that reaches the caller also runs in
+// the inner process, so keep it free of side effects. opts.Path, Args and
+// the output writers are ignored; opts.Args, if set, are appended to the
+// test flags. Coverage and profiling flags are not passed on.
+func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
+	t.Helper()
+	if Inside() {
+		if err := CheckFresh(); err != nil {
+			t.Fatalf("netns: in a sandbox, but: %v", err)
+		}
+		return true
+	}
+
+	ctx := context.Background()
+	args := []string{"-test.run=" + runPattern(t.Name()), "-test.v=true"}
+	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
+		if deadline, ok := d.Deadline(); ok {
+			// Let the inner binary time out (and print its goroutines)
+			// before the outer one does.
+			left := time.Until(deadline)
+			inner := left - left/10
+			args = append(args, "-test.timeout="+inner.String())
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, deadline.Add(-left/20))
+			defer cancel()
+		}
+	}
+	if testing.Short() {
+		args = append(args, "-test.short")
+	}
+
+	if err := Probe(ctx, opts); err != nil {
+		if os.Getenv(EnvRequire) == "1" {
+			t.Fatalf("%v (%s=1: failing instead of skipping)", err, EnvRequire)
+		}
+		t.Skipf("%v", err)
+	}
+
+	var out bytes.Buffer // one writer for both, so one copying goroutine
+	opts.Path = ""
+	opts.Args = append(args, opts.Args...)
+	opts.Stdout, opts.Stderr = &out, &out
+	sb, err := Sandbox(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runErr := sb.Run()
+	verdict := innerVerdict(out.String(), t.Name())
+	switch {
+	case runErr != nil:
+		t.Fatalf("netns: the sandboxed run of %s failed: %v\n%s", t.Name(), runErr, out.String())
+	case verdict == "SKIP":
+		t.Skipf("netns: skipped inside the sandbox:\n%s", out.String())
+	case verdict == "PASS":
+		t.Logf("sandboxed run (%s):\n%s", strings.Join(sb.Cmd.Args, " "), out.String())
+	default:
+		// Exit status 0 without a verdict: -test.run matched nothing.
+		t.Fatalf("netns: the sandboxed run did not report on %s (pattern %q):\n%s", t.Name(), runPattern(t.Name()), out.String())
+	}
+	return false
+}
+
+// runPattern turns a test name like "TestX/sub_name#01" into the -test.run
+// pattern that matches it and nothing else: each level anchored and quoted.
+// go test splits patterns and names at unescaped slashes, level by level.
+func runPattern(name string) string {
+	parts := strings.Split(name, "/")
+	for i, p := range parts {
+		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
+	}
+	return strings.Join(parts, "/")
+}
+
+// innerVerdict finds "--- PASS: name (" and friends in -test.v output.
+func innerVerdict(out, name string) string {
+	re := regexp.MustCompile(`(?m)^\s*--- (PASS|FAIL|SKIP): ` + regexp.QuoteMeta(name) + ` \(`)
+	m := re.FindStringSubmatch(out)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}

@@ -1,0 +1,295 @@
+package nat
+
+import (
+	"encoding/binary"
+	"math/rand"
+	"net/netip"
+	"testing"
+)
+
+// refSum is the plainest RFC 1071 sum: 16-bit words, carry added back at
+// every step. The tests check the code under test against it, and build
+// their packets with it.
+func refSum(b []byte) uint32 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+		s = s&0xffff + s>>16
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+		s = s&0xffff + s>>16
+	}
+	return s
+}
+
+func refChecksum(b []byte) uint16 { return ^uint16(refSum(b)) }
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func TestChecksumSumBytesMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for i := 0; i < 20000; i++ {
+		b := make([]byte, rng.Intn(300))
+		rng.Read(b)
+		switch i % 4 {
+		case 1: // all ones: sums that wrap at every step
+			for j := range b {
+				b[j] = 0xff
+			}
+		case 2:
+			clear(b)
+		}
+		initial := uint32(0)
+		if i%3 == 0 {
+			initial = uint32(rng.Intn(0x10000))
+		}
+		got := SumBytes(b, initial)
+		ref := refSum(b)
+		// refSum starts from 0; add the initial value the same way.
+		want := ref + initial
+		want = want&0xffff + want>>16
+		want = want&0xffff + want>>16
+		if got != want {
+			t.Fatalf("SumBytes(len %d, %#x) = %#x, want %#x", len(b), initial, got, want)
+		}
+		if got > 0xffff {
+			t.Fatalf("SumBytes returned unfolded %#x", got)
+		}
+		// Pieces of even length compose.
+		if len(b) > 1 {
+			cut := rng.Intn(len(b)/2) * 2
+			if g := SumBytes(b[cut:], SumBytes(b[:cut], initial)); g != got {
+				t.Fatalf("pieces at %d of %d: %#x, whole %#x", cut, len(b), g, got)
+			}
+		}
+	}
+}
+
+func TestChecksumSumBytesLargeInitial(t *testing.T) {
+	b := make([]byte, 65536+64)
+	for i := range b {
+		b[i] = 0xff
+	}
+	// Must not overflow, whatever the initial value.
+	if got, want := FoldSum(SumBytes(b, 0xffffffff)), uint16(0xffff); got != want {
+		t.Fatalf("got %#x, want %#x", got, want)
+	}
+}
+
+func TestChecksumFoldSum(t *testing.T) {
+	for _, c := range []struct {
+		in   uint32
+		want uint16
+	}{
+		{0, 0}, {0xffff, 0xffff}, {0x10000, 1}, {0x1fffe, 0xffff}, {0xffffffff, 0xffff}, {0x12345678, 0x68ac},
+	} {
+		if got := FoldSum(c.in); got != c.want {
+			t.Errorf("FoldSum(%#x) = %#x, want %#x", c.in, got, c.want)
+		}
+	}
+}
+
+func TestChecksumPseudoHeaderSum(t *testing.T) {
+	rng := rand.New(rand.NewSource(2))
+	for i := 0; i < 2000; i++ {
+		proto := uint8(rng.Intn(256))
+		if i%2 == 0 {
+			var src, dst [4]byte
+			rng.Read(src[:])
+			rng.Read(dst[:])
+			n := rng.Intn(0x10000)
+			ph := append(append(src[:], dst[:]...), 0, proto, byte(n>>8), byte(n))
+			if got, want := FoldSum(PseudoHeaderSum(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
+				t.Fatalf("v4: got %#x, want %#x", got, want)
+			}
+			continue
+		}
+		var src, dst [16]byte
+		rng.Read(src[:])
+		rng.Read(dst[:])
+		n := rng.Intn(1 << 20) // jumbo lengths have a high word
+		ph := append(append(src[:], dst[:]...), 0, 0, 0, 0, 0, 0, 0, proto)
+		binary.BigEndian.PutUint32(ph[32:], uint32(n))
+		if got, want := FoldSum(PseudoHeaderSum(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
+			t.Fatalf("v6: got %#x, want %#x", got, want)
+		}
+	}
+}
+
+// randomWords fills an even-length buffer. Some buffers are mostly zero or
+// mostly 0xFF, to reach the sums near ±0.
+func randomWords(rng *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	switch rng.Intn(4) {
+	case 0:
+		b[rng.Intn(n)] = byte(rng.Intn(256))
+	case 1:
+		for i := range b {
+			b[i] = 0xff
+		}
+		b[rng.Intn(n)] = byte(rng.Intn(256))
+	default:
+		rng.Read(b)
+	}
+	return b
+}
+
+// forceChecksumZero changes the last word so that the buffer's checksum is
+// 0x0000 (its sum 0xFFFF).
+func forceChecksumZero(b []byte) {
+	n := len(b)
+	binary.BigEndian.PutUint16(b[n-2:], 0)
+	s := refSum(b[:n-2])
+	binary.BigEndian.PutUint16(b[n-2:], uint16(0xffff-s))
+}
+
+func TestChecksumUpdateWordRandom(t *testing.T) {
+	rng := rand.New(rand.NewSource(3))
+	checked := 0
+	for i := 0; i < 50000; i++ {
+		b := randomWords(rng, 2*(1+rng.Intn(40)))
+		if i%5 == 0 {
+			forceChecksumZero(b) // old checksum 0x0000
+		}
+		hc := refChecksum(b)
+		j := 2 * rng.Intn(len(b)/2)
+		old := binary.BigEndian.Uint16(b[j:])
+		var updated uint16
+		switch rng.Intn(5) {
+		case 0:
+			updated = 0
+		case 1:
+			updated = 0xffff
+		case 2:
+			updated = old
+		case 3: // make the new checksum 0x0000
+			binary.BigEndian.PutUint16(b[j:], 0)
+			updated = uint16(0xffff - refSum(b))
+		default:
+			updated = uint16(rng.Intn(0x10000))
+		}
+		binary.BigEndian.PutUint16(b[j:], updated)
+		if allZero(b) {
+			continue // only +0 sums to +0: no real packet is all zero
+		}
+		want := refChecksum(b)
+		if got := UpdateChecksum(hc, old, updated); got != want {
+			t.Fatalf("case %d: UpdateChecksum(%#04x, %#04x, %#04x) = %#04x, recomputed %#04x", i, hc, old, updated, got, want)
+		}
+		checked++
+	}
+	if checked < 40000 {
+		t.Fatalf("only %d cases checked", checked)
+	}
+}
+
+// A UDP checksum that computes to 0 is sent as 0xFFFF. Updating from that
+// gives the same value as recomputing, once both map 0 to 0xFFFF again.
+func TestChecksumUpdateFromAllOnes(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	udp := func(c uint16) uint16 {
+		if c == 0 {
+			return 0xffff
+		}
+		return c
+	}
+	for i := 0; i < 20000; i++ {
+		b := randomWords(rng, 2*(2+rng.Intn(40)))
+		forceChecksumZero(b)
+		if refChecksum(b) != 0 {
+			t.Fatal("forceChecksumZero failed")
+		}
+		j := 2 * rng.Intn(len(b)/2)
+		old := binary.BigEndian.Uint16(b[j:])
+		updated := uint16(rng.Intn(0x10000))
+		if i%3 == 0 {
+			updated = 0
+		}
+		binary.BigEndian.PutUint16(b[j:], updated)
+		if allZero(b) {
+			continue
+		}
+		if got, want := udp(UpdateChecksum(0xffff, old, updated)), udp(refChecksum(b)); got != want {
+			t.Fatalf("from 0xFFFF: %#04x -> %#04x: got %#04x, want %#04x", old, updated, got, want)
+		}
+	}
+}
+
+func TestChecksumUpdateAddrRandom(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	for i := 0; i < 30000; i++ {
+		alen := 4
+		if i%2 == 1 {
+			alen = 16
+		}
+		b := randomWords(rng, 2*(alen/2+rng.Intn(30)))
+		if i%7 == 0 {
+			forceChecksumZero(b)
+		}
+		hc := refChecksum(b)
+		j := 2 * rng.Intn((len(b)-alen)/2+1)
+		var updated [16]byte
+		switch rng.Intn(4) {
+		case 0: // all zero
+		case 1:
+			for k := range updated {
+				updated[k] = 0xff
+			}
+		default:
+			rng.Read(updated[:])
+		}
+		var got uint16
+		if alen == 4 {
+			old := [4]byte(b[j : j+4])
+			copy(b[j:], updated[:4])
+			got = UpdateChecksumAddr4(hc, old, [4]byte(updated[:4]))
+		} else {
+			old := [16]byte(b[j : j+16])
+			copy(b[j:], updated[:])
+			got = UpdateChecksumAddr16(hc, old, updated)
+		}
+		if allZero(b) {
+			continue
+		}
+		if want := refChecksum(b); got != want {
+			t.Fatalf("case %d (%d-byte address at %d of %d): got %#04x, recomputed %#04x", i, alen, j, len(b), got, want)
+		}
+	}
+}
+
+// Known values: RFC 1624 section 4's example, and an IPv4 header.
+func TestChecksumKnownValues(t *testing.T) {
+	// RFC 1624: HC = 0xDD2F, m = 0x5555 -> m' = 0x3285 gives 0x0000.
+	if got := UpdateChecksum(0xdd2f, 0x5555, 0x3285); got != 0x0000 {
+		t.Errorf("RFC 1624 example: got %#04x, want 0x0000", got)
+	}
+	// A classic header from the IPv4 checksum literature.
+	h := []byte{0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7}
+	if got := ^FoldSum(SumBytes(h, 0)); got != 0xb861 {
+		t.Errorf("IPv4 header checksum: got %#04x, want 0xb861", got)
+	}
+	a := netip.MustParseAddr("192.168.0.1").As4()
+	b := netip.MustParseAddr("10.1.2.3").As4()
+	hc := UpdateChecksumAddr4(0xb861, a, b)
+	copy(h[12:], b[:])
+	if want := refChecksum(h); hc != want {
+		t.Errorf("after address change: got %#04x, want %#04x", hc, want)
+	}
+}
+
+func BenchmarkSumBytes1500(b *testing.B) {
+	buf := make([]byte, 1500)
+	rand.New(rand.NewSource(1)).Read(buf)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		SumBytes(buf, 0)
+	}
+}

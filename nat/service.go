@@ -1,0 +1,203 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tunvs/tunvs/sched"
+)
+
+// Protocols of virtual services.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// ProtoName is the protocol as ipvsadm prints it.
+func ProtoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "TCP"
+	case ProtoUDP:
+		return "UDP"
+	}
+	return fmt.Sprintf("proto%d", p)
+}
+
+// Errors of the configuration calls. Messages follow ipvsadm's where it has
+// one.
+var (
+	ErrServiceExists = errors.New("service already exists")
+	ErrNoService     = errors.New("no such service")
+	ErrDestExists    = errors.New("destination already exists")
+	ErrNoDest        = errors.New("no such destination")
+	ErrInvalid       = errors.New("invalid argument")
+)
+
+// MaxWeight is the largest weight ipvsadm accepts.
+const MaxWeight = 65535
+
+// Stats are the counters ipvsadm --stats shows, for a service or a real
+// server. In is client to server, Out is server to client; bytes are IP
+// packet lengths, as the kernel counts skb->len.
+type Stats struct {
+	Conns    atomic.Uint64
+	InPkts   atomic.Uint64
+	OutPkts  atomic.Uint64
+	InBytes  atomic.Uint64
+	OutBytes atomic.Uint64
+}
+
+// StatsSnapshot is a copy of Stats.
+type StatsSnapshot struct {
+	Conns, InPkts, OutPkts, InBytes, OutBytes uint64
+}
+
+// Snapshot copies the counters.
+func (s *Stats) Snapshot() StatsSnapshot {
+	return StatsSnapshot{
+		Conns: s.Conns.Load(), InPkts: s.InPkts.Load(), OutPkts: s.OutPkts.Load(),
+		InBytes: s.InBytes.Load(), OutBytes: s.OutBytes.Load(),
+	}
+}
+
+func (s *Stats) zero() {
+	s.Conns.Store(0)
+	s.InPkts.Store(0)
+	s.OutPkts.Store(0)
+	s.InBytes.Store(0)
+	s.OutBytes.Store(0)
+}
+
+// ServiceConfig is what `ipvsadm -A/-E` sets.
+type ServiceConfig struct {
+	Proto     uint8 // ProtoTCP or ProtoUDP
+	Addr      netip.Addr
+	Port      uint16 // 0: all ports
+	Scheduler string // ipvsadm name; "" means wlc, ipvsadm's default
+}
+
+// DestConfig is what `ipvsadm -a/-e` sets for a real server.
+type DestConfig struct {
+	Addr   netip.Addr
+	Port   uint16 // 0: the port the client asked for
+	Weight int    // 0..MaxWeight; 0 quiesces the server
+}
+
+// Service is a virtual service and its real servers.
+type Service struct {
+	Proto uint8
+	Addr  netip.Addr
+	Port  uint16
+
+	Stats Stats
+
+	// mu serialises the scheduler (Pick and Update) and changes to dests,
+	// as the kernel's service lock does.
+	mu         sync.Mutex
+	sched      sched.Scheduler
+	dests      []*Dest // IPVS list order: newest first
+	schedDests []sched.Dest
+}
+
+// Dest is a real server of a service. Connections keep a pointer to their
+// Dest, so a removed Dest still serves its existing connections (the kernel
+// keeps removed destinations in a trash list for the same reason).
+type Dest struct {
+	Addr netip.Addr
+	Port uint16
+	svc  *Service
+
+	Stats Stats
+
+	weight  atomic.Int32
+	active  atomic.Int32
+	total   atomic.Int32 // every connection bound to the dest, active or not
+	removed atomic.Bool
+}
+
+// Weight is the current weight.
+func (d *Dest) Weight() int { return int(d.weight.Load()) }
+
+// ActiveConns is the ActiveConn column of ipvsadm -L.
+func (d *Dest) ActiveConns() int { return int(d.active.Load()) }
+
+// InactConns is the InActConn column: every connection not active (the
+// kernel's ip_vs_dest_inactconns, totalconns - activeconns).
+func (d *Dest) InactConns() int { return max(int(d.total.Load()-d.active.Load()), 0) }
+
+// TotalConns is every connection bound to the dest.
+func (d *Dest) TotalConns() int { return int(d.total.Load()) }
+
+// Overloaded reports the kernel's IP_VS_DEST_F_OVERLOAD. Connection
+// thresholds (-x/-y) are not configurable yet, so a server is never
+// overloaded.
+func (d *Dest) Overloaded() bool { return false }
+
+// AddrPort is the real server's address and port.
+func (d *Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
+
+// Service is the service the dest belongs to.
+func (d *Dest) Service() *Service { return d.svc }
+
+// schedDest adapts a Dest to sched.Dest (whose Addr returns an AddrPort).
+type schedDest struct{ *Dest }
+
+func (d schedDest) Addr() netip.AddrPort { return d.Dest.AddrPort() }
+
+// SchedulerName is the ipvsadm name of the service's scheduler.
+func (s *Service) SchedulerName() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sched.Name()
+}
+
+// Dests returns the real servers in IPVS list order (newest first).
+func (s *Service) Dests() []*Dest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Dest(nil), s.dests...)
+}
+
+// AddrPort is VIP:port.
+func (s *Service) AddrPort() netip.AddrPort { return netip.AddrPortFrom(s.Addr, s.Port) }
+
+// pick asks the scheduler for a real server; nil when none is available.
+func (s *Service) pick(f *sched.Flow) *Dest {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.sched.Pick(f)
+	if i < 0 || i >= len(s.dests) {
+		return nil
+	}
+	return s.dests[i]
+}
+
+// updateLocked rebuilds the scheduler's view; s.mu must be held.
+func (s *Service) updateLocked() {
+	sd := make([]sched.Dest, len(s.dests))
+	for i, d := range s.dests {
+		sd[i] = schedDest{d}
+	}
+	s.schedDests = sd
+	s.sched.Update(sd)
+}
+
+func (s *Service) findLocked(a netip.Addr, port uint16) int {
+	for i, d := range s.dests {
+		if d.Addr == a && d.Port == port {
+			return i
+		}
+	}
+	return -1
+}
+
+func validWeight(w int) error {
+	if w < 0 || w > MaxWeight {
+		return fmt.Errorf("%w: weight %d out of range 0..%d", ErrInvalid, w, MaxWeight)
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package nat
+
+import "time"
+
+// State is an IPVS connection state. TCP uses the kernel's table of states;
+// UDP connections are always StateUDP.
+type State uint8
+
+// IPVS TCP states, in the kernel's order (IP_VS_TCP_S_*).
+const (
+	StateNone State = iota
+	StateEstablished
+	StateSynSent
+	StateSynRecv
+	StateFinWait
+	StateTimeWait
+	StateClose
+	StateCloseWait
+	StateLastAck
+	StateListen
+	StateSynAck
+	numTCPStates
+	// StateUDP is the only state of a UDP connection.
+	StateUDP  = numTCPStates
+	numStates = StateUDP + 1
+)
+
+var stateNames = [numStates]string{
+	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
+	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
+}
+
+// String is the name ipvsadm -Lnc prints.
+func (s State) String() string {
+	if s < numStates {
+		return stateNames[s]
+	}
+	return "ERR!"
+}
+
+// active reports whether a connection in this state counts as active
+// (ActiveConn) rather than inactive, as the kernel's tcp_state_active_table.
+func (s State) active() bool {
+	switch s {
+	case StateEstablished, StateSynSent, StateSynRecv, StateSynAck:
+		return true
+	}
+	return false
+}
+
+// Timeouts holds the timeout of each state. The zero value of an entry
+// means the default.
+type Timeouts [numStates]time.Duration
+
+// DefaultTimeouts are the kernel's defaults (ip_vs_proto_tcp.c tcp_timeouts,
+// ip_vs_proto_udp.c udp_timeouts): what `ipvsadm --set` shows as
+// "900 120 300".
+var DefaultTimeouts = Timeouts{
+	StateNone:        2 * time.Second,
+	StateEstablished: 15 * time.Minute,
+	StateSynSent:     2 * time.Minute,
+	StateSynRecv:     1 * time.Minute,
+	StateFinWait:     2 * time.Minute,
+	StateTimeWait:    2 * time.Minute,
+	StateClose:       10 * time.Second,
+	StateCloseWait:   60 * time.Second,
+	StateLastAck:     30 * time.Second,
+	StateListen:      2 * time.Minute,
+	StateSynAck:      2 * time.Minute,
+	StateUDP:         5 * time.Minute,
+}
+
+// withDefaults fills zero entries from DefaultTimeouts.
+func (t Timeouts) withDefaults() Timeouts {
+	for i := range t {
+		if t[i] <= 0 {
+			t[i] = DefaultTimeouts[i]
+		}
+	}
+	return t
+}
+
+// tcpDir selects a third of the transition table, as the kernel's
+// tcp_state_off: client-to-server packets are INPUT, server-to-client
+// OUTPUT. (INPUT-ONLY is for DR and tunnel modes, which tunvs does not do.)
+type tcpDir uint8
+
+const (
+	tcpInput  tcpDir = 0
+	tcpOutput tcpDir = 1
+)
+
+// tcp flag bits as in the TCP header.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
+
+// tcpEvent orders the flags as the kernel's tcp_state_idx: RST wins over
+// SYN, SYN over FIN, FIN over ACK. -1: none of them (the state goes to
+// CLOSE, as in the kernel).
+func tcpEvent(flags uint8) int {
+	switch {
+	case flags&tcpRST != 0:
+		return 3
+	case flags&tcpSYN != 0:
+		return 0
+	case flags&tcpFIN != 0:
+		return 1
+	case flags&tcpACK != 0:
+		return 2
+	}
+	return -1
+}
+
+const (
+	sNO = StateNone
+	sES = StateEstablished
+	sSS = StateSynSent
+	sSR = StateSynRecv
+	sFW = StateFinWait
+	sTW = StateTimeWait
+	sCL = StateClose
+	sCW = StateCloseWait
+	sLA = StateLastAck
+	sLI = StateListen
+	sSA = StateSynAck
+)
+
+// tcpStates is the kernel's tcp_states table (not the secure_tcp one):
+// [direction][event][current state] -> next state.
+var tcpStates = [2][4][numTCPStates]State{
+	tcpInput: {
+		//   sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
+		{sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR}, // syn
+		{sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW}, // fin
+		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES}, // ack
+		{sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR}, // rst
+	},
+	tcpOutput: {
+		{sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR}, // syn
+		{sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW}, // fin
+		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES}, // ack
+		{sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL}, // rst
+	},
+}
+
+// nextTCPState is the kernel's set_tcp_state transition for one packet.
+func nextTCPState(cur State, dir tcpDir, flags uint8) State {
+	ev := tcpEvent(flags)
+	if ev < 0 || cur >= numTCPStates {
+		return StateClose
+	}
+	return tcpStates[dir][ev][cur]
+}
+
+// StateNames lists the state names, TCP's then UDP.
+func StateNames() []string { return append([]string(nil), stateNames[:]...) }

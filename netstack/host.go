@@ -1,0 +1,356 @@
+package netstack
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/link/ethernet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/arp"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/tun"
+)
+
+// Config configures a Host.
+type Config struct {
+	// NAT, if set, makes the host a director: every IP packet read from a
+	// device goes through it before the stack sees it.
+	NAT *nat.Table
+	// Forwarding makes the host route packets that are not its own.
+	Forwarding bool
+	// Bypass lets packets of established connections go from device to
+	// device without entering the stack, where the egress is a TUN (a
+	// layer-3 link needs no neighbour lookup).
+	Bypass bool
+	// Now is the clock, in Unix nanoseconds (tests inject their own).
+	Now func() int64
+	// Log receives events; the zero Logger discards them.
+	Log zerolog.Logger
+}
+
+// Counters are the host's own per-packet counters.
+type Counters struct {
+	FastPath    atomic.Uint64 // NATed packets that skipped the stack
+	Delivered   atomic.Uint64 // packets handed to the stack
+	TooBigSent  atomic.Uint64 // ICMP frag-needed / packet-too-big sent
+	UnreachSent atomic.Uint64 // ICMP port unreachable sent (no real server)
+	LinkDrops   atomic.Uint64 // frames too short or of unknown type
+	ReadErrors  atomic.Uint64
+	WriteErrors atomic.Uint64
+}
+
+// Host is a gVisor stack with NICs on tun.Devices.
+type Host struct {
+	cfg Config
+	s   *stack.Stack
+	nat *nat.Table
+
+	Counters Counters
+
+	mu     sync.Mutex
+	nics   map[string]*NIC
+	byID   []*NIC // by NICID; published copy-on-write through nicsByID
+	closed bool
+
+	nicsByID atomic.Pointer[[]*NIC]
+
+	wg   sync.WaitGroup
+	done chan struct{}
+}
+
+// New makes a host with no NICs.
+func New(cfg Config) *Host {
+	if cfg.Now == nil {
+		cfg.Now = func() int64 { return time.Now().UnixNano() }
+	}
+	s := stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocol,
+			ipv6.NewProtocolWithOptions(ipv6.Options{
+				// Addresses are configured, not autoconfigured, and
+				// must be usable at once: no DAD, no SLAAC.
+				DADConfigs: stack.DADConfigurations{DupAddrDetectTransmits: 0},
+			}),
+			arp.NewProtocol,
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{
+			tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4, icmp.NewProtocol6,
+		},
+		// A director sees replies whose source, after SNAT, is its own
+		// VIP; gVisor drops those as martians unless local handling is
+		// off. Hosts of the lab never talk to themselves through a NIC.
+		HandleLocal: cfg.NAT == nil,
+	})
+	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, nics: map[string]*NIC{}, done: make(chan struct{})}
+	empty := []*NIC{}
+	h.nicsByID.Store(&empty)
+	if cfg.Forwarding {
+		_ = s.SetForwardingDefaultAndAllNICs(ipv4.ProtocolNumber, true)
+		_ = s.SetForwardingDefaultAndAllNICs(ipv6.ProtocolNumber, true)
+	}
+	if cfg.NAT != nil {
+		h.wg.Add(1)
+		go h.sweepLoop()
+	}
+	return h
+}
+
+// Stack is the underlying gVisor stack (for gonet listeners and dialers).
+func (h *Host) Stack() *stack.Stack { return h.s }
+
+// NAT is the host's NAT table, nil for a plain host.
+func (h *Host) NAT() *nat.Table { return h.nat }
+
+// NIC is one interface of the host.
+type NIC struct {
+	h    *Host
+	id   tcpip.NICID
+	name string
+	dev  tun.Device
+	kind tun.Kind
+	mac  tcpip.LinkAddress
+	ep   *linkEP
+
+	// writeMu serialises Write on dev: the stack's output and the bypass
+	// both write to it.
+	writeMu sync.Mutex
+}
+
+// Name is the NIC's name.
+func (n *NIC) Name() string { return n.name }
+
+// MTU is the device's MTU (the largest IP packet).
+func (n *NIC) MTU() int { return n.dev.MTU() }
+
+// MAC is the NIC's Ethernet address (TAP only).
+func (n *NIC) MAC() tcpip.LinkAddress { return n.mac }
+
+// AddNIC attaches a device to the host and starts reading from it.
+func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, errors.New("host closed")
+	}
+	if _, ok := h.nics[name]; ok {
+		return nil, fmt.Errorf("nic %q exists", name)
+	}
+	n := &NIC{h: h, id: tcpip.NICID(len(h.byID) + 1), name: name, dev: dev, kind: dev.Kind()}
+	n.ep = newLinkEP(n)
+	var ep stack.LinkEndpoint = n.ep
+	if n.kind == tun.KindTAP {
+		n.mac = randomMAC()
+		n.ep.linkAddr = n.mac
+		ep = ethernet.New(n.ep)
+	}
+	if err := h.s.CreateNICWithOptions(n.id, ep, stack.NICOptions{Name: name}); err != nil {
+		return nil, convErr("create nic "+name, err)
+	}
+	if h.cfg.Forwarding {
+		_, _ = h.s.SetNICForwarding(n.id, ipv4.ProtocolNumber, true)
+		_, _ = h.s.SetNICForwarding(n.id, ipv6.ProtocolNumber, true)
+	}
+	h.nics[name] = n
+	h.byID = append(h.byID, n)
+	ids := append([]*NIC{nil}, h.byID...) // index = NICID
+	h.nicsByID.Store(&ids)
+	h.wg.Add(1)
+	go n.readLoop()
+	return n, nil
+}
+
+func (h *Host) nicByID(id tcpip.NICID) *NIC {
+	ids := *h.nicsByID.Load()
+	if int(id) < len(ids) {
+		return ids[id]
+	}
+	return nil
+}
+
+// NICByName finds a NIC.
+func (h *Host) NICByName(name string) (*NIC, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n, ok := h.nics[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownNIC, name)
+	}
+	return n, nil
+}
+
+func protoOf(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
+}
+
+func toTCPIP(a netip.Addr) tcpip.Address {
+	if a.Is4() {
+		b := a.As4()
+		return tcpip.AddrFrom4(b)
+	}
+	b := a.As16()
+	return tcpip.AddrFrom16(b)
+}
+
+func fromTCPIP(a tcpip.Address) netip.Addr {
+	switch a.Len() {
+	case 4:
+		return netip.AddrFrom4(a.As4())
+	case 16:
+		return netip.AddrFrom16(a.As16())
+	}
+	return netip.Addr{}
+}
+
+func toSubnet(p netip.Prefix) (tcpip.Subnet, error) {
+	p = p.Masked()
+	a := toTCPIP(p.Addr())
+	bits := p.Addr().BitLen()
+	mask := make([]byte, bits/8)
+	for i := 0; i < p.Bits(); i++ {
+		mask[i/8] |= 0x80 >> (i % 8)
+	}
+	sn, err := tcpip.NewSubnet(a, tcpip.MaskFromBytes(mask))
+	if err != nil {
+		return tcpip.Subnet{}, fmt.Errorf("subnet %v: %w", p, err)
+	}
+	return sn, nil
+}
+
+// AddAddress assigns an address with its prefix to a NIC and adds the
+// connected route for the prefix (unless it is a host prefix, /32 or /128,
+// like an IPVS VIP alias).
+func (h *Host) AddAddress(nicName string, p netip.Prefix) error {
+	n, err := h.NICByName(nicName)
+	if err != nil {
+		return err
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          protoOf(p.Addr()),
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()},
+	}
+	if e := h.s.AddProtocolAddress(n.id, pa, stack.AddressProperties{}); e != nil {
+		return convErr(fmt.Sprintf("add address %v to %s", p, nicName), e)
+	}
+	if p.Bits() < p.Addr().BitLen() {
+		sn, err := toSubnet(p)
+		if err != nil {
+			return err
+		}
+		h.s.AddRoute(tcpip.Route{Destination: sn, NIC: n.id})
+	}
+	return nil
+}
+
+// AddRoute adds a static route. With a gateway and no NIC name, the NIC is
+// the one whose connected route covers the gateway. An invalid gw makes a
+// connected route, which needs the NIC.
+func (h *Host) AddRoute(dst netip.Prefix, gw netip.Addr, nicName string) error {
+	sn, err := toSubnet(dst)
+	if err != nil {
+		return err
+	}
+	r := tcpip.Route{Destination: sn}
+	if gw.IsValid() {
+		if gw.Is4() != dst.Addr().Is4() {
+			return fmt.Errorf("route %v via %v: address families differ", dst, gw)
+		}
+		r.Gateway = toTCPIP(gw)
+	}
+	switch {
+	case nicName != "":
+		n, err := h.NICByName(nicName)
+		if err != nil {
+			return err
+		}
+		r.NIC = n.id
+	case gw.IsValid():
+		rt, e := h.s.FindRoute(0, tcpip.Address{}, r.Gateway, protoOf(gw), false)
+		if e != nil {
+			return convErr(fmt.Sprintf("route %v: gateway %v unreachable", dst, gw), e)
+		}
+		r.NIC = rt.NICID()
+		rt.Release()
+	default:
+		return fmt.Errorf("route %v: needs a gateway or a nic", dst)
+	}
+	h.s.AddRoute(r)
+	return nil
+}
+
+// EgressMTU is the MTU of the NIC the route to dst leaves by, or 0.
+func (h *Host) EgressMTU(dst netip.Addr) int {
+	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
+	if e != nil {
+		return 0
+	}
+	defer r.Release()
+	if n := h.nicByID(r.NICID()); n != nil {
+		return n.dev.MTU()
+	}
+	return 0
+}
+
+// sweepLoop expires connections a slice of the table at a time: a quarter
+// second per pass of 16 of the 64 shards, so each connection is looked at
+// once a second and no pass locks the whole table.
+func (h *Host) sweepLoop() {
+	defer h.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-t.C:
+			now := h.cfg.Now()
+			for range 16 {
+				h.nat.Sweep(now)
+			}
+		}
+	}
+}
+
+// Close closes every device and waits for the readers to stop.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	close(h.done)
+	var errs []error
+	for _, n := range h.byID {
+		if err := n.dev.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close %s: %w", n.name, err))
+		}
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+	h.s.Close()
+	h.s.Wait()
+	return errors.Join(errs...)
+}
+
+func randomMAC() tcpip.LinkAddress {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	b[0] = b[0]&^0x01 | 0x02 // unicast, locally administered
+	return tcpip.LinkAddress(b[:])
+}

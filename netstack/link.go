@@ -1,0 +1,329 @@
+package netstack
+
+import (
+	"encoding/binary"
+	"errors"
+	"sync"
+
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/tun"
+)
+
+const (
+	ethHdrLen = 14
+	// bufOffset is the room left in front of every packet buffer, for a
+	// device header (a virtio-net header is 10 or 12 bytes) so that a
+	// packet read from one device can be written to another in place.
+	bufOffset = 16
+	// maxPacket bounds one packet: the largest IP packet plus a link
+	// header.
+	maxPacket = 65535 + ethHdrLen
+)
+
+// linkEP is the gVisor link endpoint of a NIC: the stack writes to the
+// device through it, and the NIC's reader delivers to its dispatcher.
+type linkEP struct {
+	nic      *NIC
+	linkAddr tcpip.LinkAddress
+
+	mu         sync.RWMutex
+	dispatcher stack.NetworkDispatcher
+
+	// wbufs are the write buffers, used under nic.writeMu.
+	wbufs [][]byte
+	wpkt  nat.Packet
+}
+
+var _ stack.LinkEndpoint = (*linkEP)(nil)
+
+func newLinkEP(n *NIC) *linkEP {
+	return &linkEP{nic: n}
+}
+
+// frameSize is the buffer size for one packet of dev: devices that batch
+// get MTU-sized buffers (they are in-memory links that enforce their MTU),
+// single-packet kernel devices get room for anything the kernel may send
+// if the MTU is raised behind tunvs's back.
+func frameSize(dev tun.Device) int {
+	if dev.BatchSize() > 1 {
+		return dev.MTU() + ethHdrLen
+	}
+	return maxPacket
+}
+
+func (e *linkEP) MTU() uint32 {
+	if e.nic.kind == tun.KindTAP {
+		// The ethernet wrapper subtracts its header again.
+		return uint32(e.nic.dev.MTU() + ethHdrLen)
+	}
+	return uint32(e.nic.dev.MTU())
+}
+func (e *linkEP) SetMTU(uint32)                                {}
+func (e *linkEP) MaxHeaderLength() uint16                      { return 0 }
+func (e *linkEP) LinkAddress() tcpip.LinkAddress               { return e.linkAddr }
+func (e *linkEP) SetLinkAddress(a tcpip.LinkAddress)           { e.linkAddr = a }
+func (e *linkEP) Capabilities() stack.LinkEndpointCapabilities { return 0 }
+func (e *linkEP) Wait()                                        {}
+func (e *linkEP) AddHeader(*stack.PacketBuffer)                {}
+func (e *linkEP) ParseHeader(*stack.PacketBuffer) bool         { return true }
+func (e *linkEP) Close()                                       {}
+func (e *linkEP) SetOnCloseAction(func())                      {}
+
+func (e *linkEP) ARPHardwareType() header.ARPHardwareType {
+	if e.nic.kind == tun.KindTAP {
+		return header.ARPHardwareEther
+	}
+	return header.ARPHardwareNone
+}
+
+func (e *linkEP) Attach(d stack.NetworkDispatcher) {
+	e.mu.Lock()
+	e.dispatcher = d
+	e.mu.Unlock()
+}
+
+func (e *linkEP) IsAttached() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.dispatcher != nil
+}
+
+// WritePackets sends what the stack emits. ICMP errors the stack makes
+// about a NATed packet (a TTL expired on the way to a real server, say)
+// quote the rewritten packet; they go through the NAT here so that the
+// client sees what it sent.
+func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
+	n := e.nic
+	n.writeMu.Lock()
+	defer n.writeMu.Unlock()
+	list := pkts.AsSlice()
+	for len(e.wbufs) < len(list) {
+		e.wbufs = append(e.wbufs, make([]byte, bufOffset+frameSize(n.dev)))
+	}
+	bufs := e.wbufs[:len(list)]
+	var now int64
+	if n.h.nat != nil {
+		now = n.h.cfg.Now()
+	}
+	for i, pkt := range list {
+		b := bufs[i][:cap(bufs[i])]
+		size := copyPacket(b[bufOffset:], pkt)
+		bufs[i] = b[:bufOffset+size]
+		if n.h.nat != nil {
+			l3 := bufs[i][bufOffset:]
+			if n.kind == tun.KindTAP {
+				if len(l3) < ethHdrLen {
+					continue
+				}
+				l3 = l3[ethHdrLen:]
+			}
+			if isICMP(l3) {
+				n.h.nat.ProcessLocalICMP(l3, &e.wpkt, now)
+			}
+		}
+	}
+	written, err := n.dev.Write(bufs, bufOffset)
+	for i := range bufs {
+		bufs[i] = bufs[i][:cap(bufs[i])]
+	}
+	if err != nil {
+		n.h.Counters.WriteErrors.Add(1)
+		if written == 0 {
+			if errors.Is(err, tun.ErrClosed) {
+				return 0, &tcpip.ErrClosedForSend{}
+			}
+			return 0, &tcpip.ErrAborted{}
+		}
+	}
+	return len(list), nil
+}
+
+// copyPacket flattens pkt into b without allocating.
+func copyPacket(b []byte, pkt *stack.PacketBuffer) int {
+	vl, off := pkt.AsViewList()
+	n := 0
+	for v := vl.Front(); v != nil; v = v.Next() {
+		s := v.AsSlice()
+		if off >= len(s) {
+			off -= len(s)
+			continue
+		}
+		n += copy(b[n:], s[off:])
+		off = 0
+	}
+	return n
+}
+
+// isICMP reports whether an IP packet carries ICMP or ICMPv6 (without
+// extension headers, which the stack does not put on its errors).
+func isICMP(b []byte) bool {
+	if len(b) < 1 {
+		return false
+	}
+	switch b[0] >> 4 {
+	case 4:
+		return len(b) >= 20 && b[9] == 1
+	case 6:
+		return len(b) >= 40 && b[6] == 58
+	}
+	return false
+}
+
+// readLoop reads batches from the device and handles each packet.
+func (n *NIC) readLoop() {
+	h := n.h
+	defer h.wg.Done()
+	bs := max(n.dev.BatchSize(), 1)
+	size := frameSize(n.dev)
+	bufs := make([][]byte, bs)
+	for i := range bufs {
+		bufs[i] = make([]byte, bufOffset+size)
+	}
+	sizes := make([]int, bs)
+	f := &fastPath{}
+	var p nat.Packet
+	for {
+		cnt, err := n.dev.Read(bufs, sizes, bufOffset)
+		if err != nil {
+			if errors.Is(err, tun.ErrClosed) {
+				return
+			}
+			select {
+			case <-h.done:
+				return
+			default:
+			}
+			h.Counters.ReadErrors.Add(1)
+			h.cfg.Log.Warn().Err(err).Str("nic", n.name).Msg("device read failed")
+			continue
+		}
+		var now int64
+		if h.nat != nil {
+			now = h.cfg.Now()
+		}
+		for i := 0; i < cnt; i++ {
+			n.handle(bufs[i][bufOffset:bufOffset+sizes[i]], bufs[i], &p, now, f)
+		}
+		f.flush(h)
+	}
+}
+
+// handle runs one frame through the NAT and on to the stack or the bypass.
+// whole is the frame's buffer with its bufOffset headroom.
+func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath) {
+	h := n.h
+	l3 := frame
+	var proto tcpip.NetworkProtocolNumber
+	if n.kind == tun.KindTAP {
+		if len(frame) < ethHdrLen {
+			h.Counters.LinkDrops.Add(1)
+			return
+		}
+		proto = tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(frame[12:14]))
+		l3 = frame[ethHdrLen:]
+	} else {
+		if len(frame) == 0 {
+			h.Counters.LinkDrops.Add(1)
+			return
+		}
+		switch frame[0] >> 4 {
+		case 4:
+			proto = ipv4.ProtocolNumber
+		case 6:
+			proto = ipv6.ProtocolNumber
+		default:
+			// Let the NAT count it by reason.
+			if h.nat != nil {
+				h.nat.Process(l3, p, now)
+			}
+			return
+		}
+	}
+	if h.nat != nil && (proto == ipv4.ProtocolNumber || proto == ipv6.ProtocolNumber) {
+		res := h.nat.Process(l3, p, now)
+		switch res.Verdict {
+		case nat.Drop:
+			if res.Unreachable {
+				n.sendUnreachable(frame, p)
+			}
+			return
+		case nat.TooBig:
+			n.sendTooBig(frame, p, res)
+			return
+		case nat.Forward:
+			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, len(frame)) {
+				return
+			}
+		}
+	}
+	n.deliver(proto, frame)
+}
+
+// deliver hands a frame to the stack (which copies it).
+func (n *NIC) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
+	n.ep.mu.RLock()
+	d := n.ep.dispatcher
+	n.ep.mu.RUnlock()
+	if d == nil {
+		return
+	}
+	pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	if n.kind == tun.KindTAP {
+		proto = 0 // the ethernet endpoint reads the type from the header
+	}
+	d.DeliverNetworkPacket(proto, pkb)
+	pkb.DecRef()
+	n.h.Counters.Delivered.Add(1)
+}
+
+// replyFrame sends the IP packet at b[bufOffset+ethHdrLen:][:size] back out
+// of n towards whoever sent frame; on a TAP the frame's Ethernet addresses
+// are swapped, so the reply goes to the hop it came from.
+func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
+	off := bufOffset + ethHdrLen
+	end := off + size
+	if n.kind == tun.KindTAP {
+		eth := b[bufOffset:off]
+		copy(eth[0:6], frame[6:12])
+		copy(eth[6:12], n.mac)
+		et := uint16(header.IPv4ProtocolNumber)
+		if v6 {
+			et = uint16(header.IPv6ProtocolNumber)
+		}
+		binary.BigEndian.PutUint16(eth[12:14], et)
+		off = bufOffset
+	}
+	n.writeMu.Lock()
+	_, err := n.dev.Write([][]byte{b[:end]}, off)
+	n.writeMu.Unlock()
+	if err != nil {
+		n.h.Counters.WriteErrors.Add(1)
+	}
+}
+
+func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
+	b := make([]byte, bufOffset+ethHdrLen+1280)
+	size := nat.BuildTooBig(b[bufOffset+ethHdrLen:], p, res.Conn.VAddr, res.MTU)
+	if size == 0 {
+		return
+	}
+	n.replyFrame(frame, b, size, p.V6)
+	n.h.Counters.TooBigSent.Add(1)
+}
+
+func (n *NIC) sendUnreachable(frame []byte, p *nat.Packet) {
+	b := make([]byte, bufOffset+ethHdrLen+1280)
+	size := nat.BuildPortUnreachable(b[bufOffset+ethHdrLen:], p, p.Dst())
+	if size == 0 {
+		return
+	}
+	n.replyFrame(frame, b, size, p.V6)
+	n.h.Counters.UnreachSent.Add(1)
+}

@@ -1,0 +1,153 @@
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync/atomic"
+)
+
+// defaultMTU is what Ethernet-style interfaces start with; it is reported
+// where the MTU cannot be read back from the system.
+const defaultMTU = 1500
+
+// Config describes a kernel TUN or TAP device to create (or attach to).
+type Config struct {
+	// Name is the interface name, e.g. "tunvs0". Empty lets the kernel
+	// choose; on Linux a "%d" in the name is replaced by the first free
+	// number. On Linux names are at most 15 bytes (IFNAMSIZ-1).
+	Name string
+	// Kind selects TUN (IP packets) or TAP (Ethernet frames). The zero
+	// value means KindTUN so that a zero Config is usable.
+	Kind Kind
+	// MTU, when > 0, is set on the interface before it is brought up.
+	// Zero keeps the system default.
+	MTU int
+	// Up brings the interface up (IFF_UP) once it exists, so that the
+	// kernel starts routing to it without an external "ip link set up".
+	Up bool
+}
+
+// Open creates the TUN or TAP device described by cfg (on Linux the process
+// needs CAP_NET_ADMIN) and returns it as a Device with BatchSize 1 and
+// Headroom 0: each Read and Write is one system call for one packet.
+//
+// Packets carry no packet-information header (IFF_NO_PI). Buffers passed to
+// Read should hold at least MTU() bytes (MTU()+14 for TAP) after the offset:
+// the kernel truncates a packet that does not fit, silently.
+//
+// On Linux the MTU and the up flag are applied with ioctls and the MTU is
+// read back, so MTU() tells what the kernel really uses. On other systems
+// MTU and Up are not applied and MTU() reports 1500; see water_other.go.
+func Open(cfg Config) (Device, error) {
+	kind := cfg.Kind
+	if kind == 0 {
+		kind = KindTUN
+	}
+	if kind != KindTUN && kind != KindTAP {
+		return nil, fmt.Errorf("open %q: invalid kind %d", cfg.Name, cfg.Kind)
+	}
+	if cfg.MTU < 0 {
+		return nil, fmt.Errorf("open %q: negative mtu %d", cfg.Name, cfg.MTU)
+	}
+	f, name, err := openDevice(cfg.Name, kind)
+	if err != nil {
+		return nil, fmt.Errorf("open %s %q: %w", kind, cfg.Name, err)
+	}
+	// The kernel may have picked or completed the name (empty or "%d"):
+	// everything below, and Name(), uses the real one.
+	mtu, err := configure(name, cfg)
+	if err != nil {
+		// Do not leave a half-configured device behind; closing the
+		// last fd of a non-persistent device removes the interface.
+		_ = f.Close()
+		return nil, fmt.Errorf("configure %s: %w", name, err)
+	}
+	return &waterDevice{f: f, name: name, kind: kind, mtu: mtu}, nil
+}
+
+// waterDevice is a kernel TUN/TAP device: opened directly on Linux
+// (water_linux.go) and through water elsewhere (water_other.go).
+type waterDevice struct {
+	// f is, on Linux, an *os.File over a non-blocking fd, so reads wait in
+	// the Go netpoller and Close wakes a blocked Read with os.ErrClosed.
+	f      io.ReadWriteCloser
+	name   string
+	kind   Kind
+	mtu    int
+	closed atomic.Bool
+}
+
+// Read reads one packet into bufs[0][offset:]. The kernel hands out one
+// packet per read(2), so batching would only add latency.
+func (d *waterDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if len(bufs) == 0 || len(sizes) == 0 {
+		return 0, fmt.Errorf("read %s: no buffers", d.name)
+	}
+	if offset < 0 || offset >= len(bufs[0]) {
+		return 0, fmt.Errorf("read %s: offset %d outside buffer of %d bytes", d.name, offset, len(bufs[0]))
+	}
+	n, err := d.f.Read(bufs[0][offset:])
+	if err != nil {
+		return 0, d.wrapErr("read", err)
+	}
+	sizes[0] = n
+	return 1, nil
+}
+
+// Write writes each bufs[i][offset:] as one packet, stopping at the first
+// error; the kernel validates packets (e.g. the IP version nibble on TUN)
+// and its error is returned wrapped.
+func (d *waterDevice) Write(bufs [][]byte, offset int) (int, error) {
+	for i, b := range bufs {
+		if offset < 0 || offset > len(b) {
+			return i, fmt.Errorf("write %s: offset %d outside buffer of %d bytes", d.name, offset, len(b))
+		}
+		if _, err := d.f.Write(b[offset:]); err != nil {
+			return i, d.wrapErr("write", err)
+		}
+	}
+	return len(bufs), nil
+}
+
+// wrapErr maps the file's "closed" errors to ErrClosed so callers need to
+// know only the contract's error, and names the device in all others.
+func (d *waterDevice) wrapErr(op string, err error) error {
+	if d.closed.Load() || errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("%s %s: %w", op, d.name, ErrClosed)
+	}
+	if errors.Is(err, io.EOF) {
+		// A tun fd never reaches end of file while open; seeing it means
+		// the device went away underneath us.
+		return fmt.Errorf("%s %s: unexpected end of file: %w", op, d.name, err)
+	}
+	return fmt.Errorf("%s %s: %w", op, d.name, err)
+}
+
+// BatchSize is 1: one packet per read system call.
+func (d *waterDevice) BatchSize() int { return 1 }
+
+// Headroom is 0: without a virtio-net header nothing precedes the packet.
+func (d *waterDevice) Headroom() int { return 0 }
+
+// MTU is the interface MTU as read back after configuration.
+func (d *waterDevice) MTU() int { return d.mtu }
+
+// Kind is KindTUN or KindTAP as opened.
+func (d *waterDevice) Kind() Kind { return d.kind }
+
+// Name is the kernel's name for the interface.
+func (d *waterDevice) Name() string { return d.name }
+
+// Close closes the device fd, which removes the (non-persistent) interface
+// and wakes a blocked Read. Closing twice is a no-op.
+func (d *waterDevice) Close() error {
+	if d.closed.Swap(true) {
+		return nil
+	}
+	if err := d.f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", d.name, err)
+	}
+	return nil
+}
