@@ -628,7 +628,7 @@ func TestParseFragments(t *testing.T) {
 
 // A NAT that rewrites fragments as they pass keeps the reassembled
 // datagram right: the first fragment's L4 checksum takes the whole change.
-func TestRewriteFragmentsReassemble(t *testing.T) {
+func TestPacketRewriteFragmentsReassemble(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
 		s := udp4()
 		if v6 {
@@ -678,9 +678,9 @@ func TestRewriteFragmentsReassemble(t *testing.T) {
 	}
 }
 
-// rewrite applies one change to a spec the way SetSrc and the others are
-// meant to change the packet, and builds what they should produce.
-func TestRewrite(t *testing.T) {
+// Each rewrite step is applied to the packet and to its spec; the packet
+// must equal the spec built afresh, and parse and verify as such.
+func TestPacketRewrite(t *testing.T) {
 	for _, c := range baseSpecs() {
 		t.Run(c.name, func(t *testing.T) {
 			s := c.s
@@ -764,7 +764,7 @@ func TestRewrite(t *testing.T) {
 // Many random packets, each rewritten in random ways, each compared with
 // the same packet built directly: incremental updates against full
 // computation.
-func TestRewriteRandom(t *testing.T) {
+func TestPacketRewriteRandom(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	addr := func(v6 bool) netip.Addr {
 		var a [16]byte
@@ -883,7 +883,46 @@ func TestRewriteRandom(t *testing.T) {
 	t.Logf("%d rewrites checked", n)
 }
 
-func TestRewriteUDPZeroChecksumStaysZero(t *testing.T) {
+// A UDP checksum that comes out as 0 after a rewrite is sent as 0xFFFF, as
+// a full computation would send it; 0 would mean "none" in IPv4 and be
+// wrong in IPv6.
+func TestPacketUDPChecksumComputesToZero(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		s, na := udp4(), tReal4
+		if v6 {
+			s, na = udp6(), tReal6
+		}
+		// With port 0 the checksum is ~S; port ~~S = ~S makes the sum 0xFFFF.
+		z := s
+		z.dst, z.dport = na, 0
+		port := binary.BigEndian.Uint16(z.l4()[6:])
+		z.dport = port
+		if c := binary.BigEndian.Uint16(z.l4()[6:]); c != 0xffff {
+			t.Fatalf("v6 %v: test packet's checksum is %#04x, not 0xFFFF", v6, c)
+		}
+		p := mustParse(t, s.build())
+		p.SetDst(na, port)
+		if want := z.build(); !bytes.Equal(p.B, want) {
+			t.Errorf("v6 %v:\n got %x\nwant %x", v6, p.B, want)
+		}
+		if !p.VerifyL4Checksum() {
+			t.Errorf("v6 %v: checksum wrong", v6)
+		}
+		// Quoted in an ICMP error, the same.
+		e := pktSpec{src: tRouter4, dst: tClient4, proto: ipProtoICMP, icmpType: 3, inner: &s}
+		if v6 {
+			e = pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 1, inner: &s}
+		}
+		p = mustParse(t, e.build())
+		p.SetInnerDst(na, port)
+		e.inner = &z
+		if want := e.build(); !bytes.Equal(p.B, want) {
+			t.Errorf("v6 %v, quoted:\n got %x\nwant %x", v6, p.B, want)
+		}
+	}
+}
+
+func TestPacketUDPZeroChecksumStaysZero(t *testing.T) {
 	s := udp4()
 	s.udpZero = true
 	p := mustParse(t, s.build())
@@ -903,7 +942,7 @@ func TestRewriteUDPZeroChecksumStaysZero(t *testing.T) {
 	}
 }
 
-func TestRewriteWrongFamily(t *testing.T) {
+func TestPacketRewriteWrongFamily(t *testing.T) {
 	for _, c := range baseSpecs() {
 		b := c.s.build()
 		orig := append([]byte(nil), b...)
@@ -936,7 +975,7 @@ func TestRewriteWrongFamily(t *testing.T) {
 	}
 }
 
-func TestDecTTL(t *testing.T) {
+func TestPacketDecTTL(t *testing.T) {
 	for _, c := range baseSpecs() {
 		for _, ttl := range []uint8{0, 1, 2, 255} {
 			b := c.s.build()
@@ -975,7 +1014,7 @@ func TestDecTTL(t *testing.T) {
 
 // With a Routing header still to be walked the pseudo-header holds the
 // final destination, which a NAT does not change.
-func TestRewriteRoutingHeader(t *testing.T) {
+func TestPacketRewriteRoutingHeader(t *testing.T) {
 	final := netip.MustParseAddr("2001:db8:f::1")
 	for _, proto := range []uint8{ipProtoTCP, ipProtoUDP, ipProtoICMPv6} {
 		s := tcp6()
@@ -1013,7 +1052,7 @@ func TestRewriteRoutingHeader(t *testing.T) {
 	}
 }
 
-func TestVerifyL4ChecksumDetectsDamage(t *testing.T) {
+func TestPacketVerifyL4ChecksumDetectsDamage(t *testing.T) {
 	for _, c := range baseSpecs() {
 		b := c.s.build()
 		p := mustParse(t, b)
@@ -1045,7 +1084,7 @@ func TestVerifyL4ChecksumDetectsDamage(t *testing.T) {
 	}
 }
 
-func TestAccessorsOfEmptyPacket(t *testing.T) {
+func TestPacketAccessorsOfEmpty(t *testing.T) {
 	var p Packet
 	if p.Src().IsValid() || p.Dst().IsValid() || p.InnerSrc().IsValid() || p.InnerDst().IsValid() ||
 		p.TTL() != 0 || p.DF() || p.Len() != 0 || p.DecTTL() {

@@ -1,0 +1,44 @@
+# tunvs: `make lab` runs the in-process LVS-NAT lab (no privileges needed),
+# `make test` runs everything CI runs.
+
+GO ?= go
+PKGS := ./...
+
+.PHONY: all build lab test check unit race bench-smoke fuzz-smoke bench clean
+
+all: build
+
+build:
+	$(GO) build -o bin/tunvs ./cmd/tunvs
+	$(GO) build -o bin/tunvsadm ./cmd/tunvsadm
+
+lab:
+	$(GO) run ./cmd/tunvs lab
+
+# test: formatting, vet, every test with the race detector (the namespace
+# end-to-end tests included; they need unshare and /dev/net/tun), every
+# benchmark once so none rots, and a short fuzz run of each fuzz target.
+test: check race bench-smoke fuzz-smoke
+
+check:
+	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+race:
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+unit:
+	$(GO) test -count=1 -short $(PKGS)
+
+bench-smoke:
+	$(GO) test -run '^$$' -bench . -benchtime 1x -count=1 $(PKGS)
+
+fuzz-smoke:
+	$(GO) test -run '^$$' -fuzz '^FuzzPacket$$' -fuzztime 20s ./nat/
+	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime 20s ./nat/
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+clean:
+	rm -rf bin
