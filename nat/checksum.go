@@ -35,8 +35,10 @@ func SumBytes(b []byte, initial uint32) uint32 {
 		s, c = bits.Add64(s, binary.BigEndian.Uint64(b), c)
 		b = b[8:]
 	}
-	s, c = bits.Add64(s, c, 0)
-	s += c // cannot carry again: s wrapped to 0 if c is 1
+	// The last carry goes back in at the bottom without overflowing: a
+	// carry out leaving s = 2^64-1 needs s = 2^64-1 and a carry in, and
+	// the chain starts from s < 2^32 with no carry.
+	s += c
 	// Below 2^33 from here, so the tail words cannot overflow.
 	s = s>>32 + s&0xffffffff
 	if len(b) >= 4 {

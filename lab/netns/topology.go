@@ -573,6 +573,11 @@ func (h *Host) doLocked(fd int, fn func() error, ch chan<- doResult) {
 // namespaces and every device in them, and deletes the bridges and veth
 // ends it created in Root. Processes in Root are the caller's. Idempotent;
 // the first call's error covers everything that could not be undone.
+//
+// Processes are found by their namespace, so one whose Start races with
+// Close may be missed (nsenter has not switched yet, then fails to or
+// switches into a namespace nothing else uses). The sandbox's PID namespace
+// is the backstop: it kills everything when the sandbox exits.
 func (t *Topology) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -584,9 +589,20 @@ func (t *Topology) Close() error {
 	t.mu.Unlock()
 
 	var errs []error
-	killStrays(hosts)
+	ours, keepers := namespaceKeys(hosts)
+	killStrays(ours, keepers)
 	for _, h := range hosts {
 		errs = append(errs, h.stop())
+	}
+	// A process started with Command just before Close may have been
+	// between nsenter's fork and its setns during the first scan. With the
+	// keepers gone, nsenter can no longer open a host's namespace, and one
+	// that had opened it already shows up here once it has switched.
+	for i := 0; i < 3; i++ {
+		time.Sleep(5 * time.Millisecond)
+		if killStrays(ours, keepers) == 0 && i > 0 {
+			break
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
@@ -601,11 +617,11 @@ func (t *Topology) Close() error {
 	return errors.Join(errs...)
 }
 
-// killStrays sends SIGKILL to every process, other than the keepers, whose
-// network namespace is one of hosts'. They can only be there because they
-// were started there, by this topology's users.
-func killStrays(hosts []*Host) {
-	type nsKey struct{ dev, ino uint64 }
+type nsKey struct{ dev, ino uint64 }
+
+// namespaceKeys identifies the hosts' namespaces (which outlive the
+// keepers while anything still holds them) and the keepers' PIDs.
+func namespaceKeys(hosts []*Host) (map[nsKey]bool, map[int]bool) {
 	ours := map[nsKey]bool{}
 	keepers := map[int]bool{os.Getpid(): true}
 	for _, h := range hosts {
@@ -615,10 +631,18 @@ func killStrays(hosts []*Host) {
 		}
 		keepers[h.pid] = true
 	}
+	return ours, keepers
+}
+
+// killStrays sends SIGKILL to every process, other than the keepers, whose
+// network namespace is one of ours, and returns how many it found. They can
+// only be there because they were started there, by this topology's users.
+func killStrays(ours map[nsKey]bool, keepers map[int]bool) int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return
+		return 0
 	}
+	n := 0
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || keepers[pid] {
@@ -630,8 +654,10 @@ func killStrays(hosts []*Host) {
 		}
 		if ours[nsKey{st.Dev, st.Ino}] {
 			unix.Kill(pid, unix.SIGKILL)
+			n++
 		}
 	}
+	return n
 }
 
 // stop ends the keeper and releases the namespace.
