@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build lab test check unit race bench-smoke fuzz-smoke bench clean
+.PHONY: all build lab test check unit race norace bench-smoke fuzz-smoke bench clean
 
 all: build
 
@@ -18,7 +18,7 @@ lab:
 # test: formatting, vet, every test with the race detector (the namespace
 # end-to-end tests included; they need unshare and /dev/net/tun), every
 # benchmark once so none rots, and a short fuzz run of each fuzz target.
-test: check race bench-smoke fuzz-smoke
+test: check race norace bench-smoke fuzz-smoke
 
 check:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -26,6 +26,10 @@ check:
 
 race:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+# Tests that -race must skip (see lab/lab_test.go skipUnderRace) run here.
+norace:
+	$(GO) test -count=1 ./lab/ ./cmd/...
 
 unit:
 	$(GO) test -count=1 -short $(PKGS)

@@ -40,6 +40,9 @@ type Packet struct {
 	// (RFC 8200 section 8.1), not the IPv6 destination: rewriting the
 	// destination leaves the L4 checksum alone, and it is not verified.
 	rt, innerRt bool
+	// innerLater: the quoted packet is a later fragment, whose "L4
+	// header" is data: SetInner* leaves it alone.
+	innerLater bool
 }
 
 // Inner describes the packet quoted inside an ICMP error (offsets relative
@@ -79,15 +82,20 @@ const (
 // is b trimmed to the length the IP header states; rewrites change b in
 // place. On a drop p's contents are unspecified.
 //
-// The rule for lengths: a packet or header whose fixed part is not there is
-// DropTruncated; a length field pointing past the end (IPv4 IHL, TCP data
-// offset, IPv6 extension header length) is DropBadHeaderLen, as are ones
-// below the minimum; a stated packet length beyond b is DropTruncated.
+// Lengths: a packet shorter than a header's fixed part or than its stated
+// length (IPv4 total length, IPv6 payload length, UDP length) is
+// DropTruncated, as is an IPv4 total length below the header length. A
+// header length field below its minimum or reaching past the packet (IPv4
+// IHL, TCP data offset, IPv6 extension header length) is DropBadHeaderLen,
+// as is a UDP length below 8. A wrong IPv4 header checksum is
+// DropBadChecksum.
 //
 // Fragments are not dropped here: Frag is set and the caller decides. The
-// L4 header of a non-first fragment is not parsed; of a first fragment the
+// L4 header of a later fragment is not parsed; of a first fragment the
 // ports (and TCP flags, ICMP type and code) are read if the L4 header is
-// there, without checking it, and ICMPError stays false.
+// there, without checking it, and ICMPError stays false. An IPv6 Fragment
+// header makes a fragment even with offset 0 and no more fragments
+// (RFC 6946's atomic fragment), and the headers after it are not walked.
 //
 // A UDP length below the IP payload length is accepted (the surplus is
 // RFC 9868 options space): the UDP checksum covers the UDP length only.
@@ -345,6 +353,7 @@ func (p *Packet) parseInner() DropReason {
 		nonFirst = w&walkFrag != 0 && w&walkFirst == 0
 		p.innerRt = w&walkRouting != 0
 	}
+	p.innerLater = nonFirst
 	if in.Proto == ipProtoTCP || in.Proto == ipProtoUDP {
 		// A later fragment quotes data, not ports.
 		if nonFirst || len(b)-in.L4 < 8 {
@@ -475,9 +484,13 @@ func (p *Packet) pseudoSum(proto uint8, length int) uint32 {
 }
 
 // SetSrc rewrites the source address and, for TCP and UDP, the source port,
-// keeping every checksum right by incremental update (RFC 1624). For ICMP
-// the port is ignored. It returns false, changing nothing, if a is not of
-// the packet's family.
+// keeping every checksum right by incremental update (RFC 1624); an IPv4
+// UDP checksum of 0 (none) stays 0. For ICMP the port is ignored. It
+// returns false, changing nothing, if a is not of the packet's family.
+//
+// Of a fragment, the first gets the port and its L4 checksum updated too
+// (if its L4 header is there), later ones the address only: the datagram
+// they reassemble to is then right.
 func (p *Packet) SetSrc(a netip.Addr, port uint16) bool { return p.setAddr(a, port, false) }
 
 // SetDst rewrites the destination address and, for TCP and UDP, the
@@ -625,7 +638,7 @@ func (p *Packet) setInner(a netip.Addr, port uint16, dst bool) bool {
 			}
 		}
 	case ipProtoICMPv6:
-		if p.V6 && in.L4 >= 0 && in.L4+4 <= len(b) {
+		if p.V6 && !p.innerLater && in.L4 >= 0 && in.L4+4 <= len(b) {
 			c := b[in.L4+2 : in.L4+4]
 			oc := binary.BigEndian.Uint16(c)
 			nc := applyDelta(oc, d)

@@ -922,6 +922,35 @@ func TestPacketUDPChecksumComputesToZero(t *testing.T) {
 	}
 }
 
+// A quoted later fragment has data where its L4 header would be: inner
+// rewrites change its addresses only.
+func TestPacketInnerLaterFragment(t *testing.T) {
+	// Built as some protocol's data, then marked ICMPv6.
+	in := pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: 253, ext: []uint8{ip6Fragment}, fragOff: 5,
+		payload: []byte("later fragment data")}
+	e := pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 3, icmpCode: 1, inner: &in}
+	build := func() []byte {
+		b := e.build()
+		b[40+8+40] = ipProtoICMPv6
+		b[42], b[43] = 0, 0
+		ph := append(append([]byte(nil), b[8:40]...), 0, 0, 0, 0, 0, 0, 0, ipProtoICMPv6)
+		binary.BigEndian.PutUint32(ph[32:], uint32(len(b)-40))
+		binary.BigEndian.PutUint16(b[42:], refChecksum(append(ph, b[40:]...)))
+		return b
+	}
+	p := mustParse(t, build())
+	if p.Inner.Proto != ipProtoICMPv6 || p.Inner.L4 != p.L4+8+40+8 || !p.VerifyL4Checksum() {
+		t.Fatalf("Inner %+v", p.Inner)
+	}
+	p.SetInnerSrc(tReal6, 1)
+	moved := in
+	moved.src = tReal6
+	e.inner = &moved
+	if want := build(); !bytes.Equal(p.B, want) {
+		t.Errorf("\n got %x\nwant %x", p.B, want)
+	}
+}
+
 func TestPacketUDPZeroChecksumStaysZero(t *testing.T) {
 	s := udp4()
 	s.udpZero = true

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -84,7 +85,7 @@ func TestDiagnose(t *testing.T) {
 		"/proc/sys/user/max_user_namespaces":                     "0",
 		"/proc/sys/kernel/apparmor_restrict_unprivileged_userns": "1",
 	})
-	for _, want := range []string{"user/max_user_namespaces is 0", "AppArmor", "user/max_user_namespaces=0"} {
+	for _, want := range []string{"user.max_user_namespaces is 0", "AppArmor", "user.max_user_namespaces=0"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("diagnose: %q lacks %q", got, want)
 		}
@@ -340,6 +341,11 @@ func testTopology(t *testing.T) {
 		if got := readSysctl(t, root, key); got != rootBefore {
 			t.Errorf("writing a's %s changed root's: %s -> %s", key, rootBefore, got)
 		}
+		for _, key := range []string{"kernel.hostname", "vm/swappiness", "net"} {
+			if err := a.Sysctl(key, "1"); err == nil || !strings.Contains(err.Error(), "not per network namespace") {
+				t.Errorf("Sysctl(%q): %v, want a refusal", key, err)
+			}
+		}
 		if got := readSysctl(t, a, "net.ipv6.conf.default.accept_dad"); got != "0" {
 			t.Errorf("a: default accept_dad = %s, want 0", got)
 		}
@@ -414,6 +420,49 @@ func testTopology(t *testing.T) {
 
 	t.Run("tun", func(t *testing.T) { testTUNMove(t, topo, a) })
 
+	t.Run("do", func(t *testing.T) {
+		want, err := os.Readlink(a.NetnsPath())
+		must(t, err)
+		rootID := mustNetnsID(t)
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for range 100 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs <- a.Do(func() error {
+					got, err := os.Readlink("/proc/thread-self/ns/net")
+					if err == nil && got != want {
+						err = fmt.Errorf("Do ran in %s, want host a's %s", got, want)
+					}
+					return err
+				})
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Neither the main thread nor ordinary goroutines moved.
+		if got := mustNetnsID(t); got != rootID {
+			t.Fatalf("/proc/self/ns/net is %s after Do, want root's %s", got, rootID)
+		}
+		if got, err := os.Readlink("/proc/thread-self/ns/net"); err != nil || got != rootID {
+			t.Fatalf("this thread is in %s (%v) after Do, want root's %s", got, err, rootID)
+		}
+		func() {
+			defer func() {
+				if p := recover(); p == nil || !strings.Contains(fmt.Sprint(p), "boom") {
+					t.Errorf("panic in Do came back as %v", p)
+				}
+			}()
+			a.Do(func() error { panic("boom") })
+		}()
+	})
+
 	t.Run("close", func(t *testing.T) {
 		stray := b.Command(ctx, "sleep", "300")
 		must(t, stray.Start())
@@ -467,19 +516,144 @@ func testTopology(t *testing.T) {
 	})
 }
 
+// TestLifeline checks that a sandbox dies, with its namespaces, when the
+// process that created it goes away: closing the lifeline here is what the
+// kernel does when that process dies.
+func TestLifeline(t *testing.T) {
+	if os.Getenv("NETNS_TEST_LIFELINE_CHILD") == "1" {
+		lifelineChild(t)
+		return
+	}
+	if Inside() {
+		t.Skip("the outer half runs outside a sandbox")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	opts := SandboxOptions{
+		Unprivileged: true,
+		Args:         []string{"-test.run=^TestLifeline$", "-test.v=true"},
+		Env:          []string{"NETNS_TEST_LIFELINE_CHILD=1"},
+	}
+	if err := Probe(ctx, opts); err != nil {
+		t.Skip(err)
+	}
+	sb, err := Sandbox(ctx, opts)
+	must(t, err)
+	defer sb.Close()
+	stdout, err := sb.Cmd.StdoutPipe()
+	must(t, err)
+	var stderr bytes.Buffer
+	sb.Cmd.Stderr = &stderr
+	must(t, sb.Start())
+
+	var hostNS string
+	lines := bufio.NewScanner(stdout)
+	var seen strings.Builder
+	for lines.Scan() {
+		seen.WriteString(lines.Text() + "\n")
+		if id, ok := strings.CutPrefix(lines.Text(), "READY "); ok {
+			hostNS = id
+			break
+		}
+	}
+	if hostNS == "" {
+		sb.Wait()
+		t.Fatalf("the child never got ready:\n%s%s", seen.String(), stderr.String())
+	}
+	drained := make(chan struct{})
+	go func() {
+		io.Copy(io.Discard, stdout)
+		close(drained)
+	}()
+	if n := processesIn(t, hostNS); n == 0 {
+		t.Fatalf("no process in the child's host namespace %s is visible from outside", hostNS)
+	}
+
+	must(t, sb.Close()) // as if this process had died
+	select {
+	case <-drained:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the sandbox outlived its lifeline by 10s")
+	}
+	err = sb.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 3 {
+		t.Fatalf("sandbox ended with %v, want exit status 3 from the lifeline\n%s", err, stderr.String())
+	}
+	if n := processesIn(t, hostNS); n != 0 {
+		t.Fatalf("%d processes are still in %s after the sandbox died", n, hostNS)
+	}
+	t.Logf("sandbox exited on its lifeline: %v: %s", err, strings.TrimSpace(stderr.String()))
+}
+
+func lifelineChild(t *testing.T) {
+	topo, err := New()
+	must(t, err)
+	h := mustHost(t, topo, "x")
+	id, err := os.Readlink(h.NetnsPath())
+	must(t, err)
+	fmt.Printf("READY %s\n", id)
+	time.Sleep(30 * time.Second)
+	t.Fatal("still alive 30s after getting ready: the lifeline did not fire")
+}
+
+// processesIn counts the processes in network namespace id, as far as this
+// process may look.
+func processesIn(t *testing.T, id string) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	must(t, err)
+	n := 0
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if got, err := os.Readlink("/proc/" + e.Name() + "/ns/net"); err == nil && got == id {
+			n++
+		}
+	}
+	return n
+}
+
+func TestProbeMissingTool(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	err := Probe(context.Background(), SandboxOptions{})
+	if err == nil || !strings.Contains(err.Error(), "unshare (util-linux) is needed") {
+		t.Fatalf("Probe without unshare: %v", err)
+	}
+	if _, err := Sandbox(context.Background(), SandboxOptions{}); err == nil {
+		t.Fatal("Sandbox without unshare succeeded")
+	}
+}
+
+// TestProbeExplainsFailure runs Probe against an unshare that fails the way
+// a kernel without unprivileged user namespaces makes it fail.
+func TestProbeExplainsFailure(t *testing.T) {
+	dir := t.TempDir()
+	fake := "#!/bin/sh\necho 'unshare: unshare failed: Operation not permitted' >&2\nexit 1\n"
+	must(t, os.WriteFile(dir+"/unshare", []byte(fake), 0o755))
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	err := Probe(context.Background(), SandboxOptions{})
+	if err == nil {
+		t.Fatal("Probe passed with a failing unshare")
+	}
+	for _, want := range []string{"cannot create a sandbox as uid", "Operation not permitted", "exit status 1", "user.max_user_namespaces="} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Probe error lacks %q: %v", want, err)
+		}
+	}
+	t.Logf("Probe: %v", err)
+}
+
 // testTUNMove creates a TUN device in root, as the daemon would, moves it to
 // host a and checks that the file descriptor still carries packets both
 // ways.
 func testTUNMove(t *testing.T, topo *Topology, a *Host) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		mode := "unknown mode"
-		if fi, serr := os.Stat("/dev/net/tun"); serr == nil {
-			mode = "mode " + fi.Mode().Perm().String()
-		}
-		t.Skipf("/dev/net/tun (%s) cannot be opened by outer uid %s: %v; unprivileged TUN use needs it to be 0666",
-			mode, os.Getenv("NETNS_TEST_OUTER_UID"), err)
+	if err := CheckTUN(); err != nil {
+		t.Skip(err)
 	}
+	fd, err := unix.Open(TUNPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	must(t, err)
 	ifr, err := unix.NewIfreq("tun7")
 	must(t, err)
 	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
@@ -596,7 +770,9 @@ func waitInNamespace(t *testing.T, pid int, h *Host) {
 
 func pingOK(t *testing.T, from *Host, to string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	// Generous: the machine may be busy. A lost path fails fast anyway
+	// because nothing else is on these links.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := from.Ping(ctx, to); err != nil {
 		t.Error(err)

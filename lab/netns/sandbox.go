@@ -249,14 +249,14 @@ func diagnose(out string, knobs map[string]string) string {
 	var why []string
 	for _, p := range usernsKnobs[:4] {
 		if knobs[p] == "0" {
-			why = append(why, fmt.Sprintf("%s is 0, so no such namespace may be created", strings.TrimPrefix(p, "/proc/sys/")))
+			why = append(why, fmt.Sprintf("%s is 0, so no such namespace may be created", knobName(p)))
 		}
 	}
 	if knobs["/proc/sys/kernel/unprivileged_userns_clone"] == "0" {
-		why = append(why, "kernel/unprivileged_userns_clone is 0 (unprivileged user namespaces disabled)")
+		why = append(why, "kernel.unprivileged_userns_clone is 0 (unprivileged user namespaces disabled)")
 	}
 	if knobs["/proc/sys/kernel/apparmor_restrict_unprivileged_userns"] == "1" {
-		why = append(why, "kernel/apparmor_restrict_unprivileged_userns is 1 (AppArmor blocks unprivileged user namespaces)")
+		why = append(why, "kernel.apparmor_restrict_unprivileged_userns is 1 (AppArmor blocks unprivileged user namespaces)")
 	}
 	if strings.Contains(out, "mount") && strings.Contains(out, "proc") {
 		why = append(why, "mounting /proc for the new PID namespace failed (is /proc partly masked, as in many containers?)")
@@ -264,11 +264,14 @@ func diagnose(out string, knobs map[string]string) string {
 	if strings.Contains(out, "setresuid") || strings.Contains(out, "setpriv") {
 		why = append(why, fmt.Sprintf("dropping to uid %d with setpriv failed", UnprivilegedUID))
 	}
+	if len(why) == 0 && strings.Contains(out, "Operation not permitted") {
+		why = append(why, "no sysctl forbids it; a seccomp filter or security module probably blocks unshare(CLONE_NEWUSER), as container runtimes do by default")
+	}
 	// The values themselves help whoever reads a skip message.
 	var vals []string
 	for _, p := range usernsKnobs {
 		if v, ok := knobs[p]; ok {
-			vals = append(vals, strings.TrimPrefix(p, "/proc/sys/")+"="+v)
+			vals = append(vals, knobName(p)+"="+v)
 		}
 	}
 	if len(vals) > 0 {
@@ -278,6 +281,12 @@ func diagnose(out string, knobs map[string]string) string {
 		return ""
 	}
 	return " (" + strings.Join(why, "; ") + ")"
+}
+
+// knobName turns /proc/sys/user/max_user_namespaces into
+// user.max_user_namespaces, the name sysctl(8) and documentation use.
+func knobName(path string) string {
+	return strings.ReplaceAll(strings.TrimPrefix(path, "/proc/sys/"), "/", ".")
 }
 
 // CopyExecutable copies the executable at src into a fresh temporary

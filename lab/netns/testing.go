@@ -28,9 +28,9 @@ import (
 // Inside, it checks CheckFresh (a failure is fatal) and returns true.
 //
 // Code of parent tests before the t.Run that reaches the caller also runs in
-// the inner process, so keep it free of side effects. opts.Path, Args and
-// the output writers are ignored; opts.Args, if set, are appended to the
-// test flags. Coverage and profiling flags are not passed on.
+// the inner process, so keep it free of side effects. opts.Path and the
+// output writers are ignored; opts.Args are appended to the test flags.
+// Coverage and profiling flags are not passed on.
 func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
 	t.Helper()
 	if Inside() {

@@ -309,13 +309,18 @@ func sysctlPath(key string) (string, error) {
 	return "/proc/sys/" + key, nil
 }
 
-// Sysctl sets a sysctl in the host. Only the per-namespace ones (most of
-// net.*) are the host's own; writing a global one would fail for lack of
-// privilege, which is as intended.
+// Sysctl sets a sysctl in the host. Only net.* keys are accepted: those are
+// the network namespace's own (a non-initial namespace does not even show
+// the global ones), while kernel.*, vm.* and the like are the machine's. A
+// sandbox created by root is still uid 0 for file permission checks, and
+// /proc/sys lets uid 0 write many of those.
 func (h *Host) Sysctl(key, value string) error {
 	path, err := sysctlPath(key)
 	if err != nil {
 		return err
+	}
+	if !strings.HasPrefix(path, "/proc/sys/net/") {
+		return fmt.Errorf("netns: host %s: sysctl %s is not per network namespace; refusing to change the machine's", h.name, key)
 	}
 	// /proc/sys/net shows the namespace of the process that opens it, so
 	// the write is done by a process in the host.

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// buildTunvs builds the command into a directory any user may read, so it
+// can be run as an ordinary user.
+func buildTunvs(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "tunvs-bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tunvs")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// `tunvs lab` needs no privileges at all: run it as uid 65534 when the test
+// runs as root, and as whoever we are otherwise.
+func TestLabAsOrdinaryUser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildTunvs(t)
+	args := []string{bin, "lab", "-n", "4"}
+	if os.Geteuid() == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			t.Fatalf("running as root and no setpriv to drop to uid 65534: %v", err)
+		}
+		args = append([]string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Dir = "/"
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+	s := string(out)
+	for _, want := range []string{"1: Proxy02 Real Server", "2: Proxy01 Real Server", "4: Proxy01 Real Server",
+		"Masq    1      0          2"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("missing %q in:\n%s", want, s)
+		}
+	}
+}
+
+func TestBadCommandLines(t *testing.T) {
+	for _, args := range [][]string{
+		{"lab", "-s", "nosuch"},
+		{"lab", "--requests", "-1"},
+		{"lab", "extra"},
+		{"run"},
+		{"run", "--link", "kind=tun"},
+		{"run", "--link", "name=t0,mtu=9"},
+		{"run", "--link", "name=t0", "--rule", "-A -t 10.0.0.1:80 -g"},
+		{"run", "--link", "name=t0", "--state-timeout", "BOGUS=1s"},
+		{"run", "--link", "name=t0", "--route", "10.0.0.0/8"},
+		{"nosuch"},
+	} {
+		if code := realMain(args); code != 2 {
+			t.Errorf("tunvs %v: exit %d, want 2 (usage)", args, code)
+		}
+	}
+}
+
+func TestRulesFileErrorNamesLine(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "rules")
+	os.WriteFile(f, []byte("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w lots\n"), 0o644)
+	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--rules", f})
+	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "weight") {
+		t.Errorf("got %v, want an error naming line 2 and the weight", err)
+	}
+}

@@ -1,0 +1,95 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tunvs/tunvs/sched"
+)
+
+func TestLabRoundRobin(t *testing.T) {
+	skipUnderRace(t)
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := Run(ctx, Config{Scheduler: "rr"}, 6, &out); err != nil {
+		t.Fatal(err)
+	}
+	s := out.String()
+	// With rr the first connection goes to the server added last, as
+	// the kernel's did in LAB.md.
+	for i, want := range []string{"Proxy02", "Proxy01", "Proxy02", "Proxy01", "Proxy02", "Proxy01"} {
+		if line := fmt.Sprintf("%d: %s Real Server\n", i+1, want); !strings.Contains(s, line) {
+			t.Errorf("missing %q in:\n%s", line, s)
+		}
+	}
+	for _, want := range []string{
+		"  -> 172.16.1.5:80                Masq    1      0          3         \n",
+		"  -> 172.16.1.6:80                Masq    1      0          3         \n",
+		"TCP  172.16.1.100:80                     6",
+		"TIME_WAIT   10.0.0.10:",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("missing %q in:\n%s", want, s)
+		}
+	}
+}
+
+// Every scheduler spreads requests over the servers, and the table counts
+// what the client saw.
+func TestLabSchedulers(t *testing.T) {
+	skipUnderRace(t)
+	for _, name := range sched.Names() {
+		t.Run(name, func(t *testing.T) {
+			l, err := New(Config{Scheduler: name, Servers: 3})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			seen := map[string]int{}
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			for range 12 {
+				body, err := l.Get(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seen[body]++
+			}
+			if len(seen) != 3 {
+				t.Errorf("%s used %d servers: %v", name, len(seen), seen)
+			}
+			total := 0
+			for _, d := range l.NAT().Services()[0].Dests() {
+				st := d.Stats.Snapshot()
+				total += int(st.Conns)
+				name := RealServerName(int(d.Addr.As4()[3]) - 5)
+				if int(st.Conns) != seen[name] {
+					t.Errorf("%v: table says %d connections, client saw %d", d.Addr, st.Conns, seen[name])
+				}
+			}
+			if total != 12 {
+				t.Errorf("table counts %d connections, want 12", total)
+			}
+		})
+	}
+}
+
+// skipUnderRace skips tests that drive NATed traffic through gVisor's IP
+// forwarding (the lab's Ethernet links do not take the bypass). Under
+// -race, gVisor v0.0.0-20260905035102 reports a read in
+// ipv4.forwardPacketWithRoute (the TTL of the packet being forwarded)
+// against a later write into the same pooled buffer chunk by another host.
+// It persists with tunvs's own reference to the packet deliberately leaked,
+// and plain forwarding without NAT does not show it, so the report is
+// about gVisor's buffer reuse on that path, not a race in tunvs. These
+// tests run without -race in `make test` (target lab-norace).
+func skipUnderRace(t *testing.T) {
+	if raceEnabled {
+		t.Skip("gVisor forwarding trips the race detector (see skipUnderRace); run without -race by make test")
+	}
+}

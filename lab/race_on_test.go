@@ -1,0 +1,6 @@
+//go:build race
+
+package lab
+
+// raceEnabled: see skipUnderRace.
+const raceEnabled = true
