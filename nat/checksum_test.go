@@ -25,7 +25,7 @@ func refSum(b []byte) uint32 {
 
 func refChecksum(b []byte) uint16 { return ^uint16(refSum(b)) }
 
-func allZero(b []byte) bool {
+func allZeroBytes(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
 			return false
@@ -177,7 +177,7 @@ func TestChecksumUpdateWordRandom(t *testing.T) {
 			updated = uint16(rng.Intn(0x10000))
 		}
 		binary.BigEndian.PutUint16(b[j:], updated)
-		if allZero(b) {
+		if allZeroBytes(b) {
 			continue // only +0 sums to +0: no real packet is all zero
 		}
 		want := refChecksum(b)
@@ -214,7 +214,7 @@ func TestChecksumUpdateFromAllOnes(t *testing.T) {
 			updated = 0
 		}
 		binary.BigEndian.PutUint16(b[j:], updated)
-		if allZero(b) {
+		if allZeroBytes(b) {
 			continue
 		}
 		if got, want := udp(UpdateChecksum(0xffff, old, updated)), udp(refChecksum(b)); got != want {
@@ -256,7 +256,7 @@ func TestChecksumUpdateAddrRandom(t *testing.T) {
 			copy(b[j:], updated[:])
 			got = UpdateChecksumAddr16(hc, old, updated)
 		}
-		if allZero(b) {
+		if allZeroBytes(b) {
 			continue
 		}
 		if want := refChecksum(b); got != want {

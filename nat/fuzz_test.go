@@ -32,19 +32,19 @@ func fuzzSeeds() [][]byte {
 		b := c.s.build()
 		seeds = append(seeds, b, b[:len(b)-1], b[:len(b)/2], b[:min(len(b), 20)])
 	}
-	first4 := tcp4()
+	first4 := specTCP4()
 	first4.mf = true
-	later6 := udp6()
+	later6 := specUDP6()
 	later6.ext = []uint8{ip6HopByHop, ip6Fragment}
 	later6.fragOff = 9
-	rt6 := tcp6()
+	rt6 := specTCP6()
 	rt6.ext = []uint8{ip6Routing}
 	rt6.rtLeft = 2
-	inExt := udp6()
+	inExt := specUDP6()
 	inExt.ext = []uint8{ip6DestOpts, ip6Fragment}
 	inExt.mf = true
 	quoteExt := pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 3, inner: &inExt}
-	surplus := udp4()
+	surplus := specUDP4()
 	surplus.udpLen = 9
 	for _, s := range []pktSpec{first4, later6, rt6, quoteExt, surplus} {
 		seeds = append(seeds, s.build())
@@ -83,7 +83,7 @@ func fixIP4Header(b []byte) {
 		return
 	}
 	if hl := int(b[0]&0x0f) * 4; hl >= 20 && hl <= len(b) {
-		fixIP4(b)
+		fixIP4Checksum(b)
 	}
 }
 
@@ -137,7 +137,7 @@ func fuzzPacket(t *testing.T, b []byte, fix bool) {
 	}
 	if fix {
 		if p.ICMPError && !p.V6 {
-			fixIP4(p.B[p.Inner.IP:]) // before the ICMP checksum, which covers it
+			fixIP4Checksum(p.B[p.Inner.IP:]) // before the ICMP checksum, which covers it
 		}
 		fixL4(&p)
 		if !p.VerifyL4Checksum() {

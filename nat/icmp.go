@@ -30,59 +30,14 @@ const (
 //
 // dst may share orig's buffer: orig is read before dst is written.
 func BuildTooBig(dst []byte, orig *Packet, src netip.Addr, mtu int) int {
-	if orig == nil || mtu < 0 || !tooBigAllowed(orig) {
+	if orig == nil || mtu < 0 {
 		return 0
 	}
-	b := orig.B
 	if orig.V6 {
-		if !src.Is6() {
-			return 0
-		}
-		n := min(len(b)+ipv6Header+icmpHeader, maxICMPError6)
-		if len(dst) < n {
-			return 0
-		}
-		to := [16]byte(b[8:24])
-		copy(dst[ipv6Header+icmpHeader:n], b)
-		h := dst[:ipv6Header]
-		h[0], h[1], h[2], h[3] = 0x60, 0, 0, 0
-		put16(h[4:], uint16(n-ipv6Header))
-		h[6] = ipProtoICMPv6
-		h[7] = 64
-		s := src.As16()
-		copy(h[8:24], s[:])
-		copy(h[24:40], to[:])
-		m := dst[ipv6Header:n]
-		m[0], m[1], m[2], m[3] = 2, 0, 0, 0
-		binary.BigEndian.PutUint32(m[4:], uint32(min(uint64(mtu), 0xffffffff)))
-		put16(m[2:], ^FoldSum(SumBytes(m, PseudoHeaderSum(h[8:24], h[24:40], ipProtoICMPv6, len(m)))))
-		return n
+		return buildICMPError(dst, orig, src, 2, 0, uint32(min(uint64(mtu), 0xffffffff)))
 	}
-	if !src.Is4() {
-		return 0
-	}
-	n := min(len(b)+ipv4MinHeader+icmpHeader, maxICMPError4)
-	if len(dst) < n {
-		return 0
-	}
-	to := [4]byte(b[12:16])
-	copy(dst[ipv4MinHeader+icmpHeader:n], b)
-	h := dst[:ipv4MinHeader]
-	h[0], h[1] = 0x45, 0
-	put16(h[2:], uint16(n))
-	// DF with ID 0: an atomic datagram may carry any ID (RFC 6864), and a
-	// 576-byte packet has no business being fragmented.
-	h[4], h[5], h[6], h[7] = 0, 0, 0x40, 0
-	h[8], h[9], h[10], h[11] = 64, ipProtoICMP, 0, 0
-	s := src.As4()
-	copy(h[12:16], s[:])
-	copy(h[16:20], to[:])
-	put16(h[10:], ^FoldSum(SumBytes(h, 0)))
-	m := dst[ipv4MinHeader:n]
-	m[0], m[1], m[2], m[3], m[4], m[5] = 3, 4, 0, 0, 0, 0
-	put16(m[6:], uint16(min(mtu, 0xffff)))
-	put16(m[2:], ^FoldSum(SumBytes(m, 0)))
-	return n
+	// The next-hop MTU sits in the low half of the second word.
+	return buildICMPError(dst, orig, src, 3, 4, uint32(min(mtu, 0xffff)))
 }
 
 // tooBigAllowed reports whether an ICMP error may be sent about orig.

@@ -71,9 +71,9 @@ func TestICMPBuildTooBig(t *testing.T) {
 	}
 	// Sizes around both limits.
 	for _, n := range []int{547, 548, 549, 1231, 1232, 1233} {
-		s := udp4()
+		s := specUDP4()
 		if n > 1000 {
-			s = udp6()
+			s = specUDP6()
 		}
 		s.payload = big[:n-28]
 		if s.v6 {
@@ -82,7 +82,7 @@ func TestICMPBuildTooBig(t *testing.T) {
 		specs = append(specs, namedSpec{"size", s})
 	}
 	for _, c := range specs {
-		orig := mustParse(t, c.s.build())
+		orig := mustParsePacket(t, c.s.build())
 		src, mtu := tRouter4, 1400
 		if c.s.v6 {
 			src, mtu = tRouter6, 1280
@@ -105,31 +105,31 @@ func TestICMPBuildTooBigRefuses(t *testing.T) {
 		mtu  int
 		dst  int
 	}
-	inTCP4 := tcp4()
-	inTCP6 := tcp6()
-	later4 := tcp4()
+	inTCP4 := specTCP4()
+	inTCP6 := specTCP6()
+	later4 := specTCP4()
 	later4.fragOff = 10
-	mcast := udp4()
+	mcast := specUDP4()
 	mcast.src = netip.MustParseAddr("224.0.0.1")
-	unspec6 := udp6()
+	unspec6 := specUDP6()
 	unspec6.src = netip.IPv6Unspecified()
-	bcast := udp4()
+	bcast := specUDP4()
 	bcast.dst = netip.MustParseAddr("255.255.255.255")
-	bcastSrc := udp4()
+	bcastSrc := specUDP4()
 	bcastSrc.src = netip.MustParseAddr("255.255.255.255")
-	mdst4 := udp4()
+	mdst4 := specUDP4()
 	mdst4.dst = netip.MustParseAddr("239.1.2.3")
 	icmpFrag6 := pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: ipProtoICMPv6, ext: []uint8{ip6Fragment}, fragOff: 2}
-	big4 := tcp4()
+	big4 := specTCP4()
 	big4.payload = make([]byte, 1000)
 	cases := []tc{
-		{"dst too small v4", tcp4(), tRouter4, 1400, len(tcp4().build()) + 27},
-		{"dst too small v6", tcp6(), tRouter6, 1400, len(tcp6().build()) + 47},
+		{"dst too small v4", specTCP4(), tRouter4, 1400, len(specTCP4().build()) + 27},
+		{"dst too small v6", specTCP6(), tRouter6, 1400, len(specTCP6().build()) + 47},
 		{"dst too small for the limit", big4, tRouter4, 1400, 575},
-		{"family v4/v6", tcp4(), tRouter6, 1400, 1280},
-		{"family v6/v4", tcp6(), tRouter4, 1400, 1280},
-		{"invalid src", tcp4(), netip.Addr{}, 1400, 1280},
-		{"negative mtu", tcp4(), tRouter4, -1, 1280},
+		{"family v4/v6", specTCP4(), tRouter6, 1400, 1280},
+		{"family v6/v4", specTCP6(), tRouter4, 1400, 1280},
+		{"invalid src", specTCP4(), netip.Addr{}, 1400, 1280},
+		{"negative mtu", specTCP4(), tRouter4, -1, 1280},
 		{"icmp4 error", pktSpec{src: tRouter4, dst: tVIP4, proto: ipProtoICMP, icmpType: 3, inner: &inTCP4}, tRouter4, 1400, 1280},
 		{"icmp4 redirect", pktSpec{src: tRouter4, dst: tVIP4, proto: ipProtoICMP, icmpType: 5, inner: &inTCP4}, tRouter4, 1400, 1280},
 		{"icmp6 error", pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 2, inner: &inTCP6}, tRouter6, 1400, 1280},
@@ -142,7 +142,7 @@ func TestICMPBuildTooBigRefuses(t *testing.T) {
 		{"multicast dst v4", mdst4, tRouter4, 1400, 1280},
 	}
 	for _, c := range cases {
-		orig := mustParse(t, c.s.build())
+		orig := mustParsePacket(t, c.s.build())
 		dst := make([]byte, c.dst)
 		if n := BuildTooBig(dst, orig, c.src, c.mtu); n != 0 {
 			t.Errorf("%s: built %d bytes", c.name, n)
@@ -153,14 +153,14 @@ func TestICMPBuildTooBigRefuses(t *testing.T) {
 	}
 	// Not errors: an echo, and IPv6 to a multicast group.
 	echo := pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoICMP, icmpType: 8}
-	m6 := udp6()
+	m6 := specUDP6()
 	m6.dst = netip.MustParseAddr("ff0e::1")
 	for _, s := range []pktSpec{echo, m6} {
 		src := tRouter4
 		if s.v6 {
 			src = tRouter6
 		}
-		if BuildTooBig(make([]byte, 1280), mustParse(t, s.build()), src, 1300) == 0 {
+		if BuildTooBig(make([]byte, 1280), mustParsePacket(t, s.build()), src, 1300) == 0 {
 			t.Errorf("refused about %+v", s)
 		}
 	}
@@ -168,11 +168,11 @@ func TestICMPBuildTooBigRefuses(t *testing.T) {
 
 func TestICMPBuildTooBigMTUClamp(t *testing.T) {
 	dst := make([]byte, 1280)
-	n := BuildTooBig(dst, mustParse(t, tcp4().build()), tRouter4, 1<<20)
+	n := BuildTooBig(dst, mustParsePacket(t, specTCP4().build()), tRouter4, 1<<20)
 	if n == 0 || binary.BigEndian.Uint16(dst[26:]) != 0xffff {
 		t.Errorf("v4: %d bytes, mtu field %#x", n, dst[26:28])
 	}
-	n = BuildTooBig(dst, mustParse(t, tcp6().build()), tRouter6, 1<<40)
+	n = BuildTooBig(dst, mustParsePacket(t, specTCP6().build()), tRouter6, 1<<40)
 	if n == 0 || binary.BigEndian.Uint32(dst[44:]) != 0xffffffff {
 		t.Errorf("v6: %d bytes, mtu field %#x", n, dst[44:48])
 	}
@@ -190,10 +190,10 @@ func TestICMPBuildTooBigInPlace(t *testing.T) {
 		}
 		b := c.s.build()
 		apart := make([]byte, 1280)
-		n := BuildTooBig(apart, mustParse(t, b), src, 1300)
+		n := BuildTooBig(apart, mustParsePacket(t, b), src, 1300)
 		buf := make([]byte, 1280)
 		copy(buf, b)
-		m := BuildTooBig(buf, mustParse(t, buf[:len(b)]), src, 1300)
+		m := BuildTooBig(buf, mustParsePacket(t, buf[:len(b)]), src, 1300)
 		if n == 0 || m != n || !bytes.Equal(buf[:m], apart[:n]) {
 			t.Errorf("%s: in place\n got %x\nwant %x", c.name, buf[:m], apart[:n])
 		}

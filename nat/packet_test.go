@@ -179,8 +179,8 @@ func (s pktSpec) build() []byte {
 	return append(h, l4...)
 }
 
-// fixIP4 recomputes an IPv4 header checksum after a test changed a field.
-func fixIP4(b []byte) {
+// fixIP4Checksum recomputes an IPv4 header checksum after a test changed a field.
+func fixIP4Checksum(b []byte) {
 	hl := int(b[0]&0x0f) * 4
 	b[10], b[11] = 0, 0
 	binary.BigEndian.PutUint16(b[10:], refChecksum(b[:hl]))
@@ -191,7 +191,7 @@ func ip4HeaderOK(b []byte) bool {
 	return hl >= 20 && hl <= len(b) && refSum(b[:hl]) == 0xffff
 }
 
-func mustParse(t testing.TB, b []byte) *Packet {
+func mustParsePacket(t testing.TB, b []byte) *Packet {
 	t.Helper()
 	var p Packet
 	if r := Parse(b, &p); r != DropNone {
@@ -212,58 +212,58 @@ type namedSpec struct {
 	s    pktSpec
 }
 
-func tcp4() pktSpec {
+func specTCP4() pktSpec {
 	return pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoTCP, sport: 40000, dport: 80, tcpFlags: 0x02, df: true,
 		tcpOpts: []byte{2, 4, 5, 0xb4, 1, 1, 4, 2}, payload: []byte("GET / HTTP/1.0\r\n\r\n!")}
 }
 
-func udp4() pktSpec {
+func specUDP4() pktSpec {
 	return pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoUDP, sport: 5353, dport: 53, payload: []byte("query")}
 }
 
-func tcp6() pktSpec {
+func specTCP6() pktSpec {
 	return pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: ipProtoTCP, sport: 40000, dport: 443, tcpFlags: 0x18,
 		payload: []byte("hello, world")}
 }
 
-func udp6() pktSpec {
+func specUDP6() pktSpec {
 	return pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: ipProtoUDP, sport: 5353, dport: 53, payload: []byte("q6?")}
 }
 
 // baseSpecs are well-formed packets of every kind the tests cover.
 func baseSpecs() []namedSpec {
-	inTCP4 := tcp4()
+	inTCP4 := specTCP4()
 	inTCP4.src, inTCP4.dst, inTCP4.sport, inTCP4.dport = tVIP4, tClient4, 80, 40000
-	inUDP4 := udp4()
-	inUDP4Zero := udp4()
+	inUDP4 := specUDP4()
+	inUDP4Zero := specUDP4()
 	inUDP4Zero.udpZero = true
 	inEcho4 := pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoICMP, icmpType: 8, icmpRest: [4]byte{0x12, 0x34, 0, 1}, payload: []byte("ping")}
-	inTCP6 := tcp6()
-	inUDP6 := udp6()
-	inTCP6Ext := tcp6()
+	inTCP6 := specTCP6()
+	inUDP6 := specUDP6()
+	inTCP6Ext := specTCP6()
 	inTCP6Ext.ext = []uint8{ip6HopByHop, ip6DestOpts}
 	inEcho6 := pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: ipProtoICMPv6, icmpType: 128, icmpRest: [4]byte{0xab, 0xcd, 0, 7}, payload: []byte("ping6")}
 
-	tcp4opts := tcp4()
+	tcp4opts := specTCP4()
 	tcp4opts.ipOpts = []byte{1, 1, 1, 0} // NOPs, EOL
-	udp4zero := udp4()
+	udp4zero := specUDP4()
 	udp4zero.udpZero = true
-	udp4odd := udp4()
+	udp4odd := specUDP4()
 	udp4odd.payload = []byte("odd")
-	tcp6ext := tcp6()
+	tcp6ext := specTCP6()
 	tcp6ext.ext = []uint8{ip6HopByHop, ip6Routing, ip6DestOpts}
 	return []namedSpec{
-		{"tcp4", tcp4()},
+		{"tcp4", specTCP4()},
 		{"tcp4 options", tcp4opts},
-		{"udp4", udp4()},
+		{"udp4", specUDP4()},
 		{"udp4 odd", udp4odd},
 		{"udp4 no checksum", udp4zero},
 		{"udp4 empty", pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoUDP, sport: 1, dport: 2}},
 		{"echo4", inEcho4},
 		{"echo reply4", pktSpec{src: tVIP4, dst: tClient4, proto: ipProtoICMP, icmpType: 0, icmpRest: [4]byte{0x12, 0x34, 0, 1}}},
 		{"gre4", pktSpec{src: tClient4, dst: tVIP4, proto: 47, payload: []byte{0, 0, 8, 0, 1, 2, 3}}},
-		{"tcp6", tcp6()},
-		{"udp6", udp6()},
+		{"tcp6", specTCP6()},
+		{"udp6", specUDP6()},
 		{"tcp6 ext", tcp6ext},
 		{"echo6", inEcho6},
 		{"no next header6", pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: 59}},
@@ -362,7 +362,7 @@ func TestParseFields(t *testing.T) {
 	for _, c := range baseSpecs() {
 		t.Run(c.name, func(t *testing.T) {
 			b := c.s.build()
-			checkParsed(t, c.s, mustParse(t, b))
+			checkParsed(t, c.s, mustParsePacket(t, b))
 		})
 	}
 }
@@ -373,7 +373,7 @@ func TestParseTrailingBytes(t *testing.T) {
 		b := c.s.build()
 		n := len(b)
 		b = append(b, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee, 0xee)
-		p := mustParse(t, b)
+		p := mustParsePacket(t, b)
 		if p.Len() != n || !p.VerifyL4Checksum() {
 			t.Errorf("%s: Len %d, want %d; checksum ok %v", c.name, p.Len(), n, p.VerifyL4Checksum())
 		}
@@ -409,19 +409,19 @@ func TestParseDrops(t *testing.T) {
 	asProto := func(b []byte, proto uint8) {
 		if b[0]>>4 == 4 {
 			b[9] = proto
-			fixIP4(b)
+			fixIP4Checksum(b)
 		} else {
 			b[6] = proto
 		}
 	}
-	tcp4Tiny := tcp4()
+	tcp4Tiny := specTCP4()
 	tcp4Tiny.tcpOpts, tcp4Tiny.payload = nil, nil
-	inTCP4 := tcp4()
-	inTCP6 := tcp6()
-	inTCP6Frag := tcp6()
+	inTCP4 := specTCP4()
+	inTCP6 := specTCP6()
+	inTCP6Frag := specTCP6()
 	inTCP6Frag.ext = []uint8{ip6Fragment}
 	inTCP6Frag.fragOff = 10
-	inTCP4Frag := tcp4()
+	inTCP4Frag := specTCP4()
 	inTCP4Frag.fragOff = 10
 	err4 := func(inner *pktSpec, quote int) []byte {
 		return pktSpec{src: tRouter4, dst: tVIP4, proto: ipProtoICMP, icmpType: 3, inner: inner, quote: quote}.build()
@@ -435,65 +435,70 @@ func TestParseDrops(t *testing.T) {
 		want DropReason
 	}{
 		{"empty", func() []byte { return nil }, DropTruncated},
-		{"version 0", func() []byte { b := udp4().build(); b[0] = 0x05; return b }, DropBadVersion},
-		{"version 5", func() []byte { b := udp4().build(); b[0] = 0x55; return b }, DropBadVersion},
-		{"version 15", func() []byte { b := udp6().build(); b[0] = 0xf0; return b }, DropBadVersion},
-		{"ihl 0", func() []byte { b := udp4().build(); b[0] = 0x40; return b }, DropBadHeaderLen},
-		{"ihl 4", func() []byte { b := udp4().build(); b[0] = 0x44; return b }, DropBadHeaderLen},
+		{"version 0", func() []byte { b := specUDP4().build(); b[0] = 0x05; return b }, DropBadVersion},
+		{"version 5", func() []byte { b := specUDP4().build(); b[0] = 0x55; return b }, DropBadVersion},
+		{"version 15", func() []byte { b := specUDP6().build(); b[0] = 0xf0; return b }, DropBadVersion},
+		{"ihl 0", func() []byte { b := specUDP4().build(); b[0] = 0x40; return b }, DropBadHeaderLen},
+		{"ihl 4", func() []byte { b := specUDP4().build(); b[0] = 0x44; return b }, DropBadHeaderLen},
 		{"ihl beyond packet", func() []byte {
 			b := pktSpec{src: tClient4, dst: tVIP4, proto: 253}.build()
 			b[0] = 0x46
 			return b
 		}, DropBadHeaderLen},
-		{"total below ihl", func() []byte { b := udp4().build(); be.PutUint16(b[2:], 19); fixIP4(b); return b }, DropTruncated},
-		{"total beyond buffer", func() []byte { b := udp4().build(); be.PutUint16(b[2:], uint16(len(b)+1)); fixIP4(b); return b }, DropTruncated},
-		{"ip checksum", func() []byte { b := udp4().build(); b[10] ^= 0x40; return b }, DropBadChecksum},
-		{"ip checksum in options", func() []byte { s := tcp4(); s.ipOpts = []byte{1, 1, 1, 0}; b := s.build(); b[22] = 0; return b }, DropBadChecksum},
-		{"v6 header short", func() []byte { return udp6().build()[:39] }, DropTruncated},
-		{"v6 payload length beyond", func() []byte { b := udp6().build(); be.PutUint16(b[4:], uint16(len(b)-39)); return b }, DropTruncated},
-		{"tcp4 19 bytes", func() []byte { b := short(tcp4(), 19).build(); asProto(b, ipProtoTCP); return b }, DropTruncated},
-		{"tcp6 19 bytes", func() []byte { b := short(tcp6(), 19).build(); asProto(b, ipProtoTCP); return b }, DropTruncated},
-		{"tcp data offset 4", func() []byte { b := tcp4().build(); b[32] = 0x40; return b }, DropBadHeaderLen},
-		{"tcp data offset 0", func() []byte { b := tcp6().build(); b[52] = 0x00; return b }, DropBadHeaderLen},
+		{"total below ihl", func() []byte { b := specUDP4().build(); be.PutUint16(b[2:], 19); fixIP4Checksum(b); return b }, DropTruncated},
+		{"total beyond buffer", func() []byte {
+			b := specUDP4().build()
+			be.PutUint16(b[2:], uint16(len(b)+1))
+			fixIP4Checksum(b)
+			return b
+		}, DropTruncated},
+		{"ip checksum", func() []byte { b := specUDP4().build(); b[10] ^= 0x40; return b }, DropBadChecksum},
+		{"ip checksum in options", func() []byte { s := specTCP4(); s.ipOpts = []byte{1, 1, 1, 0}; b := s.build(); b[22] = 0; return b }, DropBadChecksum},
+		{"v6 header short", func() []byte { return specUDP6().build()[:39] }, DropTruncated},
+		{"v6 payload length beyond", func() []byte { b := specUDP6().build(); be.PutUint16(b[4:], uint16(len(b)-39)); return b }, DropTruncated},
+		{"tcp4 19 bytes", func() []byte { b := short(specTCP4(), 19).build(); asProto(b, ipProtoTCP); return b }, DropTruncated},
+		{"tcp6 19 bytes", func() []byte { b := short(specTCP6(), 19).build(); asProto(b, ipProtoTCP); return b }, DropTruncated},
+		{"tcp data offset 4", func() []byte { b := specTCP4().build(); b[32] = 0x40; return b }, DropBadHeaderLen},
+		{"tcp data offset 0", func() []byte { b := specTCP6().build(); b[52] = 0x00; return b }, DropBadHeaderLen},
 		{"tcp data offset beyond", func() []byte { b := tcp4Tiny.build(); b[32] = 0x60; return b }, DropBadHeaderLen},
-		{"tcp data offset 15", func() []byte { b := tcp6().build(); b[52] = 0xf0; return b }, DropBadHeaderLen},
-		{"udp 7 bytes", func() []byte { b := short(udp4(), 7).build(); asProto(b, ipProtoUDP); return b }, DropTruncated},
-		{"udp6 7 bytes", func() []byte { b := short(udp6(), 7).build(); asProto(b, ipProtoUDP); return b }, DropTruncated},
-		{"udp length 7", func() []byte { b := udp4().build(); be.PutUint16(b[24:], 7); return b }, DropBadHeaderLen},
-		{"udp length 0", func() []byte { b := udp6().build(); be.PutUint16(b[44:], 0); return b }, DropBadHeaderLen},
-		{"udp length beyond", func() []byte { b := udp4().build(); be.PutUint16(b[24:], uint16(len(b)-20+1)); return b }, DropTruncated},
-		{"udp6 length beyond", func() []byte { b := udp6().build(); be.PutUint16(b[44:], uint16(len(b)-40+1)); return b }, DropTruncated},
-		{"icmp4 7 bytes", func() []byte { b := short(udp4(), 7).build(); asProto(b, ipProtoICMP); return b }, DropTruncated},
-		{"icmp6 7 bytes", func() []byte { b := short(udp6(), 7).build(); asProto(b, ipProtoICMPv6); return b }, DropTruncated},
+		{"tcp data offset 15", func() []byte { b := specTCP6().build(); b[52] = 0xf0; return b }, DropBadHeaderLen},
+		{"udp 7 bytes", func() []byte { b := short(specUDP4(), 7).build(); asProto(b, ipProtoUDP); return b }, DropTruncated},
+		{"udp6 7 bytes", func() []byte { b := short(specUDP6(), 7).build(); asProto(b, ipProtoUDP); return b }, DropTruncated},
+		{"udp length 7", func() []byte { b := specUDP4().build(); be.PutUint16(b[24:], 7); return b }, DropBadHeaderLen},
+		{"udp length 0", func() []byte { b := specUDP6().build(); be.PutUint16(b[44:], 0); return b }, DropBadHeaderLen},
+		{"udp length beyond", func() []byte { b := specUDP4().build(); be.PutUint16(b[24:], uint16(len(b)-20+1)); return b }, DropTruncated},
+		{"udp6 length beyond", func() []byte { b := specUDP6().build(); be.PutUint16(b[44:], uint16(len(b)-40+1)); return b }, DropTruncated},
+		{"icmp4 7 bytes", func() []byte { b := short(specUDP4(), 7).build(); asProto(b, ipProtoICMP); return b }, DropTruncated},
+		{"icmp6 7 bytes", func() []byte { b := short(specUDP6(), 7).build(); asProto(b, ipProtoICMPv6); return b }, DropTruncated},
 		{"v6 ext header cut", func() []byte {
-			b := short(udp6(), 7).build()
+			b := short(specUDP6(), 7).build()
 			b[6] = ip6HopByHop
 			return b
 		}, DropTruncated},
 		{"v6 ext header length beyond", func() []byte {
-			s := udp6()
+			s := specUDP6()
 			s.ext = []uint8{ip6DestOpts}
 			b := s.build()
 			b[41] = 3
 			return b
 		}, DropBadHeaderLen},
 		{"v6 second ext header length beyond", func() []byte {
-			s := udp6()
+			s := specUDP6()
 			s.ext = []uint8{ip6HopByHop, ip6Routing}
 			b := s.build()
 			b[49] = 200
 			return b
 		}, DropBadHeaderLen},
 		{"v6 fragment header cut", func() []byte {
-			b := short(udp6(), 7).build()
+			b := short(specUDP6(), 7).build()
 			b[6] = ip6Fragment
 			return b
 		}, DropTruncated},
 		{"icmp4 error without quote", func() []byte { return err4(nil, 0) }, DropBadICMP},
 		{"icmp4 error quoting v6", func() []byte { return err4(&inTCP6, 0) }, DropBadICMP},
 		{"icmp4 error quote 19 bytes", func() []byte { return err4(&inTCP4, 19) }, DropBadICMP},
-		{"icmp4 error quoted ihl 4", func() []byte { b := err4(&inTCP4, 0); b[28] = 0x44; fixICMP4(b); return b }, DropBadICMP},
-		{"icmp4 error quoted ihl beyond quote", func() []byte { b := err4(&inTCP4, 27); b[28] = 0x47; fixICMP4(b); return b }, DropBadICMP},
+		{"icmp4 error quoted ihl 4", func() []byte { b := err4(&inTCP4, 0); b[28] = 0x44; fixICMP4Checksum(b); return b }, DropBadICMP},
+		{"icmp4 error quoted ihl beyond quote", func() []byte { b := err4(&inTCP4, 27); b[28] = 0x47; fixICMP4Checksum(b); return b }, DropBadICMP},
 		{"icmp4 error quoted tcp 7 bytes", func() []byte { return err4(&inTCP4, 27) }, DropBadICMP},
 		{"icmp4 error quoted later fragment", func() []byte { return err4(&inTCP4Frag, 0) }, DropBadICMP},
 		{"icmp6 error without quote", func() []byte { return err6(nil, 0) }, DropBadICMP},
@@ -501,7 +506,7 @@ func TestParseDrops(t *testing.T) {
 		{"icmp6 error quote 39 bytes", func() []byte { return err6(&inTCP6, 39) }, DropBadICMP},
 		{"icmp6 error quoted tcp 7 bytes", func() []byte { return err6(&inTCP6, 47) }, DropBadICMP},
 		{"icmp6 error quoted ext header beyond", func() []byte {
-			in := tcp6()
+			in := specTCP6()
 			in.ext = []uint8{ip6HopByHop}
 			b := err6(&in, 0)
 			b[48+41] = 100
@@ -517,7 +522,7 @@ func TestParseDrops(t *testing.T) {
 	}
 }
 
-func fixICMP4(b []byte) {
+func fixICMP4Checksum(b []byte) {
 	l4 := int(b[0]&0x0f) * 4
 	b[l4+2], b[l4+3] = 0, 0
 	binary.BigEndian.PutUint16(b[l4+2:], refChecksum(b[l4:]))
@@ -527,25 +532,25 @@ func fixICMP4(b []byte) {
 // echo needs no ports.
 func TestParseICMPShortQuotes(t *testing.T) {
 	echo := pktSpec{src: tClient4, dst: tVIP4, proto: ipProtoICMP, icmpType: 8}
-	p := mustParse(t, pktSpec{src: tRouter4, dst: tClient4, proto: ipProtoICMP, icmpType: 11, inner: &echo, quote: 24}.build())
+	p := mustParsePacket(t, pktSpec{src: tRouter4, dst: tClient4, proto: ipProtoICMP, icmpType: 11, inner: &echo, quote: 24}.build())
 	if !p.ICMPError || p.Inner.Proto != ipProtoICMP || p.Inner.SrcPort != 0 || p.Inner.DstPort != 0 {
 		t.Errorf("echo quote: %+v", p)
 	}
-	in := udp6()
-	p = mustParse(t, pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 1, inner: &in, quote: 48}.build())
+	in := specUDP6()
+	p = mustParsePacket(t, pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 1, inner: &in, quote: 48}.build())
 	if p.Inner.SrcPort != in.sport || p.Inner.DstPort != in.dport {
 		t.Errorf("udp6 8-byte quote: %+v", p.Inner)
 	}
 	// Other ICMP types are not errors: no Inner even with a quote-like body.
-	p = mustParse(t, pktSpec{src: tRouter4, dst: tClient4, proto: ipProtoICMP, icmpType: 5, inner: &echo}.build())
+	p = mustParsePacket(t, pktSpec{src: tRouter4, dst: tClient4, proto: ipProtoICMP, icmpType: 5, inner: &echo}.build())
 	if p.ICMPError || p.Inner != (Inner{}) {
 		t.Errorf("redirect taken as error: %+v", p)
 	}
 	// ICMPv6 inside IPv4 (and ICMPv4 inside IPv6) is just some protocol.
-	s := udp4()
+	s := specUDP4()
 	s.proto = ipProtoICMPv6
 	s.payload = make([]byte, 20)
-	p = mustParse(t, s.build())
+	p = mustParsePacket(t, s.build())
 	if p.ICMPType != 0 || p.ICMPError {
 		t.Errorf("ICMPv6 in IPv4 parsed as ICMP: %+v", p)
 	}
@@ -553,10 +558,10 @@ func TestParseICMPShortQuotes(t *testing.T) {
 
 func TestParseUDPSurplus(t *testing.T) {
 	// A UDP length short of the IP payload: RFC 9868 options follow.
-	s := udp4()
+	s := specUDP4()
 	s.udpLen = 8 + 2
 	s.payload = []byte("dataOPTIONS")
-	p := mustParse(t, s.build())
+	p := mustParsePacket(t, s.build())
 	if !p.VerifyL4Checksum() {
 		t.Error("surplus: checksum not over the UDP length")
 	}
@@ -571,21 +576,21 @@ func TestParseUDPSurplus(t *testing.T) {
 }
 
 func TestParseFragments(t *testing.T) {
-	first4 := tcp4()
+	first4 := specTCP4()
 	first4.mf = true
-	later4 := tcp4()
+	later4 := specTCP4()
 	later4.fragOff = 100
-	tiny4 := tcp4()
+	tiny4 := specTCP4()
 	tiny4.mf = true
-	first6 := udp6()
+	first6 := specUDP6()
 	first6.ext = []uint8{ip6HopByHop, ip6Fragment}
 	first6.mf = true
-	later6 := udp6()
+	later6 := specUDP6()
 	later6.ext = []uint8{ip6Fragment}
 	later6.fragOff = 3
-	atomic6 := tcp6()
+	atomic6 := specTCP6()
 	atomic6.ext = []uint8{ip6Fragment}
-	inTCP4 := tcp4()
+	inTCP4 := specTCP4()
 	icmpFrag := pktSpec{src: tRouter4, dst: tVIP4, proto: ipProtoICMP, icmpType: 3, mf: true, inner: &inTCP4}
 	cases := []struct {
 		name         string
@@ -604,12 +609,12 @@ func TestParseFragments(t *testing.T) {
 	for _, c := range cases {
 		if c.name == "v4 first, tiny" {
 			binary.BigEndian.PutUint16(c.b[2:], 30)
-			fixIP4(c.b)
+			fixIP4Checksum(c.b)
 		}
 		if c.name == "v4 later" {
 			c.b[32] = 0 // junk where a TCP header would be: not looked at
 		}
-		p := mustParse(t, c.b)
+		p := mustParsePacket(t, c.b)
 		if !p.Frag || p.SrcPort != c.sport || p.DstPort != c.dport || p.L4 != c.l4 || p.ICMPError {
 			t.Errorf("%s: Frag %v ports %d %d L4 %d ICMPError %v", c.name, p.Frag, p.SrcPort, p.DstPort, p.L4, p.ICMPError)
 		}
@@ -617,11 +622,11 @@ func TestParseFragments(t *testing.T) {
 			t.Errorf("%s: fragments cannot be verified and must pass", c.name)
 		}
 	}
-	p := mustParse(t, icmpFrag.build())
+	p := mustParsePacket(t, icmpFrag.build())
 	if p.ICMPType != 3 {
 		t.Errorf("first fragment ICMP type %d", p.ICMPType)
 	}
-	if mustParse(t, first4.build()).TCPFlags != first4.tcpFlags {
+	if mustParsePacket(t, first4.build()).TCPFlags != first4.tcpFlags {
 		t.Error("first fragment TCP flags not read")
 	}
 }
@@ -630,9 +635,9 @@ func TestParseFragments(t *testing.T) {
 // datagram right: the first fragment's L4 checksum takes the whole change.
 func TestPacketRewriteFragmentsReassemble(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		s := udp4()
+		s := specUDP4()
 		if v6 {
-			s = udp6()
+			s = specUDP6()
 		}
 		s.payload = bytes.Repeat([]byte("0123456789"), 10)
 		l4 := s.l4()
@@ -649,12 +654,12 @@ func TestPacketRewriteFragmentsReassemble(t *testing.T) {
 				b[40] = ipProtoUDP
 			} else {
 				b[9] = ipProtoUDP
-				fixIP4(b)
+				fixIP4Checksum(b)
 			}
 			return b
 		}
 		f1, f2 := frag(0, 48, true), frag(48, len(l4), false)
-		p1, p2 := mustParse(t, f1), mustParse(t, f2)
+		p1, p2 := mustParsePacket(t, f1), mustParsePacket(t, f2)
 		na, port := tReal4, uint16(8053)
 		if v6 {
 			na = tReal6
@@ -741,7 +746,7 @@ func TestPacketRewrite(t *testing.T) {
 				)
 			}
 			b := s.build()
-			p := mustParse(t, b)
+			p := mustParsePacket(t, b)
 			for _, st := range steps {
 				if !st.apply(p) {
 					t.Fatalf("%s refused", st.name)
@@ -755,7 +760,7 @@ func TestPacketRewrite(t *testing.T) {
 					t.Fatalf("after %s", st.name)
 				}
 				// And parsing the result again gives the same.
-				checkParsed(t, s, mustParse(t, append([]byte(nil), p.B...)))
+				checkParsed(t, s, mustParsePacket(t, append([]byte(nil), p.B...)))
 			}
 		})
 	}
@@ -829,7 +834,7 @@ func TestPacketRewriteRandom(t *testing.T) {
 			s = spec(v6, []uint8{ipProtoTCP, ipProtoUDP, icmp})
 		}
 		b := s.build()
-		p := mustParse(t, b)
+		p := mustParsePacket(t, b)
 		for k := 0; k < 4; k++ {
 			a, pt := addr(v6), port()
 			tcpudp := s.proto == ipProtoTCP || s.proto == ipProtoUDP
@@ -888,9 +893,9 @@ func TestPacketRewriteRandom(t *testing.T) {
 // wrong in IPv6.
 func TestPacketUDPChecksumComputesToZero(t *testing.T) {
 	for _, v6 := range []bool{false, true} {
-		s, na := udp4(), tReal4
+		s, na := specUDP4(), tReal4
 		if v6 {
-			s, na = udp6(), tReal6
+			s, na = specUDP6(), tReal6
 		}
 		// With port 0 the checksum is ~S; port ~~S = ~S makes the sum 0xFFFF.
 		z := s
@@ -900,7 +905,7 @@ func TestPacketUDPChecksumComputesToZero(t *testing.T) {
 		if c := binary.BigEndian.Uint16(z.l4()[6:]); c != 0xffff {
 			t.Fatalf("v6 %v: test packet's checksum is %#04x, not 0xFFFF", v6, c)
 		}
-		p := mustParse(t, s.build())
+		p := mustParsePacket(t, s.build())
 		p.SetDst(na, port)
 		if want := z.build(); !bytes.Equal(p.B, want) {
 			t.Errorf("v6 %v:\n got %x\nwant %x", v6, p.B, want)
@@ -913,7 +918,7 @@ func TestPacketUDPChecksumComputesToZero(t *testing.T) {
 		if v6 {
 			e = pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 1, inner: &s}
 		}
-		p = mustParse(t, e.build())
+		p = mustParsePacket(t, e.build())
 		p.SetInnerDst(na, port)
 		e.inner = &z
 		if want := e.build(); !bytes.Equal(p.B, want) {
@@ -938,7 +943,7 @@ func TestPacketInnerLaterFragment(t *testing.T) {
 		binary.BigEndian.PutUint16(b[42:], refChecksum(append(ph, b[40:]...)))
 		return b
 	}
-	p := mustParse(t, build())
+	p := mustParsePacket(t, build())
 	if p.Inner.Proto != ipProtoICMPv6 || p.Inner.L4 != p.L4+8+40+8 || !p.VerifyL4Checksum() {
 		t.Fatalf("Inner %+v", p.Inner)
 	}
@@ -952,9 +957,9 @@ func TestPacketInnerLaterFragment(t *testing.T) {
 }
 
 func TestPacketUDPZeroChecksumStaysZero(t *testing.T) {
-	s := udp4()
+	s := specUDP4()
 	s.udpZero = true
-	p := mustParse(t, s.build())
+	p := mustParsePacket(t, s.build())
 	p.SetDst(tReal4, 1)
 	p.SetSrc(tVIP4, 2)
 	if c := binary.BigEndian.Uint16(p.B[26:]); c != 0 {
@@ -964,9 +969,9 @@ func TestPacketUDPZeroChecksumStaysZero(t *testing.T) {
 		t.Error("VerifyL4Checksum false")
 	}
 	// IPv6 has no such thing: 0 is wrong.
-	b := udp6().build()
+	b := specUDP6().build()
 	b[46], b[47] = 0, 0
-	if mustParse(t, b).VerifyL4Checksum() {
+	if mustParsePacket(t, b).VerifyL4Checksum() {
 		t.Error("IPv6 UDP checksum 0 accepted")
 	}
 }
@@ -975,7 +980,7 @@ func TestPacketRewriteWrongFamily(t *testing.T) {
 	for _, c := range baseSpecs() {
 		b := c.s.build()
 		orig := append([]byte(nil), b...)
-		p := mustParse(t, b)
+		p := mustParsePacket(t, b)
 		other := tReal6
 		if c.s.v6 {
 			other = tReal4
@@ -1012,9 +1017,9 @@ func TestPacketDecTTL(t *testing.T) {
 				b[7] = ttl
 			} else {
 				b[8] = ttl
-				fixIP4(b)
+				fixIP4Checksum(b)
 			}
-			p := mustParse(t, b)
+			p := mustParsePacket(t, b)
 			orig := append([]byte(nil), b...)
 			ok := p.DecTTL()
 			if ok != (ttl > 1) {
@@ -1030,9 +1035,9 @@ func TestPacketDecTTL(t *testing.T) {
 				t.Errorf("%s: DecTTL at %d: TTL %d, header ok %v", c.name, ttl, p.TTL(), ip4HeaderOK(b))
 			}
 			if !c.s.v6 {
-				fixIP4(orig)
+				fixIP4Checksum(orig)
 				orig[8] = ttl - 1
-				fixIP4(orig)
+				fixIP4Checksum(orig)
 				if !bytes.Equal(b, orig) {
 					t.Errorf("%s: DecTTL at %d: checksum differs from recomputation", c.name, ttl)
 				}
@@ -1046,9 +1051,9 @@ func TestPacketDecTTL(t *testing.T) {
 func TestPacketRewriteRoutingHeader(t *testing.T) {
 	final := netip.MustParseAddr("2001:db8:f::1")
 	for _, proto := range []uint8{ipProtoTCP, ipProtoUDP, ipProtoICMPv6} {
-		s := tcp6()
+		s := specTCP6()
 		if proto == ipProtoUDP {
-			s = udp6()
+			s = specUDP6()
 		}
 		if proto == ipProtoICMPv6 {
 			s = pktSpec{v6: true, src: tClient6, dst: tVIP6, proto: proto, icmpType: 128}
@@ -1056,7 +1061,7 @@ func TestPacketRewriteRoutingHeader(t *testing.T) {
 		s.ext = []uint8{ip6Routing}
 		s.rtLeft = 1
 		s.pseudoDst = final
-		p := mustParse(t, s.build())
+		p := mustParsePacket(t, s.build())
 		p.SetDst(tReal6, 8080)
 		p.SetSrc(tRouter6, 1)
 		s.dst, s.src = tReal6, tRouter6
@@ -1069,13 +1074,13 @@ func TestPacketRewriteRoutingHeader(t *testing.T) {
 		// Segments left 0: the IPv6 destination is the final one.
 		s.rtLeft = 0
 		s.pseudoDst = netip.Addr{}
-		p = mustParse(t, s.build())
+		p = mustParsePacket(t, s.build())
 		if !p.VerifyL4Checksum() {
 			t.Errorf("proto %d: segments left 0 not verified", proto)
 		}
 		b := s.build()
 		b[len(b)-1] ^= 1
-		if mustParse(t, b).VerifyL4Checksum() {
+		if mustParsePacket(t, b).VerifyL4Checksum() {
 			t.Errorf("proto %d: bad checksum accepted", proto)
 		}
 	}
@@ -1084,7 +1089,7 @@ func TestPacketRewriteRoutingHeader(t *testing.T) {
 func TestPacketVerifyL4ChecksumDetectsDamage(t *testing.T) {
 	for _, c := range baseSpecs() {
 		b := c.s.build()
-		p := mustParse(t, b)
+		p := mustParsePacket(t, b)
 		if p.Proto != ipProtoTCP && p.Proto != ipProtoUDP && p.Proto != icmpProto(p.V6) {
 			continue
 		}
@@ -1132,8 +1137,8 @@ func TestPacketAccessorsOfEmpty(t *testing.T) {
 }
 
 func TestPacketAllocs(t *testing.T) {
-	b4 := tcp4().build()
-	in := tcp6()
+	b4 := specTCP4().build()
+	in := specTCP6()
 	b6 := pktSpec{v6: true, src: tRouter6, dst: tClient6, proto: ipProtoICMPv6, icmpType: 2, inner: &in}.build()
 	buf := make([]byte, 1280)
 	var p Packet
@@ -1158,7 +1163,7 @@ func TestPacketAllocs(t *testing.T) {
 }
 
 func BenchmarkParseRewriteTCP4(b *testing.B) {
-	pkt := tcp4().build()
+	pkt := specTCP4().build()
 	var p Packet
 	for b.Loop() {
 		Parse(pkt, &p)
@@ -1168,7 +1173,7 @@ func BenchmarkParseRewriteTCP4(b *testing.B) {
 }
 
 func BenchmarkVerifyTCP6(b *testing.B) {
-	s := tcp6()
+	s := specTCP6()
 	s.payload = make([]byte, 1400)
 	pkt := s.build()
 	var p Packet

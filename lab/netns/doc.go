@@ -24,8 +24,17 @@
 // is an ordinary file permission check against the real (outer) user, so an
 // unprivileged director needs /dev/net/tun to be mode 0666 (most
 // distributions ship it that way; some VMs and containers do not). This
-// package never changes that; tests that need TUN check it and skip with
-// the reason.
+// package never changes that; tests that need TUN check it (CheckTUN) and
+// skip with the reason.
+//
+// A sandbox created by root without Unprivileged maps its root to the real
+// uid 0. Capabilities still only reach namespaces the sandbox owns, but file
+// permission checks see uid 0: it can open a 0600 /dev/net/tun, and a
+// command run in it could write root-owned files. Host.Sysctl refuses
+// anything outside net.* for that reason. Prefer Unprivileged.
+//
+// Tools used: unshare, nsenter and setpriv (util-linux), ip (iproute2), cat,
+// cp and sh. Ping is built in (raw ICMP sockets), so no ping(1) is needed.
 //
 // Typical use in a test:
 //
