@@ -67,10 +67,10 @@ type Command struct {
 	Scheduler  string
 
 	// The real server (-r), if given.
-	HasDest  bool
-	DestAddr netip.Addr
-	DestPort uint16
-	Weight   int
+	HasDest   bool
+	DestAddr  netip.Addr
+	DestPort  uint16
+	Weight    int
 	HasWeight bool
 
 	Format Format
@@ -100,7 +100,7 @@ var opNames = map[string]Op{
 	"-L": OpList, "-l": OpList, "--list": OpList,
 	"-Z": OpZero, "--zero": OpZero,
 	"--set": OpSetTimeout,
-	"-h": OpHelp, "--help": OpHelp,
+	"-h":    OpHelp, "--help": OpHelp,
 }
 
 var fmtNames = map[string]Format{
