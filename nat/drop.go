@@ -16,6 +16,7 @@ const (
 	DropNoDest                  // no real server available for a new connection
 	DropTableFull               // connection table at its limit: new flow refused
 	DropTooBig                  // larger than the egress MTU with DF set: ICMP sent back
+	DropTTL                     // TTL (hop limit) would expire on the way: ICMP time exceeded sent back
 	numDropReasons
 )
 
@@ -30,6 +31,7 @@ var dropNames = [numDropReasons]string{
 	DropNoDest:       "no_dest",
 	DropTableFull:    "table_full",
 	DropTooBig:       "too_big",
+	DropTTL:          "ttl_exceeded",
 }
 
 func (r DropReason) String() string {

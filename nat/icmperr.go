@@ -78,3 +78,17 @@ func BuildPortUnreachable(dst []byte, orig *Packet, src netip.Addr) int {
 	}
 	return buildICMPError(dst, orig, src, 3, 3, 0)
 }
+
+// BuildTimeExceeded writes an ICMP time exceeded in transit (type 11 code
+// 0) or ICMPv6 hop limit exceeded (type 3 code 0) about orig, from src,
+// into dst: what a router sends when a packet's TTL runs out. Returns the
+// length, or 0 (see BuildTooBig).
+func BuildTimeExceeded(dst []byte, orig *Packet, src netip.Addr) int {
+	if orig == nil {
+		return 0
+	}
+	if orig.V6 {
+		return buildICMPError(dst, orig, src, 3, 0, 0)
+	}
+	return buildICMPError(dst, orig, src, 11, 0, 0)
+}

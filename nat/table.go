@@ -46,6 +46,10 @@ const (
 	// and may not be fragmented: send the sender an ICMP "fragmentation
 	// needed" / "packet too big" quoting it (BuildTooBig), then drop it.
 	TooBig
+	// TimeExceeded: the packet, unchanged, arrived with a TTL (hop limit)
+	// of 1 or less and may not be forwarded: send the sender a time
+	// exceeded quoting it (BuildTimeExceeded), then drop it.
+	TimeExceeded
 )
 
 // Result is the outcome of Process.
@@ -344,8 +348,15 @@ func (t *Table) remove(c *Conn) {
 	c.dest.total.Add(-1)
 }
 
-// forward updates state, counters and expiry, checks the MTU and rewrites.
+// forward updates state, counters and expiry, checks the TTL and the MTU
+// and rewrites. Both checks come before the rewrite, so the ICMP error
+// quotes what the sender sent, as IPVS does (decrement_ttl and the MTU
+// check in __ip_vs_get_out_rt, before ip_vs_nat_xmit rewrites).
 func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
+	if p.TTL() <= 1 {
+		t.drops[DropTTL].Add(1)
+		return Result{Verdict: TimeExceeded, Reason: DropTTL, Dir: dir, Conn: c}
+	}
 	if mtu := int(c.mtu[dir]); mtu > 0 && p.Len() > mtu && p.DF() {
 		t.drops[DropTooBig].Add(1)
 		return Result{Verdict: TooBig, Reason: DropTooBig, Dir: dir, Conn: c, MTU: mtu}

@@ -454,6 +454,27 @@ func TestTooBig(t *testing.T) {
 	}
 }
 
+// A packet whose TTL would run out here is answered before any rewrite,
+// as IPVS's decrement_ttl does.
+func TestTTLExpires(t *testing.T) {
+	e := newEnv(t, nat.Config{}, twoServers("rr", 6))
+	e.in(cli, S)
+	b := nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, TTL: 1})
+	r := e.tb.Process(b, &e.p, e.now)
+	if r.Verdict != nat.TimeExceeded || e.p.Dst() != vip.Addr() {
+		t.Fatalf("%+v, dst %v", r, e.p.Dst())
+	}
+	icmp := make([]byte, 1280)
+	n := nat.BuildTimeExceeded(icmp, &e.p, netip.MustParseAddr("10.0.0.1"))
+	var q nat.Packet
+	if n == 0 || nat.Parse(icmp[:n], &q) != nat.DropNone || !q.ICMPError || q.ICMPType != 11 || q.InnerDst() != vip.Addr() {
+		t.Errorf("time exceeded: n=%d %+v", n, q)
+	}
+	if e.tb.Drops(nat.DropTTL) != 1 {
+		t.Error("ttl_exceeded not counted")
+	}
+}
+
 // The per-packet path of an established flow allocates nothing.
 func TestEstablishedPathAllocatesNothing(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("rr", 6))

@@ -43,13 +43,14 @@ type Config struct {
 
 // Counters are the host's own per-packet counters.
 type Counters struct {
-	FastPath    atomic.Uint64 // NATed packets that skipped the stack
-	Delivered   atomic.Uint64 // packets handed to the stack
-	TooBigSent  atomic.Uint64 // ICMP frag-needed / packet-too-big sent
-	UnreachSent atomic.Uint64 // ICMP port unreachable sent (no real server)
-	LinkDrops   atomic.Uint64 // frames too short or of unknown type
-	ReadErrors  atomic.Uint64
-	WriteErrors atomic.Uint64
+	FastPath         atomic.Uint64 // NATed packets that skipped the stack
+	Delivered        atomic.Uint64 // packets handed to the stack
+	TooBigSent       atomic.Uint64 // ICMP frag-needed / packet-too-big sent
+	UnreachSent      atomic.Uint64 // ICMP port unreachable sent (no real server)
+	TimeExceededSent atomic.Uint64 // ICMP time exceeded sent (TTL ran out here)
+	LinkDrops        atomic.Uint64 // frames too short or of unknown type
+	ReadErrors       atomic.Uint64
+	WriteErrors      atomic.Uint64
 }
 
 // Host is a gVisor stack with NICs on tun.Devices.
@@ -291,6 +292,25 @@ func (h *Host) AddRoute(dst netip.Prefix, gw netip.Addr, nicName string) error {
 	}
 	h.s.AddRoute(r)
 	return nil
+}
+
+// isLocal reports whether a is one of the host's addresses.
+func (h *Host) isLocal(a netip.Addr) bool {
+	return h.s.CheckLocalAddress(0, protoOf(a), toTCPIP(a)) != 0
+}
+
+// localAddr is the NIC's main address of a family (the source of the
+// ICMP errors it sends, as a router's incoming interface address).
+func (n *NIC) localAddr(v6 bool) netip.Addr {
+	proto := ipv4.ProtocolNumber
+	if v6 {
+		proto = ipv6.ProtocolNumber
+	}
+	a, err := n.h.s.GetMainNICAddress(n.id, proto)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return fromTCPIP(a.Address)
 }
 
 // EgressMTU is the MTU of the NIC the route to dst leaves by, or 0.

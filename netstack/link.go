@@ -3,6 +3,7 @@ package netstack
 import (
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"sync"
 
 	"gvisor.dev/gvisor/pkg/buffer"
@@ -257,6 +258,17 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath)
 		case nat.TooBig:
 			n.sendTooBig(frame, p, res)
 			return
+		case nat.TimeExceeded:
+			n.sendTimeExceeded(frame, p)
+			return
+		case nat.Pass:
+			// gVisor sends "time exceeded" only for packets arriving
+			// with TTL 0 and forwards TTL 1 with TTL 0; a router
+			// must not (RFC 1812 5.3.1). Catch those here.
+			if h.cfg.Forwarding && p.Len() > 0 && p.TTL() <= 1 && routable(p.Dst()) && !h.isLocal(p.Dst()) {
+				n.sendTimeExceeded(frame, p)
+				return
+			}
 		case nat.Forward:
 			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, len(frame)) {
 				return
@@ -264,6 +276,13 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath)
 		}
 	}
 	n.deliver(proto, frame)
+}
+
+// routable reports whether a router would forward to a: not multicast,
+// broadcast or link-local (those carry hop limit 1 on purpose, MLD say).
+func routable(a netip.Addr) bool {
+	return !a.IsMulticast() && !a.IsLinkLocalUnicast() && !a.IsUnspecified() &&
+		a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
 }
 
 // deliver hands a frame to the stack (which copies it).
@@ -316,6 +335,20 @@ func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
 	}
 	n.replyFrame(frame, b, size, p.V6)
 	n.h.Counters.TooBigSent.Add(1)
+}
+
+func (n *NIC) sendTimeExceeded(frame []byte, p *nat.Packet) {
+	src := n.localAddr(p.V6)
+	if !src.IsValid() {
+		return
+	}
+	b := make([]byte, bufOffset+ethHdrLen+1280)
+	size := nat.BuildTimeExceeded(b[bufOffset+ethHdrLen:], p, src)
+	if size == 0 {
+		return
+	}
+	n.replyFrame(frame, b, size, p.V6)
+	n.h.Counters.TimeExceededSent.Add(1)
 }
 
 func (n *NIC) sendUnreachable(frame []byte, p *nat.Packet) {
