@@ -326,28 +326,38 @@ func get(t *testing.T, c *http.Client, url string) string {
 	return string(b)
 }
 
+// requestSplit makes n requests to url, each on a new connection, and
+// checks that rr split them evenly between the real servers, and that the
+// servers saw the client's own address (NAT mode keeps it).
+func (e *env) requestSplit(c *http.Client, url string, client netip.Addr, n int) {
+	e.t.Helper()
+	counts := map[string]int{}
+	for range n {
+		counts[get(e.t, c, url)]++
+	}
+	for _, r := range e.rss {
+		if counts[r.name] != n/2 {
+			e.t.Errorf("%s: rr split %v, want %d each", url, counts, n/2)
+		}
+		r.mu.Lock()
+		seen := r.clients[client]
+		r.mu.Unlock()
+		if seen != n/2 {
+			e.t.Errorf("%s saw clients %v, want %d from %v", r.name, r.clients, n/2, client)
+		}
+	}
+}
+
 func runDirector(t *testing.T) {
 	e := setup(t, opts{})
 	c := e.httpClient()
 
 	// 1000 HTTP requests, each on a new kernel TCP connection to the VIP.
-	counts := map[string]int{}
-	for range 1000 {
-		counts[get(t, c, "http://172.16.1.100/")]++
-	}
-	if counts["RS1"] != 500 || counts["RS2"] != 500 {
-		t.Errorf("rr split %v, want 500/500", counts)
-	}
+	e.requestSplit(c, "http://172.16.1.100/", cip4, 1000)
+	stats := e.adm("-L", "-n", "--stats", "--exact")
 	for _, r := range e.rss {
-		// NAT keeps the client's address: the servers saw 10.0.0.10.
-		if r.clients[cip4] != 500 {
-			t.Errorf("%s saw clients %v, want 500 from %v", r.name, r.clients, cip4)
-		}
-	}
-	list := e.adm("-L", "-n", "--stats", "--exact")
-	for _, r := range e.rss {
-		if !strings.Contains(list, fmt.Sprintf("  -> %-28s      500", r.v4.String()+":8080")) {
-			t.Errorf("stats do not show 500 connections for %s:\n%s", r.name, list)
+		if !strings.Contains(stats, fmt.Sprintf("  -> %-28s      500", r.v4.String()+":8080")) {
+			t.Errorf("stats do not show 500 connections for %s:\n%s", r.name, stats)
 		}
 	}
 	e.drain(20 * time.Second)
@@ -387,17 +397,21 @@ func runDirector(t *testing.T) {
 	e.drain(20 * time.Second)
 
 	// IPv6.
-	v6counts := map[string]int{}
-	for range 100 {
-		v6counts[get(t, c, "http://[fd00:100::100]/")]++
+	e.requestSplit(c, "http://[fd00:100::100]/", cip6, 100)
+	e.drain(20 * time.Second)
+
+	// A service added while the director runs, with tunvsadm only.
+	e.adm("-A", "-t", "172.16.1.100:8081", "-s", "wrr")
+	e.adm("-a", "-t", "172.16.1.100:8081", "-r", "172.16.1.6:8080", "-m", "-w", "2")
+	list := e.adm("-L", "-n")
+	if !strings.Contains(list, "TCP  172.16.1.100:8081 wrr\n  -> 172.16.1.6:8080                Masq    2      0          0") {
+		t.Errorf("tunvsadm -L -n does not show the new service:\n%s", list)
 	}
-	if v6counts["RS1"] != 50 || v6counts["RS2"] != 50 {
-		t.Errorf("IPv6 rr split %v, want 50/50", v6counts)
+	if got := get(t, c, "http://172.16.1.100:8081/"); got != "RS2" {
+		t.Errorf("new service answered %q", got)
 	}
-	for _, r := range e.rss {
-		if r.clients[cip6] != 50 {
-			t.Errorf("%s saw IPv6 clients %v", r.name, r.clients)
-		}
+	if out, err := exec.Command(bin("tunvsadm"), "--socket", e.sock, "-a", "-t", "172.16.1.100:8081", "-r", "172.16.1.6:8080", "-m").CombinedOutput(); err == nil || !strings.Contains(string(out), "exists") {
+		t.Errorf("duplicate real server accepted: %v %s", err, out)
 	}
 	e.drain(20 * time.Second)
 }

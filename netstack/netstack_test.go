@@ -13,59 +13,6 @@ import (
 	"github.com/tunvs/tunvs/tun"
 )
 
-func csum(b []byte, s uint32) uint16 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return ^uint16(s)
-}
-
-// echo4 builds an ICMP echo request.
-func echo4(src, dst netip.Addr, ttl uint8) []byte {
-	b := make([]byte, 28)
-	b[0] = 0x45
-	binary.BigEndian.PutUint16(b[2:], 28)
-	b[8], b[9] = ttl, 1
-	s, d := src.As4(), dst.As4()
-	copy(b[12:], s[:])
-	copy(b[16:], d[:])
-	binary.BigEndian.PutUint16(b[10:], csum(b[:20], 0))
-	m := b[20:]
-	m[0] = 8
-	binary.BigEndian.PutUint16(m[4:], 0x77)
-	binary.BigEndian.PutUint16(m[6:], 1)
-	binary.BigEndian.PutUint16(m[2:], csum(m, 0))
-	return b
-}
-
-// echo6 builds an ICMPv6 echo request.
-func echo6(src, dst netip.Addr) []byte {
-	b := make([]byte, 48)
-	b[0] = 0x60
-	binary.BigEndian.PutUint16(b[4:], 8)
-	b[6], b[7] = 58, 64
-	s, d := src.As16(), dst.As16()
-	copy(b[8:], s[:])
-	copy(b[24:], d[:])
-	m := b[40:]
-	m[0] = 128
-	binary.BigEndian.PutUint16(m[4:], 0x77)
-	var ps uint32
-	for i := 8; i < 40; i += 2 {
-		ps += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	ps += 58 + 8
-	binary.BigEndian.PutUint16(m[2:], csum(m, ps))
-	return b
-}
-
 // peer is the far end of a link: it writes and reads raw frames.
 type peer struct {
 	t   *testing.T
@@ -147,13 +94,13 @@ func TestPingDIPAndVIP(t *testing.T) {
 	_, c, _, _ := director(t, tun.KindTUN, true)
 	cli := netip.MustParseAddr("10.0.0.10")
 	for _, dst := range []string{"10.0.0.1", "172.16.1.100", "172.16.1.3"} {
-		c.send(echo4(cli, netip.MustParseAddr(dst), 64))
+		c.send(nattest.Echo(cli, netip.MustParseAddr(dst), 64))
 		r := c.recv(isICMP4(0))
 		if got := netip.AddrFrom4([4]byte(r[12:16])); got.String() != dst {
 			t.Errorf("echo reply from %v, want %s", got, dst)
 		}
 	}
-	c.send(echo6(netip.MustParseAddr("fd00:1::10"), netip.MustParseAddr("fd00:1::1")))
+	c.send(nattest.Echo(netip.MustParseAddr("fd00:1::10"), netip.MustParseAddr("fd00:1::1"), 64))
 	c.recv(func(b []byte) bool { return len(b) > 40 && b[0]>>4 == 6 && b[6] == 58 && b[40] == 129 })
 }
 
@@ -162,12 +109,12 @@ func TestPingDIPAndVIP(t *testing.T) {
 func TestForwardingTTL(t *testing.T) {
 	_, c, r, _ := director(t, tun.KindTUN, true)
 	cli, srv := netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("172.16.1.9")
-	c.send(echo4(cli, srv, 64))
+	c.send(nattest.Echo(cli, srv, 64))
 	got := r.recv(isICMP4(8))
 	if got[8] != 63 {
 		t.Errorf("forwarded TTL %d, want 63", got[8])
 	}
-	c.send(echo4(cli, srv, 1))
+	c.send(nattest.Echo(cli, srv, 1))
 	te := c.recv(isICMP4(11))
 	if netip.AddrFrom4([4]byte(te[16:20])) != cli {
 		t.Error("time exceeded not sent to the client")
@@ -258,12 +205,7 @@ func TestTAPNeighbours(t *testing.T) {
 	copy(m[8:24], target[:])
 	m[24], m[25] = 1, 1 // source link-layer address option
 	copy(m[26:32], mac)
-	var ps uint32
-	for i := 8; i < 40; i += 2 {
-		ps += uint32(ip[i])<<8 | uint32(ip[i+1])
-	}
-	ps += 58 + 32
-	binary.BigEndian.PutUint16(m[2:], csum(m, ps))
+	binary.BigEndian.PutUint16(m[2:], nattest.Checksum(m, nattest.PseudoSum(ip[8:24], ip[24:40], 58, len(m))))
 	c.send(f)
 	na := c.recv(func(b []byte) bool {
 		return len(b) >= 14+40+24 && binary.BigEndian.Uint16(b[12:]) == 0x86dd && b[14+6] == 58 && b[14+40] == 136

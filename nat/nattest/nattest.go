@@ -134,3 +134,48 @@ func UDP(src, dst netip.AddrPort, payload []byte) []byte {
 
 // AP parses "a:p" or "[a]:p", panicking on a typo (tests only).
 func AP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
+
+// Checksum is the Internet checksum of b, starting from a partial sum (a
+// pseudo-header's, say), complemented and ready to store.
+func Checksum(b []byte, initial uint32) uint16 { return ^fold(sum(b, initial)) }
+
+// Echo builds an ICMP (IPv4) or ICMPv6 echo request with the given TTL
+// (hop limit; 0 means 64).
+func Echo(src, dst netip.Addr, ttl uint8) []byte {
+	if ttl == 0 {
+		ttl = 64
+	}
+	if src.Is4() {
+		b := make([]byte, 28)
+		b[0] = 0x45
+		binary.BigEndian.PutUint16(b[2:], 28)
+		b[8], b[9] = ttl, 1
+		s, d := src.As4(), dst.As4()
+		copy(b[12:], s[:])
+		copy(b[16:], d[:])
+		binary.BigEndian.PutUint16(b[10:], Checksum(b[:20], 0))
+		m := b[20:]
+		m[0] = 8
+		binary.BigEndian.PutUint16(m[4:], 0x77)
+		binary.BigEndian.PutUint16(m[6:], 1)
+		binary.BigEndian.PutUint16(m[2:], Checksum(m, 0))
+		return b
+	}
+	b := make([]byte, 48)
+	b[0] = 0x60
+	binary.BigEndian.PutUint16(b[4:], 8)
+	b[6], b[7] = 58, ttl
+	s, d := src.As16(), dst.As16()
+	copy(b[8:], s[:])
+	copy(b[24:], d[:])
+	m := b[40:]
+	m[0] = 128
+	binary.BigEndian.PutUint16(m[4:], 0x77)
+	binary.BigEndian.PutUint16(m[2:], Checksum(m, PseudoSum(b[8:24], b[24:40], 58, len(m))))
+	return b
+}
+
+// PseudoSum is the partial sum of a TCP/UDP/ICMPv6 pseudo-header.
+func PseudoSum(src, dst []byte, proto uint8, length int) uint32 {
+	return sum(dst, sum(src, 0)) + uint32(proto) + uint32(length)
+}
