@@ -404,7 +404,7 @@ func runDirector(t *testing.T) {
 	e.adm("-A", "-t", "172.16.1.100:8081", "-s", "wrr")
 	e.adm("-a", "-t", "172.16.1.100:8081", "-r", "172.16.1.6:8080", "-m", "-w", "2")
 	list := e.adm("-L", "-n")
-	if !strings.Contains(list, "TCP  172.16.1.100:8081 wrr\n  -> 172.16.1.6:8080                Masq    2      0          0") {
+	if !strings.Contains(list, "TCP  172.16.1.100:8081 wrr\n  -> 172.16.1.6:8080              Masq    2      0          0") {
 		t.Errorf("tunvsadm -L -n does not show the new service:\n%s", list)
 	}
 	if got := get(t, c, "http://172.16.1.100:8081/"); got != "RS2" {
