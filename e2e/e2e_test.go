@@ -366,8 +366,12 @@ func runDirector(t *testing.T) {
 	ucounts := map[string]int{}
 	for i := range 100 {
 		var conn net.Conn
+		// Distinct source ports: an ephemeral port the kernel hands out
+		// again within the UDP timeout would join the old connection
+		// (rightly, as with IPVS) and skew the count.
 		if err := e.client.Do(func() (err error) {
-			conn, err = net.Dial("udp4", "172.16.1.100:53")
+			d := net.Dialer{LocalAddr: &net.UDPAddr{IP: cip4.AsSlice(), Port: 20000 + i}}
+			conn, err = d.Dial("udp4", "172.16.1.100:53")
 			return err
 		}); err != nil {
 			t.Fatal(err)

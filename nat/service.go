@@ -101,6 +101,9 @@ type Service struct {
 	sched      sched.Scheduler
 	dests      []*Dest // IPVS list order: newest first
 	schedDests []sched.Dest
+	// flow is Pick's argument, kept here (under mu) so that it does not
+	// escape to the heap on every new connection.
+	flow sched.Flow
 }
 
 // Dest is a real server of a service. Connections keep a pointer to their
@@ -166,10 +169,11 @@ func (s *Service) Dests() []*Dest {
 func (s *Service) AddrPort() netip.AddrPort { return netip.AddrPortFrom(s.Addr, s.Port) }
 
 // pick asks the scheduler for a real server; nil when none is available.
-func (s *Service) pick(f *sched.Flow) *Dest {
+func (s *Service) pick(f sched.Flow) *Dest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	i := s.sched.Pick(f)
+	s.flow = f
+	i := s.sched.Pick(&s.flow)
 	if i < 0 || i >= len(s.dests) {
 		return nil
 	}

@@ -250,8 +250,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if t.n.Load() >= int64(t.cfg.MaxConns) {
 		return t.drop(DropTableFull)
 	}
-	f := sched.Flow{Proto: p.Proto, Src: src, SrcPort: p.SrcPort, Dst: dst, DstPort: p.DstPort}
-	d := svc.pick(&f)
+	d := svc.pick(sched.Flow{Proto: p.Proto, Src: src, SrcPort: p.SrcPort, Dst: dst, DstPort: p.DstPort})
 	if d == nil {
 		r := t.drop(DropNoDest)
 		r.Unreachable = true
