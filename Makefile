@@ -15,10 +15,11 @@ build:
 lab:
 	$(GO) run ./cmd/tunvs lab
 
-# test: formatting, vet, every test with the race detector (the namespace
-# end-to-end tests included; they need unshare and /dev/net/tun), every
-# benchmark once so none rots, and a short fuzz run of each fuzz target.
-test: check race norace bench-smoke fuzz-smoke
+# test: formatting and vet, every benchmark once so none rots, a short fuzz
+# run of each fuzz target, the tests that must run without -race, and last
+# every test with the race detector (the namespace end-to-end tests
+# included; they need unshare, user namespaces and /dev/net/tun).
+test: check bench-smoke fuzz-smoke norace race
 
 check:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
