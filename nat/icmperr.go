@@ -65,18 +65,30 @@ func buildICMPError(dst []byte, orig *Packet, src netip.Addr, typ, code uint8, i
 	return n
 }
 
+// icmpKind is an ICMP error by its ICMP and ICMPv6 type and code.
+type icmpKind struct{ t4, c4, t6, c6 uint8 }
+
+func (k icmpKind) build(dst []byte, orig *Packet, src netip.Addr) int {
+	if orig == nil {
+		return 0
+	}
+	if orig.V6 {
+		return buildICMPError(dst, orig, src, k.t6, k.c6, 0)
+	}
+	return buildICMPError(dst, orig, src, k.t4, k.c4, 0)
+}
+
+var (
+	portUnreachable = icmpKind{t4: 3, c4: 3, t6: 1, c6: 4}
+	timeExceeded    = icmpKind{t4: 11, c4: 0, t6: 3, c6: 0}
+)
+
 // BuildPortUnreachable writes an ICMP port unreachable (type 3 code 3) or
 // ICMPv6 port unreachable (type 1 code 4) about orig, from src, into dst:
 // what IPVS sends a client when a service has no real server available
 // (ip_vs_leave). Returns the length, or 0 (see BuildTooBig).
 func BuildPortUnreachable(dst []byte, orig *Packet, src netip.Addr) int {
-	if orig == nil {
-		return 0
-	}
-	if orig.V6 {
-		return buildICMPError(dst, orig, src, 1, 4, 0)
-	}
-	return buildICMPError(dst, orig, src, 3, 3, 0)
+	return portUnreachable.build(dst, orig, src)
 }
 
 // BuildTimeExceeded writes an ICMP time exceeded in transit (type 11 code
@@ -84,11 +96,5 @@ func BuildPortUnreachable(dst []byte, orig *Packet, src netip.Addr) int {
 // into dst: what a router sends when a packet's TTL runs out. Returns the
 // length, or 0 (see BuildTooBig).
 func BuildTimeExceeded(dst []byte, orig *Packet, src netip.Addr) int {
-	if orig == nil {
-		return 0
-	}
-	if orig.V6 {
-		return buildICMPError(dst, orig, src, 3, 0, 0)
-	}
-	return buildICMPError(dst, orig, src, 11, 0, 0)
+	return timeExceeded.build(dst, orig, src)
 }
