@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/tunvs/tunvs/sched"
 )
@@ -76,8 +77,21 @@ func (s *Stats) zero() {
 type ServiceConfig struct {
 	Proto     uint8 // ProtoTCP or ProtoUDP
 	Addr      netip.Addr
-	Port      uint16 // 0: all ports
+	Port      uint16 // 0: all ports (needs Persistent, as in ipvsadm)
 	Scheduler string // ipvsadm name; "" means wlc, ipvsadm's default
+	// SchedFlags are -b's flags (sh-fallback, sh-port, mh-fallback,
+	// mh-port).
+	SchedFlags sched.Flags
+
+	// Persistent is -p: connections from one client (network) go to the
+	// same real server for PersistTimeout after the last one ends.
+	Persistent     bool
+	PersistTimeout time.Duration // -p's timeout; 0 means 300 s
+	// PersistMaskBits is -M as a prefix length: 32 for 255.255.255.255
+	// (IPv4) or 128 (IPv6) when 0.
+	PersistMaskBits int
+	// OnePacket is -o/--ops: every UDP datagram is scheduled on its own.
+	OnePacket bool
 }
 
 // DestConfig is what `ipvsadm -a/-e` sets for a real server.
@@ -85,6 +99,9 @@ type DestConfig struct {
 	Addr   netip.Addr
 	Port   uint16 // 0: the port the client asked for
 	Weight int    // 0..MaxWeight; 0 quiesces the server
+	// UThreshold and LThreshold are -x and -y: connection thresholds
+	// (0: none).
+	UThreshold, LThreshold int
 }
 
 // Service is a virtual service and its real servers.

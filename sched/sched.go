@@ -62,17 +62,37 @@ type Scheduler interface {
 // ErrUnknown is returned by New for a name it does not know.
 var ErrUnknown = errors.New("unknown scheduler")
 
-var registry = map[string]func() Scheduler{}
+// Flags are ipvsadm's scheduler flags (-b), the kernel's
+// IP_VS_SVC_F_SCHED1..3: sh-fallback/mh-fallback are FlagSched1,
+// sh-port/mh-port FlagSched2. Schedulers that do not use a flag ignore it.
+type Flags uint8
 
-func register(name string, f func() Scheduler) { registry[name] = f }
+// The scheduler flags.
+const (
+	FlagSched1 Flags = 1 << iota
+	FlagSched2
+	FlagSched3
+)
 
-// New returns a new scheduler by its ipvsadm name.
-func New(name string) (Scheduler, error) {
-	f, ok := registry[name]
+var registry = map[string]func(Flags) Scheduler{}
+
+func register(name string, f func() Scheduler) {
+	registry[name] = func(Flags) Scheduler { return f() }
+}
+
+// registerFlags registers a scheduler that reads the -b flags.
+func registerFlags(name string, f func(Flags) Scheduler) { registry[name] = f }
+
+// New returns a new scheduler by its ipvsadm name, without flags.
+func New(name string) (Scheduler, error) { return NewWithFlags(name, 0) }
+
+// NewWithFlags returns a new scheduler by its ipvsadm name with -b flags.
+func NewWithFlags(name string, f Flags) (Scheduler, error) {
+	mk, ok := registry[name]
 	if !ok {
 		return nil, fmt.Errorf("%w %q (known: %v)", ErrUnknown, name, Names())
 	}
-	return f(), nil
+	return mk(f), nil
 }
 
 // Names lists the known scheduler names, sorted.
