@@ -68,7 +68,7 @@ func (t *Table) AddService(c ServiceConfig) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	svc := &Service{Proto: c.Proto, Addr: c.Addr, Port: c.Port, sched: sc}
+	svc := &Service{Proto: c.Proto, Addr: c.Addr, Port: c.Port, sched: sc, cfg: c}
 	svc.updateLocked()
 	err = t.mutate(func(idx *svcIndex) error {
 		k := makeSvcKey(c.Proto, c.Addr, c.Port)
@@ -118,6 +118,7 @@ func (t *Table) EditService(c ServiceConfig) error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.cfg = c
 	if s.sched.Name() != name {
 		s.sched = sc
 		s.updateLocked()
@@ -188,6 +189,8 @@ func (t *Table) AddDest(proto uint8, a netip.Addr, port uint16, c DestConfig) (*
 	}
 	d := &Dest{Addr: c.Addr, Port: c.Port, svc: s}
 	d.weight.Store(int32(c.Weight))
+	d.uthresh.Store(int32(c.UThreshold))
+	d.lthresh.Store(int32(c.LThreshold))
 	s.dests = append([]*Dest{d}, s.dests...)
 	s.updateLocked()
 	return d, nil
@@ -210,6 +213,8 @@ func (t *Table) EditDest(proto uint8, a netip.Addr, port uint16, c DestConfig) e
 		return fmt.Errorf("%w: %v", ErrNoDest, netip.AddrPortFrom(c.Addr, c.Port))
 	}
 	s.dests[i].weight.Store(int32(c.Weight))
+	s.dests[i].uthresh.Store(int32(c.UThreshold))
+	s.dests[i].lthresh.Store(int32(c.LThreshold))
 	s.updateLocked()
 	return nil
 }

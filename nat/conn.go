@@ -114,6 +114,9 @@ type ConnInfo struct {
 	Dest    netip.AddrPort
 	State   State
 	Expires time.Time
+	// Template is a persistence template (IP_VS_CONN_F_TEMPLATE), listed
+	// by -Lnc with client port 0.
+	Template bool
 }
 
 // Info snapshots the connection.

@@ -121,6 +121,18 @@ type Service struct {
 	// flow is Pick's argument, kept here (under mu) so that it does not
 	// escape to the heap on every new connection.
 	flow sched.Flow
+	// cfg is the configuration as last set by -A/-E (under mu).
+	cfg ServiceConfig
+}
+
+// Config returns the service's configuration as -A/-E last set it, the
+// scheduler name filled in.
+func (s *Service) Config() ServiceConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.cfg
+	c.Scheduler = s.sched.Name()
+	return c
 }
 
 // Dest is a real server of a service. Connections keep a pointer to their
@@ -134,6 +146,9 @@ type Dest struct {
 	Stats Stats
 
 	weight  atomic.Int32
+	uthresh atomic.Int32 // -x
+	lthresh atomic.Int32 // -y
+	persist atomic.Int32 // persistence templates bound to the dest
 	active  atomic.Int32
 	total   atomic.Int32 // every connection bound to the dest, active or not
 	removed atomic.Bool
@@ -148,6 +163,16 @@ func (d *Dest) ActiveConns() int { return int(d.active.Load()) }
 // InactConns is the InActConn column: every connection not active (the
 // kernel's ip_vs_dest_inactconns, totalconns - activeconns).
 func (d *Dest) InactConns() int { return max(int(d.total.Load()-d.active.Load()), 0) }
+
+// UThreshold and LThreshold are -x and -y (0: none).
+func (d *Dest) UThreshold() int { return int(d.uthresh.Load()) }
+
+// LThreshold is -y (0: none).
+func (d *Dest) LThreshold() int { return int(d.lthresh.Load()) }
+
+// PersistConns is the PersistConn column of --persistent-conn: the
+// persistence templates bound to the dest.
+func (d *Dest) PersistConns() int { return int(d.persist.Load()) }
 
 // TotalConns is every connection bound to the dest.
 func (d *Dest) TotalConns() int { return int(d.total.Load()) }
