@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build lab test check unit race norace bench-smoke fuzz-smoke bench clean
+.PHONY: all build lab test check unit race norace bench-smoke fuzz-smoke bench compare clean
 
 all: build
 
@@ -44,6 +44,13 @@ fuzz-smoke:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# compare: the same workloads through every director this machine has
+# (kernel IPVS if present, the kernel's nftables NAT, tunvs, HAProxy), in
+# network namespaces; writes bench/results/{results.json,table.md,chart.svg}.
+# Needs iperf3, wrk, nftables (and haproxy, ipvsadm to include those).
+compare:
+	$(GO) run ./bench/compare -out bench/results
 
 clean:
 	rm -rf bin

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// director sets a bed up as one kind of director; it returns a reason to
+// skip when the machine lacks what it needs.
+type director struct {
+	name  string
+	setup func(b *bed, c config) (skip string, err error)
+}
+
+var directors = []director{
+	{"ipvs", setupIPVS},
+	{"nft", setupNFT},
+	{"tunvs", setupTunvs},
+	{"haproxy", setupHAProxy},
+}
+
+func setupNFT(b *bed, c config) (string, error) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		return "nft not installed", nil
+	}
+	if err := b.kernelWiring(); err != nil {
+		return "", err
+	}
+	rules := fmt.Sprintf(`table ip lb {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
+		ip daddr %[1]s tcp dport 5201 dnat to %[2]s
+		ip daddr %[1]s udp dport 5201 dnat to %[2]s
+	}
+}
+`, vip, rsAddrs[0], rsAddrs[1])
+	f := filepath.Join(os.TempDir(), "tunvs-compare.nft")
+	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
+		return "", err
+	}
+	defer os.Remove(f)
+	if out, err := b.dir.Run(context.Background(), "nft", "-f", f); err != nil {
+		return "", fmt.Errorf("nft: %w: %s", err, out)
+	}
+	return "", nil
+}
+
+func setupIPVS(b *bed, c config) (string, error) {
+	if _, err := os.Stat("/proc/net/ip_vs"); err != nil {
+		return "no IPVS in this kernel (/proc/net/ip_vs missing)", nil
+	}
+	if _, err := exec.LookPath("ipvsadm"); err != nil {
+		return "ipvsadm not installed", nil
+	}
+	if err := b.kernelWiring(); err != nil {
+		return "", err
+	}
+	cmds := [][]string{
+		{"-A", "-t", vip + ":80", "-s", "rr"},
+		{"-A", "-t", vip + ":5201", "-s", "rr"},
+		{"-a", "-t", vip + ":5201", "-r", rsAddrs[0], "-m"},
+		{"-A", "-u", vip + ":5201", "-s", "rr"},
+		{"-a", "-u", vip + ":5201", "-r", rsAddrs[0], "-m"},
+	}
+	for _, a := range rsAddrs {
+		cmds = append(cmds, []string{"-a", "-t", vip + ":80", "-r", a, "-m"})
+	}
+	for _, cmd := range cmds {
+		if out, err := b.dir.Run(context.Background(), append([]string{"ipvsadm"}, cmd...)...); err != nil {
+			return "", fmt.Errorf("ipvsadm %v: %w: %s", cmd, err, out)
+		}
+	}
+	return "", nil
+}
+
+func setupHAProxy(b *bed, c config) (string, error) {
+	if _, err := exec.LookPath("haproxy"); err != nil {
+		return "haproxy not installed", nil
+	}
+	if err := b.kernelWiring(); err != nil {
+		return "", err
+	}
+	cfg := fmt.Sprintf(`global
+	maxconn 8000
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 60s
+	timeout server 60s
+frontend web
+	bind %[1]s:80
+	default_backend web
+backend web
+	balance roundrobin
+	server rs1 %[2]s:80
+	server rs2 %[3]s:80
+frontend perf
+	bind %[1]s:5201
+	default_backend perf
+backend perf
+	server rs1 %[2]s:5201
+`, vip, rsAddrs[0], rsAddrs[1])
+	f := filepath.Join(os.TempDir(), "tunvs-compare-haproxy.cfg")
+	if err := os.WriteFile(f, []byte(cfg), 0o644); err != nil {
+		return "", err
+	}
+	p, err := b.start(b.dir, nil, "haproxy", "-db", "-f", f)
+	if err != nil {
+		return "", err
+	}
+	b.dirProc = p
+	return "", nil
+}
+
+func setupTunvs(b *bed, c config) (string, error) {
+	if err := b.tunvsWiring(c.tunvsBin); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// procUsage reads a process's peak RSS (MB) and CPU time (s).
+func procUsage(pid int) (rssMB, cpuS float64, err error) {
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(st), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb float64
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
+			rssMB = kb / 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	// Fields after the command name, which may hold spaces.
+	s := string(stat)
+	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	var ut, stm float64
+	fmt.Sscanf(rest[11], "%f", &ut)
+	fmt.Sscanf(rest[12], "%f", &stm)
+	return rssMB, (ut + stm) / 100, nil
+}

@@ -1,0 +1,190 @@
+// Command compare runs the same workloads through every director it can
+// find on this machine, on the same namespace topology, in one run: the
+// kernel's own IPVS (when /proc/net/ip_vs exists), the kernel's nftables
+// NAT (numgen round robin), HAProxy in TCP mode (when installed), and tunvs
+// on its devices. It prints a table with each figure as a ratio to the
+// kernel baseline, and writes the raw numbers as JSON and a chart as SVG.
+//
+//	go run ./bench/compare -out bench/results   # or: make compare
+//
+// It re-executes itself inside a fresh user and network namespace (see
+// lab/netns) and touches nothing outside it. Traffic goes only between the
+// namespaces it builds.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/tunvs/tunvs/lab/netns"
+)
+
+// result is one director's figures; a missing figure is NaN in the table
+// and absent in the JSON.
+type result struct {
+	Director string             `json:"director"`
+	Skipped  string             `json:"skipped,omitempty"`
+	Figures  map[string]float64 `json:"figures"`
+	Notes    []string           `json:"notes,omitempty"`
+}
+
+// The workloads, in table order, with their units. Bigger is better except
+// where lowerBetter says so.
+var workloads = []struct{ key, label, unit string }{
+	{"tcp1", "TCP 1 stream", "Gbit/s"},
+	{"tcp4", "TCP 4 streams", "Gbit/s"},
+	{"udp_pps", "UDP 64 B packets", "kpps"},
+	{"http_close", "HTTP new conns", "req/s"},
+	{"http_keepalive", "HTTP keep-alive", "req/s"},
+	{"lat_p50", "latency p50 @ fixed rate", "µs"},
+	{"lat_p99", "latency p99 @ fixed rate", "µs"},
+	{"rss_mb", "director peak RSS", "MB"},
+	{"cpu_s", "director CPU", "s"},
+}
+
+var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "rss_mb": true, "cpu_s": true}
+
+type config struct {
+	out      string
+	duration time.Duration
+	only     string
+	tunvsBin string
+}
+
+func main() {
+	var c config
+	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
+	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (nft,ipvs,haproxy,tunvs)")
+	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
+	flag.Parse()
+	if role := os.Getenv(envRole); role != "" {
+		os.Exit(serveRole(role, flag.Args()))
+	}
+	if !netns.Inside() {
+		os.Exit(outside(c))
+	}
+	if err := netns.CheckFresh(); err != nil {
+		fmt.Fprintln(os.Stderr, "compare: refusing to run:", err)
+		os.Exit(1)
+	}
+	res, err := inside(c)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", err)
+		os.Exit(1)
+	}
+	b, _ := json.Marshal(res)
+	// The outer half reads the results from this line.
+	fmt.Printf("RESULTS %s\n", b)
+}
+
+// outside builds tunvs if needed, re-executes this program in a sandbox and
+// reports what came back.
+func outside(c config) int {
+	missing := []string{}
+	for _, tool := range []string{"iperf3", "wrk", "nft", "haproxy", "ipvsadm"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Printf("not installed (the directors or workloads that need them are skipped; apt-get install %s):\n  %s\n",
+			strings.Join(missing, " "), strings.Join(missing, ", "))
+	}
+	if c.tunvsBin == "" {
+		dir, err := os.MkdirTemp("", "tunvs-compare-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		os.Chmod(dir, 0o755)
+		c.tunvsBin = filepath.Join(dir, "tunvs")
+		if out, err := exec.Command("go", "build", "-o", c.tunvsBin, "./cmd/tunvs").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build ./cmd/tunvs: %v\n%s", err, out)
+			return 1
+		}
+	}
+	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out}
+	var stdout strings.Builder
+	sb, err := netns.Sandbox(context.Background(), netns.SandboxOptions{
+		Unprivileged: os.Geteuid() != 0,
+		Args:         args,
+		Stdout:       &stdout,
+		Stderr:       os.Stderr,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "compare: sandbox:", err)
+		return 1
+	}
+	if err := sb.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "compare: sandboxed run failed: %v\n%s", err, stdout.String())
+		return 1
+	}
+	var res []result
+	for _, l := range strings.Split(stdout.String(), "\n") {
+		if rest, ok := strings.CutPrefix(l, "RESULTS "); ok {
+			if err := json.Unmarshal([]byte(rest), &res); err != nil {
+				fmt.Fprintln(os.Stderr, "compare: bad results:", err)
+				return 1
+			}
+		} else if l != "" {
+			fmt.Println(l)
+		}
+	}
+	if res == nil {
+		fmt.Fprintln(os.Stderr, "compare: no results")
+		return 1
+	}
+	return report(c, res)
+}
+
+func report(c config, res []result) int {
+	rev, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	meta := map[string]any{
+		"date":    time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		"commit":  strings.TrimSpace(string(rev)),
+		"machine": fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
+		"go":      runtime.Version(),
+		"seconds": c.duration.Seconds(),
+	}
+	table := renderTable(res, meta)
+	fmt.Print(table)
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	b, _ := json.MarshalIndent(map[string]any{"meta": meta, "results": res}, "", "  ")
+	if err := errors.Join(
+		os.WriteFile(filepath.Join(c.out, "results.json"), b, 0o644),
+		os.WriteFile(filepath.Join(c.out, "table.md"), []byte(table), 0o644),
+		os.WriteFile(filepath.Join(c.out, "chart.svg"), []byte(renderSVG(res)), 0o644),
+	); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	fmt.Printf("\nwrote %s/{results.json,table.md,chart.svg}\n", c.out)
+	return 0
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}

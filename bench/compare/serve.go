@@ -1,0 +1,32 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+)
+
+// envRole makes the program a server inside a host instead.
+const envRole = "TUNVS_COMPARE_ROLE"
+
+// serveRole runs the real servers' HTTP server (a small fixed page, like
+// the lab's).
+func serveRole(role string, _ []string) int {
+	if role != "http" {
+		fmt.Fprintf(os.Stderr, "compare: unknown role %q\n", role)
+		return 2
+	}
+	body := os.Getenv("TUNVS_COMPARE_NAME") + " Real Server\n"
+	srv := &http.Server{
+		Addr:              ":80",
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, body) }),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintln(os.Stderr, "compare: http:", err)
+		return 1
+	}
+	return 0
+}

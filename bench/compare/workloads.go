@@ -1,0 +1,243 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tunvs/tunvs/lab/netns"
+)
+
+// inside runs every director in turn, each on a fresh bed.
+func inside(c config) ([]result, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	var out []result
+	for _, d := range directors {
+		if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") {
+			continue
+		}
+		r := result{Director: d.name, Figures: map[string]float64{}}
+		fmt.Fprintf(os.Stderr, "== %s\n", d.name)
+		b, err := newBed()
+		if err != nil {
+			return nil, err
+		}
+		skip, err := d.setup(b, c)
+		switch {
+		case err != nil:
+			r.Skipped = "setup failed: " + err.Error()
+		case skip != "":
+			r.Skipped = skip
+		default:
+			if err := b.servers(self); err != nil {
+				r.Skipped = "servers: " + err.Error()
+			} else {
+				run(b, c, &r)
+			}
+		}
+		b.close()
+		if r.Skipped != "" {
+			fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func run(b *bed, c config, r *result) {
+	secs := strconv.Itoa(int(math.Max(1, c.duration.Seconds())))
+	note := func(w string, err error) {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: %v", w, err))
+		fmt.Fprintf(os.Stderr, "   %s: %v\n", w, err)
+	}
+	set := func(k string, v float64) {
+		r.Figures[k] = v
+		fmt.Fprintf(os.Stderr, "   %-15s %.2f\n", k, v)
+	}
+	for _, w := range []struct {
+		key     string
+		streams string
+	}{{"tcp1", "1"}, {"tcp4", "4"}} {
+		v, err := iperfTCP(b.client, secs, w.streams)
+		if err != nil {
+			note(w.key, err)
+		} else {
+			set(w.key, v/1e9)
+		}
+	}
+	if r.Director == "haproxy" {
+		r.Notes = append(r.Notes, "udp_pps: HAProxy's TCP mode carries no UDP")
+	} else if v, err := iperfUDP(b.client, secs); err != nil {
+		note("udp_pps", err)
+	} else {
+		set("udp_pps", v/1e3)
+	}
+	if v, err := wrk(b.client, secs, true); err != nil {
+		note("http_close", err)
+	} else {
+		set("http_close", v)
+	}
+	if v, err := wrk(b.client, secs, false); err != nil {
+		note("http_keepalive", err)
+	} else {
+		set("http_keepalive", v)
+	}
+	if p50, p99, err := latency(b.client, c.duration); err != nil {
+		note("latency", err)
+	} else {
+		set("lat_p50", p50)
+		set("lat_p99", p99)
+	}
+	if b.dirProc != nil {
+		if rss, cpu, err := procUsage(b.dirProc.Process.Pid); err != nil {
+			note("usage", err)
+		} else {
+			set("rss_mb", rss)
+			set("cpu_s", cpu)
+		}
+	}
+}
+
+func iperfTCP(h *netns.Host, secs, streams string) (float64, error) {
+	out, err := h.Run(context.Background(), "iperf3", "-c", vip, "-p", "5201", "-t", secs, "-P", streams, "-J")
+	if err != nil {
+		return 0, fmt.Errorf("iperf3: %w", err)
+	}
+	var j struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		return 0, fmt.Errorf("iperf3 output: %w", err)
+	}
+	return j.End.SumReceived.BitsPerSecond, nil
+}
+
+// iperfUDP sends 64-byte datagrams as fast as two streams can and returns
+// the packets per second that reached the server.
+func iperfUDP(h *netns.Host, secs string) (float64, error) {
+	out, err := h.Run(context.Background(), "iperf3", "-c", vip, "-p", "5201", "-u", "-l", "64", "-b", "0", "-P", "2", "-t", secs, "-J")
+	if err != nil {
+		return 0, fmt.Errorf("iperf3 -u: %w", err)
+	}
+	var j struct {
+		End struct {
+			Sum struct {
+				Seconds     float64 `json:"seconds"`
+				Packets     float64 `json:"packets"`
+				LostPackets float64 `json:"lost_packets"`
+			} `json:"sum"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &j); err != nil {
+		return 0, fmt.Errorf("iperf3 -u output: %w", err)
+	}
+	if j.End.Sum.Seconds == 0 {
+		return 0, fmt.Errorf("iperf3 -u: no duration in output")
+	}
+	return (j.End.Sum.Packets - j.End.Sum.LostPackets) / j.End.Sum.Seconds, nil
+}
+
+var reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+
+func wrk(h *netns.Host, secs string, closeConn bool) (float64, error) {
+	args := []string{"wrk", "-t", "2", "-c", "32", "-d", secs + "s"}
+	if closeConn {
+		args = append(args, "-H", "Connection: close")
+	}
+	out, err := h.Run(context.Background(), append(args, "http://"+vip+"/")...)
+	if err != nil {
+		return 0, fmt.Errorf("wrk: %w", err)
+	}
+	m := reqPerSec.FindStringSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("wrk: no Requests/sec in %q", out)
+	}
+	return strconv.ParseFloat(m[1], 64)
+}
+
+// latency sends requests at a fixed moderate rate (2000/s over 8
+// keep-alive connections) and returns the p50 and p99 in microseconds.
+func latency(h *netns.Host, d time.Duration) (p50, p99 float64, err error) {
+	const rate, conns = 2000, 8
+	tr := &http.Transport{
+		MaxIdleConnsPerHost: conns,
+		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+			err = h.Do(func() error {
+				var dl net.Dialer
+				c, err = dl.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}
+	defer tr.CloseIdleConnections()
+	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	var mu sync.Mutex
+	var lat []float64
+	var failed int
+	tick := time.NewTicker(time.Second / rate)
+	defer tick.Stop()
+	sem := make(chan struct{}, conns)
+	var wg sync.WaitGroup
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		<-tick.C
+		select {
+		case sem <- struct{}{}:
+		default:
+			// All connections busy: the director is slower than the
+			// rate; count it rather than queue (no coordinated omission).
+			mu.Lock()
+			failed++
+			mu.Unlock()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t0 := time.Now()
+			resp, err := cl.Get("http://" + vip + "/")
+			if err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			el := time.Since(t0)
+			mu.Lock()
+			if err != nil {
+				failed++
+			} else {
+				lat = append(lat, float64(el.Microseconds()))
+			}
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if len(lat) == 0 {
+		return 0, 0, fmt.Errorf("no request succeeded (%d failed)", failed)
+	}
+	if failed > len(lat)/100 {
+		return 0, 0, fmt.Errorf("%d of %d requests failed or could not be sent at %d/s", failed, failed+len(lat), rate)
+	}
+	sort.Float64s(lat)
+	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	return q(0.50), q(0.99), nil
+}
