@@ -5,6 +5,14 @@
 // connection table. It sees the service's real servers through the Dest
 // interface, in IPVS list order: the most recently added server first, as
 // the kernel's list_add to the head of svc->destinations leaves them.
+//
+// The schedulers are those of Linux 6.1's net/netfilter/ipvs: rr, wrr,
+// wlc, lc, sed, nq, fo, ovf, twos (connection counting or turns), sh, dh,
+// mh (hashing of Flow addresses, with the kernel's hash functions and
+// table sizes, so that a flow maps to the same server as in the kernel),
+// and lblc, lblcr (per destination address caches with the kernel's
+// expiry timer, replayed from a clock). twos draws random numbers, so only
+// its rule, not its individual choices, can match the kernel's.
 package sched
 
 import (

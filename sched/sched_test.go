@@ -37,9 +37,10 @@ func (d *fakeDest) String() string {
 }
 
 // newDest makes a server. A name like ".5" gets 10.0.0.5:80, so the lab
-// cases read like the lab; other names get 10.0.1.n:80.
+// cases read like the lab; other names get 10.0.1.n:80 (n < 256, and
+// on through 10.0.2.0 and up for larger n).
 func newDest(name string, n, weight int) *fakeDest {
-	host := 1<<8 | n
+	host := 1<<8 + n // unique for n < 65280; the same as 1<<8 | n below 256
 	if v, err := strconv.Atoi(strings.TrimPrefix(name, ".")); err == nil && name[0] == '.' {
 		host = v
 	}
@@ -158,9 +159,15 @@ type schedCase struct {
 
 func runCases(t *testing.T, sched string, cases []schedCase) {
 	t.Helper()
+	runCasesFlags(t, sched, 0, cases)
+}
+
+// runCasesFlags is runCases for a scheduler made with -b flags.
+func runCasesFlags(t *testing.T, sched string, flags Flags, cases []schedCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := New(sched)
+			s, err := NewWithFlags(sched, flags)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -741,8 +748,14 @@ func TestWLC(t *testing.T) {
 	})
 }
 
+// allNames are the schedulers this package must provide.
+var allNames = []string{"rr", "wrr", "wlc", "lc", "sed", "nq", "sh", "dh", "mh", "lblc", "lblcr", "fo", "ovf", "twos"}
+
 func TestRegistry(t *testing.T) {
-	for _, n := range []string{"rr", "wrr", "wlc"} {
+	if len(Names()) != len(allNames) {
+		t.Errorf("Names() = %v, want %v", Names(), allNames)
+	}
+	for _, n := range allNames {
 		s, err := New(n)
 		if err != nil {
 			t.Fatalf("New(%q): %v", n, err)
@@ -766,7 +779,10 @@ func TestRegistry(t *testing.T) {
 // TestIndependentState checks that two schedulers of one kind share no
 // state: interleaved picks give each its own sequence.
 func TestIndependentState(t *testing.T) {
-	for _, n := range []string{"rr", "wrr"} {
+	for _, n := range allNames {
+		if n == "twos" {
+			continue // random by design
+		}
 		a, _ := New(n)
 		b, _ := New(n)
 		ds := []Dest{newDest("A", 1, 2), newDest("B", 2, 1)}
@@ -794,7 +810,7 @@ func TestIndependentState(t *testing.T) {
 // does. The schedulers take no lock of their own; the race detector checks
 // that they touch nothing shared beyond the Dest methods.
 func TestConcurrent(t *testing.T) {
-	for _, n := range []string{"rr", "wrr", "wlc"} {
+	for _, n := range allNames {
 		t.Run(n, func(t *testing.T) {
 			s, _ := New(n)
 			all := make([]Dest, 8)

@@ -27,9 +27,14 @@ func (s *wlcScheduler) Update(dests []Dest) { s.dests = dests }
 // (weight 0) there can never win, because its side of the comparison is
 // loh*0 = 0, which is not greater than doh*w for a non-negative overhead.
 // The comparison is strict, so on equal load the earlier server stays.
-func (s *wlcScheduler) Pick(*Flow) int {
+func (s *wlcScheduler) Pick(*Flow) int { return wlcLeast(s.dests) }
+
+// wlcLeast is the two-stage least-load scan of wlc, which lblc and lblcr
+// also use to choose a new server (__ip_vs_lblc_schedule,
+// __ip_vs_lblcr_schedule are the same loop).
+func wlcLeast(dests []Dest) int {
 	least := -1
-	for i, d := range s.dests {
+	for i, d := range dests {
 		if available(d) {
 			least = i
 			break
@@ -38,10 +43,10 @@ func (s *wlcScheduler) Pick(*Flow) int {
 	if least < 0 {
 		return -1
 	}
-	lw := int64(s.dests[least].Weight())
-	loh := int64(connOverhead(s.dests[least]))
-	for i := least + 1; i < len(s.dests); i++ {
-		d := s.dests[i]
+	lw := int64(dests[least].Weight())
+	loh := int64(connOverhead(dests[least]))
+	for i := least + 1; i < len(dests); i++ {
+		d := dests[i]
 		if d.Overloaded() {
 			continue
 		}
