@@ -39,8 +39,12 @@ func TestLabRoundRobin(t *testing.T) {
 	}
 }
 
-// Every scheduler spreads requests over the servers, and the table counts
-// what the client saw.
+// Every scheduler serves every request, and the table counts what the
+// client saw. The ones that balance sequential connections from one client
+// must use every server; the others by design do not: sh, dh, mh and
+// lblc(r) pin a client or destination to a server, fo takes the heaviest,
+// sed and nq count only active connections (none, between requests), ovf
+// fills the first server up to its weight, twos is random.
 func TestLabSchedulers(t *testing.T) {
 	skipUnderRace(t)
 	for _, name := range sched.Names() {
@@ -60,7 +64,8 @@ func TestLabSchedulers(t *testing.T) {
 				}
 				seen[body]++
 			}
-			if len(seen) != 3 {
+			spreads := map[string]bool{"rr": true, "wrr": true, "wlc": true, "lc": true}
+			if spreads[name] && len(seen) != 3 {
 				t.Errorf("%s used %d servers: %v", name, len(seen), seen)
 			}
 			total := 0
