@@ -78,6 +78,20 @@ type Conn struct {
 	inactive bool // not counted in dest.active (IP_VS_CONN_F_INACTIVE)
 	dead     bool
 
+	// template marks a persistence template (IP_VS_CONN_F_TEMPLATE);
+	// control is the template that controls this connection (set before
+	// the connection is published, never changed); nControl counts the
+	// connections a template controls (n_control).
+	template bool
+	control  *Conn
+	nControl atomic.Int32
+	// invalid: the template was invalidated (ip_vs_check_template) and
+	// lists with ports 0xffff. assured: IP_VS_CTPL_S_ASSURED, set when a
+	// controlled TCP connection became ESTABLISHED or a controlled UDP
+	// connection saw a reply.
+	invalid atomic.Bool
+	assured atomic.Bool
+
 	timeout atomic.Int64 // of the current state, ns
 	expires atomic.Int64 // unix ns
 
@@ -96,12 +110,28 @@ func (c *Conn) Service() *Service { return c.svc }
 // Dest returns the connection's real server.
 func (c *Conn) Dest() *Dest { return c.dest }
 
-// State is the current state.
+// State is the current state. A template's is StateNone or StateAssured,
+// as the kernel names template states.
 func (c *Conn) State() State {
+	if c.template {
+		if c.assured.Load() {
+			return StateAssured
+		}
+		return StateNone
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state
 }
+
+// Template reports whether c is a persistence template.
+func (c *Conn) Template() bool { return c.template }
+
+// Controller is the persistence template controlling c, nil if none.
+func (c *Conn) Controller() *Conn { return c.control }
+
+// Controlled is how many connections the template c controls (n_control).
+func (c *Conn) Controlled() int { return int(c.nControl.Load()) }
 
 // Expires is when the connection times out unless another packet comes.
 func (c *Conn) Expires() time.Time { return time.Unix(0, c.expires.Load()) }
@@ -119,15 +149,22 @@ type ConnInfo struct {
 	Template bool
 }
 
-// Info snapshots the connection.
+// Info snapshots the connection. A template lists as the kernel's: the
+// client (network) address with port 0, the virtual port 0 for templates of
+// port-zero and FTP services, and both ports 65535 once invalidated.
 func (c *Conn) Info() ConnInfo {
+	vport, dport := c.VPort, c.DPort
+	if c.template && c.invalid.Load() {
+		vport, dport = invalidPort, invalidPort
+	}
 	return ConnInfo{
-		Proto:   c.Proto,
-		Client:  netip.AddrPortFrom(c.CAddr, c.CPort),
-		Virtual: netip.AddrPortFrom(c.VAddr, c.VPort),
-		Dest:    netip.AddrPortFrom(c.DAddr, c.DPort),
-		State:   c.State(),
-		Expires: c.Expires(),
+		Proto:    c.Proto,
+		Client:   netip.AddrPortFrom(c.CAddr, c.CPort),
+		Virtual:  netip.AddrPortFrom(c.VAddr, vport),
+		Dest:     netip.AddrPortFrom(c.DAddr, dport),
+		State:    c.State(),
+		Expires:  c.Expires(),
+		Template: c.template,
 	}
 }
 

@@ -11,11 +11,21 @@
 // director. TCP connections walk IPVS's state table and expire on its
 // timeouts, measured on a clock the caller passes in.
 //
+// Persistent services keep the kernel's connection templates (one per
+// client network, listed with the connections), real servers may have
+// connection thresholds (-x/-y, the overload flag), UDP services may
+// schedule each datagram on its own (--ops), and the sysctls
+// expire_nodest_conn, expire_quiescent_template and conn_reuse_mode are
+// Config fields with the kernel's defaults. Removed real servers behave as
+// in Linux 6.1: their connections stay until they expire but client
+// packets of them are dropped, and adding the server back revives it.
+//
 // The package neither reads nor writes devices and does not route: netstack
 // hands it packets at ingress, before the routing decision (where IPVS
 // hooks in), and routes what it returns.
 //
 // Lock order: Service.mu, then table shards of the "in" table, then shards
-// of the "out" table; a Conn's own mu is taken last and never held while
-// taking another lock.
+// of the "out" table, then Table.tplMu (templates), Table.trashMu and a
+// Dest's dstMu; a Conn's own mu is taken last and never held while taking
+// another lock.
 package nat

@@ -6,32 +6,34 @@ type DropReason uint8
 
 // Drop reasons. The zero value means "not dropped".
 const (
-	DropNone         DropReason = iota
-	DropTruncated               // shorter than its headers or its stated length
-	DropBadVersion              // IP version neither 4 nor 6
-	DropBadHeaderLen            // IPv4 IHL < 5 or beyond the packet, bad TCP data offset, bad IPv6 extension header length
-	DropBadChecksum             // IPv4 header, or an L4 checksum where it is verified
-	DropFragment                // an IP fragment of service traffic: tunvs does not reassemble
-	DropBadICMP                 // an ICMP error whose quoted packet is unusable
-	DropNoDest                  // no real server available for a new connection
-	DropTableFull               // connection table at its limit: new flow refused
-	DropTooBig                  // larger than the egress MTU with DF set: ICMP sent back
-	DropTTL                     // TTL (hop limit) would expire on the way: ICMP time exceeded sent back
+	DropNone            DropReason = iota
+	DropTruncated                  // shorter than its headers or its stated length
+	DropBadVersion                 // IP version neither 4 nor 6
+	DropBadHeaderLen               // IPv4 IHL < 5 or beyond the packet, bad TCP data offset, bad IPv6 extension header length
+	DropBadChecksum                // IPv4 header, or an L4 checksum where it is verified
+	DropFragment                   // an IP fragment of service traffic: tunvs does not reassemble
+	DropBadICMP                    // an ICMP error whose quoted packet is unusable
+	DropNoDest                     // no real server available for a new connection
+	DropTableFull                  // connection table at its limit: new flow refused
+	DropTooBig                     // larger than the egress MTU with DF set: ICMP sent back
+	DropTTL                        // TTL (hop limit) would expire on the way: ICMP time exceeded sent back
+	DropDestUnavailable            // client-side packet of a connection whose real server was removed (expire_nodest_conn=0)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{
-	DropNone:         "none",
-	DropTruncated:    "truncated",
-	DropBadVersion:   "bad_version",
-	DropBadHeaderLen: "bad_header_len",
-	DropBadChecksum:  "bad_checksum",
-	DropFragment:     "fragment",
-	DropBadICMP:      "bad_icmp",
-	DropNoDest:       "no_dest",
-	DropTableFull:    "table_full",
-	DropTooBig:       "too_big",
-	DropTTL:          "ttl_exceeded",
+	DropNone:            "none",
+	DropTruncated:       "truncated",
+	DropBadVersion:      "bad_version",
+	DropBadHeaderLen:    "bad_header_len",
+	DropBadChecksum:     "bad_checksum",
+	DropFragment:        "fragment",
+	DropBadICMP:         "bad_icmp",
+	DropNoDest:          "no_dest",
+	DropTableFull:       "table_full",
+	DropTooBig:          "too_big",
+	DropTTL:             "ttl_exceeded",
+	DropDestUnavailable: "dest_unavailable",
 }
 
 func (r DropReason) String() string {

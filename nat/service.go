@@ -83,14 +83,23 @@ type ServiceConfig struct {
 	// mh-port).
 	SchedFlags sched.Flags
 
-	// Persistent is -p: connections from one client (network) go to the
-	// same real server for PersistTimeout after the last one ends.
+	// Persistent is -p: new connections from one client (network) go to
+	// the real server of the client's persistence template. The template
+	// is made with the first connection and expires PersistTimeout after
+	// the last new connection that used it; if it still controls
+	// connections then, it lives on, 60 s at a time, until they are gone
+	// (ip_vs_sched_persist, ip_vs_conn_expire). Templates are listed by
+	// Table.Conns (ConnInfo.Template) and counted in Dest.PersistConns.
 	Persistent     bool
-	PersistTimeout time.Duration // -p's timeout; 0 means 300 s
+	PersistTimeout time.Duration // -p's timeout; 0 means DefaultPersistTimeout (300 s)
 	// PersistMaskBits is -M as a prefix length: 32 for 255.255.255.255
 	// (IPv4) or 128 (IPv6) when 0.
 	PersistMaskBits int
-	// OnePacket is -o/--ops: every UDP datagram is scheduled on its own.
+	// OnePacket is -o/--ops: every UDP datagram is scheduled on its own
+	// and no connection is kept (IP_VS_CONN_F_ONE_PACKET; a persistent
+	// service still keeps its templates). As in the kernel, a real
+	// server's reply then finds no connection and is not translated: it
+	// passes (Verdict Pass) with the real server's address as its source.
 	OnePacket bool
 }
 
@@ -141,7 +150,15 @@ func (s *Service) Config() ServiceConfig {
 type Dest struct {
 	Addr netip.Addr
 	Port uint16
-	svc  *Service
+	// svc is the service the dest belongs to; a dest revived from the
+	// trash may belong to a new service of the same address and port.
+	svc atomic.Pointer[Service]
+	// vkey is the service's protocol, address and port when the dest was
+	// made (dest->protocol, vaddr, vport), for the trash lookup.
+	vkey svcKey
+	// idleStart is when the trash first saw the removed dest unused
+	// (under Table.trashMu).
+	idleStart int64
 
 	Stats Stats
 
@@ -152,6 +169,14 @@ type Dest struct {
 	active  atomic.Int32
 	total   atomic.Int32 // every connection bound to the dest, active or not
 	removed atomic.Bool
+
+	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
+	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under
+	// dstMu (the kernel's dst_lock), which the packet path of an
+	// established connection never takes.
+	overload   atomic.Bool
+	lthreshVal atomic.Int32
+	dstMu      sync.Mutex
 }
 
 // Weight is the current weight.
@@ -177,16 +202,49 @@ func (d *Dest) PersistConns() int { return int(d.persist.Load()) }
 // TotalConns is every connection bound to the dest.
 func (d *Dest) TotalConns() int { return int(d.total.Load()) }
 
-// Overloaded reports the kernel's IP_VS_DEST_F_OVERLOAD. Connection
-// thresholds (-x/-y) are not configurable yet, so a server is never
-// overloaded.
-func (d *Dest) Overloaded() bool { return false }
+// Overloaded reports the kernel's IP_VS_DEST_F_OVERLOAD: set when the
+// dest's connections reach its upper threshold (-x), cleared when they drop
+// below its lower one (-y, or 3/4 of -x when -y is 0). Schedulers skip an
+// overloaded dest; persistence templates still lead to it, as in the
+// kernel (ip_vs_check_template does not look at the flag).
+func (d *Dest) Overloaded() bool { return d.overload.Load() }
+
+// Available is the kernel's IP_VS_DEST_CF_AVAILABLE: false once the dest
+// was removed from its service (ipvsadm -d, -D or -C).
+func (d *Dest) Available() bool { return !d.removed.Load() }
 
 // AddrPort is the real server's address and port.
 func (d *Dest) AddrPort() netip.AddrPort { return netip.AddrPortFrom(d.Addr, d.Port) }
 
 // Service is the service the dest belongs to.
-func (d *Dest) Service() *Service { return d.svc }
+func (d *Dest) Service() *Service { return d.svc.Load() }
+
+// countIn and countOut are ip_vs_in_stats and ip_vs_out_stats: a packet
+// counts for the dest and its current service only while the dest is
+// available (not removed).
+func (d *Dest) countIn(n uint64) {
+	if d.removed.Load() {
+		return
+	}
+	d.Stats.InPkts.Add(1)
+	d.Stats.InBytes.Add(n)
+	if s := d.svc.Load(); s != nil {
+		s.Stats.InPkts.Add(1)
+		s.Stats.InBytes.Add(n)
+	}
+}
+
+func (d *Dest) countOut(n uint64) {
+	if d.removed.Load() {
+		return
+	}
+	d.Stats.OutPkts.Add(1)
+	d.Stats.OutBytes.Add(n)
+	if s := d.svc.Load(); s != nil {
+		s.Stats.OutPkts.Add(1)
+		s.Stats.OutBytes.Add(n)
+	}
+}
 
 // schedDest adapts a Dest to sched.Dest (whose Addr returns an AddrPort).
 type schedDest struct{ *Dest }
@@ -210,11 +268,9 @@ func (s *Service) Dests() []*Dest {
 // AddrPort is VIP:port.
 func (s *Service) AddrPort() netip.AddrPort { return netip.AddrPortFrom(s.Addr, s.Port) }
 
-// pick asks the scheduler for a real server; nil when none is available.
-func (s *Service) pick(f sched.Flow) *Dest {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.flow = f
+// pickLocked asks the scheduler for a real server for s.flow; nil when
+// none is available. s.mu must be held.
+func (s *Service) pickLocked() *Dest {
 	i := s.sched.Pick(&s.flow)
 	if i < 0 || i >= len(s.dests) {
 		return nil

@@ -25,6 +25,11 @@ const (
 	numStates = StateUDP + 1
 )
 
+// StateAssured is the state of a persistence template that has seen a
+// controlled connection established (IP_VS_CTPL_S_ASSURED); other
+// templates are StateNone. It has no timeout of its own.
+const StateAssured State = 0x80
+
 var stateNames = [numStates]string{
 	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
 	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
@@ -34,6 +39,9 @@ var stateNames = [numStates]string{
 func (s State) String() string {
 	if s < numStates {
 		return stateNames[s]
+	}
+	if s == StateAssured {
+		return "ASSURED"
 	}
 	return "ERR!"
 }

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/tunvs/tunvs/sched"
 )
 
 // DefaultMaxConns bounds the connection table when Config.MaxConns is 0.
@@ -29,7 +27,40 @@ type Config struct {
 	// packets with Verdict TooBig, as IPVS checks the MTU before it
 	// rewrites (ip_vs_nat_xmit).
 	EgressMTU func(dst netip.Addr) int
+
+	// The IPVS sysctls (net.ipv4.vs.*) that change how connections of
+	// removed or quiesced real servers and persistence templates are
+	// treated. The zero values are the kernel's defaults. They can be
+	// changed later with the Table's setters, as the sysctls can.
+
+	// ExpireNodestConn is expire_nodest_conn (default 0). Off, a
+	// connection whose real server was removed stays until it times out
+	// and client-side packets of it are dropped (DropDestUnavailable);
+	// replies still pass. On, removing a real server expires its
+	// connections and templates at once, and a packet that still finds
+	// one (or a SYN finding a connection to a server of weight 0) expires
+	// it and is scheduled as new: a UDP datagram or a TCP SYN gets a new
+	// real server, any other TCP segment is handed to the local stack
+	// (Verdict Pass), as ip_vs_in_hook and tcp_conn_schedule do.
+	ExpireNodestConn bool
+	// ExpireQuiescentTemplate is expire_quiescent_template (default 0).
+	// On, a persistence template whose real server has weight 0 is
+	// invalidated when a new connection looks it up, and the client is
+	// scheduled afresh; off, clients with a template keep going to the
+	// quiesced server (ip_vs_check_template).
+	ExpireQuiescentTemplate bool
+	// ConnReuseMode is conn_reuse_mode, whose kernel default is 1: a SYN
+	// that finds a connection in TIME_WAIT or CLOSE, not controlled by a
+	// persistence template, expires it and is scheduled as a new
+	// connection (is_new_conn_expected). 0 here means that default; set
+	// ConnReuseOff to turn reuse off (the sysctl's 0). Bit 2 (FIN_WAIT
+	// reuse) concerns only connections without output (DR, tunnel), never
+	// NAT, so it changes nothing here.
+	ConnReuseMode int
 }
+
+// ConnReuseOff as Config.ConnReuseMode is conn_reuse_mode=0.
+const ConnReuseOff = -1
 
 // Verdict is what the caller does with a packet after Process.
 type Verdict uint8
@@ -97,6 +128,22 @@ type Table struct {
 	drops [numDropReasons]atomic.Uint64
 
 	sweepNext atomic.Uint32
+
+	// sysctls (see Config)
+	expireNodest   atomic.Bool
+	expireQuiesTpl atomic.Bool
+	connReuseMode  atomic.Int32
+
+	// Removed dests kept for their connections and for revival by a
+	// later AddDest (the kernel's dest_trash), under trashMu.
+	trashMu sync.Mutex
+	trash   []*Dest
+
+	// Persistence templates (tpl.go), under tplMu.
+	tplMu   sync.Mutex
+	tpls    [shardCount]map[key]*Conn
+	stale   map[*Conn]struct{} // invalidated templates, unhashed until they expire
+	tplSeed uint64
 }
 
 // New returns an empty table.
@@ -115,8 +162,41 @@ func New(cfg Config) *Table {
 	t.svcs.Store(&svcIndex{byKey: map[svcKey]*Service{}, vips: map[[16]byte]struct{}{}})
 	t.in.init(cfg.Seed)
 	t.out.init(cfg.Seed ^ 0x9e3779b97f4a7c15)
+	t.tplSeed = cfg.Seed ^ 0x6a09e667f3bcc909
+	for i := range t.tpls {
+		t.tpls[i] = make(map[key]*Conn)
+	}
+	t.stale = make(map[*Conn]struct{})
+	t.expireNodest.Store(cfg.ExpireNodestConn)
+	t.expireQuiesTpl.Store(cfg.ExpireQuiescentTemplate)
+	switch {
+	case cfg.ConnReuseMode == 0:
+		t.connReuseMode.Store(1)
+	case cfg.ConnReuseMode > 0:
+		t.connReuseMode.Store(int32(cfg.ConnReuseMode))
+	}
 	return t
 }
+
+// ExpireNodestConn is the current expire_nodest_conn (see Config).
+func (t *Table) ExpireNodestConn() bool { return t.expireNodest.Load() }
+
+// SetExpireNodestConn sets expire_nodest_conn.
+func (t *Table) SetExpireNodestConn(on bool) { t.expireNodest.Store(on) }
+
+// ExpireQuiescentTemplate is the current expire_quiescent_template.
+func (t *Table) ExpireQuiescentTemplate() bool { return t.expireQuiesTpl.Load() }
+
+// SetExpireQuiescentTemplate sets expire_quiescent_template.
+func (t *Table) SetExpireQuiescentTemplate(on bool) { t.expireQuiesTpl.Store(on) }
+
+// ConnReuseMode is the current conn_reuse_mode, as the sysctl shows it
+// (0: off, 1: the default).
+func (t *Table) ConnReuseMode() int { return int(t.connReuseMode.Load()) }
+
+// SetConnReuseMode sets conn_reuse_mode to the sysctl value m (0 turns
+// reuse off; negative values count as 0).
+func (t *Table) SetConnReuseMode(m int) { t.connReuseMode.Store(int32(max(m, 0))) }
 
 // Timeouts returns the current timeouts.
 func (t *Table) Timeouts() Timeouts { return *t.timeouts.Load() }
@@ -144,7 +224,8 @@ func (t *Table) SetAllTimeouts(to Timeouts) {
 	t.timeouts.Store(&to)
 }
 
-// Len is the number of connections in the table.
+// Len is the number of connections in the table, persistence templates
+// included (the kernel's conn_count).
 func (t *Table) Len() int { return int(t.n.Load()) }
 
 // MaxConns is the table's bound.
@@ -197,14 +278,24 @@ func (t *Table) processL4(p *Packet, now int64) Result {
 	}
 	k := makeKey(p.Proto, src, p.SrcPort, dst, p.DstPort)
 	if c := t.in.get(&k); c != nil {
-		if p.Proto == ProtoTCP && p.TCPFlags&(tcpSYN|tcpACK) == tcpSYN && c.reusable() {
-			// conn_reuse_mode: a new SYN on the ports of a connection
-			// in TIME_WAIT is a new connection; expire the old one and
-			// schedule again (ip_vs_in, is_new_conn_expected).
+		// ip_vs_in_hook: a packet that may start a connection (a TCP
+		// SYN, is_new_conn) replaces a connection in TIME_WAIT or CLOSE
+		// (conn_reuse_mode) or, with expire_nodest_conn, one to a
+		// server of weight 0; the old one expires and the packet is
+		// scheduled again.
+		if p.Proto == ProtoTCP && p.TCPFlags&tcpSYN != 0 && t.resched(c) {
 			t.remove(c)
-		} else {
-			return t.forward(c, DirIn, p, now)
+			return t.newConn(p, src, dst, now)
 		}
+		if c.dest.removed.Load() {
+			// "the destination server is not available"
+			if !t.expireNodest.Load() {
+				return t.drop(DropDestUnavailable)
+			}
+			t.remove(c)
+			return t.newConn(p, src, dst, now)
+		}
+		return t.forward(c, DirIn, p, now)
 	}
 	if c := t.out.get(&k); c != nil {
 		return t.forward(c, DirOut, p, now)
@@ -212,8 +303,26 @@ func (t *Table) processL4(p *Packet, now int64) Result {
 	return t.newConn(p, src, dst, now)
 }
 
-// reusable reports whether a SYN may replace the connection.
-func (c *Conn) reusable() bool {
+// resched is the reschedule decision of ip_vs_in_hook for a new-connection
+// packet that found c. Without conntrack there is no "old conntrack" to
+// wait for, so the decision is the kernel's with ip_vs_conn_uses_old_conntrack
+// false.
+func (t *Table) resched(c *Conn) bool {
+	if t.expireNodest.Load() && c.dest.weight.Load() == 0 {
+		return true
+	}
+	return t.connReuseMode.Load() != 0 && c.newConnExpected()
+}
+
+// newConnExpected is is_new_conn_expected: never for a connection
+// controlled by a persistence template (its SYN goes on along the old
+// connection, to the same server); for TCP, in TIME_WAIT or CLOSE. (The
+// FIN_WAIT case of conn_reuse_mode bit 2 needs IP_VS_CONN_F_NOOUTPUT,
+// which NAT connections never have.)
+func (c *Conn) newConnExpected() bool {
+	if c.control != nil || c.Proto != ProtoTCP {
+		return false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.state == StateTimeWait || c.state == StateClose
@@ -238,10 +347,15 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if svc == nil {
 		return Result{Verdict: Pass}
 	}
-	if p.Proto == ProtoTCP && p.TCPFlags&tcpSYN == 0 {
-		// Only a SYN opens a TCP connection (tcp_conn_schedule without
-		// sloppy_tcp); the stack answers the rest with a reset, as the
-		// kernel's does for a local address without a socket.
+	if p.Proto == ProtoTCP && (p.TCPFlags&tcpSYN == 0 || p.TCPFlags&tcpRST != 0) {
+		// Only a SYN opens a TCP connection, never with RST
+		// (tcp_conn_schedule without sloppy_tcp); the stack answers the
+		// rest with a reset, as the kernel's does for a local address
+		// without a socket.
+		return Result{Verdict: Pass}
+	}
+	if p.SrcPort == ftpDataPort {
+		// ip_vs_schedule: "Not scheduling FTPDATA".
 		return Result{Verdict: Pass}
 	}
 	if !p.VerifyL4Checksum() {
@@ -250,35 +364,56 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if t.n.Load() >= int64(t.cfg.MaxConns) {
 		return t.drop(DropTableFull)
 	}
-	d := svc.pick(sched.Flow{Proto: p.Proto, Src: src, SrcPort: p.SrcPort, Dst: dst, DstPort: p.DstPort})
+	sr := t.schedule(svc, p, src, dst, now)
+	if sr.full {
+		return t.drop(DropTableFull)
+	}
+	d := sr.d
 	if d == nil {
 		r := t.drop(DropNoDest)
 		r.Unreachable = true
 		return r
 	}
-	dport := d.Port
-	if dport == 0 {
-		dport = p.DstPort
-	}
 	c := &Conn{
 		Proto: p.Proto,
 		CAddr: src, CPort: p.SrcPort,
 		VAddr: dst, VPort: p.DstPort,
-		DAddr: d.Addr, DPort: dport,
+		DAddr: d.Addr, DPort: sr.dport,
 		svc: svc, dest: d,
+		control:  sr.ct,
 		inactive: true, // every connection starts inactive (ip_vs_ctl.c conn_flags)
 		state:    StateNone,
 	}
+	to := t.timeouts.Load()
 	if p.Proto == ProtoUDP {
 		c.state = StateUDP
 	}
+	c.timeout.Store(int64(to[c.state]))
+	c.expires.Store(now + c.timeout.Load())
 	c.inKey = makeKey(p.Proto, src, p.SrcPort, dst, p.DstPort)
-	c.outKey = makeKey(p.Proto, d.Addr, dport, src, p.SrcPort)
+	c.outKey = makeKey(p.Proto, d.Addr, sr.dport, src, p.SrcPort)
 	if mtu := t.cfg.EgressMTU; mtu != nil {
 		c.mtu[DirIn] = int32(mtu(d.Addr))
 		c.mtu[DirOut] = int32(mtu(src))
 	}
+	if sr.ops {
+		// IP_VS_CONN_F_ONE_PACKET: the connection is bound to its server
+		// and counted, carries this one datagram and is gone
+		// (ip_vs_conn_hash skips it, ip_vs_conn_put expires it at once).
+		// Nothing is left for a reply to find: as in the kernel, the
+		// server's answer is not translated (see Service config
+		// OnePacket).
+		d.bindConn()
+		d.Stats.Conns.Add(1)
+		svc.Stats.Conns.Add(1)
+		r := t.forward(c, DirIn, p, now)
+		t.unbind(c)
+		return r
+	}
 	if !t.insert(c) {
+		if sr.ct != nil {
+			sr.ct.nControl.Add(-1)
+		}
 		// Another goroutine made the same connection first, or the reply
 		// key is taken by a live connection (a client reusing a port the
 		// real server still talks from): use what is there, if anything.
@@ -287,7 +422,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		}
 		return t.drop(DropTableFull)
 	}
-	d.total.Add(1)
+	d.bindConn()
 	d.Stats.Conns.Add(1)
 	svc.Stats.Conns.Add(1)
 	return t.forward(c, DirIn, p, now)
@@ -317,8 +452,8 @@ func (t *Table) insert(c *Conn) bool {
 	return true
 }
 
-// remove takes c out of the table and releases it from its dest's counts.
-// Safe to call more than once.
+// remove takes c out of the table and releases it from its dest's counts
+// and its template. Safe to call more than once.
 func (t *Table) remove(c *Conn) {
 	si := t.in.shardOf(&c.inKey)
 	so := t.out.shardOf(&c.outKey)
@@ -338,13 +473,22 @@ func (t *Table) remove(c *Conn) {
 		return
 	}
 	t.n.Add(-1)
+	t.unbind(c)
+}
+
+// unbind is ip_vs_unbind_dest and ip_vs_control_del for a connection that
+// is no longer reachable. The template stays on its own timer.
+func (t *Table) unbind(c *Conn) {
 	c.mu.Lock()
 	c.dead = true
 	if !c.inactive {
 		c.dest.active.Add(-1)
 	}
 	c.mu.Unlock()
-	c.dest.total.Add(-1)
+	c.dest.unbindConn()
+	if c.control != nil {
+		c.control.nControl.Add(-1)
+	}
 }
 
 // forward updates state, counters and expiry, checks the TTL and the MTU
@@ -369,20 +513,17 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		c.setTCPState(td, p.TCPFlags, to)
 	} else {
 		c.timeout.Store(int64(to[StateUDP]))
+		if dir == DirOut && c.control != nil && !c.control.assured.Load() {
+			c.control.assured.Store(true)
+		}
 	}
 	c.expires.Store(now + c.timeout.Load())
 	n := uint64(p.Len())
 	if dir == DirIn {
-		c.svc.Stats.InPkts.Add(1)
-		c.svc.Stats.InBytes.Add(n)
-		c.dest.Stats.InPkts.Add(1)
-		c.dest.Stats.InBytes.Add(n)
+		c.dest.countIn(n)
 		p.SetDst(c.DAddr, c.DPort)
 	} else {
-		c.svc.Stats.OutPkts.Add(1)
-		c.svc.Stats.OutBytes.Add(n)
-		c.dest.Stats.OutPkts.Add(1)
-		c.dest.Stats.OutBytes.Add(n)
+		c.dest.countOut(n)
 		p.SetSrc(c.VAddr, c.VPort)
 	}
 	return Result{Verdict: Forward, Dir: dir, Conn: c}
@@ -400,6 +541,9 @@ func (c *Conn) setTCPState(dir tcpDir, flags uint8, to *Timeouts) {
 		} else if c.inactive && ns.active() {
 			c.dest.active.Add(1)
 			c.inactive = false
+		}
+		if ns == StateEstablished && c.control != nil {
+			c.control.assured.Store(true)
 		}
 	}
 	c.state = ns
@@ -441,16 +585,10 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 func (t *Table) countICMP(c *Conn, dir Dir, p *Packet) {
 	n := uint64(p.Len())
 	if dir == DirIn {
-		c.svc.Stats.InPkts.Add(1)
-		c.svc.Stats.InBytes.Add(n)
-		c.dest.Stats.InPkts.Add(1)
-		c.dest.Stats.InBytes.Add(n)
+		c.dest.countIn(n)
 		return
 	}
-	c.svc.Stats.OutPkts.Add(1)
-	c.svc.Stats.OutBytes.Add(n)
-	c.dest.Stats.OutPkts.Add(1)
-	c.dest.Stats.OutBytes.Add(n)
+	c.dest.countOut(n)
 }
 
 // Sweep expires the connections of one shard whose time is up, and returns
@@ -474,7 +612,11 @@ func (t *Table) Sweep(now int64) int {
 			t.remove(c)
 		}
 	}
-	return len(dead)
+	n := len(dead) + t.sweepTemplates(i, now)
+	if i == 0 {
+		t.sweepTrash(now)
+	}
+	return n
 }
 
 // SweepAll runs Sweep over every shard.
@@ -486,7 +628,8 @@ func (t *Table) SweepAll(now int64) int {
 	return n
 }
 
-// Conns calls f for a snapshot of every connection.
+// Conns calls f for a snapshot of every connection, persistence templates
+// (Conn.Template) included, as -Lnc lists them.
 func (t *Table) Conns(f func(*Conn)) {
 	for i := range t.in.shards {
 		s := &t.in.shards[i]
@@ -499,6 +642,9 @@ func (t *Table) Conns(f func(*Conn)) {
 		for _, c := range cs {
 			f(c)
 		}
+	}
+	for _, c := range t.templates() {
+		f(c)
 	}
 }
 
