@@ -136,3 +136,22 @@ func TestDestTrash(t *testing.T) {
 		t.Error("dest unused for 120 s still revived")
 	}
 }
+
+// ExpireDest drops a server's connections and templates at once; the next
+// datagram of the flow is scheduled again.
+func TestExpireDest(t *testing.T) {
+	e := newEnv(t, nat.Config{}, twoServers("rr", 17))
+	b := nattest.UDP(cli, vip, []byte("x"))
+	first := e.tb.Process(append([]byte(nil), b...), &e.p, e.now).Conn
+	d := first.Dest()
+	if n := e.tb.ExpireDest(d); n != 1 {
+		t.Fatalf("expired %d connections, want 1", n)
+	}
+	if d.InactConns() != 0 || e.tb.Len() != 0 {
+		t.Errorf("after ExpireDest: %d conns, dest inactive %d", e.tb.Len(), d.InactConns())
+	}
+	again := e.tb.Process(append([]byte(nil), b...), &e.p, e.now).Conn
+	if again == first || again.Dest() == d {
+		t.Errorf("flow stayed on the expired server's connection")
+	}
+}

@@ -274,3 +274,46 @@ func (t *Table) expireNodestConns() {
 		t.dropTemplateLocked(ct)
 	}
 }
+
+// ExpireDest removes at once every connection bound to d, and then the
+// persistence templates of d that control nothing any more, and returns
+// how many connections went. Health checking calls it for a failed server
+// when told to (like expire_nodest_conn, for a server that is down rather
+// than removed), so that UDP flows move instead of blackholing.
+func (t *Table) ExpireDest(d *Dest) int {
+	n := 0
+	for i := range t.in.shards {
+		s := &t.in.shards[i]
+		var dead []*Conn
+		s.mu.RLock()
+		for _, c := range s.m {
+			if c.dest == d {
+				dead = append(dead, c)
+			}
+		}
+		s.mu.RUnlock()
+		for _, c := range dead {
+			t.remove(c)
+		}
+		n += len(dead)
+	}
+	t.tplMu.Lock()
+	defer t.tplMu.Unlock()
+	var dead []*Conn
+	for i := range t.tpls {
+		for _, ct := range t.tpls[i] {
+			if ct.dest == d && ct.nControl.Load() == 0 {
+				dead = append(dead, ct)
+			}
+		}
+	}
+	for ct := range t.stale {
+		if ct.dest == d && ct.nControl.Load() == 0 {
+			dead = append(dead, ct)
+		}
+	}
+	for _, ct := range dead {
+		t.dropTemplateLocked(ct)
+	}
+	return n
+}

@@ -1,0 +1,642 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+
+	"github.com/tunvs/tunvs/nat"
+)
+
+// ConnExpirer drops every connection bound to a real server at once, so
+// that the next packet of each flow is scheduled again. The NAT table has
+// no such call yet; the method wanted on *nat.Table is
+//
+//	// ExpireDest removes every connection bound to d (and its
+//	// persistence templates) from the table now, as the kernel's
+//	// expire_nodest_conn does on the next packet; it returns how many.
+//	func (t *Table) ExpireDest(d *Dest) int
+//
+// New uses the table itself when it has that method.
+type ConnExpirer interface {
+	ExpireDest(d *nat.Dest) int
+}
+
+// Options are what a Manager acts on.
+type Options struct {
+	Table *nat.Table
+	// Stack is the director's gVisor stack (netstack.Host.Stack()): the
+	// checks leave from it.
+	Stack *stack.Stack
+	// Expirer, for services with Expire; nil: the Table, if it can.
+	Expirer ConnExpirer
+	Log     zerolog.Logger
+	// OnEvent, if set, is called (from the checking goroutine) with
+	// every event after it is logged. It must not block.
+	OnEvent func(Event)
+}
+
+// EventType is what happened.
+type EventType string
+
+// Events.
+const (
+	EventDown       EventType = "down"        // a server failed Fall checks in a row
+	EventUp         EventType = "up"          // a server passed Rise checks in a row
+	EventWeight     EventType = "weight"      // a dynamic misc check changed the weight
+	EventQuorumLost EventType = "quorum_lost" // the service's live weight fell below quorum
+	EventQuorumUp   EventType = "quorum_up"   // and came back
+	EventError      EventType = "error"       // the NAT refused a change
+)
+
+// Event is a state change.
+type Event struct {
+	Time    time.Time
+	Type    EventType
+	Service string         // "TCP 172.16.1.100:80"
+	Server  netip.AddrPort // zero for quorum events
+	Check   Kind
+	Weight  int    // the weight set (down: 0, or removed: -1)
+	Reason  string // the last check's error, for down
+}
+
+// Counters count checks and transitions since New.
+type Counters struct {
+	Checks     atomic.Uint64
+	Failures   atomic.Uint64
+	Downs      atomic.Uint64
+	Ups        atomic.Uint64
+	QuorumLost atomic.Uint64
+	QuorumUp   atomic.Uint64
+	Expired    atomic.Uint64 // connections dropped by Expire
+	NATErrors  atomic.Uint64
+}
+
+// Manager runs the checks of a Config against a NAT table.
+type Manager struct {
+	opts  Options
+	log   zerolog.Logger
+	svcs  []*svcState
+	Stats Counters
+
+	mu      sync.Mutex
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+type svcState struct {
+	m    *Manager
+	cfg  ServiceConfig
+	name string
+
+	mu          sync.Mutex // serialises state and NAT changes of the service
+	servers     []*serverState
+	quorumUp    bool
+	sorryOn     bool
+	aliveWeight int
+}
+
+type serverState struct {
+	svc    *svcState
+	addr   netip.AddrPort // the dest's address:port in the table
+	target netip.AddrPort // what is checked
+	check  Check
+	prober prober
+
+	// under svc.mu
+	up         bool
+	okRun      int
+	failRun    int
+	weight     int // to restore on recovery (the configured weight)
+	dynWeight  int // from a dynamic misc check, -1: none
+	uthresh    int
+	lthresh    int
+	lastErr    string
+	lastCheck  time.Time
+	lastChange time.Time
+	checks     uint64
+	failures   uint64
+	downs      uint64
+	ups        uint64
+}
+
+// New checks cfg against the table (every service and named real server
+// must exist) and prepares the checks; Start runs them.
+func New(cfg Config, o Options) (*Manager, error) {
+	if o.Table == nil || o.Stack == nil {
+		return nil, errors.New("health: Options needs Table and Stack")
+	}
+	m := &Manager{opts: o, log: o.Log.With().Str("component", "health").Logger()}
+	seen := map[string]bool{}
+	for _, sc := range cfg.Services {
+		name := svcName(sc.Proto, sc.VIP)
+		if seen[name] {
+			return nil, cfgErr("%s configured twice", name)
+		}
+		seen[name] = true
+		svc := o.Table.Service(sc.Proto, sc.VIP.Addr(), sc.VIP.Port())
+		if svc == nil {
+			return nil, cfgErr("%s: no such virtual service", name)
+		}
+		if sc.Quorum == 0 {
+			sc.Quorum = 1
+		}
+		if sc.SorryWeight == 0 {
+			sc.SorryWeight = 1
+		}
+		if sc.Quorum < 0 || sc.Hysteresis < 0 || sc.SorryWeight < 0 || sc.SorryWeight > nat.MaxWeight {
+			return nil, cfgErr("%s: quorum, hysteresis and sorry weight must be positive", name)
+		}
+		if sc.Expire && o.Expirer == nil {
+			e, ok := any(o.Table).(ConnExpirer)
+			if !ok {
+				return nil, cfgErr("%s: expire needs nat.Table.ExpireDest, which this build does not have", name)
+			}
+			m.opts.Expirer = e
+		}
+		if sc.Sorry.IsValid() && findDest(svc, sc.Sorry) != nil {
+			return nil, cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
+		}
+		if sc.Default != nil {
+			if _, err := sc.Default.withDefaults(); err != nil {
+				return nil, fmt.Errorf("%s: default check: %w", name, err)
+			}
+		}
+		st := &svcState{m: m, cfg: sc, name: name, quorumUp: true}
+		named := map[netip.AddrPort]bool{}
+		add := func(addr netip.AddrPort, c Check) error {
+			c = c.merge(sc.Default)
+			c, err := c.withDefaults()
+			if err != nil {
+				return fmt.Errorf("%s real server %v: %w", name, addr, err)
+			}
+			if c.Kind == KindNone {
+				return nil
+			}
+			d := findDest(svc, addr)
+			if d == nil {
+				return cfgErr("%s: %v is not a real server of the service", name, addr)
+			}
+			target := addr
+			if target.Port() == 0 {
+				target = netip.AddrPortFrom(addr.Addr(), sc.VIP.Port())
+			}
+			if c.Port != 0 {
+				target = netip.AddrPortFrom(addr.Addr(), c.Port)
+			}
+			if target.Port() == 0 && c.Kind != KindPing && c.Kind != KindMisc {
+				return cfgErr("%s real server %v: no port to check (port=)", name, addr)
+			}
+			ss := &serverState{
+				svc: st, addr: addr, target: target, check: c, up: true,
+				weight: d.Weight(), dynWeight: -1, uthresh: d.UThreshold(), lthresh: d.LThreshold(),
+				prober: newProber(o.Stack, name, target, c),
+			}
+			st.servers = append(st.servers, ss)
+			return nil
+		}
+		for _, s := range sc.Servers {
+			if named[s.Addr] {
+				return nil, cfgErr("%s: real server %v configured twice", name, s.Addr)
+			}
+			named[s.Addr] = true
+			var c Check
+			if s.Check != nil {
+				c = *s.Check
+			} else if sc.Default == nil {
+				return nil, cfgErr("%s real server %v: no check and no service default", name, s.Addr)
+			}
+			if err := add(s.Addr, c); err != nil {
+				return nil, err
+			}
+		}
+		if sc.Default != nil {
+			for _, d := range svc.Dests() {
+				if !named[d.AddrPort()] {
+					if err := add(d.AddrPort(), Check{}); err != nil {
+						return nil, err
+					}
+				}
+			}
+		}
+		m.svcs = append(m.svcs, st)
+	}
+	return m, nil
+}
+
+func findDest(s *nat.Service, a netip.AddrPort) *nat.Dest {
+	for _, d := range s.Dests() {
+		if d.AddrPort() == a {
+			return d
+		}
+	}
+	return nil
+}
+
+// Start runs the checks: one goroutine per checked server. Servers with
+// StartDown are taken out of the pool first. A Manager runs once: after
+// Stop, make a new one (a reload is Stop, Restore, New, Start). The real
+// servers checked are those configured and, with a service Default, those
+// the service had when New ran; one added later by tunvsadm -a is not
+// checked until the next New.
+func (m *Manager) Start() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return
+	}
+	m.started = true
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	for _, st := range m.svcs {
+		st.mu.Lock()
+		for _, ss := range st.servers {
+			if ss.check.StartDown {
+				ss.setDown("starts down (alpha)")
+			}
+		}
+		st.updateQuorum()
+		st.mu.Unlock()
+		for _, ss := range st.servers {
+			m.wg.Add(1)
+			go ss.loop(ctx)
+		}
+	}
+	m.log.Info().Int("services", len(m.svcs)).Int("servers", m.numServers()).Msg("health checks started")
+}
+
+func (m *Manager) numServers() int {
+	n := 0
+	for _, st := range m.svcs {
+		n += len(st.servers)
+	}
+	return n
+}
+
+// Stop stops every check and waits for them. The NAT stays as the checks
+// left it (see Restore). Stop may be called more than once.
+func (m *Manager) Stop() {
+	m.mu.Lock()
+	cancel := m.cancel
+	m.cancel = nil
+	m.mu.Unlock()
+	if cancel == nil {
+		return
+	}
+	cancel()
+	m.wg.Wait()
+	m.log.Info().Msg("health checks stopped")
+}
+
+// Restore puts the table back as configured: failed servers get their
+// weight back or are added again, the sorry server is removed. Call it
+// after Stop when health checking is turned off.
+func (m *Manager) Restore() {
+	for _, st := range m.svcs {
+		st.mu.Lock()
+		for _, ss := range st.servers {
+			if !ss.up {
+				ss.restore()
+				ss.up = true
+			}
+		}
+		if st.sorryOn {
+			st.delSorry()
+		}
+		st.quorumUp = true
+		st.mu.Unlock()
+	}
+}
+
+func (ss *serverState) loop(ctx context.Context) {
+	defer ss.svc.m.wg.Done()
+	wait := ss.check.Warmup
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		cctx, cancel := context.WithTimeout(ctx, ss.check.Timeout)
+		r := ss.prober.probe(cctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		ss.svc.record(ss, r, start)
+		t.Reset(max(0, ss.check.Interval-time.Since(start)))
+	}
+}
+
+// record applies one check's result.
+func (st *svcState) record(ss *serverState, r result, at time.Time) {
+	m := st.m
+	m.Stats.Checks.Add(1)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ss.checks++
+	ss.lastCheck = at
+	if r.err != nil {
+		m.Stats.Failures.Add(1)
+		ss.failures++
+		ss.lastErr = r.err.Error()
+		ss.okRun = 0
+		ss.failRun++
+		if ss.up && ss.failRun >= ss.check.Fall {
+			ss.setDown(ss.lastErr)
+			st.updateQuorum()
+		} else if ss.up {
+			m.log.Debug().Str("service", st.name).Stringer("server", ss.addr).Str("check", string(ss.check.Kind)).
+				Int("failures", ss.failRun).Int("fall", ss.check.Fall).Err(r.err).Msg("check failed")
+		}
+		return
+	}
+	ss.lastErr = ""
+	ss.failRun = 0
+	ss.okRun++
+	if !ss.up {
+		if r.weight >= 0 {
+			ss.dynWeight = min(r.weight, nat.MaxWeight)
+		}
+		if ss.okRun >= ss.check.Rise {
+			ss.setUp()
+			st.updateQuorum()
+		}
+		return
+	}
+	if r.weight >= 0 && min(r.weight, nat.MaxWeight) != ss.dynWeight {
+		ss.dynWeight = min(r.weight, nat.MaxWeight)
+		if ss.edit(ss.dynWeight) {
+			st.event(Event{Type: EventWeight, Server: ss.addr, Check: ss.check.Kind, Weight: ss.dynWeight})
+		}
+		st.updateQuorum()
+	}
+}
+
+func (st *svcState) natService() *nat.Service {
+	return st.m.opts.Table.Service(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port())
+}
+
+// setDown takes the server out of the pool; st.mu held.
+func (ss *serverState) setDown(reason string) {
+	st := ss.svc
+	ss.up = false
+	ss.lastChange = time.Now()
+	ss.downs++
+	st.m.Stats.Downs.Add(1)
+	svc := st.natService()
+	var d *nat.Dest
+	if svc != nil {
+		d = findDest(svc, ss.addr)
+	}
+	w := -1
+	if d != nil {
+		if ss.dynWeight < 0 {
+			// The weight to come back with is the one it has now
+			// (tunvsadm -e may have changed it since the start).
+			ss.weight = d.Weight()
+		}
+		ss.uthresh, ss.lthresh = d.UThreshold(), d.LThreshold()
+		if st.cfg.OnFail == Inhibit {
+			if ss.edit(0) {
+				w = 0
+			}
+		} else if err := st.m.opts.Table.DelDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), ss.addr.Addr(), ss.addr.Port()); err != nil {
+			st.natError(ss.addr, "remove", err)
+		}
+		if st.cfg.Expire && st.m.opts.Expirer != nil {
+			n := st.m.opts.Expirer.ExpireDest(d)
+			st.m.Stats.Expired.Add(uint64(n))
+			st.m.log.Info().Str("service", st.name).Stringer("server", ss.addr).Int("conns", n).Msg("connections expired")
+		}
+	} else {
+		st.natError(ss.addr, "find", nat.ErrNoDest)
+	}
+	st.event(Event{Type: EventDown, Server: ss.addr, Check: ss.check.Kind, Weight: w, Reason: reason})
+}
+
+// setUp puts it back; st.mu held.
+func (ss *serverState) setUp() {
+	st := ss.svc
+	ss.up = true
+	ss.lastChange = time.Now()
+	ss.ups++
+	st.m.Stats.Ups.Add(1)
+	w := ss.restore()
+	st.event(Event{Type: EventUp, Server: ss.addr, Check: ss.check.Kind, Weight: w})
+}
+
+// restore gives the dest its weight back or adds it again.
+func (ss *serverState) restore() int {
+	st := ss.svc
+	w := ss.weight
+	if ss.dynWeight >= 0 {
+		w = ss.dynWeight
+	}
+	svc := st.natService()
+	if svc == nil {
+		st.natError(ss.addr, "restore", nat.ErrNoService)
+		return -1
+	}
+	if findDest(svc, ss.addr) != nil {
+		ss.edit(w)
+		return w
+	}
+	_, err := st.m.opts.Table.AddDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
+		Addr: ss.addr.Addr(), Port: ss.addr.Port(), Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh,
+	})
+	if err != nil {
+		st.natError(ss.addr, "add", err)
+		return -1
+	}
+	return w
+}
+
+func (ss *serverState) edit(w int) bool {
+	st := ss.svc
+	err := st.m.opts.Table.EditDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
+		Addr: ss.addr.Addr(), Port: ss.addr.Port(), Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh,
+	})
+	if err != nil {
+		st.natError(ss.addr, "set weight", err)
+		return false
+	}
+	return true
+}
+
+func (st *svcState) natError(a netip.AddrPort, what string, err error) {
+	st.m.Stats.NATErrors.Add(1)
+	st.event(Event{Type: EventError, Server: a, Reason: what + ": " + err.Error()})
+}
+
+// updateQuorum compares the live weight with the quorum; st.mu held.
+func (st *svcState) updateQuorum() {
+	svc := st.natService()
+	if svc == nil {
+		return
+	}
+	sum := 0
+	for _, d := range svc.Dests() {
+		if st.sorryOn && d.AddrPort() == st.cfg.Sorry {
+			continue
+		}
+		sum += d.Weight()
+	}
+	st.aliveWeight = sum
+	switch {
+	case st.quorumUp && sum < st.cfg.Quorum-st.cfg.Hysteresis:
+		st.quorumUp = false
+		st.m.Stats.QuorumLost.Add(1)
+		st.event(Event{Type: EventQuorumLost, Weight: sum})
+		if st.cfg.Sorry.IsValid() && !st.sorryOn {
+			_, err := st.m.opts.Table.AddDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
+				Addr: st.cfg.Sorry.Addr(), Port: st.cfg.Sorry.Port(), Weight: st.cfg.SorryWeight,
+			})
+			if err != nil {
+				st.natError(st.cfg.Sorry, "add sorry server", err)
+			} else {
+				st.sorryOn = true
+				st.m.log.Warn().Str("service", st.name).Stringer("sorry", st.cfg.Sorry).Msg("sorry server in")
+			}
+		}
+	case !st.quorumUp && sum >= st.cfg.Quorum+st.cfg.Hysteresis:
+		st.quorumUp = true
+		st.m.Stats.QuorumUp.Add(1)
+		st.event(Event{Type: EventQuorumUp, Weight: sum})
+		if st.sorryOn {
+			st.delSorry()
+		}
+	}
+}
+
+func (st *svcState) delSorry() {
+	err := st.m.opts.Table.DelDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), st.cfg.Sorry.Addr(), st.cfg.Sorry.Port())
+	if err != nil && !errors.Is(err, nat.ErrNoDest) {
+		st.natError(st.cfg.Sorry, "remove sorry server", err)
+		return
+	}
+	st.sorryOn = false
+	st.m.log.Info().Str("service", st.name).Stringer("sorry", st.cfg.Sorry).Msg("sorry server out")
+}
+
+// event logs an event and hands it to OnEvent.
+func (st *svcState) event(e Event) {
+	e.Time = time.Now()
+	e.Service = st.name
+	l := st.m.log
+	var ev *zerolog.Event
+	switch e.Type {
+	case EventDown, EventError:
+		ev = l.Warn()
+	case EventQuorumLost:
+		ev = l.Error()
+	default:
+		ev = l.Info()
+	}
+	ev = ev.Str("event", string(e.Type)).Str("service", e.Service)
+	if e.Server.IsValid() {
+		ev = ev.Stringer("server", e.Server).Str("check", string(e.Check))
+	}
+	switch e.Type {
+	case EventDown:
+		ev = ev.Str("reason", e.Reason).Str("on_fail", st.cfg.OnFail.String())
+		if e.Weight >= 0 {
+			ev = ev.Int("weight", e.Weight)
+		}
+	case EventUp, EventWeight:
+		ev = ev.Int("weight", e.Weight)
+	case EventQuorumLost, EventQuorumUp:
+		ev = ev.Int("live_weight", e.Weight).Int("quorum", st.cfg.Quorum)
+	case EventError:
+		ev = ev.Str("reason", e.Reason)
+	}
+	ev.Msg("health " + string(e.Type))
+	if f := st.m.opts.OnEvent; f != nil {
+		f(e)
+	}
+}
+
+// ServerStatus is one checked real server's state.
+type ServerStatus struct {
+	Service    string
+	Server     netip.AddrPort
+	Target     netip.AddrPort // what the check connects to
+	Check      Kind
+	Up         bool
+	Weight     int // restored on recovery (the configured weight, or the dynamic one)
+	FailRun    int // failures in a row
+	OKRun      int // successes in a row
+	Checks     uint64
+	Failures   uint64
+	Downs      uint64
+	Ups        uint64
+	LastError  string
+	LastCheck  time.Time
+	LastChange time.Time
+}
+
+// ServiceStatus is one service's state.
+type ServiceStatus struct {
+	Service     string
+	OnFail      OnFail
+	QuorumUp    bool
+	LiveWeight  int
+	Quorum      int
+	SorryActive bool
+	Servers     []ServerStatus
+}
+
+// Snapshot returns the state of every service and checked server.
+func (m *Manager) Snapshot() []ServiceStatus {
+	var out []ServiceStatus
+	for _, st := range m.svcs {
+		st.mu.Lock()
+		s := ServiceStatus{Service: st.name, OnFail: st.cfg.OnFail, QuorumUp: st.quorumUp,
+			LiveWeight: st.aliveWeight, Quorum: st.cfg.Quorum, SorryActive: st.sorryOn}
+		for _, ss := range st.servers {
+			w := ss.weight
+			if ss.dynWeight >= 0 {
+				w = ss.dynWeight
+			}
+			s.Servers = append(s.Servers, ServerStatus{
+				Service: st.name, Server: ss.addr, Target: ss.target, Check: ss.check.Kind, Up: ss.up,
+				Weight: w, FailRun: ss.failRun, OKRun: ss.okRun, Checks: ss.checks, Failures: ss.failures,
+				Downs: ss.downs, Ups: ss.ups, LastError: ss.lastErr, LastCheck: ss.lastCheck, LastChange: ss.lastChange,
+			})
+		}
+		st.mu.Unlock()
+		sort.Slice(s.Servers, func(i, j int) bool {
+			return s.Servers[i].Server.Compare(s.Servers[j].Server) < 0
+		})
+		out = append(out, s)
+	}
+	return out
+}
+
+// Server returns one server's state.
+func (m *Manager) Server(proto uint8, vip, server netip.AddrPort) (ServerStatus, bool) {
+	name := svcName(proto, vip)
+	for _, s := range m.Snapshot() {
+		if s.Service != name {
+			continue
+		}
+		for _, ss := range s.Servers {
+			if ss.Server == server {
+				return ss, true
+			}
+		}
+	}
+	return ServerStatus{}, false
+}
