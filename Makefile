@@ -30,7 +30,7 @@ race:
 
 # Tests that -race must skip (see lab/lab_test.go skipUnderRace) run here.
 norace:
-	$(GO) test -count=1 ./lab/ ./cmd/...
+	$(GO) test -count=1 ./lab/ ./cmd/... ./health/
 
 unit:
 	$(GO) test -count=1 -short $(PKGS)
@@ -54,3 +54,13 @@ compare:
 
 clean:
 	rm -rf bin
+
+# ipvs-parity: the differential test against kernel IPVS. parity/setup.sh
+# installs qemu-system-x86, busybox-static and ipvsadm and fetches Debian's
+# kernel (not installed; unpacked into a cache), then the test boots it
+# under qemu once for every scenario in parity/scenarios/ and diffs the real
+# servers chosen and `ipvsadm -L -n` against tunvs. See parity/README.md.
+.PHONY: ipvs-parity
+ipvs-parity:
+	./parity/setup.sh
+	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 30m -run '^TestIPVSParity$$' -v ./parity/

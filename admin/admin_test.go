@@ -120,7 +120,7 @@ func TestLabConnList(t *testing.T) {
 	var out bytes.Buffer
 	// Four seconds later, as the kernel's 01:56 shows after a 120 s
 	// TIME_WAIT.
-	ListConns(&out, tb, start.Add(4*time.Second))
+	ListConns(&out, tb, start.Add(4*time.Second), FmtNumeric)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	if lines[0] != "IPVS connection entries" ||
 		lines[1] != "pro expire state       source             virtual            destination" {

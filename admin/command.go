@@ -9,11 +9,13 @@ package admin
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/sched"
 )
 
 // Op is the command of an ipvsadm line.
@@ -65,6 +67,16 @@ type Command struct {
 	Addr       netip.Addr
 	Port       uint16
 	Scheduler  string
+	// SchedFlags are -b's flags.
+	SchedFlags sched.Flags
+	// Persistent is -p; PersistTimeout its timeout in seconds (300 when
+	// -p has no argument). PersistMaskBits is -M as a prefix length (0:
+	// not given, the whole address).
+	Persistent      bool
+	PersistTimeout  int
+	PersistMaskBits int
+	// OnePacket is -o/--ops.
+	OnePacket bool
 
 	// The real server (-r), if given.
 	HasDest   bool
@@ -72,18 +84,31 @@ type Command struct {
 	DestPort  uint16
 	Weight    int
 	HasWeight bool
+	// UThreshold and LThreshold are -x and -y.
+	UThreshold, LThreshold int
+	HasUThreshold          bool
+	HasLThreshold          bool
 
 	Format Format
 
 	// Timeouts for --set, seconds: tcp, tcpfin, udp.
 	Timeouts [3]int
+
+	opts uint32 // ipvsadm's OPT_* bits given, for the legality table
 }
 
 // ErrUsage marks a command line that ipvsadm would refuse.
 var ErrUsage = errors.New("usage")
 
+// usageError is a refused command line; its text is ipvsadm's message
+// alone, as ipvsadm prints it.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == ErrUsage }
+
 func usagef(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, a...))
+	return &usageError{fmt.Sprintf(format, a...)}
 }
 
 // opNames maps both spellings of every command.
@@ -103,39 +128,122 @@ var opNames = map[string]Op{
 	"-h":    OpHelp, "--help": OpHelp,
 }
 
-var fmtNames = map[string]Format{
-	"-n": FmtNumeric, "--numeric": FmtNumeric,
-	"--stats": FmtStats, "--rate": FmtRate,
-	"--thresholds": FmtThresholds, "--persistent-conn": FmtPersistentConn,
-	"--nosort": FmtNoSort, "--exact": FmtExact,
-	"-c": FmtConn, "--connection": FmtConn,
-	"--timeout": FmtTimeout, "--daemon": FmtDaemon,
+// ipvsadm's option bits (OPT_*), in the order of its optnames table.
+const (
+	optNumeric uint32 = 1 << iota
+	optConnection
+	optService
+	optScheduler
+	optPersistent
+	optNetmask
+	optServer
+	optForward
+	optWeight
+	optUThreshold
+	optLThreshold
+	optTimeout
+	optDaemon
+	optStats
+	optRate
+	optThresholds
+	optPersistentConn
+	optNoSort
+	optExact
+	optOnePacket
+	optSchedFlags
+	numOpts = iota
+)
+
+var optNames = [numOpts]string{
+	"numeric", "connection", "service-address", "scheduler", "persistent",
+	"netmask", "real-server", "forwarding-method", "weight", "u-threshold",
+	"l-threshold", "timeout", "daemon", "stats", "rate", "thresholds",
+	"persistent-conn", "nosort", "exact", "ops", "sched-flags",
+}
+
+var cmdNames = map[Op]string{
+	OpAddService: "add-service", OpEditService: "edit-service", OpDelService: "delete-service",
+	OpClear: "flush", OpList: "list", OpAddDest: "add-server", OpDelDest: "delete-server",
+	OpEditDest: "edit-server", OpSetTimeout: "set", OpRestore: "restore", OpSave: "save", OpZero: "zero",
+}
+
+// cmdOpts is ipvsadm's commands_v_options table (without the sync-daemon
+// columns): '+' compulsory, 'x' illegal, '1' exclusive, ' ' optional.
+//
+//	n    c    svc  -s   -p   -M   -r   fwd  -w   -x   -y   tmo  dmn  st   rt   thr  pc   nos  ex   ops  -b
+var cmdOpts = map[Op][numOpts]byte{
+	OpAddService:  {'x', 'x', '+', ' ', ' ', ' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', ' ', ' '},
+	OpEditService: {'x', 'x', '+', ' ', ' ', ' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', ' ', ' '},
+	OpDelService:  {'x', 'x', '+', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpClear:       {'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpList:        {' ', '1', '1', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', '1', '1', ' ', ' ', ' ', ' ', ' ', ' ', 'x', 'x'},
+	OpAddDest:     {'x', 'x', '+', 'x', 'x', 'x', '+', ' ', ' ', ' ', ' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpDelDest:     {'x', 'x', '+', 'x', 'x', 'x', '+', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpEditDest:    {'x', 'x', '+', 'x', 'x', 'x', '+', ' ', ' ', ' ', ' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpSetTimeout:  {'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpRestore:     {'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpSave:        {' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+	OpZero:        {'x', 'x', ' ', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x', 'x'},
+}
+
+// shortWithArg are the short options that take an argument (-p's is
+// optional).
+const shortWithArg = "tufsrwxyMpb"
+
+// shortNoArg are the short options without one.
+const shortNoArg = "AEDCRSaedLlZhnc6gmio"
+
+// longNames maps long options to their short form (or keeps them long).
+var longNames = map[string]string{
+	"--tcp-service": "-t", "--udp-service": "-u", "--fwmark-service": "-f",
+	"--scheduler": "-s", "--persistent": "-p", "--netmask": "-M",
+	"--real-server": "-r", "--masquerading": "-m", "--ipip": "-i",
+	"--gatewaying": "-g", "--weight": "-w", "--u-threshold": "-x",
+	"--l-threshold": "-y", "--numeric": "-n", "--connection": "-c",
+	"--ipv6": "-6", "--ops": "-o", "--sched-flags": "-b",
 }
 
 // Parse parses an ipvsadm command line (without the program name).
+// Options may come in any order, short ones bundled (-Ln, -w3), long ones
+// as --opt VALUE or --opt=VALUE.
 func Parse(args []string) (Command, error) {
 	var c Command
-	setOp := func(op Op, name string) error {
-		if c.Op != OpNone && c.Op != op {
-			return usagef("multiple commands specified")
+	args, err := splitJoined(args)
+	if err != nil {
+		return c, err
+	}
+	set := func(o uint32) error {
+		if c.opts&o != 0 {
+			for i := range numOpts {
+				if o == 1<<i {
+					return usagef("multiple '%s' options specified", optNames[i])
+				}
+			}
 		}
-		c.Op = op
+		c.opts |= o
 		return nil
 	}
-	args = splitJoined(args)
+	var (
+		svcArg, destArg, maskArg, flagsArg string
+		fwd                                string
+	)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
+		if s, ok := longNames[a]; ok {
+			a = s
+		}
 		next := func() (string, error) {
 			if i+1 >= len(args) {
-				return "", usagef("option %s requires an argument", a)
+				return "", usagef("option %s requires an argument", args[i])
 			}
 			i++
 			return args[i], nil
 		}
 		if op, ok := opNames[a]; ok {
-			if err := setOp(op, a); err != nil {
-				return c, err
+			if c.Op != OpNone && c.Op != op {
+				return c, usagef("multiple commands specified")
 			}
+			c.Op = op
 			if op == OpSetTimeout {
 				for j := range 3 {
 					v, err := next()
@@ -143,144 +251,343 @@ func Parse(args []string) (Command, error) {
 						return c, usagef("--set requires tcp tcpfin udp")
 					}
 					n, err := strconv.Atoi(v)
-					if err != nil || n < 0 {
-						return c, usagef("illegal timeout %q", v)
+					if err != nil || n < 0 || n > maxTimeout {
+						return c, usagef("illegal timeout value %q specified", v)
 					}
 					c.Timeouts[j] = n
 				}
 			}
 			continue
 		}
-		if f, ok := fmtNames[a]; ok {
-			c.Format |= f
-			continue
-		}
+		var err error
 		switch a {
-		case "--sort", "-6", "--ipv6":
-			// Sorting is the default; -6 only matters with -f.
-		case "-t", "--tcp-service", "-u", "--udp-service":
-			v, err := next()
-			if err != nil {
-				return c, err
-			}
-			if c.HasService {
+		case "-n":
+			c.Format |= FmtNumeric
+			err = set(optNumeric)
+		case "-c":
+			c.Format |= FmtConn
+			err = set(optConnection)
+		case "--stats":
+			c.Format |= FmtStats
+			err = set(optStats)
+		case "--rate":
+			c.Format |= FmtRate
+			err = set(optRate)
+		case "--thresholds":
+			c.Format |= FmtThresholds
+			err = set(optThresholds)
+		case "--persistent-conn":
+			c.Format |= FmtPersistentConn
+			err = set(optPersistentConn)
+		case "--nosort":
+			c.Format |= FmtNoSort
+			err = set(optNoSort)
+		case "--sort":
+			// ipvsadm 1.31 sorts by default; --sort stays for old scripts.
+		case "--exact":
+			c.Format |= FmtExact
+			err = set(optExact)
+		case "--timeout":
+			c.Format |= FmtTimeout
+			err = set(optTimeout)
+		case "--daemon":
+			c.Format |= FmtDaemon
+			err = set(optDaemon)
+		case "-6":
+			// Only meaningful with -f, which tunvs refuses.
+		case "-t", "-u":
+			if err = set(optService); err != nil {
 				return c, usagef("multiple service addresses specified")
 			}
 			c.Proto = nat.ProtoTCP
-			if a == "-u" || a == "--udp-service" {
+			if a == "-u" {
 				c.Proto = nat.ProtoUDP
 			}
-			ap, hasPort, err := parseAddrPort(v)
-			if err != nil {
-				return c, usagef("illegal virtual server address[:port] specified: %v", err)
+			svcArg, err = next()
+		case "-f":
+			return c, usagef("-f (firewall-mark services) is not supported: tunvs does not mark packets; use -t or -u")
+		case "-s":
+			if err = set(optScheduler); err == nil {
+				c.Scheduler, err = next()
 			}
-			c.Addr, c.Port, c.HasService = ap.Addr(), ap.Port(), true
-			_ = hasPort
-		case "-f", "--fwmark-service":
-			return c, usagef("-f (firewall mark services) is not supported: tunvs does not mark packets; use -t or -u")
-		case "-s", "--scheduler":
-			v, err := next()
-			if err != nil {
-				return c, err
+		case "-p":
+			if err = set(optPersistent); err != nil {
+				break
 			}
-			c.Scheduler = v
-		case "-r", "--real-server":
-			v, err := next()
-			if err != nil {
-				return c, err
+			c.Persistent, c.PersistTimeout = true, defaultPersistTimeout
+			// The timeout is optional, as with popt: the next word is
+			// taken when it is not an option.
+			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				i++
+				n, perr := strconv.Atoi(args[i])
+				if perr != nil || n < 1 || n > maxTimeout {
+					return c, usagef("illegal timeout for persistent service specified")
+				}
+				c.PersistTimeout = n
 			}
-			ap, _, err := parseAddrPort(v)
-			if err != nil {
-				return c, usagef("illegal real server address[:port] specified: %v", err)
+		case "-M":
+			if err = set(optNetmask); err == nil {
+				maskArg, err = next()
 			}
-			c.DestAddr, c.DestPort, c.HasDest = ap.Addr(), ap.Port(), true
-		case "-m", "--masquerading":
-		case "-g", "--gatewaying":
-			return c, usagef("-g (direct routing) is not supported: tunvs is a NAT director; use -m")
-		case "-i", "--ipip":
-			return c, usagef("-i (tunnelling) is not supported: tunvs is a NAT director; use -m")
-		case "-w", "--weight":
-			v, err := next()
-			if err != nil {
-				return c, err
+		case "-r":
+			if err = set(optServer); err == nil {
+				destArg, err = next()
 			}
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 0 || n > nat.MaxWeight {
-				return c, usagef("illegal weight specified")
+		case "-m", "-g", "-i":
+			if fwd != "" && fwd != a {
+				return c, usagef("multiple '%s' options specified", optNames[7])
 			}
-			c.Weight, c.HasWeight = n, true
-		case "-p", "--persistent", "-M", "--netmask", "--pe", "-o", "--ops", "-b", "--sched-flags", "-x", "--u-threshold", "-y", "--l-threshold":
-			return c, usagef("option %s is not supported yet", a)
+			fwd = a
+			c.opts |= optForward
+			switch a {
+			case "-g":
+				return c, usagef("-g (direct routing, gatewaying) is not supported: tunvs is a NAT director; use -m")
+			case "-i":
+				return c, usagef("-i (IP-IP tunnelling) is not supported: tunvs is a NAT director; use -m")
+			}
+		case "-w":
+			if err = set(optWeight); err != nil {
+				break
+			}
+			var v string
+			if v, err = next(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil || n < 0 || n > nat.MaxWeight {
+					return c, usagef("illegal weight specified")
+				}
+				c.Weight, c.HasWeight = n, true
+			}
+		case "-x", "-y":
+			o, name := optUThreshold, "u_threshold"
+			if a == "-y" {
+				o, name = optLThreshold, "l_threshold"
+			}
+			if err = set(o); err != nil {
+				break
+			}
+			var v string
+			if v, err = next(); err == nil {
+				n, perr := strconv.Atoi(v)
+				if perr != nil || n < 0 || n > math.MaxInt32 {
+					return c, usagef("illegal %s specified", name)
+				}
+				if a == "-x" {
+					c.UThreshold, c.HasUThreshold = n, true
+				} else {
+					c.LThreshold, c.HasLThreshold = n, true
+				}
+			}
+		case "-o":
+			c.OnePacket = true
+			err = set(optOnePacket)
+		case "-b":
+			if err = set(optSchedFlags); err == nil {
+				flagsArg, err = next()
+			}
+		case "--pe":
+			return c, usagef("--pe (persistence engines, e.g. sip) is not supported by tunvs")
+		case "--start-daemon", "--stop-daemon", "--mcast-interface", "--syncid",
+			"--sync-maxlen", "--mcast-group", "--mcast-port", "--mcast-ttl":
+			return c, usagef("%s is not supported: tunvs has no connection synchronisation daemon", a)
+		case "-v", "--version":
+			return c, usagef("%s: tunvsadm speaks ipvsadm v1.31's command line", a)
 		default:
-			return c, usagef("unknown option %q", a)
+			return c, usagef("unknown option %q", args[i])
+		}
+		if err != nil {
+			return c, err
 		}
 	}
 	if c.Op == OpNone {
-		if c.Format&(FmtTimeout|FmtConn|FmtStats|FmtNumeric) != 0 {
-			c.Op = OpList // ipvsadm -n alone lists
-		} else {
-			return c, usagef("no command specified")
+		return c, usagef("no command specified")
+	}
+	if svcArg != "" {
+		ap, err := parseAddrPort(svcArg, c.Proto)
+		if err != nil {
+			return c, usagef("illegal virtual server address[:port] specified")
 		}
+		c.Addr, c.Port, c.HasService = ap.Addr(), ap.Port(), true
+	}
+	if destArg != "" {
+		ap, err := parseAddrPort(destArg, c.Proto)
+		if err != nil {
+			return c, usagef("illegal real server address[:port] specified")
+		}
+		c.DestAddr, c.DestPort, c.HasDest = ap.Addr(), ap.Port(), true
+	}
+	if maskArg != "" {
+		bits, err := parseNetmask(maskArg, !c.HasService || c.Addr.Is4())
+		if err != nil {
+			return c, err
+		}
+		c.PersistMaskBits = bits
+	}
+	if flagsArg != "" {
+		f, err := parseSchedFlags(schedName(c.Scheduler), flagsArg)
+		if err != nil {
+			return c, err
+		}
+		c.SchedFlags = f
 	}
 	return c, c.check()
 }
 
-// splitJoined splits "-Ln" style bundles of short flags and "-w3".
-func splitJoined(args []string) []string {
-	out := make([]string, 0, len(args))
-	for _, a := range args {
-		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
-			if strings.ContainsRune("tursrwxyMpbf", rune(a[1])) {
-				out = append(out, a[:2], a[2:])
-				continue
-			}
-			ok := true
-			for _, ch := range a[1:] {
-				if !strings.ContainsRune("AEDCRSaedLlZnchm6g", ch) {
-					ok = false
-				}
-			}
-			if ok {
-				for _, ch := range a[1:] {
-					out = append(out, "-"+string(ch))
-				}
-				continue
-			}
+// maxTimeout is ipvsadm's MAX_TIMEOUT (31 days).
+const maxTimeout = 86400 * 31
+
+// defaultPersistTimeout is IPVS_SVC_PERSISTENT_TIMEOUT, -p without a value.
+const defaultPersistTimeout = 300
+
+// parseNetmask reads -M: a dotted IPv4 netmask, or an IPv6 prefix length.
+// tunvs keeps masks as prefix lengths, so a non-contiguous IPv4 mask (which
+// the kernel would AND blindly) is refused.
+func parseNetmask(s string, v4 bool) (int, error) {
+	if !v4 {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 128 {
+			return 0, usagef("illegal ipv6 netmask specified")
 		}
-		out = append(out, a)
+		return n, nil
 	}
-	return out
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return 0, usagef("illegal virtual server persistent mask specified")
+	}
+	b := a.As4()
+	m := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	bits := 0
+	for bits < 32 && m&(1<<(31-bits)) != 0 {
+		bits++
+	}
+	if bits < 32 && m<<bits != 0 {
+		return 0, usagef("illegal virtual server persistent mask specified: %s is not contiguous (tunvs keeps masks as prefixes)", s)
+	}
+	return bits, nil
 }
 
-// check applies ipvsadm's rules on which options go with which command.
-func (c *Command) check() error {
-	needSvc := func() error {
-		if !c.HasService {
-			return usagef("service address not specified")
+// parseSchedFlags is ipvsadm's parse_sched_flags.
+func parseSchedFlags(schedName, arg string) (sched.Flags, error) {
+	var f sched.Flags
+	for _, fl := range strings.Split(arg, ",") {
+		need := ""
+		switch {
+		case strings.HasPrefix(fl, "flag-1"):
+			f |= sched.FlagSched1
+		case strings.HasPrefix(fl, "flag-2"):
+			f |= sched.FlagSched2
+		case strings.HasPrefix(fl, "flag-3"):
+			f |= sched.FlagSched3
+		case strings.HasPrefix(fl, "sh-fallback"):
+			f, need = f|sched.FlagSched1, "sh"
+		case strings.HasPrefix(fl, "sh-port"):
+			f, need = f|sched.FlagSched2, "sh"
+		case strings.HasPrefix(fl, "mh-fallback"):
+			f, need = f|sched.FlagSched1, "mh"
+		case strings.HasPrefix(fl, "mh-port"):
+			f, need = f|sched.FlagSched2, "mh"
+		default:
+			return 0, usagef("invalid scheduler flag `%s'", fl)
 		}
-		return nil
+		if need != "" && need != schedName {
+			return 0, usagef("incompatible scheduler flag `%s'", fl)
+		}
+	}
+	return f, nil
+}
+
+// schedFlagsString is ipvsadm's print_sched_flags.
+func schedFlagsString(schedName string, f sched.Flags) string {
+	var s []string
+	switch schedName {
+	case "sh", "mh":
+		if f&sched.FlagSched1 != 0 {
+			s = append(s, schedName+"-fallback")
+		}
+		if f&sched.FlagSched2 != 0 {
+			s = append(s, schedName+"-port")
+		}
+	default:
+		if f&sched.FlagSched1 != 0 {
+			s = append(s, "flag-1")
+		}
+		if f&sched.FlagSched2 != 0 {
+			s = append(s, "flag-2")
+		}
+	}
+	if f&sched.FlagSched3 != 0 {
+		s = append(s, "flag-3")
+	}
+	return strings.Join(s, ",")
+}
+
+// splitJoined splits "-Ln" style bundles of short options, "-w3" and
+// "--weight=3".
+func splitJoined(args []string) ([]string, error) {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if strings.HasPrefix(a, "--") {
+			if k, v, ok := strings.Cut(a, "="); ok {
+				out = append(out, k, v)
+				continue
+			}
+			out = append(out, a)
+			continue
+		}
+		if len(a) <= 2 || a[0] != '-' {
+			out = append(out, a)
+			continue
+		}
+		// A bundle: short options without arguments, the last one may
+		// take the rest of the word as its argument (getopt's rule).
+		for j := 1; j < len(a); j++ {
+			ch := a[j]
+			switch {
+			case strings.IndexByte(shortWithArg, ch) >= 0:
+				out = append(out, "-"+string(ch))
+				if j+1 < len(a) {
+					out = append(out, a[j+1:])
+				}
+				j = len(a)
+			case strings.IndexByte(shortNoArg, ch) >= 0:
+				out = append(out, "-"+string(ch))
+			default:
+				return nil, usagef("invalid option -- '%c'", ch)
+			}
+		}
+	}
+	return out, nil
+}
+
+// check applies ipvsadm's rules on which options go with which command
+// (generic_opt_check) and its checks after parsing.
+func (c *Command) check() error {
+	if tbl, ok := cmdOpts[c.Op]; ok {
+		name := cmdNames[c.Op]
+		last := -1
+		for j := range numOpts {
+			given := c.opts&(1<<j) != 0
+			switch {
+			case !given && tbl[j] == '+':
+				return usagef("You need to supply the '%s' option for the '%s' command", optNames[j], name)
+			case given && tbl[j] == 'x':
+				return usagef("Illegal '%s' option with the '%s' command", optNames[j], name)
+			case given && tbl[j] == '1':
+				if last >= 0 {
+					return usagef("The option '%s' conflicts with the '%s' option in the '%s' command", optNames[j], optNames[last], name)
+				}
+				last = j
+			}
+		}
 	}
 	switch c.Op {
-	case OpAddService, OpEditService, OpDelService:
-		if err := needSvc(); err != nil {
-			return err
+	case OpAddService, OpEditService:
+		if c.Port == 0 && !c.Persistent {
+			return usagef("Zero port specified for non-persistent service")
 		}
-		if c.HasDest || c.HasWeight {
-			return usagef("illegal option for a service command")
-		}
-		if c.Port == 0 {
-			return usagef("zero port specified for non-persistent service")
+		if c.OnePacket && c.Proto != nat.ProtoUDP {
+			return usagef("One-Packet Scheduling is only applicable to UDP virtual services")
 		}
 	case OpAddDest, OpEditDest, OpDelDest:
-		if err := needSvc(); err != nil {
-			return err
-		}
-		if !c.HasDest {
-			return usagef("real server address not specified")
-		}
-		if c.Scheduler != "" {
-			return usagef("illegal option -s for a real server command")
-		}
 		if c.DestPort == 0 {
 			c.DestPort = c.Port
 		}
@@ -291,42 +598,53 @@ func (c *Command) check() error {
 	return nil
 }
 
-// parseAddrPort reads ipvsadm's address[:port] and [v6addr]:port.
-func parseAddrPort(s string) (netip.AddrPort, bool, error) {
+// parseAddrPort reads ipvsadm's address[:port] and [v6addr]:port. Without
+// -n ipvsadm also takes host and service names: tunvs reads hosts from
+// /etc/hosts and services from /etc/services only (no DNS).
+func parseAddrPort(s string, proto uint8) (netip.AddrPort, error) {
 	if strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')
 		if end < 0 {
-			return netip.AddrPort{}, false, fmt.Errorf("missing ] in %q", s)
+			return netip.AddrPort{}, fmt.Errorf("missing ] in %q", s)
 		}
 		a, err := netip.ParseAddr(s[1:end])
-		if err != nil || !a.Is6() {
-			return netip.AddrPort{}, false, fmt.Errorf("bad IPv6 address in %q", s)
+		if err != nil || !a.Is6() || a.Zone() != "" {
+			return netip.AddrPort{}, fmt.Errorf("bad IPv6 address in %q", s)
 		}
 		rest := s[end+1:]
 		if rest == "" {
-			return netip.AddrPortFrom(a, 0), false, nil
+			return netip.AddrPortFrom(a, 0), nil
 		}
 		if rest[0] != ':' {
-			return netip.AddrPort{}, false, fmt.Errorf("bad port in %q", s)
+			return netip.AddrPort{}, fmt.Errorf("bad port in %q", s)
 		}
-		p, err := parsePort(rest[1:])
-		return netip.AddrPortFrom(a, p), true, err
+		p, err := parsePort(rest[1:], proto)
+		return netip.AddrPortFrom(a, p), err
 	}
 	host, port, found := strings.Cut(s, ":")
 	a, err := netip.ParseAddr(host)
-	if err != nil || !a.Is4() {
-		return netip.AddrPort{}, false, fmt.Errorf("bad IPv4 address %q (IPv6 goes in brackets)", host)
+	if err != nil {
+		var ok bool
+		if a, ok = lookupHost(host); !ok {
+			return netip.AddrPort{}, fmt.Errorf("bad address %q", host)
+		}
+	}
+	if !a.Is4() {
+		return netip.AddrPort{}, fmt.Errorf("bad IPv4 address %q (IPv6 goes in brackets)", host)
 	}
 	if !found {
-		return netip.AddrPortFrom(a, 0), false, nil
+		return netip.AddrPortFrom(a, 0), nil
 	}
-	p, err := parsePort(port)
-	return netip.AddrPortFrom(a, p), true, err
+	p, err := parsePort(port, proto)
+	return netip.AddrPortFrom(a, p), err
 }
 
-func parsePort(s string) (uint16, error) {
+func parsePort(s string, proto uint8) (uint16, error) {
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
+		if p, ok := lookupService(s, proto); ok {
+			return p, nil
+		}
 		return 0, fmt.Errorf("bad port %q", s)
 	}
 	return uint16(n), nil

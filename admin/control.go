@@ -61,17 +61,24 @@ func DefaultSocket() string {
 type Server struct {
 	ln   *net.UnixListener
 	path string
-	t    *nat.Table
+	env  Env
 	log  zerolog.Logger
 	// mu serialises requests: each is validated as a whole and then
-	// applied, with no other request in between.
-	mu sync.Mutex
+	// applied, with no other request in between (Env.Mu, when given,
+	// so that the daemon's reloads take the same lock).
+	mu *sync.Mutex
 	wg sync.WaitGroup
 }
 
 // Listen opens the control socket at path, mode 0600, owned by the
 // daemon's user. A stale socket file nobody answers on is replaced.
 func Listen(path string, t *nat.Table, log zerolog.Logger) (*Server, error) {
+	return ListenEnv(path, Env{Table: t}, log)
+}
+
+// ListenEnv is Listen for commands run in env (the daemon passes its rate
+// estimator and its event hook).
+func ListenEnv(path string, env Env, log zerolog.Logger) (*Server, error) {
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s: another daemon is listening", path)
@@ -91,7 +98,10 @@ func Listen(path string, t *nat.Table, log zerolog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	s := &Server{ln: ln, path: path, t: t, log: log}
+	s := &Server{ln: ln, path: path, env: env, log: log, mu: env.Mu}
+	if s.mu == nil {
+		s.mu = new(sync.Mutex)
+	}
 	s.wg.Add(1)
 	go s.serve()
 	return s, nil
@@ -147,7 +157,7 @@ func (s *Server) handle(c *net.UnixConn) {
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	enc := json.NewEncoder(c)
 	if uid, ok := peerAllowed(c); !ok {
-		s.log.Warn().Int("uid", uid).Msg("control: refused a client of another user")
+		s.log.Warn().Int(FieldUID, uid).Msg("control: refused a client of another user")
 		_ = enc.Encode(Response{V: ProtocolVersion, Error: "permission denied", Exit: 1})
 		return
 	}
@@ -162,18 +172,15 @@ func (s *Server) handle(c *net.UnixConn) {
 		return
 	}
 	s.mu.Lock()
-	out, err := Execute(s.t, req.Args, req.Stdin)
+	out, err := ExecuteWith(s.env, req.Args, req.Stdin)
 	s.mu.Unlock()
 	resp := Response{V: ProtocolVersion, Output: out}
 	if err != nil {
 		resp.Error = err.Error()
-		resp.Exit = 1
-		if errors.Is(err, ErrUsage) {
-			resp.Exit = 2
-		}
-		s.log.Info().Strs("args", req.Args).Err(err).Msg("control: command refused")
+		resp.Exit = ExitCode(err)
+		s.log.Info().Strs(FieldArgs, req.Args).Err(err).Msg("control: command refused")
 	} else if isChange(req.Args) {
-		s.log.Info().Strs("args", req.Args).Msg("control: table changed")
+		s.log.Info().Strs(FieldArgs, req.Args).Msg("control: table changed")
 	}
 	_ = enc.Encode(resp)
 }
@@ -203,6 +210,12 @@ func Call(path string, req Request) (Response, error) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
+		// The daemon may have answered and closed before reading (a
+		// refused peer): its answer is still there to read.
+		var resp Response
+		if json.NewDecoder(c).Decode(&resp) == nil && resp.Error != "" {
+			return resp, nil
+		}
 		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	var resp Response

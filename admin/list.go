@@ -107,13 +107,35 @@ func printTitle(w io.Writer, f Format) {
 	case f&FmtStats != 0:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n",
 			"Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
+	case f&FmtRate != 0:
+		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n",
+			"Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+	case f&FmtThresholds != 0:
+		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n",
+			"Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
+	case f&FmtPersistentConn != 0:
+		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n",
+			"Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
 	case f&FmtRule == 0:
 		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
 }
 
+// anyName is ipvsadm's addrport_to_anyname: numeric with -n (and in -S
+// with -n), else names from /etc/hosts and /etc/services.
+func anyName(a netip.Addr, port uint16, proto uint8, f Format) string {
+	if f&FmtNumeric != 0 {
+		return addrPortString(a, port)
+	}
+	h, p := hostName(a), portName(port, proto)
+	if a.Is6() {
+		return "[" + h + "]:" + p
+	}
+	return h + ":" + p
+}
+
 func svcName(s *nat.Service, f Format) string {
-	v := addrPortString(s.Addr, s.Port)
+	v := anyName(s.Addr, s.Port, s.Proto, f)
 	if f&FmtRule != 0 {
 		p := "-t"
 		if s.Proto == nat.ProtoUDP {
@@ -128,42 +150,121 @@ func svcName(s *nat.Service, f Format) string {
 	return n
 }
 
-func printService(w io.Writer, s *nat.Service, f Format) {
+// maskString is how ipvsadm prints a persistence mask: dotted for IPv4
+// (inet_ntoa), a prefix length for IPv6; "" for the whole address.
+func maskString(c nat.ServiceConfig, v4 bool) string {
+	bits := c.PersistMaskBits
+	if v4 {
+		if bits == 0 || bits >= 32 {
+			return ""
+		}
+		m := ^uint32(0) << (32 - bits)
+		return fmt.Sprintf("%d.%d.%d.%d", m>>24, m>>16&0xff, m>>8&0xff, m&0xff)
+	}
+	if bits == 0 || bits >= 128 {
+		return ""
+	}
+	return fmt.Sprint(bits)
+}
+
+func persistSeconds(c nat.ServiceConfig) int {
+	if c.PersistTimeout == 0 {
+		return defaultPersistTimeout
+	}
+	return int(c.PersistTimeout / time.Second)
+}
+
+func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 	name := svcName(s, f)
-	st := s.Stats.Snapshot()
+	cfg := s.Config()
+	var b strings.Builder
 	switch {
 	case f&FmtRule != 0:
-		fmt.Fprintf(w, "-A %s -s %s\n", name, s.SchedulerName())
+		fmt.Fprintf(&b, "-A %s -s %s", name, cfg.Scheduler)
+		if cfg.Persistent {
+			fmt.Fprintf(&b, " -p %d", persistSeconds(cfg))
+			if m := maskString(cfg, s.Addr.Is4()); m != "" {
+				fmt.Fprintf(&b, " -M %s", m)
+			}
+		}
+		if cfg.OnePacket {
+			b.WriteString(" -o")
+		}
+		if cfg.SchedFlags != 0 {
+			fmt.Fprintf(&b, " -b %s", schedFlagsString(cfg.Scheduler, cfg.SchedFlags))
+		}
 	case f&FmtStats != 0:
-		fmt.Fprintf(w, "%-33s%s%s%s%s%s\n", name, largeNum(st.Conns, f), largeNum(st.InPkts, f),
+		st := s.Stats.Snapshot()
+		fmt.Fprintf(&b, "%-33s%s%s%s%s%s", name, largeNum(st.Conns, f), largeNum(st.InPkts, f),
 			largeNum(st.OutPkts, f), largeNum(st.InBytes, f), largeNum(st.OutBytes, f))
+	case f&FmtRate != 0:
+		r := est.ServiceRates(s)
+		fmt.Fprintf(&b, "%-33s%s%s%s%s%s", name, largeNum(r.CPS, f), largeNum(r.InPPS, f),
+			largeNum(r.OutPPS, f), largeNum(r.InBPS, f), largeNum(r.OutBPS, f))
 	default:
-		fmt.Fprintf(w, "%s %s\n", name, s.SchedulerName())
+		fmt.Fprintf(&b, "%s %s", name, cfg.Scheduler)
+		if cfg.SchedFlags != 0 {
+			fmt.Fprintf(&b, " (%s)", schedFlagsString(cfg.Scheduler, cfg.SchedFlags))
+		}
+		if cfg.Persistent {
+			fmt.Fprintf(&b, " persistent %d", persistSeconds(cfg))
+			if m := maskString(cfg, s.Addr.Is4()); m != "" {
+				fmt.Fprintf(&b, " mask %s", m)
+			}
+		}
+		if cfg.OnePacket {
+			b.WriteString(" ops")
+		}
 	}
+	b.WriteByte('\n')
+	io.WriteString(w, b.String())
 	dests := s.Dests()
 	if f&FmtNoSort == 0 {
 		sortDests(dests)
 	}
 	for _, d := range dests {
-		dn := addrPortString(d.Addr, d.Port)
+		dn := anyName(d.Addr, d.Port, s.Proto, f)
 		if f&FmtRule == 0 && d.Addr.Is4() && len(dn) > 28 {
 			dn = dn[:28]
 		}
-		ds := d.Stats.Snapshot()
 		switch {
 		case f&FmtRule != 0:
-			fmt.Fprintf(w, "-a %s -r %s -m -w %d\n", name, dn, d.Weight())
+			fmt.Fprintf(w, "-a %s -r %s -m -w %d", name, dn, d.Weight())
+			if u := d.UThreshold(); u != 0 {
+				fmt.Fprintf(w, " -x %d", u)
+			}
+			if l := d.LThreshold(); l != 0 {
+				fmt.Fprintf(w, " -y %d", l)
+			}
+			io.WriteString(w, "\n")
 		case f&FmtStats != 0:
+			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
 				largeNum(ds.OutPkts, f), largeNum(ds.InBytes, f), largeNum(ds.OutBytes, f))
+		case f&FmtRate != 0:
+			r := est.DestRates(d)
+			fmt.Fprintf(w, "  -> %-28s %8d %8d %8d%s%s\n", dn, r.CPS, r.InPPS, r.OutPPS,
+				largeNum(r.InBPS, f), largeNum(r.OutBPS, f))
+		case f&FmtThresholds != 0:
+			fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", dn, d.UThreshold(), d.LThreshold(),
+				d.ActiveConns(), d.InactConns())
+		case f&FmtPersistentConn != 0:
+			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight(), d.PersistConns(),
+				d.ActiveConns(), d.InactConns())
 		default:
 			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, "Masq", d.Weight(), d.ActiveConns(), d.InactConns())
 		}
 	}
 }
 
-// List prints the services as `ipvsadm -L` with the format's options.
-func List(w io.Writer, t *nat.Table, f Format) {
+// List prints the services as `ipvsadm -L` with the format's options
+// (rates are 0: see ListWith).
+func List(w io.Writer, t *nat.Table, f Format) { list(w, t, f, nil) }
+
+// ListWith is List with the rates of est.
+func ListWith(w io.Writer, t *nat.Table, f Format, est *Estimator) { list(w, t, f, est) }
+
+func list(w io.Writer, t *nat.Table, f Format, est *Estimator) {
 	if f&FmtRule == 0 {
 		fmt.Fprintf(w, "IP Virtual Server version %s (size=%d)\n", ipvsVersion, ipvsConnSize)
 	}
@@ -173,14 +274,16 @@ func List(w io.Writer, t *nat.Table, f Format) {
 	}
 	printTitle(w, f)
 	for _, s := range svcs {
-		printService(w, s, f)
+		printService(w, s, f, est)
 	}
 }
 
 // ListService prints one service, as `ipvsadm -L -t VIP:port`.
-func ListService(w io.Writer, s *nat.Service, f Format) {
+func ListService(w io.Writer, s *nat.Service, f Format) { listService(w, s, f, nil) }
+
+func listService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 	printTitle(w, f)
-	printService(w, s, f)
+	printService(w, s, f, est)
 }
 
 // ListTimeout prints `ipvsadm -L --timeout`.
@@ -190,13 +293,26 @@ func ListTimeout(w io.Writer, t *nat.Table) {
 		int(to[nat.StateEstablished]/time.Second), int(to[nat.StateFinWait]/time.Second), int(to[nat.StateUDP]/time.Second))
 }
 
-// ListConns prints `ipvsadm -L -c -n`. The kernel prints its hash table's
-// order; tunvs prints the connections that expire last first.
-func ListConns(w io.Writer, t *nat.Table, now time.Time) {
+// ListConns prints `ipvsadm -L -c` (list_conn). The kernel prints its hash
+// table's order; tunvs prints the connections that expire last first.
+// Persistence templates show with client port 0, as in /proc/net/ip_vs_conn.
+// With --persistent-conn two more columns (pe name, pe_data) are printed,
+// empty: tunvs has no persistence engines.
+func ListConns(w io.Writer, t *nat.Table, now time.Time, f Format) {
 	fmt.Fprintf(w, "IPVS connection entries\n")
-	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
+	pc := f&FmtPersistentConn != 0
+	if pc {
+		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %-18s %-16s %s\n", "state", "source", "virtual", "destination", "pe name", "pe_data")
+	} else {
+		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
+	}
 	var cs []nat.ConnInfo
 	t.Conns(func(c *nat.Conn) { cs = append(cs, c.Info()) })
+	printConns(w, cs, now, f)
+}
+
+func printConns(w io.Writer, cs []nat.ConnInfo, now time.Time, f Format) {
+	pc := f&FmtPersistentConn != 0
 	sort.SliceStable(cs, func(i, j int) bool {
 		if !cs[i].Expires.Equal(cs[j].Expires) {
 			return cs[i].Expires.After(cs[j].Expires)
@@ -206,11 +322,16 @@ func ListConns(w io.Writer, t *nat.Table, now time.Time) {
 	for _, c := range cs {
 		left := max(c.Expires.Sub(now), 0)
 		secs := int(left / time.Second)
-		exp := fmt.Sprintf("%02d:%02d", secs/60, secs%60)
-		fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %s\n", nat.ProtoName(c.Proto), exp, c.State,
-			addrPortString(c.Client.Addr(), c.Client.Port()),
-			addrPortString(c.Virtual.Addr(), c.Virtual.Port()),
-			addrPortString(c.Dest.Addr(), c.Dest.Port()))
+		src := anyName(c.Client.Addr(), c.Client.Port(), c.Proto, f)
+		vip := anyName(c.Virtual.Addr(), c.Virtual.Port(), c.Proto, f)
+		dst := anyName(c.Dest.Addr(), c.Dest.Port(), c.Proto, f)
+		if pc {
+			fmt.Fprintf(w, "%-3s %02d:%02d  %-11s %-18s %-18s %-18s %-16s %s\n", nat.ProtoName(c.Proto),
+				secs/60, secs%60, c.State, src, vip, dst, "", "")
+		} else {
+			fmt.Fprintf(w, "%-3s %02d:%02d  %-11s %-18s %-18s %s\n", nat.ProtoName(c.Proto),
+				secs/60, secs%60, c.State, src, vip, dst)
+		}
 	}
 }
 

@@ -7,11 +7,19 @@ package director
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
 	"github.com/tunvs/tunvs/tun"
@@ -42,19 +50,50 @@ type Config struct {
 	NAT       nat.Config
 	// Bypass lets established flows skip the gVisor stack (TUN egress).
 	Bypass bool
+	// Health is the health checking of the real servers (none when it
+	// has no services); it starts once the rules are applied.
+	Health health.Config
 	// Socket, if set, is where the control socket listens.
 	Socket string
 	// Now is the clock in Unix nanoseconds (tests inject one).
 	Now func() int64
 	Log zerolog.Logger
+
+	// Trace, if set, receives every packet's walk through the director
+	// (arrived, matched service, scheduled, DNAT/SNAT, routed or bypass),
+	// at most TraceRate packets a second (0: 50), then a summary of how
+	// many were not traced. The lab turns it on by setting it to
+	// os.Stderr (or any writer).
+	Trace     io.Writer
+	TraceRate int
+	// Pcap, if set, is the capture file (see netstack.PcapWriter).
+	Pcap string
+	// Metrics, if set, is the address the Prometheus listener serves
+	// /metrics on.
+	Metrics string
+	// DropLogInterval is how often drops are logged, one line per reason
+	// with the count since the last line (0: 10 s).
+	DropLogInterval time.Duration
 }
 
 // Director is a running director.
 type Director struct {
 	Host *netstack.Host
 	NAT  *nat.Table
-	ctl  *admin.Server
-	log  zerolog.Logger
+	// Health runs the real servers' checks; nil without Config.Health.
+	// Guarded by mu once running (a reload replaces it).
+	Health *health.Manager
+	// Est is the rate estimator (ipvsadm --rate), ticking every 2 s.
+	Est *admin.Estimator
+	ctl *admin.Server
+	log zerolog.Logger
+	// mu serialises changes to the table: control requests and reloads.
+	mu        sync.Mutex
+	pcap      *netstack.PcapWriter
+	metricsLn net.Listener
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // New builds and starts a director. On error everything it opened is
@@ -63,11 +102,28 @@ func New(cfg Config) (_ *Director, err error) {
 	var h *netstack.Host
 	// The table asks the host for egress MTUs; the host exists only
 	// after the table, so the callback reaches it through d.
-	d := &Director{log: cfg.Log}
+	d := &Director{log: cfg.Log, Est: admin.NewEstimator(), done: make(chan struct{})}
 	natCfg := cfg.NAT
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
 	d.NAT = nat.New(natCfg)
-	h = netstack.New(netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, Now: cfg.Now, Log: cfg.Log})
+	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, Now: cfg.Now, Log: cfg.Log,
+		Trace: cfg.Trace, TraceRate: cfg.TraceRate}
+	if cfg.Pcap != "" {
+		kinds := map[string]tun.Kind{}
+		for _, l := range cfg.Links {
+			kinds[l.Name] = l.Dev.Kind()
+		}
+		pw, err := netstack.NewPcapWriter(cfg.Pcap, kinds)
+		if err != nil {
+			for _, l := range cfg.Links {
+				_ = l.Dev.Close()
+			}
+			return nil, fmt.Errorf("--pcap: %w", err)
+		}
+		d.pcap = pw
+		hcfg.Capture = pw
+	}
+	h = netstack.New(hcfg)
 	d.Host = h
 	defer func() {
 		if err != nil {
@@ -100,27 +156,199 @@ func New(cfg Config) (_ *Director, err error) {
 	if err := admin.Apply(d.NAT, cfg.Rules, cfg.RuleLines, nil); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
+	if len(cfg.Health.Services) > 0 {
+		if d.Health, err = health.New(cfg.Health, health.Options{Table: d.NAT, Stack: h.Stack(), Log: cfg.Log}); err != nil {
+			return nil, err
+		}
+		d.Health.Start()
+	}
 	for _, s := range d.NAT.Services() {
-		cfg.Log.Info().Str("service", nat.ProtoName(s.Proto)+" "+s.AddrPort().String()).
-			Str("scheduler", s.SchedulerName()).Int("servers", len(s.Dests())).Msg("service added")
+		cfg.Log.Info().Str(admin.FieldEvent, admin.EventServiceAdded).
+			Str(admin.FieldService, nat.ProtoName(s.Proto)+" "+s.AddrPort().String()).
+			Str(admin.FieldScheduler, s.SchedulerName()).Int("servers", len(s.Dests())).Msg("service added")
 	}
 	if cfg.Socket != "" {
-		if d.ctl, err = admin.Listen(cfg.Socket, d.NAT, cfg.Log); err != nil {
+		if d.ctl, err = admin.ListenEnv(cfg.Socket, d.env(), cfg.Log); err != nil {
 			return nil, err
 		}
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
+	if cfg.Metrics != "" {
+		if d.metricsLn, err = metrics.Serve(cfg.Metrics, metrics.Source{NAT: d.NAT, Host: h}); err != nil {
+			return nil, err
+		}
+		cfg.Log.Info().Str("addr", d.metricsLn.Addr().String()).Msg("metrics listening")
+	}
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.Est.Run(d.NAT, d.done)
+	}()
+	// The drop counts are taken now, not when the goroutine first runs,
+	// so that no drop goes unlogged.
+	lastDrops := d.dropCounts()
+	go func() {
+		defer d.wg.Done()
+		d.logDrops(cfg.DropLogInterval, lastDrops)
+	}()
+	if d.pcap != nil {
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			tk := time.NewTicker(time.Second)
+			defer tk.Stop()
+			for {
+				select {
+				case <-d.done:
+					return
+				case <-tk.C:
+					_ = d.pcap.Flush()
+				}
+			}
+		}()
+	}
 	return d, nil
+}
+
+// env is what control requests run in.
+func (d *Director) env() admin.Env {
+	return admin.Env{Table: d.NAT, Est: d.Est, Mu: &d.mu,
+		OnChange: func(c admin.Command) { admin.LogEvent(d.log, c) }}
+}
+
+// MetricsAddr is the metrics listener's address, or nil.
+func (d *Director) MetricsAddr() net.Addr {
+	if d.metricsLn == nil {
+		return nil
+	}
+	return d.metricsLn.Addr()
+}
+
+// Reload makes the table what the rules file at path says, changing only
+// what differs (see admin.Reload). A bad file changes nothing; its error
+// names the line and the reason. The changes are logged as events.
+func (d *Director) Reload(path string) ([]admin.Command, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	// The file's --check lines are health rules; the rest is ipvsadm's.
+	// Blanked lines keep every line number as it is in the file.
+	ipvs, checkText := health.SplitRules(string(data))
+	var checks health.Parser
+	for i, l := range strings.Split(checkText, "\n") {
+		if err := checks.Line(l); err != nil {
+			return nil, &health.LineError{Line: i + 1, Text: l, Err: err}
+		}
+	}
+	hcfg := checks.Config()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, err := admin.Reload(d.NAT, strings.NewReader(ipvs)); err != nil {
+		return nil, err
+	}
+	if len(hcfg.Services) > 0 {
+		// Check the health rules against the table the file describes
+		// before anything changes: a refused reload disturbs nothing.
+		want := nat.New(nat.Config{MaxConns: 1})
+		cmds, lines, err := admin.ParseRulesLines(strings.NewReader(ipvs))
+		if err == nil {
+			err = admin.Apply(want, cmds, lines, io.Discard)
+		}
+		if err == nil {
+			_, err = health.New(hcfg, health.Options{Table: want, Stack: d.Host.Stack()})
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Undo what the old checks did (inhibited weights, removed servers,
+	// the sorry server), so the difference is against the file alone.
+	if d.Health != nil {
+		d.Health.Stop()
+		d.Health.Restore()
+		d.Health = nil
+	}
+	cmds, err := admin.Reload(d.NAT, strings.NewReader(ipvs))
+	if err != nil {
+		return nil, err
+	}
+	if err := admin.ApplyWith(d.env(), cmds, nil, io.Discard); err != nil {
+		return nil, err
+	}
+	if len(hcfg.Services) > 0 {
+		if d.Health, err = health.New(hcfg, health.Options{Table: d.NAT, Stack: d.Host.Stack(), Log: d.log}); err != nil {
+			return cmds, fmt.Errorf("rules applied, but health checking is off: %w", err)
+		}
+		d.Health.Start()
+	}
+	return cmds, nil
+}
+
+// logDrops logs the NAT's drops, at most one line per reason per
+// interval, with the count since the last line: never a line per packet.
+// A full table gets its own message.
+func (d *Director) logDrops(every time.Duration, last []uint64) {
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	reasons := nat.DropReasons()
+	tk := time.NewTicker(every)
+	defer tk.Stop()
+	for {
+		select {
+		case <-d.done:
+			return
+		case <-tk.C:
+		}
+		for i, r := range reasons {
+			n := d.NAT.Drops(r)
+			if n == last[i] {
+				continue
+			}
+			delta := n - last[i]
+			last[i] = n
+			msg := "packets dropped"
+			if r.String() == "table_full" {
+				msg = "connection table full: new connections refused"
+			}
+			d.log.Warn().Str(admin.FieldEvent, "drops").Str(admin.FieldReason, r.String()).
+				Uint64(admin.FieldCount, delta).Dur("interval", every).Int("conns", d.NAT.Len()).Msg(msg)
+		}
+	}
+}
+
+func (d *Director) dropCounts() []uint64 {
+	reasons := nat.DropReasons()
+	c := make([]uint64, len(reasons))
+	for i, r := range reasons {
+		c[i] = d.NAT.Drops(r)
+	}
+	return c
 }
 
 // Close stops the control socket and the host and closes the devices.
 func (d *Director) Close() error {
 	var errs []error
+	// The checks stop before the stack they dial from.
+	d.mu.Lock()
+	if d.Health != nil {
+		d.Health.Stop()
+	}
+	d.mu.Unlock()
+	d.closeOnce.Do(func() { close(d.done) })
+	d.wg.Wait()
 	if d.ctl != nil {
 		errs = append(errs, d.ctl.Close())
 	}
+	if d.metricsLn != nil {
+		errs = append(errs, d.metricsLn.Close())
+	}
 	if d.Host != nil {
 		errs = append(errs, d.Host.Close())
+	}
+	if d.pcap != nil {
+		errs = append(errs, d.pcap.Close())
 	}
 	return errors.Join(errs...)
 }

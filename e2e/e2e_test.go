@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -65,6 +66,8 @@ type rs struct {
 	mu       sync.Mutex
 	clients  map[netip.Addr]int // remote addresses the server saw
 	httpSrvs []*http.Server
+	mux      *http.ServeMux
+	fail     atomic.Bool // answer 500
 }
 
 // env is one running topology: the director in the sandbox's own fresh
@@ -77,7 +80,7 @@ type env struct {
 	rss    []*rs
 	sock   string
 	daemon *exec.Cmd
-	log    *bytes.Buffer
+	log    *lockedBuffer
 }
 
 type opts struct {
@@ -86,6 +89,8 @@ type opts struct {
 	// link allows, so that the other side sends full-size segments that
 	// only path-MTU discovery through the director can cut down.
 	clientAdvmss, rsAdvmss bool
+	// extra are more tunvs run arguments.
+	extra []string
 }
 
 func bin(name string) string { return filepath.Join(os.Getenv(envBin), name) }
@@ -99,7 +104,7 @@ func setup(t *testing.T, o opts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, topo: topo, log: &bytes.Buffer{}}
+	e := &env{t: t, topo: topo, log: &lockedBuffer{}}
 	t.Cleanup(func() { e.close() })
 	if o.clientMTU == 0 {
 		o.clientMTU = 1500
@@ -147,6 +152,7 @@ func setup(t *testing.T, o opts) *env {
 			"--rule", fmt.Sprintf("-a -t [%s]:80 -r [%s]:8080 -m", vip6, r.v6),
 		)
 	}
+	args = append(args, o.extra...)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	e.daemon = exec.CommandContext(ctx, bin("tunvs"), args...)
@@ -196,6 +202,10 @@ func (e *env) startServers(r *rs) {
 	t := e.t
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		if r.fail.Load() {
+			http.Error(w, "failing on purpose", http.StatusInternalServerError)
+			return
+		}
 		if ap, err := netip.ParseAddrPort(req.RemoteAddr); err == nil {
 			r.mu.Lock()
 			r.clients[ap.Addr().Unmap()]++
@@ -211,18 +221,9 @@ func (e *env) startServers(r *rs) {
 		io.Copy(h, req.Body)
 		io.WriteString(w, hex.EncodeToString(h.Sum(nil)))
 	})
+	r.mux = mux
 	for _, network := range []string{"tcp4", "tcp6"} {
-		var ln net.Listener
-		err := r.host.Do(func() (err error) {
-			ln, err = net.Listen(network, ":8080")
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		r.httpSrvs = append(r.httpSrvs, srv)
-		go srv.Serve(ln)
+		e.serveHTTP(r, network)
 	}
 	var pc net.PacketConn
 	if err := r.host.Do(func() (err error) {
@@ -242,6 +243,22 @@ func (e *env) startServers(r *rs) {
 		}
 	}()
 	t.Cleanup(func() { pc.Close() })
+}
+
+// serveHTTP starts the real server's HTTP server on :8080 for a network.
+func (e *env) serveHTTP(r *rs, network string) *http.Server {
+	var ln net.Listener
+	err := r.host.Do(func() (err error) {
+		ln, err = net.Listen(network, ":8080")
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	srv := &http.Server{Handler: r.mux, ReadHeaderTimeout: 10 * time.Second}
+	r.httpSrvs = append(r.httpSrvs, srv)
+	go srv.Serve(ln)
+	return srv
 }
 
 func (e *env) close() {

@@ -240,6 +240,6 @@ func Run(ctx context.Context, cfg Config, n int, w io.Writer) error {
 	fmt.Fprintf(w, "\n$ tunvsadm -L -n --stats\n")
 	admin.List(w, l.NAT(), admin.FmtNumeric|admin.FmtStats)
 	fmt.Fprintf(w, "\n$ tunvsadm -Lnc\n")
-	admin.ListConns(w, l.NAT(), time.Now())
+	admin.ListConns(w, l.NAT(), time.Now(), admin.FmtNumeric)
 	return nil
 }

@@ -414,9 +414,8 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		if sr.ct != nil {
 			sr.ct.nControl.Add(-1)
 		}
-		// Another goroutine made the same connection first, or the reply
-		// key is taken by a live connection (a client reusing a port the
-		// real server still talks from): use what is there, if anything.
+		// Another goroutine made the same connection first (or the table
+		// filled meanwhile): use what is there, if anything.
 		if old := t.in.get(&c.inKey); old != nil {
 			return t.forward(old, DirIn, p, now)
 		}
@@ -440,14 +439,18 @@ func (t *Table) insert(c *Conn) bool {
 	}
 	so.mu.Lock()
 	defer so.mu.Unlock()
-	if _, ok := so.m[c.outKey]; ok {
-		return false
-	}
 	if t.n.Add(1) > int64(t.cfg.MaxConns) {
 		t.n.Add(-1)
 		return false
 	}
 	si.m[c.inKey] = c
+	// The reply key may be held by an older connection: the same client
+	// port reaching the same real server through another virtual service
+	// while the first sits in TIME_WAIT. The kernel adds the new entry at
+	// the head of its hash chain, so replies find the newest connection;
+	// the older one keeps its own client-side key. (When the newer one
+	// goes first, the older one's replies are no longer matched; the
+	// kernel would find it further down the chain. It is in TIME_WAIT.)
 	so.m[c.outKey] = c
 	return true
 }

@@ -569,3 +569,36 @@ func BenchmarkEstablished(b *testing.B) {
 		tb.Process(buf, &p, 0)
 	}
 }
+
+// The same client port reaching the same real server through a second
+// virtual service while the first connection sits in TIME_WAIT: the kernel
+// makes the new connection (found by the parity harness), and replies go
+// to the newest.
+func TestReplyKeyCollision(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	vip2 := nattest.AP("172.16.1.101:80")
+	for _, v := range []netip.AddrPort{vip, vip2} {
+		tb.AddService(nat.ServiceConfig{Proto: 6, Addr: v.Addr(), Port: 80, Scheduler: "rr"})
+		tb.AddDest(6, v.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 80, Weight: 1})
+	}
+	var p nat.Packet
+	rip := netip.AddrPortFrom(rs1, 80)
+	send := func(b []byte) nat.Result { return tb.Process(b, &p, 0) }
+	first := send(nattest.TCP(cli, vip, S, 0)).Conn
+	send(nattest.TCP(rip, cli, S|A, 0))
+	send(nattest.TCP(cli, vip, F|A, 0))
+	send(nattest.TCP(rip, cli, F|A, 0))
+	if first.State() != nat.StateTimeWait {
+		t.Fatalf("first connection %v", first.State())
+	}
+	r := send(nattest.TCP(cli, vip2, S, 0))
+	if r.Verdict != nat.Forward || r.Conn == first {
+		t.Fatalf("second connection refused: %+v", r)
+	}
+	if r := send(nattest.TCP(rip, cli, S|A, 0)); r.Verdict != nat.Forward || p.Src() != vip2.Addr() {
+		t.Errorf("reply went to %v, want the newest connection's VIP %v", p.Src(), vip2.Addr())
+	}
+	if tb.Len() != 2 {
+		t.Errorf("%d connections, want 2", tb.Len())
+	}
+}

@@ -81,6 +81,11 @@ func (f *fastPath) flush(h *Host) {
 				rest = append(rest, pd)
 			}
 		}
+		if hk := h.hooks; hk != nil && hk.capture != nil {
+			for _, b := range f.bufs {
+				hk.capture.Frame(out.name, out.kind, true, b[bufOffset:])
+			}
+		}
 		out.writeMu.Lock()
 		_, err := out.dev.Write(f.bufs, bufOffset)
 		out.writeMu.Unlock()

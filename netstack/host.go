@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,15 @@ type Config struct {
 	Now func() int64
 	// Log receives events; the zero Logger discards them.
 	Log zerolog.Logger
+
+	// Capture, if set, sees every frame read from or written to a device
+	// (packet capture: see PcapWriter).
+	Capture Capture
+	// Trace, if set, receives each packet's walk through the director,
+	// step by step, at most TraceRate packets a second (default 50;
+	// a summary line counts the others).
+	Trace     io.Writer
+	TraceRate int
 }
 
 // Counters are the host's own per-packet counters.
@@ -58,6 +68,9 @@ type Host struct {
 	cfg Config
 	s   *stack.Stack
 	nat *nat.Table
+	// hooks is nil unless capture or trace is on: the packet path checks
+	// it once per packet.
+	hooks *hooks
 
 	Counters Counters
 
@@ -96,6 +109,12 @@ func New(cfg Config) *Host {
 		HandleLocal: cfg.NAT == nil,
 	})
 	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, nics: map[string]*NIC{}, done: make(chan struct{})}
+	if cfg.Capture != nil || cfg.Trace != nil {
+		h.hooks = &hooks{capture: cfg.Capture}
+		if cfg.Trace != nil {
+			h.hooks.trace = newTracer(cfg.Trace, cfg.TraceRate, h)
+		}
+	}
 	empty := []*NIC{}
 	h.nicsByID.Store(&empty)
 	if cfg.Forwarding {

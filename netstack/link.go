@@ -130,6 +130,11 @@ func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			}
 		}
 	}
+	if hk := n.h.hooks; hk != nil && hk.capture != nil {
+		for _, b := range bufs {
+			hk.capture.Frame(n.name, n.kind, true, b[bufOffset:])
+		}
+	}
 	written, err := n.dev.Write(bufs, bufOffset)
 	for i := range bufs {
 		bufs[i] = bufs[i][:cap(bufs[i])]
@@ -210,15 +215,48 @@ func (n *NIC) readLoop() {
 			now = h.cfg.Now()
 		}
 		for i := 0; i < cnt; i++ {
-			n.handle(bufs[i][bufOffset:bufOffset+sizes[i]], bufs[i], &p, now, f)
+			frame := bufs[i][bufOffset : bufOffset+sizes[i]]
+			var tr *pktTrace
+			if hk := h.hooks; hk != nil {
+				tr = n.observeIn(hk, frame)
+			}
+			n.handle(frame, bufs[i], &p, now, f, tr)
+			if tr != nil {
+				tr.end()
+			}
 		}
 		f.flush(h)
 	}
 }
 
+// observeIn shows an arriving frame to the capture and starts its trace
+// (nil when tracing is off or rate-limited).
+func (n *NIC) observeIn(hk *hooks, frame []byte) *pktTrace {
+	if hk.capture != nil {
+		hk.capture.Frame(n.name, n.kind, false, frame)
+	}
+	if hk.trace == nil {
+		return nil
+	}
+	l3 := frame
+	if n.kind == tun.KindTAP {
+		if len(frame) < ethHdrLen {
+			return nil
+		}
+		switch binary.BigEndian.Uint16(frame[12:14]) {
+		case uint16(ipv4.ProtocolNumber), uint16(ipv6.ProtocolNumber):
+		default:
+			return nil // ARP and the like: not part of the walk
+		}
+		l3 = frame[ethHdrLen:]
+	}
+	return n.traceArrival(l3)
+}
+
 // handle runs one frame through the NAT and on to the stack or the bypass.
-// whole is the frame's buffer with its bufOffset headroom.
-func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath) {
+// whole is the frame's buffer with its bufOffset headroom. tr is the
+// packet's trace, nil unless tracing.
+func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath, tr *pktTrace) {
 	h := n.h
 	l3 := frame
 	var proto tcpip.NetworkProtocolNumber
@@ -249,6 +287,9 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath)
 	}
 	if h.nat != nil && (proto == ipv4.ProtocolNumber || proto == ipv6.ProtocolNumber) {
 		res := h.nat.Process(l3, p, now)
+		if tr != nil {
+			tr.traceNAT(res)
+		}
 		switch res.Verdict {
 		case nat.Drop:
 			if res.Unreachable {
@@ -271,9 +312,15 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath)
 			}
 		case nat.Forward:
 			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, len(frame)) {
+				if tr != nil {
+					tr.traceBypass(h, res)
+				}
 				return
 			}
 		}
+	}
+	if tr != nil {
+		tr.traceEgress(h, l3)
 	}
 	n.deliver(proto, frame)
 }
@@ -318,6 +365,9 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 		}
 		binary.BigEndian.PutUint16(eth[12:14], et)
 		off = bufOffset
+	}
+	if hk := n.h.hooks; hk != nil && hk.capture != nil {
+		hk.capture.Frame(n.name, n.kind, true, b[off:end])
 	}
 	n.writeMu.Lock()
 	_, err := n.dev.Write([][]byte{b[:end]}, off)

@@ -2,25 +2,77 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
 	"github.com/tunvs/tunvs/lab"
+	"github.com/tunvs/tunvs/lab/netns"
 	"github.com/tunvs/tunvs/sched"
 )
 
+const labHelp = `Usage:
+  tunvs lab [-s SCHED] [-r N] [-n REQUESTS]    the lab in one process, no privileges
+  tunvs lab --netns [flags]                    the lab on network namespaces
+  tunvs lab exec HOST [-- CMD ARGS...]         run a command (default: a shell) in a host
+  tunvs lab walk [--auto]                      the packet walk on the running lab
+  tunvs lab capture HOST DEV                   print the packets on a device of a host
+  tunvs lab down                               remove the namespace lab (also after a crash)
+
+tunvs lab --netns builds the classic LVS-NAT lab out of network namespaces
+in a user namespace of its own (no root, no setuid helper): client
+10.0.0.10, a router (10.0.0.200, nftables DNAT of port 80 to the VIP), the
+lab segment (a bridge in host "lan") with the real servers 172.16.1.5,
+172.16.1.6, ... and tunvs as the director (DIP 172.16.1.3, VIP
+172.16.1.100) on a TAP device attached to that segment (--attach tun: a
+TUN device, routed by host lan). It stays in the foreground until
+interrupted; with --detach it runs in the background until "tunvs lab down".
+Hosts: client, router, director, lan, rs1, rs2, ...
+
+Flags:
+`
+
 func cmdLab(ctx context.Context, args []string) error {
+	if len(args) > 0 {
+		switch args[0] {
+		case "exec":
+			return cmdLabExec(args[1:])
+		case "down":
+			return cmdLabDown(args[1:])
+		case "walk":
+			return cmdLabWalk(ctx, args[1:])
+		case "capture":
+			return cmdLabCapture(ctx, args[1:])
+		case "serve":
+			return cmdLabServe(ctx, args[1:])
+		case "fetch":
+			return cmdLabFetch(ctx, args[1:])
+		}
+	}
 	fs := pflag.NewFlagSet("tunvs lab", pflag.ContinueOnError)
 	s := fs.StringP("scheduler", "s", "rr", fmt.Sprintf("scheduler %v", sched.Names()))
-	n := fs.IntP("requests", "n", 6, "HTTP requests the client sends")
+	n := fs.IntP("requests", "n", 6, "HTTP requests the client sends (in-process lab)")
 	servers := fs.IntP("servers", "r", 2, "number of real servers")
+	useNetns := fs.Bool("netns", false, "build the lab on network namespaces")
+	attach := fs.String("attach", "tap", "with --netns: how the director joins the lab segment: tap (bridged) or tun (routed)")
+	rsCmd := fs.String("rs-cmd", "", "with --netns: command each real server runs (sh -c) instead of the built-in HTTP server; it must listen on port 80")
+	detach := fs.Bool("detach", false, "with --netns: start the lab in the background and return")
+	walk := fs.Bool("walk", false, "with --netns: then walk one connection through the lab, pausing at each step")
+	walkAuto := fs.Bool("walk-auto", false, "with --netns: the walk without pauses")
+	stateDir := fs.String("state-dir", lab.DefaultStateDir(), "with --netns: the lab's state directory")
+	inner := fs.Bool("inner", false, "")
+	fs.MarkHidden("inner")
 	var lf logFlags
 	lf.register(fs, "warn")
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: tunvs lab [flags]\n\nThe LVS-NAT lab in one process: client, director and real servers as\nuserspace hosts on in-memory links. No privileges needed.\n\n%s", fs.FlagUsages())
-	}
+	fs.Usage = func() { fmt.Fprint(os.Stderr, labHelp+fs.FlagUsages()) }
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -33,9 +85,294 @@ func cmdLab(ctx context.Context, args []string) error {
 	if _, err := sched.New(*s); err != nil {
 		return usageError{err}
 	}
-	log, err := lf.logger()
+	if !*useNetns {
+		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir"} {
+			if fs.Changed(f) {
+				return usageError{fmt.Errorf("--%s needs --netns", f)}
+			}
+		}
+		log, err := lf.logger()
+		if err != nil {
+			return err
+		}
+		return lab.Run(ctx, lab.Config{Scheduler: *s, Servers: *servers, Log: log}, *n, os.Stdout)
+	}
+	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	return lab.Run(ctx, lab.Config{Scheduler: *s, Servers: *servers, Log: log}, *n, os.Stdout)
+	dir, err := filepath.Abs(*stateDir)
+	if err != nil {
+		return err
+	}
+	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, StateDir: dir, Self: self}
+	if *attach != "tap" && *attach != "tun" {
+		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
+	}
+	if *servers < 1 || *servers > 40 {
+		return usageError{fmt.Errorf("-r %d: want 1 to 40 real servers", *servers)}
+	}
+	if *inner {
+		if !netns.Inside() {
+			return errors.New("--inner is for the lab's own sandbox")
+		}
+		if *detach {
+			// Nobody holds the other end of the lifeline once the
+			// starting process returns: the lab must outlive it.
+			os.Unsetenv(netns.EnvLifeline)
+		}
+		return lab.NetnsInner(ctx, cfg, os.Stderr)
+	}
+	return labNetns(ctx, cfg, *detach, *walk || *walkAuto, *walkAuto, lf)
+}
+
+// labNetns is the outer half of `tunvs lab --netns`.
+func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto bool, lf logFlags) error {
+	if err := netns.CheckTUN(); err != nil {
+		return err
+	}
+	if err := netns.Probe(ctx, netns.SandboxOptions{}); err != nil {
+		return err
+	}
+	stale, err := lab.Prepare(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	if stale {
+		fmt.Fprintf(os.Stderr, "removed the state of a lab that is gone (%s)\n", cfg.StateDir)
+	}
+	args := []string{"lab", "--netns", "--inner", "-s", cfg.Scheduler, "-r", strconv.Itoa(cfg.Servers),
+		"--attach", cfg.Attach, "--state-dir", cfg.StateDir, "--log-level", lf.level}
+	if cfg.RSCmd != "" {
+		args = append(args, "--rs-cmd", cfg.RSCmd)
+	}
+	if detach {
+		args = append(args, "--detach")
+	}
+	opts := netns.SandboxOptions{Args: args, Dir: "/"}
+	var logf *os.File
+	if detach {
+		logf, err = os.OpenFile(filepath.Join(cfg.StateDir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		opts.Stdout, opts.Stderr = logf, logf
+	} else {
+		opts.Stdout, opts.Stderr = os.Stdout, os.Stderr
+	}
+	// Not ctx: the lab is stopped below, in order, not killed by a
+	// cancelled context.
+	sb, err := netns.Sandbox(context.Background(), opts)
+	if err != nil {
+		lab.RemoveState(cfg.StateDir)
+		return err
+	}
+	// Its own session (detached) or process group (foreground): a Ctrl-C
+	// in the terminal reaches only this process, which stops the lab.
+	sb.Cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: detach, Setpgid: !detach}
+	if err := sb.Start(); err != nil {
+		lab.RemoveState(cfg.StateDir)
+		return err
+	}
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = sb.Wait(); close(exited) }()
+	fail := func(err error) error {
+		lab.Down(cfg.StateDir, 10*time.Second)
+		<-exited
+		lab.RemoveState(cfg.StateDir)
+		return err
+	}
+	st, err := lab.WriteSandbox(cfg.StateDir, sb.Cmd.Process.Pid, 10*time.Second)
+	if err != nil {
+		return fail(err)
+	}
+	if err := lab.WaitReady(ctx, cfg.StateDir, exited, 90*time.Second); err != nil {
+		if detach {
+			if b, rerr := os.ReadFile(filepath.Join(cfg.StateDir, "lab.log")); rerr == nil {
+				err = fmt.Errorf("%w:\n%s", err, b)
+			}
+		}
+		return fail(err)
+	}
+	if st, err = lab.ReadState(cfg.StateDir); err != nil {
+		return fail(err)
+	}
+	lab.Banner(os.Stdout, st, cfg, "tunvs")
+	if walk {
+		fmt.Println()
+		if err := lab.Walk(ctx, st, lab.WalkOptions{Self: cfg.Self, Pause: !walkAuto, In: os.Stdin, Out: os.Stdout, Servers: cfg.Servers}); err != nil {
+			fmt.Fprintf(os.Stderr, "tunvs lab: %v\n", err)
+			if !detach {
+				return fail(err)
+			}
+		}
+	}
+	if detach {
+		fmt.Printf("\nThe lab runs in the background (pid %d, log %s). `tunvs lab down` removes it.\n",
+			st.PID, filepath.Join(cfg.StateDir, "lab.log"))
+		return nil
+	}
+	fmt.Printf("\nThe lab runs until Ctrl-C (or `tunvs lab down` from another terminal).\n")
+	select {
+	case <-exited:
+		lab.RemoveState(cfg.StateDir)
+		if waitErr != nil {
+			return fmt.Errorf("the lab ended: %v", waitErr)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	fmt.Printf("\nstopping the lab\n")
+	syscall.Kill(st.PID, syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(15 * time.Second):
+		lab.Down(cfg.StateDir, 10*time.Second)
+		<-exited
+	}
+	lab.RemoveState(cfg.StateDir)
+	return nil
+}
+
+func stateFlag(fs *pflag.FlagSet) *string {
+	return fs.String("state-dir", lab.DefaultStateDir(), "the lab's state directory")
+}
+
+func cmdLabExec(args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab exec", pflag.ContinueOnError)
+	dir := stateFlag(fs)
+	fs.SetInterspersed(false)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: tunvs lab exec HOST [-- CMD ARGS...]\n\nRuns CMD (default: $SHELL) in HOST's network namespace of the running lab.\nTUNVS_SOCKET is set, so tunvsadm talks to the lab's director.\n\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	rest := fs.Args()
+	if len(rest) == 0 {
+		return usageError{errors.New("which host? (client, router, director, lan, rs1, ...)")}
+	}
+	host, cmd := rest[0], rest[1:]
+	if len(cmd) > 0 && cmd[0] == "--" {
+		cmd = cmd[1:]
+	}
+	st, err := lab.ReadState(*dir)
+	if err != nil {
+		return err
+	}
+	argv, err := st.ExecArgv(host, cmd)
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(argv[0], argv, st.ExecEnv())
+}
+
+func cmdLabDown(args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab down", pflag.ContinueOnError)
+	dir := stateFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	msg, err := lab.Down(*dir, 10*time.Second)
+	if errors.Is(err, lab.ErrNoLab) {
+		fmt.Println(err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Println(msg)
+	return nil
+}
+
+func cmdLabWalk(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab walk", pflag.ContinueOnError)
+	dir := stateFlag(fs)
+	auto := fs.Bool("auto", false, "no pauses")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	st, err := lab.ReadState(*dir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	servers := 0
+	for h := range st.Hosts {
+		if strings.HasPrefix(h, "rs") {
+			servers++
+		}
+	}
+	return lab.Walk(ctx, st, lab.WalkOptions{Self: self, Pause: !*auto, In: os.Stdin, Out: os.Stdout, Servers: servers})
+}
+
+func cmdLabCapture(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab capture", pflag.ContinueOnError)
+	dir := stateFlag(fs)
+	port := fs.Uint16("port", 0, "only TCP/UDP packets from or to this port")
+	syn := fs.Bool("syn", false, "only TCP SYN and SYN-ACK")
+	count := fs.IntP("count", "c", 0, "stop after this many packets")
+	timeout := fs.Duration("timeout", 0, "stop after this long")
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: tunvs lab capture HOST DEV\n\nPrints IPv4 packets on device DEV of HOST, as tcpdump -nn would (tcpdump itself\ncannot drop privileges inside the lab's user namespace).\n\n%s", fs.FlagUsages())
+	}
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 2 {
+		return usageError{errors.New("want HOST DEV, e.g. lan tvlab0")}
+	}
+	if os.Getenv("TUNVS_LAB_HOST") == "1" {
+		// Already inside the host (started through exec).
+		return lab.RunCapture(ctx, fs.Arg(1), lab.CaptureFilter{Port: *port, SYNOnly: *syn}, *count, *timeout, syncWriter{os.Stdout})
+	}
+	st, err := lab.ReadState(*dir)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cargs := []string{self, "lab", "capture", "--port", strconv.Itoa(int(*port)), "--count", strconv.Itoa(*count), "--timeout", timeout.String()}
+	if *syn {
+		cargs = append(cargs, "--syn")
+	}
+	argv, err := st.ExecArgv(fs.Arg(0), append(cargs, fs.Arg(0), fs.Arg(1)))
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(argv[0], argv, st.ExecEnv())
+}
+
+// syncWriter writes each line at once, for readers on a pipe.
+type syncWriter struct{ f *os.File }
+
+func (w syncWriter) Write(b []byte) (int, error) { return w.f.Write(b) }
+
+func cmdLabServe(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab serve", pflag.ContinueOnError)
+	name := fs.String("name", "Real Server", "what to answer")
+	listen := fs.String("listen", ":80", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	return lab.Serve(ctx, *name, *listen, os.Stdout)
+}
+
+func cmdLabFetch(ctx context.Context, args []string) error {
+	fs := pflag.NewFlagSet("tunvs lab fetch", pflag.ContinueOnError)
+	hold := fs.Duration("hold", 0, "keep the connection open this long after the answer")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err}
+	}
+	if fs.NArg() != 1 {
+		return usageError{errors.New("want one URL")}
+	}
+	return lab.Fetch(ctx, fs.Arg(0), *hold, io.Writer(os.Stdout))
 }

@@ -69,6 +69,7 @@ func TestBadCommandLines(t *testing.T) {
 		{"run", "--link", "name=t0", "--rule", "-A -t 10.0.0.1:80 -g"},
 		{"run", "--link", "name=t0", "--state-timeout", "BOGUS=1s"},
 		{"run", "--link", "name=t0", "--route", "10.0.0.0/8"},
+		{"run", "--link", "name=t0", "--check", "-t 10.0.0.1:80 http interval=nope"},
 		{"nosuch"},
 	} {
 		if code := realMain(args); code != 2 {
@@ -83,5 +84,16 @@ func TestRulesFileErrorNamesLine(t *testing.T) {
 	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--rules", f})
 	if err == nil || !strings.Contains(err.Error(), "line 2") || !strings.Contains(err.Error(), "weight") {
 		t.Errorf("got %v, want an error naming line 2 and the weight", err)
+	}
+}
+
+// A health rule in the rules file is refused with its line number before
+// anything starts.
+func TestRulesFileCheckErrorNamesLine(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "rules")
+	os.WriteFile(f, []byte("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2 -m\n--check -t 10.0.0.1:80 tcp fall=zero\n"), 0o644)
+	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--rules", f})
+	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "fall") {
+		t.Errorf("got %v, want an error naming line 3 and fall", err)
 	}
 }

@@ -2,17 +2,23 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
 
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/director"
+	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/tun"
 )
@@ -28,8 +34,25 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
         it are yours to add.
   --route PREFIX|default[,via=GATEWAY][,dev=NAME]
         a static route in the director; repeatable.
-  --rules FILE     ipvsadm-save rules (the output of ipvsadm -S)
+  --rules FILE     ipvsadm-save rules (the output of ipvsadm -S); SIGHUP
+                   rereads it and applies only the difference (services and
+                   servers added, removed, edited); a bad file is refused
+                   with its line and reason and nothing changes
   --rule 'LINE'    one ipvsadm command, e.g. '-A -t 10.0.0.1:80 -s rr'; repeatable
+  --check 'LINE'   a health check of real servers; repeatable, and allowed in
+        the rules file as lines starting with --check:
+          -t|-u VIP:PORT [-r RIP[:PORT]] [tcp|http|https|udp|ping|misc|none] [KEY=VALUE]...
+        e.g. '-t 172.16.1.100:80 http path=/ status=200-299 interval=2s fall=3 rise=2 on-fail=inhibit'.
+        Network checks leave from the director's own stack (its DIP and
+        routes); misc cmd= runs on this machine.
+  --metrics[=ADDR] serve Prometheus metrics on http://ADDR/metrics
+                   (default 127.0.0.1:9177)
+  --pcap FILE      capture what crosses every device, both directions, in a
+                   pcap file tcpdump -r reads (TUN: LINKTYPE_RAW, TAP:
+                   LINKTYPE_ETHERNET; with links of both kinds, one file per
+                   link: FILE.NAME.pcap)
+  --trace          print each packet's walk through the director to stderr
+                   (rate-limited by --trace-rate packets a second)
 
 Example (LVS-NAT director, VIP 172.16.1.100, two real servers):
   tunvs run --link name=tunvs0,addr=172.16.1.3/24,addr=172.16.1.100/32 \
@@ -46,11 +69,17 @@ func cmdRun(ctx context.Context, args []string) error {
 	routes := fs.StringArray("route", nil, "route spec (see above)")
 	rulesFile := fs.String("rules", "", "ipvsadm-save rules file")
 	ruleLines := fs.StringArray("rule", nil, "one ipvsadm command")
+	checkLines := fs.StringArray("check", nil, "one health check rule (see above)")
 	socket := fs.String("socket", admin.DefaultSocket(), "control socket for tunvsadm (empty: none)")
 	maxConns := fs.Int("max-conns", nat.DefaultMaxConns, "connection table bound")
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
 	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
 	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
+	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
+	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
+	trace := fs.Bool("trace", false, "print each packet's walk through the director to stderr")
+	traceRate := fs.Int("trace-rate", 50, "packets traced per second at most (then a summary line)")
 	var lf logFlags
 	lf.register(fs, "info")
 	fs.Usage = func() { fmt.Fprint(os.Stderr, runHelp+fs.FlagUsages()) }
@@ -74,17 +103,26 @@ func cmdRun(ctx context.Context, args []string) error {
 	// Everything is parsed and checked before any device is opened.
 	var cmds []admin.Command
 	var lines []int
+	var checks health.Parser
 	if *rulesFile != "" {
-		f, err := os.Open(*rulesFile)
+		data, err := os.ReadFile(*rulesFile)
 		if err != nil {
 			return err
 		}
-		c, err := admin.ParseRules(f)
-		f.Close()
+		// --check lines are health rules, the rest ipvsadm's; both keep
+		// the file's line numbers for errors.
+		ipvs, checkText := health.SplitRules(string(data))
+		c, ln, err := admin.ParseRulesLines(strings.NewReader(ipvs))
 		if err != nil {
 			return fmt.Errorf("%s: %w", *rulesFile, err)
 		}
 		cmds = append(cmds, c...)
+		lines = append(lines, ln...)
+		for i, l := range strings.Split(checkText, "\n") {
+			if err := checks.Line(l); err != nil {
+				return fmt.Errorf("%s: %w", *rulesFile, &health.LineError{Line: i + 1, Text: l, Err: err})
+			}
+		}
 	}
 	for i, l := range *ruleLines {
 		c, err := admin.Parse(strings.Fields(l))
@@ -92,6 +130,14 @@ func cmdRun(ctx context.Context, args []string) error {
 			return usageError{fmt.Errorf("--rule #%d %q: %w", i+1, l, err)}
 		}
 		cmds = append(cmds, c)
+	}
+	if len(*ruleLines) > 0 {
+		lines = nil // mixed sources: errors name the command's index
+	}
+	for i, l := range *checkLines {
+		if err := checks.Line(l); err != nil {
+			return usageError{fmt.Errorf("--check #%d %q: %w", i+1, l, err)}
+		}
 	}
 	to, err := parseTimeouts(*timeouts, *stateTimeouts)
 	if err != nil {
@@ -113,8 +159,6 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 		rts = append(rts, r)
 	}
-	_ = lines
-
 	var dl []director.Link
 	for _, ls := range specs {
 		dev, err := tun.Open(tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true})
@@ -126,18 +170,56 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 		dl = append(dl, director.Link{Name: ls.name, Dev: dev, Addrs: ls.addrs})
 	}
-	d, err := director.New(director.Config{
-		Links: dl, Routes: rts, Rules: cmds,
+	dcfg := director.Config{
+		Links: dl, Routes: rts, Rules: cmds, RuleLines: lines,
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
 		Bypass: *bypass, Socket: *socket, Log: log,
-	})
+		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
+		Health: checks.Config(),
+	}
+	if *trace {
+		dcfg.Trace = os.Stderr
+	}
+	d, err := director.New(dcfg)
 	if err != nil {
+		if *rulesFile != "" && len(*ruleLines) == 0 {
+			return fmt.Errorf("%s: %w", *rulesFile, err)
+		}
 		return err
 	}
 	log.Info().Int("services", len(d.NAT.Services())).Msg("director running")
-	<-ctx.Done()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for loop := true; loop; {
+		select {
+		case <-ctx.Done():
+			loop = false
+		case <-hup:
+			reload(d, *rulesFile, log)
+		}
+	}
 	log.Info().Int("conns", d.NAT.Len()).Msg("shutting down")
 	return d.Close()
+}
+
+// reload is SIGHUP: the rules file again, only the difference applied.
+func reload(d *director.Director, path string, log zerolog.Logger) {
+	if path == "" {
+		log.Warn().Msg("SIGHUP: no --rules file to reload")
+		return
+	}
+	changes, err := d.Reload(path)
+	if err != nil {
+		e := log.Error().Str(admin.FieldFile, path).Err(err)
+		var le *admin.LineError
+		if errors.As(err, &le) {
+			e = e.Int(admin.FieldLine, le.Line)
+		}
+		e.Msg("SIGHUP: rules file refused, nothing changed")
+		return
+	}
+	log.Info().Str(admin.FieldFile, path).Int(admin.FieldChanges, len(changes)).Msg("SIGHUP: rules reloaded")
 }
 
 type linkSpec struct {

@@ -27,6 +27,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		rest = append(rest, args[i])
 	}
+	// ipvsadm without arguments lists the table.
+	if len(rest) == 0 {
+		rest = []string{"-L"}
+	}
 	// Refuse a bad command line here, before bothering the daemon.
 	c, err := admin.Parse(rest)
 	if err != nil {
@@ -50,7 +54,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		if errors.Is(err, admin.ErrNoDaemon) {
-			return 1
+			// ipvsadm's "Can't initialize ipvs" ends with status 2.
+			return 2
 		}
 		return 1
 	}

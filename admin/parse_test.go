@@ -1,0 +1,212 @@
+package admin
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/sched"
+)
+
+func TestParseForms(t *testing.T) {
+	for _, tc := range []struct {
+		args string
+		want func(c Command) bool
+	}{
+		{"-A -t 10.0.0.1:80 -s rr -p 600 -M 255.255.0.0", func(c Command) bool {
+			return c.Op == OpAddService && c.Persistent && c.PersistTimeout == 600 && c.PersistMaskBits == 16 && c.Scheduler == "rr"
+		}},
+		{"-A -t 10.0.0.1:0 -p", func(c Command) bool { return c.Persistent && c.PersistTimeout == 300 && c.Port == 0 }},
+		{"-A -p -t 10.0.0.1:80", func(c Command) bool { return c.Persistent && c.PersistTimeout == 300 && c.HasService }},
+		{"--add-service --tcp-service=10.0.0.1:80 --scheduler=wrr --persistent=30 --netmask 255.255.255.0", func(c Command) bool {
+			return c.Op == OpAddService && c.Scheduler == "wrr" && c.PersistTimeout == 30 && c.PersistMaskBits == 24
+		}},
+		{"-At10.0.0.1:80", func(c Command) bool { return c.Op == OpAddService && c.HasService && c.Port == 80 }},
+		{"-s rr -t 10.0.0.1:80 -A", func(c Command) bool { return c.Op == OpAddService }},
+		{"-A -u 10.0.0.1:53 -o", func(c Command) bool { return c.OnePacket && c.Proto == nat.ProtoUDP }},
+		{"-A -u 10.0.0.1:53 --ops -6", func(c Command) bool { return c.OnePacket }},
+		{"-A -t [fd00::1]:80 -p -M 64", func(c Command) bool { return c.PersistMaskBits == 64 && c.Addr.Is6() }},
+		{"-A -t 10.0.0.1:80 -s rr -b flag-1,flag-2", func(c Command) bool { return c.SchedFlags == sched.FlagSched1|sched.FlagSched2 }},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 3 -x 100 -y 10", func(c Command) bool {
+			return c.Op == OpAddDest && c.Weight == 3 && c.UThreshold == 100 && c.LThreshold == 10 && c.DestPort == 80
+		}},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2:8080 --masquerading --weight=0 --u-threshold 5 --l-threshold=1", func(c Command) bool {
+			return c.Weight == 0 && c.HasWeight && c.UThreshold == 5 && c.LThreshold == 1 && c.DestPort == 8080
+		}},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -mw3", func(c Command) bool { return c.Weight == 3 }},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2", func(c Command) bool { return c.Weight == 1 }},
+		{"-Ln", func(c Command) bool { return c.Op == OpList && c.Format == FmtNumeric }},
+		{"-lnc", func(c Command) bool { return c.Op == OpList && c.Format == FmtNumeric|FmtConn }},
+		{"-L --stats --rate --thresholds --persistent-conn --exact --sort -n", func(c Command) bool {
+			return c.Format == FmtStats|FmtRate|FmtThresholds|FmtPersistentConn|FmtExact|FmtNumeric
+		}},
+		{"-L --timeout", func(c Command) bool { return c.Format == FmtTimeout }},
+		{"-L --daemon", func(c Command) bool { return c.Format == FmtDaemon }},
+		{"--list --numeric --nosort -t 10.0.0.1:80", func(c Command) bool { return c.HasService && c.Format == FmtNumeric|FmtNoSort }},
+		{"-Z -t 10.0.0.1:80", func(c Command) bool { return c.Op == OpZero && c.HasService }},
+		{"--zero", func(c Command) bool { return c.Op == OpZero }},
+		{"-S -n", func(c Command) bool { return c.Op == OpSave }},
+		{"--save", func(c Command) bool { return c.Op == OpSave }},
+		{"-R", func(c Command) bool { return c.Op == OpRestore }},
+		{"-C", func(c Command) bool { return c.Op == OpClear }},
+		{"--set 10 20 30", func(c Command) bool { return c.Op == OpSetTimeout && c.Timeouts == [3]int{10, 20, 30} }},
+		{"-h", func(c Command) bool { return c.Op == OpHelp }},
+		{"-E -t 10.0.0.1:80 -s wlc", func(c Command) bool { return c.Op == OpEditService }},
+		{"-D -t 10.0.0.1:80", func(c Command) bool { return c.Op == OpDelService }},
+		{"-e -t 10.0.0.1:80 -r 10.0.0.2 -w 0", func(c Command) bool { return c.Op == OpEditDest && c.HasWeight && c.Weight == 0 }},
+		{"-d -u [fd00::1]:53 -r [fd00::2]", func(c Command) bool { return c.Op == OpDelDest && c.DestPort == 53 }},
+	} {
+		c, err := Parse(strings.Fields(tc.args))
+		if err != nil {
+			t.Errorf("%s: %v", tc.args, err)
+			continue
+		}
+		if !tc.want(c) {
+			t.Errorf("%s: parsed %+v", tc.args, c)
+		}
+	}
+}
+
+func TestParseRefusals(t *testing.T) {
+	for _, tc := range []struct{ args, msg string }{
+		{"-A -f 1 -s rr", "not supported"},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -g", "not supported"},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i", "not supported"},
+		{"-A -u 10.0.0.1:53 --pe sip", "not supported"},
+		{"-A -t 10.0.0.1:80 -o", "One-Packet Scheduling is only applicable to UDP virtual services"},
+		{"-A -t 10.0.0.1:0", "Zero port specified for non-persistent service"},
+		{"-A -t 10.0.0.1:80 -w 3", "Illegal 'weight' option with the 'add-service' command"},
+		{"-A -s rr", "You need to supply the 'service-address' option for the 'add-service' command"},
+		{"-a -t 10.0.0.1:80", "You need to supply the 'real-server' option for the 'add-server' command"},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -s rr", "Illegal 'scheduler' option with the 'add-server' command"},
+		{"-L -c --timeout", "The option 'timeout' conflicts with the 'connection' option in the 'list' command"},
+		{"-C -n", "Illegal 'numeric' option with the 'flush' command"},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -w 65536", "illegal weight specified"},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -x -1", "illegal u_threshold specified"},
+		{"-A -t 10.0.0.1:80 -p 0", "illegal timeout for persistent service specified"},
+		{"-A -t 10.0.0.1:80 -p -M 255.0.255.0", "illegal virtual server persistent mask specified"},
+		{"-A -t [fd00::1]:80 -p -M 129", "illegal ipv6 netmask specified"},
+		{"-A -t 10.0.0.1:80 -s rr -b sh-port", "incompatible scheduler flag `sh-port'"},
+		{"-A -t 10.0.0.1:80 -b nosuch", "invalid scheduler flag `nosuch'"},
+		{"-A -t 10.0.0.1:99999", "illegal virtual server address[:port] specified"},
+		{"-a -t 10.0.0.1:80 -r nosuch.invalid", "illegal real server address[:port] specified"},
+		{"-A -E -t 10.0.0.1:80", "multiple commands specified"},
+		{"-L --nosuch", "unknown option"},
+		{"-n", "no command specified"},
+		{"--start-daemon master", "not supported"},
+	} {
+		_, err := Parse(strings.Fields(tc.args))
+		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: got %v, want %q", tc.args, err, tc.msg)
+		}
+		if ExitCode(err) != 2 {
+			t.Errorf("%s: exit %d, want 2", tc.args, ExitCode(err))
+		}
+	}
+}
+
+// The table's refusals carry ipvsadm's messages (libipvs ipvs_strerror)
+// and exit status 255 (ipvsadm returns -1); a listing of an unknown
+// service exits 1.
+func TestIpvsadmErrors(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	mustApply(t, tb, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 10.0.0.2 -m")
+	for _, tc := range []struct {
+		args string
+		msg  string
+		exit int
+	}{
+		{"-A -t 10.0.0.1:80", "Service already exists", 255},
+		{"-A -t 10.0.0.9:80 -s nosuch", "Scheduler or persistence engine not found", 255},
+		{"-E -t 10.0.0.9:80", "No such service", 255},
+		{"-D -t 10.0.0.9:80", "No such service", 255},
+		{"-a -t 10.0.0.9:80 -r 10.0.0.2", "Service not defined", 255},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2", "Destination already exists", 255},
+		{"-e -t 10.0.0.1:80 -r 10.0.0.3", "No such destination", 255},
+		{"-d -t 10.0.0.1:80 -r 10.0.0.3", "No such destination", 255},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.3 -x 5 -y 6", "Numerical result out of range", 255},
+		{"-a -t 10.0.0.1:80 -r [fd00::3]", "Invalid operation", 255},
+		{"-Z -t 10.0.0.9:80", "No such service", 255},
+		{"-L -t 10.0.0.9:80", "No such service", 1},
+	} {
+		_, err := Execute(tb, strings.Fields(tc.args), "")
+		if err == nil || err.Error() != tc.msg && !strings.HasPrefix(err.Error(), tc.msg) {
+			t.Errorf("%s: got %v, want %q", tc.args, err, tc.msg)
+		}
+		if ExitCode(err) != tc.exit {
+			t.Errorf("%s: exit %d, want %d", tc.args, ExitCode(err), tc.exit)
+		}
+	}
+}
+
+// SIGHUP's diff: only what differs changes; objects kept are the same.
+func TestReloadDiff(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	mustApply(t, tb,
+		"-A -t 10.0.0.1:80 -s rr",
+		"-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 1",
+		"-a -t 10.0.0.1:80 -r 10.0.0.3 -m -w 1",
+		"-A -t 10.0.0.5:80 -s rr",
+		"-a -t 10.0.0.5:80 -r 10.0.0.6 -m")
+	keep := tb.Service(nat.ProtoTCP, mustAddr("10.0.0.1"), 80)
+	keepDest := keep.Dests()[1] // 10.0.0.2
+	file := strings.Join([]string{
+		"# the new table",
+		"-A -t 10.0.0.1:80 -s rr",
+		"-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 1",
+		"-a -t 10.0.0.1:80 -r 10.0.0.4 -m -w 2",
+		"-A -u 10.0.0.1:53 -s wlc -p 30 -o",
+		"-a -u 10.0.0.1:53 -r 10.0.0.7 -m",
+		"-a -u 10.0.0.1:53 -r 10.0.0.8 -m -w 0",
+	}, "\n")
+	cmds, err := Reload(tb, strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range cmds {
+		got = append(got, c.String())
+	}
+	want := []string{
+		"-D -t 10.0.0.5:80",
+		"-d -t 10.0.0.1:80 -r 10.0.0.3:80",
+		"-a -t 10.0.0.1:80 -r 10.0.0.4:80 -m -w 2",
+		"-A -u 10.0.0.1:53 -s wlc -p 30",
+		"-a -u 10.0.0.1:53 -r 10.0.0.7:53 -m -w 1",
+		"-a -u 10.0.0.1:53 -r 10.0.0.8:53 -m -w 0",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("diff:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if err := Apply(tb, cmds, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if tb.Service(nat.ProtoTCP, mustAddr("10.0.0.1"), 80) != keep {
+		t.Error("an unchanged service was replaced")
+	}
+	found := false
+	for _, d := range keep.Dests() {
+		found = found || d == keepDest
+	}
+	if !found {
+		t.Error("an unchanged server was replaced")
+	}
+	// The same file again: nothing to do.
+	if cmds, err := Reload(tb, strings.NewReader(file)); err != nil || len(cmds) != 0 {
+		t.Errorf("second reload: %v %v", cmds, err)
+	}
+	// A bad file: its line and reason, nothing computed.
+	_, err = Reload(tb, strings.NewReader("-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 70000\n"))
+	var le *LineError
+	if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(err.Error(), "illegal weight") {
+		t.Errorf("bad file: %v", err)
+	}
+	_, err = Reload(tb, strings.NewReader("-A -t 10.0.0.1:80 -s rr\n-A -t 10.0.0.1:80 -s rr\n"))
+	if !errors.As(err, &le) || le.Line != 2 || !strings.Contains(err.Error(), "Service already exists") {
+		t.Errorf("bad file: %v", err)
+	}
+}
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -1,0 +1,807 @@
+package lab
+
+// The LVS-NAT lab on real network namespaces (`tunvs lab --netns`).
+//
+// Design. The outer process (the one the user started) creates a sandbox
+// with lab/netns: a fresh user + network + mount + PID namespace, so no
+// privilege and no setuid helper is needed. Inside, the same binary
+// (NetnsInner) builds the article's topology, starts `tunvs run` as the
+// director and the real servers' HTTP servers, writes the hosts' PIDs into
+// the state directory and waits. Everything lives in the sandbox's PID
+// namespace, whose first process is that inner process: killing it (what
+// `tunvs lab down` does) ends every process and frees every namespace and
+// device, whatever state the lab was in.
+//
+// The state directory (StateDir) holds:
+//
+//	sandbox     pid and start time of the sandbox's first process, and of
+//	            unshare, as seen from outside (written by the outer process)
+//	hosts       "name pid" lines, PIDs as seen inside the sandbox
+//	ready       present once the lab answers
+//	tunvs.sock  the director's control socket (tunvsadm --socket)
+//	*.log       the director's, the real servers' and (detached) the lab's output
+//
+// `tunvs lab exec HOST -- CMD` enters the sandbox's user and mount
+// namespaces (nsenter -U -m --preserve-credentials -t PID; the mount
+// namespace is where /proc shows the sandbox's PIDs) and from there the
+// host's network namespace (nsenter --net=/proc/PID/ns/net).
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/lab/netns"
+)
+
+// Addresses of the namespace lab beyond those of the in-process lab.
+var (
+	RouterPublic = netip.MustParsePrefix("10.0.0.200/24")
+	RouterLab    = netip.MustParsePrefix("172.16.1.200/24")
+	// LanGateway is the lan namespace's address on the bridge, used only
+	// with --attach tun (the lan namespace then routes to the director's
+	// TUN device and answers ARP for the DIP and the VIP).
+	LanGateway = netip.MustParsePrefix("172.16.1.254/24")
+)
+
+// Names of devices and hosts in the namespace lab.
+const (
+	DirectorDev = "tvlab0" // the director's TAP or TUN device, in host "lan"
+	BridgeDev   = "br0"    // the lab segment, in host "lan"
+	HostClient  = "client"
+	HostRouter  = "router"
+	HostLan     = "lan"
+	HostDir     = "director"
+)
+
+// RealServerHost is the name of real server i's host: rs1, rs2, ...
+func RealServerHost(i int) string { return fmt.Sprintf("rs%d", i+1) }
+
+// NetnsConfig describes a namespace lab.
+type NetnsConfig struct {
+	Scheduler string // default rr
+	Servers   int    // default 2
+	Attach    string // "tap" (default) or "tun"
+	// RSCmd, if set, runs in each real server's namespace (by sh -c)
+	// instead of the built-in HTTP server; TUNVS_LAB_NAME and
+	// TUNVS_LAB_ADDR tell it who it is. It must listen on port 80.
+	RSCmd    string
+	StateDir string
+	// Self is the tunvs executable (for `tunvs run` and `tunvs lab serve`).
+	Self string
+}
+
+func (c *NetnsConfig) defaults() error {
+	if c.Scheduler == "" {
+		c.Scheduler = "rr"
+	}
+	if c.Servers == 0 {
+		c.Servers = 2
+	}
+	if c.Servers < 1 || c.Servers > 40 {
+		return fmt.Errorf("lab: %d real servers: want 1 to 40", c.Servers)
+	}
+	if c.Attach == "" {
+		c.Attach = "tap"
+	}
+	if c.Attach != "tap" && c.Attach != "tun" {
+		return fmt.Errorf("lab: --attach %q: want tap or tun", c.Attach)
+	}
+	if c.StateDir == "" {
+		return errors.New("lab: no state directory")
+	}
+	return nil
+}
+
+// DefaultStateDir is $XDG_RUNTIME_DIR/tunvs-lab when that directory is
+// writable, else /tmp/tunvs-lab-UID.
+func DefaultStateDir() string {
+	if d := os.Getenv("TUNVS_LAB_DIR"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && unix.Access(d, unix.W_OK|unix.X_OK) == nil {
+		return filepath.Join(d, "tunvs-lab")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("tunvs-lab-%d", os.Getuid()))
+}
+
+// SocketPath is the director's control socket in a state directory.
+func SocketPath(stateDir string) string { return filepath.Join(stateDir, "tunvs.sock") }
+
+// ---------------------------------------------------------------------
+// The inner half: runs inside the sandbox.
+
+// NetnsInner builds the lab in the sandbox this process runs in, marks it
+// ready in the state directory and keeps it until ctx ends. Progress and
+// errors go to w.
+func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	if err := netns.CheckFresh(); err != nil {
+		return err
+	}
+	topo, err := netns.New()
+	if err != nil {
+		return err
+	}
+	var procs []*exec.Cmd
+	defer func() {
+		// The daemon first, so that it closes its device cleanly.
+		for i := len(procs) - 1; i >= 0; i-- {
+			stopProc(procs[i])
+		}
+		topo.Close()
+	}()
+	must := func(e error) {
+		if e != nil && err == nil {
+			err = e
+		}
+	}
+	hosts := map[string]*netns.Host{HostDir: topo.Root()}
+	add := func(name string) *netns.Host {
+		h, e := topo.AddHost(name)
+		must(e)
+		hosts[name] = h
+		return h
+	}
+	client, router, lan := add(HostClient), add(HostRouter), add(HostLan)
+	var rss []*netns.Host
+	for i := range cfg.Servers {
+		rss = append(rss, add(RealServerHost(i)))
+	}
+	if err != nil {
+		return err
+	}
+
+	// Client and router, on the public network.
+	must(topo.Veth(client, "eth0", router, "eth0", 0))
+	must(client.AddAddr("eth0", ClientAddr.String()))
+	must(router.AddAddr("eth0", RouterPublic.String()))
+	// The lab segment: a bridge in "lan", with a port for the router,
+	// each real server and (below) the director.
+	must(topo.Veth(router, "eth1", lan, "router", 0))
+	must(router.AddAddr("eth1", RouterLab.String()))
+	must(router.Forwarding(true))
+	ports := []string{"router"}
+	for i, rs := range rss {
+		port := RealServerHost(i)
+		must(topo.Veth(rs, "eth0", lan, port, 0))
+		ports = append(ports, port)
+		must(rs.AddAddr("eth0", netip.PrefixFrom(RealServerAddr(i), 24).String()))
+		// The real servers' gateway is the VIP, on the director.
+		must(rs.AddRoute("default", "via", VIP.String()))
+	}
+	must(lan.Bridge(BridgeDev, ports...))
+	if err != nil {
+		return err
+	}
+	nftErr := routerDNAT(ctx, router)
+	if nftErr != nil {
+		fmt.Fprintf(w, "WARNING: the router cannot map %s:80 to the VIP with nftables: %v\n"+
+			"         The client gets a route to %s via the router instead: use http://%s/ from the client.\n",
+			RouterPublic.Addr(), nftErr, LabNet, VIP)
+		must(client.AddRoute(LabNet.String(), "via", RouterPublic.Addr().String()))
+		must(writeFileAtomic(filepath.Join(cfg.StateDir, "nft-unavailable"), []byte(nftErr.Error()+"\n")))
+	}
+
+	// The director.
+	dlog, e := os.OpenFile(filepath.Join(cfg.StateDir, "director.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if e != nil {
+		return e
+	}
+	defer dlog.Close()
+	args := []string{"run", "--socket", SocketPath(cfg.StateDir), "--log-level", "info",
+		"--rule", fmt.Sprintf("-A -t %s:80 -s %s", VIP, cfg.Scheduler)}
+	for i := range cfg.Servers {
+		args = append(args, "--rule", fmt.Sprintf("-a -t %s:80 -r %s -m", VIP, RealServerAddr(i)))
+	}
+	if cfg.Attach == "tap" {
+		args = append(args,
+			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s,addr=%s/32", DirectorDev, DIP, VIP),
+			"--route=default,via="+RouterLab.Addr().String())
+	} else {
+		args = append(args,
+			fmt.Sprintf("--link=name=%s,kind=tun,addr=%s/32,addr=%s/32", DirectorDev, DIP.Addr(), VIP),
+			fmt.Sprintf("--route=%s,dev=%s", LabNet, DirectorDev),
+			fmt.Sprintf("--route=default,dev=%s", DirectorDev))
+	}
+	daemon := exec.CommandContext(ctx, cfg.Self, args...)
+	daemon.Stdout, daemon.Stderr = dlog, dlog
+	daemon.Cancel = func() error { return daemon.Process.Signal(syscall.SIGTERM) }
+	daemon.WaitDelay = 5 * time.Second
+	if err := daemon.Start(); err != nil {
+		return fmt.Errorf("lab: start the director: %w", err)
+	}
+	procs = append(procs, daemon)
+	if err := netns.WaitLink(topo.Root(), DirectorDev, 10*time.Second); err != nil {
+		return fmt.Errorf("lab: the director did not create %s (see %s): %w", DirectorDev, dlog.Name(), err)
+	}
+	// The device moves to the lab segment's namespace; the director keeps
+	// its file descriptor.
+	must(topo.Root().MoveLink(DirectorDev, lan))
+	if cfg.Attach == "tap" {
+		must(lan.IP("link", "set", "dev", DirectorDev, "master", BridgeDev))
+		must(lan.LinkUp(DirectorDev))
+	} else {
+		must(lan.LinkUp(DirectorDev))
+		must(tunAttach(lan))
+	}
+	if err != nil {
+		return err
+	}
+
+	// The real servers.
+	for i, rs := range rss {
+		f, e := os.OpenFile(filepath.Join(cfg.StateDir, RealServerHost(i)+".log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if e != nil {
+			return e
+		}
+		defer f.Close()
+		var c *exec.Cmd
+		if cfg.RSCmd != "" {
+			c = rs.Command(ctx, "sh", "-c", cfg.RSCmd)
+		} else {
+			c = rs.Command(ctx, cfg.Self, "lab", "serve", "--name", RealServerName(i), "--listen", ":80")
+		}
+		c.Env = append(os.Environ(), "TUNVS_LAB_NAME="+RealServerName(i), "TUNVS_LAB_ADDR="+RealServerAddr(i).String())
+		c.Dir = cfg.StateDir
+		c.Stdout, c.Stderr = f, f
+		c.WaitDelay = 2 * time.Second
+		if err := c.Start(); err != nil {
+			return fmt.Errorf("lab: start the server on %s: %w", rs, err)
+		}
+		procs = append(procs, c)
+	}
+	for i, rs := range rss {
+		if err := waitListen(ctx, rs, netip.AddrPortFrom(RealServerAddr(i), 80), 15*time.Second); err != nil {
+			return fmt.Errorf("lab: real server %s: %w (see %s)", rs, err, filepath.Join(cfg.StateDir, RealServerHost(i)+".log"))
+		}
+	}
+	if err := waitSocket(ctx, SocketPath(cfg.StateDir), 10*time.Second); err != nil {
+		return err
+	}
+
+	// Tell the outer process (and exec) where everything is.
+	var b strings.Builder
+	names := make([]string, 0, len(hosts))
+	for n := range hosts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %d\n", n, hosts[n].PID())
+	}
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, "hosts"), []byte(b.String())); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, "ready"), []byte(cfg.Attach+"\n")); err != nil {
+		return err
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- daemon.Wait() }()
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-done:
+		procs = procs[1:]
+		return fmt.Errorf("lab: the director exited: %v (see %s)", err, dlog.Name())
+	}
+}
+
+func stopProc(c *exec.Cmd) {
+	if c.Process == nil {
+		return
+	}
+	c.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		c.Process.Kill()
+		<-done
+	}
+}
+
+// routerDNAT maps the router's public port 80 to the VIP, as the article's
+// router does, with the kernel's nftables NAT.
+func routerDNAT(ctx context.Context, router *netns.Host) error {
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		return errors.New("nft (Debian package nftables) is not installed")
+	}
+	rules := fmt.Sprintf(`table ip tunvs_lab {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %s tcp dport 80 dnat to %s:80
+	}
+}
+`, RouterPublic.Addr(), VIP)
+	f, err := os.CreateTemp("", "tunvs-lab-nft-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	f.WriteString(rules)
+	f.Close()
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	_, err = router.Run(cctx, nft, "-f", f.Name())
+	return err
+}
+
+// tunAttach makes the lan namespace the director's routed leg: it answers
+// ARP on the bridge for the DIP and the VIP (proxy ARP), sends what
+// arrives from the bridge for those, and everything the real servers send
+// off the segment, into the TUN device, and forwards what the director
+// writes to the bridge or the router.
+func tunAttach(lan *netns.Host) error {
+	steps := [][]string{
+		{"addr", "add", LanGateway.String(), "dev", BridgeDev},
+		{"route", "add", DIP.Addr().String() + "/32", "dev", DirectorDev},
+		{"route", "add", VIP.String() + "/32", "dev", DirectorDev},
+		{"route", "add", "default", "via", RouterLab.Addr().String()},
+		// Off-segment traffic from the bridge (the real servers' replies)
+		// goes to the director, whatever the main table says.
+		{"rule", "add", "iif", BridgeDev, "lookup", "100"},
+		{"route", "add", "default", "dev", DirectorDev, "table", "100"},
+		{"route", "add", LabNet.String(), "dev", BridgeDev, "table", "100"},
+		{"route", "add", DIP.Addr().String() + "/32", "dev", DirectorDev, "table", "100"},
+		{"route", "add", VIP.String() + "/32", "dev", DirectorDev, "table", "100"},
+	}
+	for _, s := range steps {
+		if err := lan.IP(s...); err != nil {
+			return err
+		}
+	}
+	if err := lan.Forwarding(true); err != nil {
+		return err
+	}
+	for _, kv := range [][2]string{
+		{"net/ipv4/conf/" + BridgeDev + "/proxy_arp", "1"},
+		{"net/ipv4/conf/all/rp_filter", "0"},
+		{"net/ipv4/conf/" + BridgeDev + "/rp_filter", "0"},
+		{"net/ipv4/conf/" + DirectorDev + "/rp_filter", "0"},
+		{"net/ipv4/conf/all/send_redirects", "0"},
+		{"net/ipv4/conf/" + BridgeDev + "/send_redirects", "0"},
+	} {
+		if err := lan.Sysctl(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitListen polls until something accepts TCP connections at ap inside h.
+func waitListen(ctx context.Context, h *netns.Host, ap netip.AddrPort, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var derr error
+		if err := h.Do(func() error {
+			c, err := net.DialTimeout("tcp", ap.String(), time.Second)
+			if err == nil {
+				c.Close()
+			}
+			derr = err
+			return nil
+		}); err != nil {
+			return err
+		}
+		if derr == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s after %v: %w", ap, within, derr)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func waitSocket(ctx context.Context, path string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		c, err := net.DialTimeout("unix", path, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: the director's control socket %s does not answer: %w", path, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// ---------------------------------------------------------------------
+// The outer half: state, exec, down.
+
+// State is what the state directory says about a lab.
+type State struct {
+	Dir        string
+	PID        int    // the sandbox's first process, as seen from outside
+	Start      uint64 // its start time (clock ticks since boot), to recognise it
+	UnsharePID int
+	UnshareSt  uint64
+	Hosts      map[string]int // host name -> PID inside the sandbox
+	Ready      bool
+	Attach     string
+}
+
+// ErrNoLab means the state directory holds no lab.
+var ErrNoLab = errors.New("no lab is running")
+
+// ReadState reads the state directory. A directory whose sandbox process is
+// gone is reported as stale (Alive false).
+//
+// The directory must be this user's own (not a symbolic link, owned by
+// this uid): its contents name a process that `down` kills, and a default
+// under /tmp could have been made by someone else.
+func ReadState(dir string) (*State, error) {
+	fi, err := os.Lstat(dir)
+	if err == nil {
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || !ok || int(st.Uid) != os.Getuid() {
+			return nil, fmt.Errorf("lab: %s is not a directory of uid %d; refusing to trust it (remove it, or use --state-dir)", dir, os.Getuid())
+		}
+	}
+	return readState(dir)
+}
+
+func readState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "sandbox"))
+	if errors.Is(err, os.ErrNotExist) {
+		if _, serr := os.Stat(dir); serr == nil {
+			return &State{Dir: dir}, nil // being created, or its creator crashed early
+		}
+		return nil, fmt.Errorf("%w (no %s)", ErrNoLab, dir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &State{Dir: dir, Hosts: map[string]int{}}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		n, _ := strconv.ParseUint(v, 10, 64)
+		switch k {
+		case "pid":
+			s.PID = int(n)
+		case "start":
+			s.Start = n
+		case "unshare_pid":
+			s.UnsharePID = int(n)
+		case "unshare_start":
+			s.UnshareSt = n
+		}
+	}
+	if hb, err := os.ReadFile(filepath.Join(dir, "hosts")); err == nil {
+		for _, line := range strings.Split(string(hb), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 2 {
+				n, _ := strconv.Atoi(f[1])
+				s.Hosts[f[0]] = n
+			}
+		}
+	}
+	if rb, err := os.ReadFile(filepath.Join(dir, "ready")); err == nil {
+		s.Ready = true
+		s.Attach = strings.TrimSpace(string(rb))
+	}
+	return s, nil
+}
+
+// Alive reports whether the sandbox's first process still runs.
+func (s *State) Alive() bool { return s.PID > 0 && procAlive(s.PID, s.Start) }
+
+// WriteSandbox records the sandbox's processes. unsharePID is the unshare
+// process the outer process started; its child is the sandbox's PID 1.
+func WriteSandbox(dir string, unsharePID int, within time.Duration) (*State, error) {
+	deadline := time.Now().Add(within)
+	var child int
+	for {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", unsharePID, unsharePID))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			child, _ = strconv.Atoi(f[0])
+			break
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", unsharePID)); err != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("lab: the sandbox's first process did not appear (unshare %d)", unsharePID)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s := &State{Dir: dir, PID: child, Start: procStart(child), UnsharePID: unsharePID, UnshareSt: procStart(unsharePID)}
+	content := fmt.Sprintf("pid=%d\nstart=%d\nunshare_pid=%d\nunshare_start=%d\nuid=%d\n",
+		s.PID, s.Start, s.UnsharePID, s.UnshareSt, os.Getuid())
+	return s, writeFileAtomic(filepath.Join(dir, "sandbox"), []byte(content))
+}
+
+// procStart is field 22 of /proc/PID/stat, 0 if the process is gone.
+func procStart(pid int) uint64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name may contain spaces: skip past its closing paren.
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 {
+		return 0
+	}
+	n, _ := strconv.ParseUint(f[19], 10, 64)
+	return n
+}
+
+func procAlive(pid int, start uint64) bool {
+	st := procStart(pid)
+	if st == 0 || (start != 0 && st != start) {
+		return false
+	}
+	// A zombie is as good as gone.
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
+		return false
+	}
+	return true
+}
+
+// Prepare makes the state directory for a new lab. An existing one is
+// refused if its lab is alive and removed if it is stale (its process is
+// gone, e.g. after a crash or a reboot); the second result says so.
+func Prepare(dir string) (removedStale bool, err error) {
+	s, err := ReadState(dir)
+	if err != nil && !errors.Is(err, ErrNoLab) {
+		return false, err
+	}
+	if err == nil {
+		if s.Alive() {
+			return false, fmt.Errorf("a lab is running already (pid %d, state in %s); `tunvs lab down` removes it", s.PID, dir)
+		}
+		if s.PID == 0 && dirYoung(dir) {
+			return false, fmt.Errorf("another `tunvs lab --netns` is starting (state in %s); `tunvs lab down` removes it", dir)
+		}
+		if err := RemoveState(dir); err != nil {
+			return false, err
+		}
+		removedStale = true
+	}
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return removedStale, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return removedStale, fmt.Errorf("lab: state directory: %w", err)
+	}
+	return removedStale, nil
+}
+
+func dirYoung(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && time.Since(fi.ModTime()) < 30*time.Second
+}
+
+// Down removes the lab whose state is in dir: it kills the sandbox's first
+// process (the PID namespace, every host's processes and with them every
+// namespace and device go too), waits for it and removes the directory. A
+// stale directory is just removed. It returns what it did, for the user.
+func Down(dir string, within time.Duration) (string, error) {
+	s, err := ReadState(dir)
+	if err != nil {
+		return "", err
+	}
+	msg := "removed a stale lab state (its processes were gone already): " + dir
+	if s.Alive() {
+		if err := unix.Kill(s.PID, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+			return "", fmt.Errorf("lab: kill the lab's process %d: %w", s.PID, err)
+		}
+		if s.UnsharePID > 0 && procAlive(s.UnsharePID, s.UnshareSt) {
+			unix.Kill(s.UnsharePID, unix.SIGKILL)
+		}
+		deadline := time.Now().Add(within)
+		for procAlive(s.PID, s.Start) {
+			if time.Now().After(deadline) {
+				return "", fmt.Errorf("lab: process %d did not exit within %v", s.PID, within)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		msg = fmt.Sprintf("lab stopped (pid %d) and its state removed: %s", s.PID, dir)
+	}
+	if err := RemoveState(dir); err != nil {
+		return "", err
+	}
+	return msg, nil
+}
+
+// RemoveState removes a lab's state directory: the files a lab writes
+// there, then the directory. Anything else in it makes it refuse, so that
+// a mistyped --state-dir never deletes a directory of the user's.
+func RemoveState(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	known := map[string]bool{"sandbox": true, "hosts": true, "ready": true, "tunvs.sock": true, "nft-unavailable": true}
+	for _, e := range ents {
+		n := e.Name()
+		if !known[n] && !strings.HasSuffix(n, ".log") && !strings.HasSuffix(n, ".tmp") || e.IsDir() {
+			return fmt.Errorf("lab: %s holds %s, which is not the lab's: not removing it", dir, n)
+		}
+	}
+	for _, e := range ents {
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	return os.Remove(dir)
+}
+
+// ExecArgv is the command line that runs argv in host of the running lab:
+// into the sandbox's user and mount namespaces, then the host's network
+// namespace.
+func (s *State) ExecArgv(host string, argv []string) ([]string, error) {
+	if !s.Alive() {
+		return nil, fmt.Errorf("%w (stale state in %s: `tunvs lab down` removes it)", ErrNoLab, s.Dir)
+	}
+	if !s.Ready {
+		return nil, fmt.Errorf("the lab in %s is not ready yet", s.Dir)
+	}
+	pid, ok := s.Hosts[host]
+	if !ok {
+		return nil, fmt.Errorf("no host %q in the lab (hosts: %s)", host, strings.Join(s.HostNames(), ", "))
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return nil, fmt.Errorf("nsenter (util-linux) is needed: %w", err)
+	}
+	if len(argv) == 0 {
+		sh := os.Getenv("SHELL")
+		if sh == "" {
+			sh = "/bin/sh"
+		}
+		argv = []string{sh}
+	}
+	wd, _ := os.Getwd()
+	out := []string{nsenter, "--preserve-credentials", "-U", "-m", "-t", strconv.Itoa(s.PID), "--",
+		nsenter, "--net=/proc/" + strconv.Itoa(pid) + "/ns/net", "--",
+		// Entering a mount namespace moves to its root directory; come
+		// back to where the user was, if it exists there.
+		"/bin/sh", "-c", `cd "$0" 2>/dev/null; exec "$@"`, wd}
+	return append(out, argv...), nil
+}
+
+// ExecEnv is the environment for commands run with ExecArgv: tunvsadm
+// finds the lab's director.
+func (s *State) ExecEnv() []string {
+	return append(os.Environ(), "TUNVS_SOCKET="+SocketPath(s.Dir), "TUNVS_LAB_HOST=1")
+}
+
+// HostNames lists the lab's hosts in a stable order.
+func (s *State) HostNames() []string {
+	var n []string
+	for k := range s.Hosts {
+		n = append(n, k)
+	}
+	sort.Slice(n, func(i, j int) bool {
+		return hostOrder(n[i]) < hostOrder(n[j]) || (hostOrder(n[i]) == hostOrder(n[j]) && n[i] < n[j])
+	})
+	return n
+}
+
+func hostOrder(n string) int {
+	switch n {
+	case HostClient:
+		return 0
+	case HostRouter:
+		return 1
+	case HostDir:
+		return 2
+	case HostLan:
+		return 3
+	}
+	return 4
+}
+
+// WaitReady waits until the inner process marks the lab ready, or exited
+// reports that it ended.
+func WaitReady(ctx context.Context, dir string, exited <-chan struct{}, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "ready")); err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("lab: the lab's process ended before the lab was ready")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("lab: not ready within %v", within)
+		}
+	}
+}
+
+// Banner describes the running lab and how to use it.
+func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
+	bw := bufio.NewWriter(w)
+	defer bw.Flush()
+	dirFlag := ""
+	if os.Getenv("TUNVS_LAB_DIR") == "" && s.Dir != DefaultStateDir() {
+		dirFlag = " --state-dir " + s.Dir
+	}
+	attach := "TAP device " + DirectorDev + " on bridge " + BridgeDev
+	if s.Attach == "tun" {
+		attach = "TUN device " + DirectorDev + ", routed by host lan"
+	}
+	fmt.Fprintf(bw, "LVS-NAT lab on network namespaces: scheduler %s, %d real servers, director on a %s\n\n", cfg.Scheduler, cfg.Servers, attach)
+	fmt.Fprintf(bw, "  client    %-18s eth0\n", ClientAddr)
+	fmt.Fprintf(bw, "  router    %-18s eth0 (public; nftables DNAT %s:80 -> %s:80)\n", RouterPublic, RouterPublic.Addr(), VIP)
+	fmt.Fprintf(bw, "            %-18s eth1 (lab side; forwarding on)\n", RouterLab)
+	if s.Attach == "tun" {
+		fmt.Fprintf(bw, "  director  %-18s DIP, VIP %s, on TUN %s (tunvs, userspace)\n", DIP.Addr().String()+"/32", VIP, DirectorDev)
+		fmt.Fprintf(bw, "  lan       bridge %s: the lab segment (ports router, rs1..); %s on %s routes to %s\n", BridgeDev, LanGateway, BridgeDev, DirectorDev)
+		fmt.Fprintf(bw, "            and answers ARP for the DIP and the VIP (proxy ARP)\n")
+	} else {
+		fmt.Fprintf(bw, "  director  %-18s DIP, VIP %s, default via %s (tunvs, userspace)\n", DIP, VIP, RouterLab.Addr())
+		fmt.Fprintf(bw, "  lan       bridge %s: the lab segment (ports router, rs1.., %s)\n", BridgeDev, DirectorDev)
+	}
+	for i := 0; i < cfg.Servers; i++ {
+		fmt.Fprintf(bw, "  %-9s %-18s eth0, gateway %s, \"%s\"\n", RealServerHost(i), netip.PrefixFrom(RealServerAddr(i), 24), VIP, RealServerName(i))
+	}
+	if _, err := os.Stat(filepath.Join(s.Dir, "nft-unavailable")); err == nil {
+		fmt.Fprintf(bw, "\n  NOTE: nftables is unavailable, so the router does no DNAT: curl http://%s/ instead.\n", VIP)
+	}
+	fmt.Fprintf(bw, "\nTry:\n")
+	tries := [][2]string{
+		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, RouterPublic.Addr()), "a request, as the article's client makes it"},
+		{fmt.Sprintf("%s lab exec%s director -- tunvsadm -L -n", self, dirFlag), "the director's table (-Lnc: its connections)"},
+		{fmt.Sprintf("tunvsadm --socket %s -L -n", SocketPath(s.Dir)), "the same, from outside the lab"},
+		{fmt.Sprintf("%s lab exec%s rs1", self, dirFlag), "a shell in a host: client, router, director, lan, rs1, ..."},
+		{fmt.Sprintf("%s lab capture%s lan %s", self, dirFlag, DirectorDev), "the director's packets, tcpdump-style"},
+		{fmt.Sprintf("%s lab walk%s", self, dirFlag), "the packet walk, step by step"},
+		{fmt.Sprintf("%s lab down%s", self, dirFlag), "remove everything"},
+	}
+	width := 0
+	for _, t := range tries {
+		width = max(width, len(t[0]))
+	}
+	for _, t := range tries {
+		fmt.Fprintf(bw, "  %-*s   # %s\n", width, t[0], t[1])
+	}
+}

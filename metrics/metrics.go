@@ -1,0 +1,174 @@
+// Package metrics serves the director's counters in the Prometheus text
+// exposition format (version 0.0.4), written by hand: per service and real
+// server connections, packets and bytes, drops by reason, the connection
+// table, the host's packet counters and the Go runtime.
+package metrics
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/netstack"
+)
+
+// DefaultAddr is where --metrics listens when given no address: loopback.
+const DefaultAddr = "127.0.0.1:9177"
+
+// Source is what the metrics read.
+type Source struct {
+	NAT  *nat.Table
+	Host *netstack.Host // may be nil
+}
+
+// Handler serves /metrics.
+func Handler(src Source) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		bw := bufio.NewWriter(w)
+		Write(bw, src)
+		bw.Flush()
+	})
+}
+
+// Serve listens on addr and serves /metrics until the listener is closed.
+func Serve(addr string, src Source) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", Handler(src))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return ln, nil
+}
+
+// escape escapes a label value.
+func escape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
+}
+
+type writer struct {
+	w    io.Writer
+	seen map[string]bool
+}
+
+func (m *writer) head(name, typ, help string) {
+	if m.seen[name] {
+		return
+	}
+	m.seen[name] = true
+	fmt.Fprintf(m.w, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
+func (m *writer) val(name, labels string, v uint64) {
+	if labels != "" {
+		fmt.Fprintf(m.w, "%s{%s} %d\n", name, labels, v)
+	} else {
+		fmt.Fprintf(m.w, "%s %d\n", name, v)
+	}
+}
+
+// Write writes every metric of src.
+func Write(w io.Writer, src Source) {
+	m := &writer{w: w, seen: map[string]bool{}}
+	t := src.NAT
+	svcs := t.Services()
+	type stat struct {
+		name, help string
+		get        func(nat.StatsSnapshot) uint64
+	}
+	stats := []stat{
+		{"connections_total", "connections scheduled (ipvsadm --stats Conns)", func(s nat.StatsSnapshot) uint64 { return s.Conns }},
+		{"in_packets_total", "packets client to real server", func(s nat.StatsSnapshot) uint64 { return s.InPkts }},
+		{"out_packets_total", "packets real server to client", func(s nat.StatsSnapshot) uint64 { return s.OutPkts }},
+		{"in_bytes_total", "bytes (IP length) client to real server", func(s nat.StatsSnapshot) uint64 { return s.InBytes }},
+		{"out_bytes_total", "bytes (IP length) real server to client", func(s nat.StatsSnapshot) uint64 { return s.OutBytes }},
+	}
+	svcLabels := func(s *nat.Service) string {
+		return fmt.Sprintf(`protocol="%s",service="%s"`, strings.ToLower(nat.ProtoName(s.Proto)), escape(s.AddrPort().String()))
+	}
+	for _, st := range stats {
+		name := "tunvs_service_" + st.name
+		m.head(name, "counter", "per virtual service: "+st.help)
+		for _, s := range svcs {
+			m.val(name, svcLabels(s), st.get(s.Stats.Snapshot()))
+		}
+	}
+	for _, st := range stats {
+		name := "tunvs_server_" + st.name
+		m.head(name, "counter", "per real server: "+st.help)
+		for _, s := range svcs {
+			for _, d := range s.Dests() {
+				m.val(name, svcLabels(s)+`,server="`+escape(d.AddrPort().String())+`"`, st.get(d.Stats.Snapshot()))
+			}
+		}
+	}
+	gauges := []struct {
+		name, help string
+		get        func(*nat.Dest) int
+	}{
+		{"tunvs_server_active_connections", "ipvsadm ActiveConn", (*nat.Dest).ActiveConns},
+		{"tunvs_server_inactive_connections", "ipvsadm InActConn", (*nat.Dest).InactConns},
+		{"tunvs_server_connections", "connections bound to the real server, active or not", (*nat.Dest).TotalConns},
+		{"tunvs_server_persistent_connections", "persistence templates (ipvsadm PersistConn)", (*nat.Dest).PersistConns},
+		{"tunvs_server_weight", "weight (0: quiesced)", (*nat.Dest).Weight},
+	}
+	for _, g := range gauges {
+		m.head(g.name, "gauge", g.help)
+		for _, s := range svcs {
+			for _, d := range s.Dests() {
+				m.val(g.name, svcLabels(s)+`,server="`+escape(d.AddrPort().String())+`"`, uint64(max(g.get(d), 0)))
+			}
+		}
+	}
+	m.head("tunvs_drops_total", "counter", "packets dropped by the NAT, by reason")
+	for _, r := range nat.DropReasons() {
+		m.val("tunvs_drops_total", `reason="`+escape(r.String())+`"`, t.Drops(r))
+	}
+	m.head("tunvs_connections", "gauge", "entries in the connection table")
+	m.val("tunvs_connections", "", uint64(t.Len()))
+	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
+	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
+	m.head("tunvs_services", "gauge", "virtual services")
+	m.val("tunvs_services", "", uint64(len(svcs)))
+	if h := src.Host; h != nil {
+		c := &h.Counters
+		for _, hc := range []struct {
+			name, help string
+			v          uint64
+		}{
+			{"fast_path", "NATed packets that skipped the stack (bypass)", c.FastPath.Load()},
+			{"delivered", "packets handed to the stack", c.Delivered.Load()},
+			{"too_big_sent", "ICMP fragmentation needed / packet too big sent", c.TooBigSent.Load()},
+			{"unreachable_sent", "ICMP port unreachable sent (no real server)", c.UnreachSent.Load()},
+			{"time_exceeded_sent", "ICMP time exceeded sent", c.TimeExceededSent.Load()},
+			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
+			{"read_errors", "device read errors", c.ReadErrors.Load()},
+			{"write_errors", "device write errors", c.WriteErrors.Load()},
+		} {
+			name := "tunvs_host_" + hc.name + "_total"
+			m.head(name, "counter", hc.help)
+			m.val(name, "", hc.v)
+		}
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m.head("go_goroutines", "gauge", "number of goroutines")
+	m.val("go_goroutines", "", uint64(runtime.NumGoroutine()))
+	m.head("go_memstats_heap_alloc_bytes", "gauge", "heap bytes allocated and in use")
+	m.val("go_memstats_heap_alloc_bytes", "", ms.HeapAlloc)
+	m.head("go_memstats_heap_inuse_bytes", "gauge", "heap bytes in in-use spans")
+	m.val("go_memstats_heap_inuse_bytes", "", ms.HeapInuse)
+	m.head("go_memstats_sys_bytes", "gauge", "bytes obtained from the OS")
+	m.val("go_memstats_sys_bytes", "", ms.Sys)
+	m.head("go_gc_cycles_total", "counter", "completed GC cycles")
+	m.val("go_gc_cycles_total", "", uint64(ms.NumGC))
+}

@@ -1,0 +1,465 @@
+//go:build linux
+
+// Command ipvsrun runs parity scenarios against kernel IPVS. It runs as
+// root inside the parity VM (parity/vm/run.sh), where the kernel has ip_vs;
+// every scenario gets fresh network namespaces (director, clients, one per
+// real server), so IPVS state never carries from one scenario to the next.
+// The results (the real server that answered each connection, each
+// `ipvsadm -L -n`) go to -out as JSON, a []parity.Result.
+//
+// Usage: ipvsrun -out results.json scenario.txt...
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/parity"
+)
+
+var (
+	timeout = flag.Duration("timeout", 4*time.Second, "how long a client waits for an answer")
+	verbose = flag.Bool("v", false, "log every command")
+)
+
+func main() {
+	out := flag.String("out", "results.json", "where to write the results")
+	flag.Parse()
+	var results []parity.Result
+	failed := false
+	for i, path := range flag.Args() {
+		t0 := time.Now()
+		sc, err := parity.ParseFile(path)
+		var r parity.Result
+		if err != nil {
+			r = parity.Result{Scenario: path, Error: err.Error()}
+		} else {
+			r = run(i, sc)
+		}
+		if r.Error != "" {
+			failed = true
+		}
+		fmt.Printf("ipvsrun: %s: %d events in %v %s\n", r.Scenario, len(r.Events), time.Since(t0).Round(time.Millisecond), r.Error)
+		results = append(results, r)
+	}
+	b, err := json.MarshalIndent(results, "", "  ")
+	if err == nil {
+		err = os.WriteFile(*out, b, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ipvsrun:", err)
+		os.Exit(1)
+	}
+	if failed {
+		os.Exit(2)
+	}
+}
+
+// sh runs a command, failing with its output.
+func sh(args ...string) (string, error) {
+	if *verbose {
+		fmt.Println("+", strings.Join(args, " "))
+	}
+	c := exec.Command(args[0], args[1:]...)
+	var stdout, stderr strings.Builder
+	c.Stdout, c.Stderr = &stdout, &stderr
+	err := c.Run()
+	if err != nil {
+		return stdout.String(), fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
+}
+
+// batch runs ip commands (each "ip [-n NS] ARGS...") as few `ip -batch`
+// runs as it can: consecutive commands for the same namespace go together.
+// Every exec costs a lot under TCG.
+func batch(cmds [][]string) error {
+	var ns string
+	var lines []string
+	flush := func() error {
+		if len(lines) == 0 {
+			return nil
+		}
+		args := []string{"ip"}
+		if ns != "" {
+			args = append(args, "-n", ns)
+		}
+		args = append(args, "-batch", "-")
+		if *verbose {
+			fmt.Println("+", strings.Join(args, " "), "<<", strings.Join(lines, "; "))
+		}
+		c := exec.Command(args[0], args[1:]...)
+		c.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+		out, err := c.CombinedOutput()
+		lines = lines[:0]
+		if err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+		return nil
+	}
+	for _, c := range cmds {
+		if c[1] == "netns" {
+			// Not in a batch: `ip netns add` switches ip itself into
+			// the new namespace.
+			if err := flush(); err != nil {
+				return err
+			}
+			if _, err := sh(c...); err != nil {
+				return err
+			}
+			continue
+		}
+		cns, rest := "", c[1:]
+		if len(rest) >= 2 && rest[0] == "-n" {
+			cns, rest = rest[1], rest[2:]
+		}
+		if cns != ns {
+			if err := flush(); err != nil {
+				return err
+			}
+			ns = cns
+		}
+		lines = append(lines, strings.Join(rest, " "))
+	}
+	return flush()
+}
+
+// shNS runs a command in network namespace ns: forked from a thread that
+// entered ns (cheaper than `ip netns exec`, which also remounts /sys).
+func shNS(ns string, args ...string) (out string, err error) {
+	if e := inNS(ns, func() error {
+		out, err = sh(args...)
+		return nil
+	}); e != nil {
+		return "", e
+	}
+	return out, err
+}
+
+// inNS runs f on a thread that has entered network namespace ns; sockets f
+// creates belong to ns for good. The thread is discarded afterwards.
+func inNS(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", ns, err)
+			return
+		}
+		errc <- f()
+	}()
+	return <-errc
+}
+
+func sysctl(ns, name, val string) error {
+	return inNS(ns, func() error {
+		return os.WriteFile("/proc/sys/"+strings.ReplaceAll(name, ".", "/"), []byte(val), 0o644)
+	})
+}
+
+type world struct {
+	dir, cli  string
+	nss       []string
+	closers   []io.Closer
+	conns     map[netip.AddrPort]net.Conn
+	listeners []net.Listener
+}
+
+func (w *world) teardown() {
+	for _, c := range w.conns {
+		c.Close()
+	}
+	for _, c := range w.closers {
+		c.Close()
+	}
+	for _, ns := range w.nss {
+		sh("ip", "netns", "del", ns)
+	}
+}
+
+// setup builds the namespaces for sc: see the package comment of parity.
+func (w *world) setup(i int, sc *parity.Scenario) error {
+	w.dir, w.cli = fmt.Sprintf("d%d", i), fmt.Sprintf("c%d", i)
+	rs, vips := sc.RealServers()
+	cmds := [][]string{
+		{"ip", "netns", "add", w.dir},
+		{"ip", "netns", "add", w.cli},
+	}
+	w.nss = append(w.nss, w.dir, w.cli)
+	d, c := []string{"ip", "-n", w.dir}, []string{"ip", "-n", w.cli}
+	cat := func(a []string, b ...string) []string { return append(append([]string{}, a...), b...) }
+	cmds = append(cmds,
+		cat(d, "link", "set", "lo", "up"),
+		cat(c, "link", "set", "lo", "up"),
+		cat(d, "link", "add", "cl", "type", "veth", "peer", "name", "eth0", "netns", w.cli),
+		cat(d, "addr", "add", "10.0.0.1/24", "dev", "cl"),
+		cat(d, "link", "set", "cl", "up"),
+		cat(c, "addr", "add", "10.0.0.2/24", "dev", "eth0"),
+		cat(c, "link", "set", "eth0", "up"),
+		cat(c, "route", "add", "default", "via", "10.0.0.1"),
+		cat(d, "link", "add", "br0", "type", "bridge"),
+		cat(d, "addr", "add", "10.1.0.254/24", "dev", "br0"),
+		cat(d, "link", "set", "br0", "up"),
+	)
+	seenV := map[netip.Addr]bool{}
+	for _, v := range vips {
+		if !seenV[v.Addr()] {
+			seenV[v.Addr()] = true
+			cmds = append(cmds, cat(d, "addr", "add", v.Addr().String()+"/32", "dev", "lo"))
+		}
+	}
+	for _, a := range sc.Clients() {
+		cmds = append(cmds,
+			cat(c, "addr", "add", a.String()+"/32", "dev", "eth0"),
+			cat(d, "route", "add", a.String()+"/32", "via", "10.0.0.2"))
+	}
+	rsNS := map[netip.Addr]string{}
+	for _, r := range rs {
+		if _, ok := rsNS[r.Addr()]; ok {
+			continue
+		}
+		ns := fmt.Sprintf("r%d_%d", i, len(rsNS))
+		rsNS[r.Addr()] = ns
+		w.nss = append(w.nss, ns)
+		port := fmt.Sprintf("p%d", len(rsNS))
+		cmds = append(cmds,
+			[]string{"ip", "netns", "add", ns},
+			[]string{"ip", "-n", ns, "link", "set", "lo", "up"},
+			cat(d, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns),
+			cat(d, "link", "set", port, "master", "br0", "up"),
+			[]string{"ip", "-n", ns, "addr", "add", r.Addr().String() + "/24", "dev", "eth0"},
+			[]string{"ip", "-n", ns, "link", "set", "eth0", "up"},
+			[]string{"ip", "-n", ns, "route", "add", "default", "via", "10.1.0.254"},
+		)
+	}
+	// Namespaces first, then the director (which creates every veth),
+	// the client, the real servers: few `ip -batch` runs.
+	group := func(c []string) int {
+		switch {
+		case c[1] == "netns":
+			return 0
+		case c[2] == w.dir:
+			return 1
+		case c[2] == w.cli:
+			return 2
+		}
+		return 3
+	}
+	sort.SliceStable(cmds, func(a, b int) bool { return group(cmds[a]) < group(cmds[b]) })
+	if err := batch(cmds); err != nil {
+		return err
+	}
+	for _, kv := range [][2]string{
+		{"net.ipv4.ip_forward", "1"},
+		// ip_vs_leave's ICMP port unreachable must not be rate limited,
+		// or "no destination" would depend on timing.
+		{"net.ipv4.icmp_ratelimit", "0"},
+	} {
+		if err := sysctl(w.dir, kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	// Real servers: a TCP listener and a UDP socket on every addr:port,
+	// answering with their own name.
+	for _, r := range rs {
+		name := r.String()
+		err := inNS(rsNS[r.Addr()], func() error {
+			l, err := net.Listen("tcp4", name)
+			if err != nil {
+				return err
+			}
+			w.closers = append(w.closers, l)
+			go serveTCP(l, name)
+			u, err := net.ListenPacket("udp4", name)
+			if err != nil {
+				return err
+			}
+			w.closers = append(w.closers, u)
+			go serveUDP(u, name)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("real server %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func serveTCP(l net.Listener, name string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			io.WriteString(c, name+"\n")
+			io.Copy(io.Discard, c) // until the client closes
+		}()
+	}
+}
+
+func serveUDP(u net.PacketConn, name string) {
+	buf := make([]byte, 1500)
+	for {
+		_, from, err := u.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		u.WriteTo([]byte(name+"\n"), from)
+	}
+}
+
+func classify(err error) string {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return parity.Refused
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, syscall.ETIMEDOUT):
+		return parity.Timeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return parity.Timeout
+	}
+	return "error: " + err.Error()
+}
+
+func reuse(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	})
+	return serr
+}
+
+// closeConn closes a TCP connection the orderly way: our FIN, the server's
+// FIN after it, so IPVS has seen both before the next step.
+func closeConn(c net.Conn) error {
+	tc := c.(*net.TCPConn)
+	if err := tc.CloseWrite(); err != nil {
+		tc.Close()
+		return err
+	}
+	tc.SetReadDeadline(time.Now().Add(*timeout))
+	_, err := io.Copy(io.Discard, tc)
+	tc.Close()
+	return err
+}
+
+func (w *world) tcp(st parity.Step) (outcome, detail string) {
+	var conn net.Conn
+	err := inNS(w.cli, func() error {
+		dl := net.Dialer{Timeout: *timeout, LocalAddr: net.TCPAddrFromAddrPort(st.Src), Control: reuse}
+		c, err := dl.Dial("tcp4", st.Dst.String())
+		conn = c
+		return err
+	})
+	if err != nil {
+		return classify(err), err.Error()
+	}
+	conn.SetReadDeadline(time.Now().Add(*timeout))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		return classify(err), err.Error()
+	}
+	if st.Hold {
+		w.conns[st.Src] = conn
+	} else if err := closeConn(conn); err != nil {
+		detail = "close: " + err.Error()
+	}
+	return strings.TrimSpace(line), detail
+}
+
+func (w *world) udp(st parity.Step) (outcome, detail string) {
+	var conn *net.UDPConn
+	err := inNS(w.cli, func() error {
+		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(st.Src), net.UDPAddrFromAddrPort(st.Dst))
+		conn = c
+		return err
+	})
+	if err != nil {
+		return "error: " + err.Error(), ""
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("hello\n")); err != nil {
+		return classify(err), err.Error()
+	}
+	conn.SetReadDeadline(time.Now().Add(*timeout))
+	buf := make([]byte, 200)
+	n, err := conn.Read(buf)
+	if err != nil {
+		return classify(err), err.Error()
+	}
+	return strings.TrimSpace(string(buf[:n])), ""
+}
+
+func run(i int, sc *parity.Scenario) (r parity.Result) {
+	r.Scenario = sc.Name
+	w := &world{conns: map[netip.AddrPort]net.Conn{}}
+	defer w.teardown()
+	t0 := time.Now()
+	if err := w.setup(i, sc); err != nil {
+		r.Error = "setup: " + err.Error()
+		return r
+	}
+	r.SetupMs = time.Since(t0).Milliseconds()
+	for _, st := range sc.Steps {
+		ev := parity.Event{Line: st.Line, Step: st.String()}
+		t0 := time.Now()
+		switch st.Kind {
+		case parity.StepIPVSAdm:
+			_, err := shNS(w.dir, append([]string{"ipvsadm"}, st.Args...)...)
+			ev.Outcome = "ok"
+			if err != nil {
+				ev.Outcome, ev.Detail = "error", err.Error()
+			}
+		case parity.StepList:
+			out, err := shNS(w.dir, "ipvsadm", "-L", "-n")
+			ev.Outcome = out
+			if err != nil {
+				ev.Detail = err.Error()
+			}
+		case parity.StepTCP:
+			ev.Outcome, ev.Detail = w.tcp(st)
+		case parity.StepUDP:
+			ev.Outcome, ev.Detail = w.udp(st)
+		case parity.StepClose:
+			c, ok := w.conns[st.Src]
+			if !ok {
+				ev.Outcome = "error: no held connection from " + st.Src.String()
+				break
+			}
+			delete(w.conns, st.Src)
+			ev.Outcome = "ok"
+			if err := closeConn(c); err != nil {
+				ev.Detail = err.Error()
+			}
+		}
+		ev.Ms = time.Since(t0).Milliseconds()
+		r.Events = append(r.Events, ev)
+	}
+	return r
+}

@@ -1,0 +1,269 @@
+package parity
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestScenariosTunvs runs every scenario against tunvs only (no VM): the
+// files parse and no step fails inside the harness itself. Cheap; part of
+// plain `go test ./...`.
+func TestScenariosTunvs(t *testing.T) {
+	for _, dir := range []string{"scenarios", "scenarios/pending"} {
+		scs, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range scs {
+			r := RunTunvs(sc)
+			for _, ev := range r.Events {
+				if strings.HasPrefix(ev.Outcome, "error: ") {
+					t.Errorf("%s/%s:%d %s: %s %s", dir, sc.Name, ev.Line, ev.Step, ev.Outcome, ev.Detail)
+				}
+			}
+		}
+	}
+}
+
+func cacheDir() string {
+	if d := os.Getenv("TUNVS_PARITY_CACHE"); d != "" {
+		return d
+	}
+	if os.Geteuid() == 0 {
+		return "/var/cache/tunvs-parity"
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "tunvs-parity")
+	}
+	h, _ := os.UserHomeDir()
+	return filepath.Join(h, ".cache", "tunvs-parity")
+}
+
+func readEnv(path string) (map[string]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), "="); ok {
+			m[k] = v
+		}
+	}
+	return m, s.Err()
+}
+
+type scenarioRun struct {
+	sc      *Scenario
+	pending bool
+}
+
+// TestIPVSParity boots Debian's kernel under qemu once, runs every scenario
+// there against kernel IPVS (ipvsrun), then against tunvs, and diffs them.
+// Scenarios in scenarios/pending/ run too, but their differences are only
+// logged: they cover what tunvs does not implement yet.
+func TestIPVSParity(t *testing.T) {
+	if os.Getenv("TUNVS_PARITY") != "1" {
+		t.Skip("boots Debian's kernel under qemu (minutes; needs parity/setup.sh, normally as root): run `make ipvs-parity`, or set TUNVS_PARITY=1")
+	}
+	envPath := filepath.Join(cacheDir(), "parity.env")
+	env, err := readEnv(envPath)
+	if err != nil {
+		t.Fatalf("%v: run parity/setup.sh first", err)
+	}
+	var runs []scenarioRun
+	for _, d := range []struct {
+		dir     string
+		pending bool
+	}{{"scenarios", false}, {"scenarios/pending", true}} {
+		scs, err := Load(d.dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, sc := range scs {
+			runs = append(runs, scenarioRun{sc, d.pending})
+		}
+	}
+	if only := os.Getenv("TUNVS_PARITY_ONLY"); only != "" {
+		var keep []scenarioRun
+		for _, r := range runs {
+			if strings.Contains(r.sc.Name, only) {
+				keep = append(keep, r)
+			}
+		}
+		runs = keep
+	}
+	if len(runs) == 0 {
+		t.Fatal("no scenarios")
+	}
+
+	// The job directory, shared read-write with the VM at /job.
+	job := t.TempDir()
+	if err := os.Mkdir(filepath.Join(job, "scenarios"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range runs {
+		src := filepath.Join("scenarios", r.sc.Name+".txt")
+		if r.pending {
+			src = filepath.Join("scenarios", "pending", r.sc.Name+".txt")
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ipvsrun takes them in glob order: keep ours.
+		if err := os.WriteFile(filepath.Join(job, "scenarios", fmt.Sprintf("%03d_%s.txt", i, r.sc.Name)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runSh, err := os.ReadFile("vm/run.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.WriteFile(filepath.Join(job, "run.sh"), runSh, 0o755))
+	must(os.WriteFile(filepath.Join(job, "env"), []byte(fmt.Sprintf("KVER=%s\nMODDIR=%s\n", env["KVER"], env["MODDIR"])), 0o644))
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	build := exec.Command(goBin, "build", "-o", filepath.Join(job, "ipvsrun"), "./cmd/ipvsrun")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building ipvsrun: %v\n%s", err, out)
+	}
+
+	// Boot. TCG by default: the KVM device of some hosts (firecracker-
+	// style) does not run stock kernels. TUNVS_PARITY_ACCEL=kvm overrides.
+	accel := os.Getenv("TUNVS_PARITY_ACCEL")
+	if accel == "" {
+		accel = "tcg"
+	}
+	limit := 15 * time.Minute
+	if s := os.Getenv("TUNVS_PARITY_VM_TIMEOUT"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			limit = d
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	smp := min(runtime.NumCPU(), 4)
+	qemu := exec.CommandContext(ctx, "qemu-system-x86_64",
+		"-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", fmt.Sprint(smp), "-m", "1024",
+		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
+		"-kernel", env["KERNEL"], "-initrd", env["INITRD"],
+		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off",
+		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+		"-virtfs", "local,path="+job+",mount_tag=job,security_model=none,multidevs=remap",
+	)
+	console, err := os.Create(filepath.Join(job, "console.log"))
+	must(err)
+	qemu.Stdout, qemu.Stderr = console, console
+	t0 := time.Now()
+	err = qemu.Run()
+	console.Close()
+	boot := time.Since(t0)
+	log, _ := os.ReadFile(filepath.Join(job, "console.log"))
+	exitB, _ := os.ReadFile(filepath.Join(job, "exit"))
+	t.Logf("VM (qemu -accel %s, %d CPUs) ran %d scenarios in %v", accel, smp, len(runs), boot.Round(100*time.Millisecond))
+	b, rerr := os.ReadFile(filepath.Join(job, "results.json"))
+	if err != nil || rerr != nil {
+		t.Fatalf("VM run failed (qemu: %v, in-VM exit %q, results: %v); console:\n%s", err, strings.TrimSpace(string(exitB)), rerr, log)
+	}
+	if testing.Verbose() || strings.TrimSpace(string(exitB)) != "0" {
+		t.Logf("console (in-VM exit %s):\n%s", strings.TrimSpace(string(exitB)), log)
+	}
+	var kernel []Result
+	must(json.Unmarshal(b, &kernel))
+	if len(kernel) != len(runs) {
+		t.Fatalf("VM returned %d results for %d scenarios", len(kernel), len(runs))
+	}
+	if dir := os.Getenv("TUNVS_PARITY_KEEP"); dir != "" {
+		// Keep the kernel's answers (to study a diff offline).
+		must(os.WriteFile(filepath.Join(dir, "kernel-results.json"), b, 0o644))
+	}
+
+	var matched, pendingMatched, pendingDiff []string
+	for i, run := range runs {
+		k := kernel[i]
+		name := run.sc.Name
+		if run.pending {
+			name = "pending/" + name
+		}
+		t.Run(name, func(t *testing.T) {
+			if k.Error != "" {
+				t.Fatalf("VM side: %s", k.Error)
+			}
+			u := RunTunvs(run.sc)
+			diffs := Diff(k, u)
+			switch {
+			case len(diffs) == 0 && run.pending:
+				pendingMatched = append(pendingMatched, name)
+				t.Logf("pending scenario now matches the kernel: move it to scenarios/")
+			case len(diffs) == 0:
+				matched = append(matched, name)
+			case run.pending:
+				pendingDiff = append(pendingDiff, name)
+				t.Logf("pending (not a failure): %d differences from the kernel:\n%s", len(diffs), strings.Join(diffs, "\n"))
+			default:
+				t.Errorf("%d differences from the kernel (treat as tunvs bugs):\n%s", len(diffs), strings.Join(diffs, "\n"))
+			}
+		})
+	}
+	t.Logf("match: %v", matched)
+	t.Logf("pending, now matching: %v", pendingMatched)
+	t.Logf("pending, still different: %v", pendingDiff)
+}
+
+// Diff compares the kernel's and tunvs's runs of one scenario, step by
+// step: the outcome of every step, listings after trimming trailing blanks.
+func Diff(kernel, tunvs Result) []string {
+	var out []string
+	n := max(len(kernel.Events), len(tunvs.Events))
+	for i := range n {
+		if i >= len(kernel.Events) || i >= len(tunvs.Events) {
+			out = append(out, fmt.Sprintf("event %d: kernel has %d events, tunvs %d", i, len(kernel.Events), len(tunvs.Events)))
+			break
+		}
+		k, u := kernel.Events[i], tunvs.Events[i]
+		if k.Step != u.Step {
+			out = append(out, fmt.Sprintf("event %d: steps differ: kernel %q, tunvs %q", i, k.Step, u.Step))
+			break
+		}
+		if strings.HasPrefix(k.Step, "list") {
+			kl, ul := TrimListing(k.Outcome), TrimListing(u.Outcome)
+			if kl != ul {
+				out = append(out, fmt.Sprintf("line %d: list differs:\n--- ipvsadm -L -n (kernel)\n%s\n+++ tunvsadm -L -n (tunvs)\n%s", k.Line, indent(kl), indent(ul)))
+			}
+			continue
+		}
+		if k.Outcome != u.Outcome {
+			d := fmt.Sprintf("line %d: %s: kernel %s, tunvs %s", k.Line, k.Step, k.Outcome, u.Outcome)
+			if k.Detail != "" || u.Detail != "" {
+				d += fmt.Sprintf(" (kernel: %s; tunvs: %s)", k.Detail, u.Detail)
+			}
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
