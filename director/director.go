@@ -174,7 +174,7 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
 	if cfg.Metrics != "" {
-		if d.metricsLn, err = metrics.Serve(cfg.Metrics, metrics.Source{NAT: d.NAT, Host: h}); err != nil {
+		if d.metricsLn, err = metrics.Serve(cfg.Metrics, metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot}); err != nil {
 			return nil, err
 		}
 		cfg.Log.Info().Str("addr", d.metricsLn.Addr().String()).Msg("metrics listening")
@@ -351,4 +351,15 @@ func (d *Director) Close() error {
 		errs = append(errs, d.pcap.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// healthSnapshot is the health checks' state for the metrics (nil when
+// nothing is checked).
+func (d *Director) healthSnapshot() []health.ServiceStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.Health == nil {
+		return nil
+	}
+	return d.Health.Snapshot()
 }

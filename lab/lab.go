@@ -28,6 +28,7 @@ import (
 
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/director"
+	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
 	"github.com/tunvs/tunvs/tun"
@@ -60,7 +61,12 @@ type Config struct {
 	// this matters only for routed (TUN) links.
 	Bypass bool
 	MTU    int // link MTU, default 1500
-	Log    zerolog.Logger
+	// Health, if it has services, checks the real servers from the
+	// director (see package health).
+	Health health.Config
+	// Trace, if set, receives each packet's walk through the director.
+	Trace io.Writer
+	Log   zerolog.Logger
 }
 
 // Lab is a running in-process lab.
@@ -112,6 +118,8 @@ func New(cfg Config) (_ *Lab, err error) {
 		},
 		Rules:  cmds,
 		Bypass: cfg.Bypass,
+		Health: cfg.Health,
+		Trace:  cfg.Trace,
 		Log:    cfg.Log,
 	})
 	if err != nil {

@@ -79,7 +79,10 @@ type NetnsConfig struct {
 	// RSCmd, if set, runs in each real server's namespace (by sh -c)
 	// instead of the built-in HTTP server; TUNVS_LAB_NAME and
 	// TUNVS_LAB_ADDR tell it who it is. It must listen on port 80.
-	RSCmd    string
+	RSCmd string
+	// Checks are health check rules (tunvs run --check) for the
+	// director, e.g. "-t 172.16.1.100:80 http path=/ interval=1s".
+	Checks   []string
 	StateDir string
 	// Self is the tunvs executable (for `tunvs run` and `tunvs lab serve`).
 	Self string
@@ -209,6 +212,9 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		"--rule", fmt.Sprintf("-A -t %s:80 -s %s", VIP, cfg.Scheduler)}
 	for i := range cfg.Servers {
 		args = append(args, "--rule", fmt.Sprintf("-a -t %s:80 -r %s -m", VIP, RealServerAddr(i)))
+	}
+	for _, c := range cfg.Checks {
+		args = append(args, "--check="+c)
 	}
 	if cfg.Attach == "tap" {
 		args = append(args,

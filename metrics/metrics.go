@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
 )
@@ -25,6 +26,8 @@ const DefaultAddr = "127.0.0.1:9177"
 type Source struct {
 	NAT  *nat.Table
 	Host *netstack.Host // may be nil
+	// Health, if set, returns the health checks' state (nil: none).
+	Health func() []health.ServiceStatus
 }
 
 // Handler serves /metrics.
@@ -133,6 +136,9 @@ func Write(w io.Writer, src Source) {
 	for _, r := range nat.DropReasons() {
 		m.val("tunvs_drops_total", `reason="`+escape(r.String())+`"`, t.Drops(r))
 	}
+	if src.Health != nil {
+		writeHealth(m, src.Health())
+	}
 	m.head("tunvs_connections", "gauge", "entries in the connection table")
 	m.val("tunvs_connections", "", uint64(t.Len()))
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
@@ -171,4 +177,42 @@ func Write(w io.Writer, src Source) {
 	m.val("go_memstats_sys_bytes", "", ms.Sys)
 	m.head("go_gc_cycles_total", "counter", "completed GC cycles")
 	m.val("go_gc_cycles_total", "", uint64(ms.NumGC))
+}
+
+// writeHealth exports the health checks: whether each checked server is
+// up, its checks, failures and transitions, and each service's quorum and
+// sorry server.
+func writeHealth(m *writer, svcs []health.ServiceStatus) {
+	bool01 := func(b bool) uint64 {
+		if b {
+			return 1
+		}
+		return 0
+	}
+	type srvMetric struct {
+		name, typ, help string
+		get             func(health.ServerStatus) uint64
+	}
+	for _, sm := range []srvMetric{
+		{"tunvs_health_up", "gauge", "a checked real server passes its check (1) or is failed (0)", func(s health.ServerStatus) uint64 { return bool01(s.Up) }},
+		{"tunvs_health_checks_total", "counter", "checks run against the real server", func(s health.ServerStatus) uint64 { return s.Checks }},
+		{"tunvs_health_failures_total", "counter", "checks that failed", func(s health.ServerStatus) uint64 { return s.Failures }},
+		{"tunvs_health_downs_total", "counter", "times the server was taken out (fall reached)", func(s health.ServerStatus) uint64 { return s.Downs }},
+		{"tunvs_health_ups_total", "counter", "times the server came back (rise reached)", func(s health.ServerStatus) uint64 { return s.Ups }},
+	} {
+		m.head(sm.name, sm.typ, sm.help)
+		for _, svc := range svcs {
+			for _, srv := range svc.Servers {
+				m.val(sm.name, fmt.Sprintf(`service="%s",server="%s",check="%s"`, escape(svc.Service), escape(srv.Server.String()), escape(fmt.Sprint(srv.Check))), sm.get(srv))
+			}
+		}
+	}
+	m.head("tunvs_health_quorum_up", "gauge", "the service has its quorum of live weight (1) or is down (0)")
+	for _, svc := range svcs {
+		m.val("tunvs_health_quorum_up", `service="`+escape(svc.Service)+`"`, bool01(svc.QuorumUp))
+	}
+	m.head("tunvs_health_sorry_active", "gauge", "the sorry server is in the pool")
+	for _, svc := range svcs {
+		m.val("tunvs_health_sorry_active", `service="`+escape(svc.Service)+`"`, bool01(svc.SorryActive))
+	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/lab/netns"
 	"github.com/tunvs/tunvs/sched"
@@ -65,6 +66,8 @@ func cmdLab(ctx context.Context, args []string) error {
 	attach := fs.String("attach", "tap", "with --netns: how the director joins the lab segment: tap (bridged) or tun (routed)")
 	rsCmd := fs.String("rs-cmd", "", "with --netns: command each real server runs (sh -c) instead of the built-in HTTP server; it must listen on port 80")
 	detach := fs.Bool("detach", false, "with --netns: start the lab in the background and return")
+	checks := fs.StringArray("check", nil, "a health check of the real servers, as tunvs run --check (e.g. '-t 172.16.1.100:80 http path=/ interval=1s on-fail=inhibit'); repeatable")
+	trace := fs.Bool("trace", false, "in-process lab: print each packet's walk through the director")
 	walk := fs.Bool("walk", false, "with --netns: then walk one connection through the lab, pausing at each step")
 	walkAuto := fs.Bool("walk-auto", false, "with --netns: the walk without pauses")
 	stateDir := fs.String("state-dir", lab.DefaultStateDir(), "with --netns: the lab's state directory")
@@ -76,6 +79,14 @@ func cmdLab(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
+	// Health rules are checked here, before anything is built.
+	var hp health.Parser
+	for i, l := range *checks {
+		if err := hp.Line(l); err != nil {
+			return usageError{fmt.Errorf("--check #%d %q: %w", i+1, l, err)}
+		}
+	}
+	hc := hp.Config()
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
@@ -95,7 +106,11 @@ func cmdLab(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		return lab.Run(ctx, lab.Config{Scheduler: *s, Servers: *servers, Log: log}, *n, os.Stdout)
+		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log}
+		if *trace {
+			lc.Trace = os.Stdout
+		}
+		return lab.Run(ctx, lc, *n, os.Stdout)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -105,7 +120,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, StateDir: dir, Self: self}
+	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self}
 	if *attach != "tap" && *attach != "tun" {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
 	}
@@ -145,6 +160,9 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 		"--attach", cfg.Attach, "--state-dir", cfg.StateDir, "--log-level", lf.level}
 	if cfg.RSCmd != "" {
 		args = append(args, "--rs-cmd", cfg.RSCmd)
+	}
+	for _, c := range cfg.Checks {
+		args = append(args, "--check="+c)
 	}
 	if detach {
 		args = append(args, "--detach")
