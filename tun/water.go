@@ -27,6 +27,17 @@ type Config struct {
 	// Up brings the interface up (IFF_UP) once it exists, so that the
 	// kernel starts routing to it without an external "ip link set up".
 	Up bool
+	// Offload, on Linux and for KindTUN, opens the device with a
+	// virtio-net header and TCP/UDP segmentation offloads (see
+	// OffloadDevice): the kernel exchanges 64 KiB super-packets with
+	// tunvs, which splits and coalesces them in software, so the
+	// packets above the Device are the same as without it but cost far
+	// fewer system calls. Ignored for TAP and on other systems, which
+	// get the plain device.
+	Offload bool
+	// Queues, with Offload, opens the device with IFF_MULTI_QUEUE and
+	// this many fds (see OffloadDevice.Queues). 0 or 1 means one queue.
+	Queues int
 }
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process
@@ -40,6 +51,10 @@ type Config struct {
 // On Linux the MTU and the up flag are applied with ioctls and the MTU is
 // read back, so MTU() tells what the kernel really uses. On other systems
 // MTU and Up are not applied and MTU() reports 1500; see water_other.go.
+//
+// With cfg.Offload, on Linux and for a TUN, Open returns an
+// *OffloadDevice instead (BatchSize 128, Headroom 10): same packets, far
+// fewer system calls; see its documentation.
 func Open(cfg Config) (Device, error) {
 	kind := cfg.Kind
 	if kind == 0 {
@@ -50,6 +65,16 @@ func Open(cfg Config) (Device, error) {
 	}
 	if cfg.MTU < 0 {
 		return nil, fmt.Errorf("open %q: negative mtu %d", cfg.Name, cfg.MTU)
+	}
+	if cfg.Offload && kind == KindTUN && offloadAvailable {
+		if cfg.Queues < 0 {
+			return nil, fmt.Errorf("open %q: negative queue count %d", cfg.Name, cfg.Queues)
+		}
+		d, err := openOffload(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("open %s %q with offloads: %w", kind, cfg.Name, err)
+		}
+		return d, nil
 	}
 	f, name, err := openDevice(cfg.Name, kind)
 	if err != nil {

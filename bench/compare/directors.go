@@ -20,6 +20,7 @@ var directors = []director{
 	{"ipvs", setupIPVS},
 	{"nft", setupNFT},
 	{"tunvs", setupTunvs},
+	{"tunvs-offload", setupTunvsOffload},
 	{"haproxy", setupHAProxy},
 }
 
@@ -114,6 +115,13 @@ backend perf
 		return "", err
 	}
 	b.dirProc = p
+	return "", nil
+}
+
+func setupTunvsOffload(b *bed, c config) (string, error) {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload"); err != nil {
+		return "", err
+	}
 	return "", nil
 }
 

@@ -75,6 +75,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
 	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
 	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
+	offload := fs.Bool("tun-offload", false, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): reads take the kernel's super-packets apart, writes coalesce TCP runs")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
@@ -161,7 +162,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var dl []director.Link
 	for _, ls := range specs {
-		dev, err := tun.Open(tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true})
+		dev, err := tun.Open(tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload})
 		if err != nil {
 			for _, l := range dl {
 				l.Dev.Close()

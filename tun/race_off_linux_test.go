@@ -1,0 +1,5 @@
+//go:build linux && !race
+
+package tun_test
+
+const raceEnabled = false
