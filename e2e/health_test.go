@@ -95,18 +95,20 @@ func (p *prober) halt() {
 // × interval (weight 0, as keepalived's inhibit_on_failure leaves it), no
 // request fails after that, and it comes back after rise × interval.
 func runHealth(t *testing.T) {
-	const interval, fall, rise = 200 * time.Millisecond, 2, 2
+	// Margins for a loaded 2-core CI machine: a check times out only after
+	// 400 ms, and the waits below are in units of the interval.
+	const interval, fall, rise = 500 * time.Millisecond, 2, 2
 	e := setup(t, opts{extra: []string{fmt.Sprintf(
-		"--check=-t 172.16.1.100:80 http path=/ status=200-299 interval=%v timeout=150ms fall=%d rise=%d on-fail=inhibit",
+		"--check=-t 172.16.1.100:80 http path=/ status=200-299 interval=%v timeout=400ms fall=%d rise=%d on-fail=inhibit",
 		interval, fall, rise)}})
 	c := e.httpClient()
-	c.Timeout = 2 * time.Second
+	c.Timeout = 3 * time.Second
 	p := startProber(c, "http://172.16.1.100/")
 	defer p.halt()
 	time.Sleep(500 * time.Millisecond)
 	// Detection takes fall × interval; allow for a check in flight and
 	// for the requests already sent to the server when it went away.
-	settle := time.Duration(fall+2)*interval + 300*time.Millisecond
+	settle := time.Duration(fall+2)*interval + time.Second
 	weight := func(rsAddr string) string {
 		out := e.adm("-L", "-n")
 		for _, l := range strings.Split(out, "\n") {
@@ -153,9 +155,9 @@ func runHealth(t *testing.T) {
 
 	// It comes back.
 	e.serveHTTP(rs1, "tcp4")
-	waitWeight("172.16.1.5", "1", time.Duration(rise+2)*interval+300*time.Millisecond)
+	waitWeight("172.16.1.5", "1", time.Duration(rise+2)*interval+time.Second)
 	back := time.Now()
-	time.Sleep(time.Second)
+	time.Sleep(2 * time.Second)
 	seen := map[string]int{}
 	for _, pr := range p.since(back) {
 		seen[pr.from]++
@@ -172,7 +174,7 @@ func runHealth(t *testing.T) {
 	time.Sleep(time.Second)
 	checkOnly(after, "RS1")
 	e.rss[1].fail.Store(false)
-	waitWeight("172.16.1.6", "1", time.Duration(rise+2)*interval+300*time.Millisecond)
+	waitWeight("172.16.1.6", "1", time.Duration(rise+2)*interval+time.Second)
 }
 
 func TestHealth(t *testing.T) {

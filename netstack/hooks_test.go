@@ -83,11 +83,10 @@ func TestTrace(t *testing.T) {
 		c.recv(isTCP4)
 		c.send(nattest.TCP(cli, vip, nattest.ACK, 0))
 		r.recv(isTCP4)
-		got := out.String()
-		for deadline := time.Now().Add(2 * time.Second); !strings.Contains(got, "#3.3 ") && time.Now().Before(deadline); got = out.String() {
-			time.Sleep(5 * time.Millisecond)
-		}
-		for _, want := range []string{
+		// Each packet's lines are written when its walk ends, by the
+		// goroutine of the NIC it came in on: packet 2's may land after
+		// packet 3's. Wait for all of them.
+		wants := []string{
 			"#1.1 arrived on c: TCP 10.0.0.10:40000 -> 172.16.1.100:80 [SYN], 40 bytes",
 			"#1.2 no connection: matched virtual service TCP 172.16.1.100:80 (rr)",
 			"#1.3 scheduled to real server 172.16.1.5:8080, connection recorded (both directions)",
@@ -96,7 +95,20 @@ func TestTrace(t *testing.T) {
 			"#2.2 connection found (real server -> client reply, SYN_RECV)",
 			"#2.3 SNAT: source 172.16.1.5:8080 -> 172.16.1.100:80",
 			"#3.2 connection found (client -> real server",
-		} {
+		}
+		all := func(got string) bool {
+			for _, w := range wants {
+				if !strings.Contains(got, w) {
+					return false
+				}
+			}
+			return true
+		}
+		got := out.String()
+		for deadline := time.Now().Add(5 * time.Second); !all(got) && time.Now().Before(deadline); got = out.String() {
+			time.Sleep(5 * time.Millisecond)
+		}
+		for _, want := range wants {
 			if !strings.Contains(got, want) {
 				t.Errorf("bypass=%v: trace lacks %q:\n%s", bypass, want, got)
 			}
