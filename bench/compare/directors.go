@@ -19,8 +19,8 @@ type director struct {
 var directors = []director{
 	{"ipvs", setupIPVS},
 	{"nft", setupNFT},
-	{"tunvs", setupTunvs},
 	{"tunvs-offload", setupTunvsOffload},
+	{"tunvs-plain", setupTunvs},
 	{"haproxy", setupHAProxy},
 }
 
@@ -119,14 +119,16 @@ backend perf
 }
 
 func setupTunvsOffload(b *bed, c config) (string, error) {
-	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload"); err != nil {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true"); err != nil {
 		return "", err
 	}
 	return "", nil
 }
 
+// setupTunvs is tunvs with one packet per system call (the plain device,
+// what water gives on every platform).
 func setupTunvs(b *bed, c config) (string, error) {
-	if err := b.tunvsWiring(c.tunvsBin); err != nil {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=false"); err != nil {
 		return "", err
 	}
 	return "", nil

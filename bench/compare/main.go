@@ -1,8 +1,10 @@
 // Command compare runs the same workloads through every director it can
 // find on this machine, on the same namespace topology, in one run: the
 // kernel's own IPVS (when /proc/net/ip_vs exists), the kernel's nftables
-// NAT (numgen round robin), HAProxy in TCP mode (when installed), and tunvs
-// on its devices. It prints a table with each figure as a ratio to the
+// NAT (numgen round robin), tunvs on TUN devices with offloads
+// (tunvs-offload) and without (tunvs-plain: one packet per system call, as
+// the portable water device does), and HAProxy in TCP mode (when
+// installed). It prints a table with each figure as a ratio to the
 // kernel baseline, and writes the raw numbers as JSON and a chart as SVG.
 //
 //	go run ./bench/compare -out bench/results   # or: make compare
@@ -64,7 +66,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
-	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (nft,ipvs,haproxy,tunvs)")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.Parse()
 	if role := os.Getenv(envRole); role != "" {

@@ -75,7 +75,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
 	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
 	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
-	offload := fs.Bool("tun-offload", false, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): reads take the kernel's super-packets apart, writes coalesce TCP runs")
+	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): reads take the kernel's super-packets apart, writes coalesce TCP runs; =false for one packet per system call")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
@@ -162,7 +162,14 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var dl []director.Link
 	for _, ls := range specs {
-		dev, err := tun.Open(tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload})
+		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload}
+		dev, err := tun.Open(cfg)
+		if err != nil && cfg.Offload && ls.kind == tun.KindTUN {
+			// A kernel that refuses the offloads still has plain TUN.
+			log.Warn().Err(err).Str("link", ls.name).Msg("TUN offloads refused; using the plain device")
+			cfg.Offload = false
+			dev, err = tun.Open(cfg)
+		}
 		if err != nil {
 			for _, l := range dl {
 				l.Dev.Close()
