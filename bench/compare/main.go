@@ -68,7 +68,11 @@ func main() {
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
 	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
+	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
+	if *from != "" {
+		os.Exit(redraw(c, *from))
+	}
 	if role := os.Getenv(envRole); role != "" {
 		os.Exit(serveRole(role, flag.Args()))
 	}
@@ -150,6 +154,25 @@ func outside(c config) int {
 	return report(c, res)
 }
 
+// redraw rewrites the table and chart of an earlier run, with its date,
+// machine and commit.
+func redraw(c config, path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	var saved struct {
+		Meta    map[string]any `json:"meta"`
+		Results []result       `json:"results"`
+	}
+	if err := json.Unmarshal(b, &saved); err != nil {
+		fmt.Fprintln(os.Stderr, "compare:", path, err)
+		return 1
+	}
+	return write(c, saved.Results, saved.Meta)
+}
+
 func report(c config, res []result) int {
 	rev, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	meta := map[string]any{
@@ -159,6 +182,10 @@ func report(c config, res []result) int {
 		"go":      runtime.Version(),
 		"seconds": c.duration.Seconds(),
 	}
+	return write(c, res, meta)
+}
+
+func write(c config, res []result, meta map[string]any) int {
 	table := renderTable(res, meta)
 	fmt.Print(table)
 	if err := os.MkdirAll(c.out, 0o755); err != nil {

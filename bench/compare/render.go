@@ -86,12 +86,19 @@ func renderSVG(res []result) string {
 			ran = append(ran, r)
 		}
 	}
+	// Only workloads the baseline has a figure for can be drawn as ratios.
+	var wls []struct{ key, label, unit string }
+	for _, wl := range workloads {
+		if base != nil && base.Figures[wl.key] != 0 {
+			wls = append(wls, wl)
+		}
+	}
 	const w, h, left, top, bottom = 900, 420, 60, 30, 110
 	colors := []string{"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"}
-	groupW := float64(w-left-20) / float64(len(workloads))
+	groupW := float64(w-left-20) / float64(max(len(wls), 1))
 	maxR := 1.5
 	for _, r := range ran {
-		for _, wl := range workloads {
+		for _, wl := range wls {
 			if base != nil {
 				if v := ratio(wl.key, r.Figures[wl.key], base.Figures[wl.key]); !math.IsNaN(v) && v > maxR {
 					maxR = v
@@ -105,7 +112,7 @@ func renderSVG(res []result) string {
 	fmt.Fprintf(&b, `<text x="%d" y="18" font-size="14">Throughput and latency as a ratio to %s (above 1 is better)</text>`+"\n", left, baseName(base))
 	fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#888" stroke-dasharray="4"/>`+"\n", left, w-20, y(1), y(1))
 	fmt.Fprintf(&b, `<text x="5" y="%.1f">1x</text>`+"\n", y(1)+4)
-	for gi, wl := range workloads {
+	for gi, wl := range wls {
 		x0 := float64(left) + float64(gi)*groupW
 		barW := (groupW - 10) / float64(max(len(ran), 1))
 		for ri, r := range ran {
