@@ -390,8 +390,6 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	}
 	c.timeout.Store(int64(to[c.state]))
 	c.expires.Store(now + c.timeout.Load())
-	c.inKey = makeKey(p.Proto, src, p.SrcPort, dst, p.DstPort)
-	c.outKey = makeKey(p.Proto, d.Addr, sr.dport, src, p.SrcPort)
 	if mtu := t.cfg.EgressMTU; mtu != nil {
 		c.mtu[DirIn] = int32(mtu(d.Addr))
 		c.mtu[DirOut] = int32(mtu(src))
@@ -416,7 +414,8 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		}
 		// Another goroutine made the same connection first (or the table
 		// filled meanwhile): use what is there, if anything.
-		if old := t.in.get(&c.inKey); old != nil {
+		ik := c.inKey()
+		if old := t.in.get(&ik); old != nil {
 			return t.forward(old, DirIn, p, now)
 		}
 		return t.drop(DropTableFull)
@@ -430,11 +429,12 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 // insert adds c under both keys; false if either is taken or the table is
 // full. Lock order: the in shard, then the out shard.
 func (t *Table) insert(c *Conn) bool {
-	si := t.in.shardOf(&c.inKey)
-	so := t.out.shardOf(&c.outKey)
+	ik, ok := c.inKey(), c.outKey()
+	si := t.in.shardOf(&ik)
+	so := t.out.shardOf(&ok)
 	si.mu.Lock()
 	defer si.mu.Unlock()
-	if _, ok := si.m[c.inKey]; ok {
+	if _, taken := si.m[ik]; taken {
 		return false
 	}
 	so.mu.Lock()
@@ -443,7 +443,7 @@ func (t *Table) insert(c *Conn) bool {
 		t.n.Add(-1)
 		return false
 	}
-	si.m[c.inKey] = c
+	si.m[ik] = c
 	// The reply key may be held by an older connection: the same client
 	// port reaching the same real server through another virtual service
 	// while the first sits in TIME_WAIT. The kernel adds the new entry at
@@ -451,24 +451,25 @@ func (t *Table) insert(c *Conn) bool {
 	// the older one keeps its own client-side key. (When the newer one
 	// goes first, the older one's replies are no longer matched; the
 	// kernel would find it further down the chain. It is in TIME_WAIT.)
-	so.m[c.outKey] = c
+	so.m[ok] = c
 	return true
 }
 
 // remove takes c out of the table and releases it from its dest's counts
 // and its template. Safe to call more than once.
 func (t *Table) remove(c *Conn) {
-	si := t.in.shardOf(&c.inKey)
-	so := t.out.shardOf(&c.outKey)
+	ik, ok := c.inKey(), c.outKey()
+	si := t.in.shardOf(&ik)
+	so := t.out.shardOf(&ok)
 	si.mu.Lock()
 	so.mu.Lock()
 	removed := false
-	if si.m[c.inKey] == c {
-		delete(si.m, c.inKey)
+	if si.m[ik] == c {
+		delete(si.m, ik)
 		removed = true
 	}
-	if so.m[c.outKey] == c {
-		delete(so.m, c.outKey)
+	if so.m[ok] == c {
+		delete(so.m, ok)
 	}
 	so.mu.Unlock()
 	si.mu.Unlock()

@@ -122,7 +122,6 @@ func (t *Table) schedPersistLocked(svc *Service, p *Packet, src, dst netip.Addr,
 			template: true,
 			inactive: true,
 			state:    StateNone,
-			inKey:    tk,
 		}
 		ct.timeout.Store(int64(to))
 		t.tpls[sh][tk] = ct
@@ -153,9 +152,10 @@ func (t *Table) checkTemplateLocked(ct *Conn) bool {
 	if !d.removed.Load() && !(t.expireQuiesTpl.Load() && d.weight.Load() == 0) {
 		return true
 	}
-	sh := ct.inKey.hash(t.tplSeed) & (shardCount - 1)
-	if t.tpls[sh][ct.inKey] == ct {
-		delete(t.tpls[sh], ct.inKey)
+	tk := ct.inKey()
+	sh := tk.hash(t.tplSeed) & (shardCount - 1)
+	if t.tpls[sh][tk] == ct {
+		delete(t.tpls[sh], tk)
 		ct.invalid.Store(true)
 		t.stale[ct] = struct{}{}
 	}
@@ -183,11 +183,12 @@ func (t *Table) dropTemplateLocked(ct *Conn) {
 		}
 		delete(t.stale, ct)
 	} else {
-		sh := ct.inKey.hash(t.tplSeed) & (shardCount - 1)
-		if t.tpls[sh][ct.inKey] != ct {
+		tk := ct.inKey()
+		sh := tk.hash(t.tplSeed) & (shardCount - 1)
+		if t.tpls[sh][tk] != ct {
 			return
 		}
-		delete(t.tpls[sh], ct.inKey)
+		delete(t.tpls[sh], tk)
 	}
 	ct.mu.Lock()
 	ct.dead = true
