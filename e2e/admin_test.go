@@ -430,16 +430,8 @@ func runRulesFile(t *testing.T) {
 }
 
 func TestAdmin(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			t.Run("tunvsadm", runAdmin)
-			t.Run("rules", runRulesFile)
-		})
-	}
+	inSandboxes(t, func(t *testing.T) {
+		t.Run("tunvsadm", runAdmin)
+		t.Run("rules", runRulesFile)
+	})
 }

@@ -483,30 +483,12 @@ func runPMTUDownload(t *testing.T) {
 }
 
 func TestDirector(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			runDirector(t)
-		})
-	}
+	inSandboxes(t, runDirector)
 }
 
 func TestPathMTU(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			t.Run("upload", runPMTUUpload)
-			t.Run("download", runPMTUDownload)
-		})
-	}
+	inSandboxes(t, func(t *testing.T) {
+		t.Run("upload", runPMTUUpload)
+		t.Run("download", runPMTUDownload)
+	})
 }

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/tunvs/tunvs/lab/netns"
 )
 
 // prober keeps requesting through the VIP, one new connection at a time,
@@ -178,15 +176,5 @@ func runHealth(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			runHealth(t)
-		})
-	}
+	inSandboxes(t, runHealth)
 }

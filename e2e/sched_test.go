@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tunvs/tunvs/lab/netns"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -41,15 +40,5 @@ func runEverySchedulers(t *testing.T) {
 }
 
 func TestEveryScheduler(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			runEverySchedulers(t)
-		})
-	}
+	inSandboxes(t, runEverySchedulers)
 }
