@@ -41,6 +41,10 @@ bench-smoke:
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzPacket$$' -fuzztime 20s ./nat/
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime 20s ./nat/
+	$(GO) test -run '^$$' -fuzz '^FuzzRules$$' -fuzztime 10s ./admin/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./health/
+	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime 10s ./tun/
+	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime 10s ./tun/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
