@@ -154,6 +154,19 @@ const (
 	numOpts = iota
 )
 
+// listFlags are the listing options: each sets a format bit and counts as
+// its ipvsadm option for the legality table.
+var listFlags = map[string]struct {
+	f   Format
+	opt uint32
+}{
+	"-n": {FmtNumeric, optNumeric}, "-c": {FmtConn, optConnection},
+	"--stats": {FmtStats, optStats}, "--rate": {FmtRate, optRate},
+	"--thresholds": {FmtThresholds, optThresholds}, "--persistent-conn": {FmtPersistentConn, optPersistentConn},
+	"--nosort": {FmtNoSort, optNoSort}, "--exact": {FmtExact, optExact},
+	"--timeout": {FmtTimeout, optTimeout}, "--daemon": {FmtDaemon, optDaemon},
+}
+
 var optNames = [numOpts]string{
 	"numeric", "connection", "service-address", "scheduler", "persistent",
 	"netmask", "real-server", "forwarding-method", "weight", "u-threshold",
@@ -259,40 +272,17 @@ func Parse(args []string) (Command, error) {
 			}
 			continue
 		}
+		if lf, ok := listFlags[a]; ok {
+			c.Format |= lf.f
+			if err := set(lf.opt); err != nil {
+				return c, err
+			}
+			continue
+		}
 		var err error
 		switch a {
-		case "-n":
-			c.Format |= FmtNumeric
-			err = set(optNumeric)
-		case "-c":
-			c.Format |= FmtConn
-			err = set(optConnection)
-		case "--stats":
-			c.Format |= FmtStats
-			err = set(optStats)
-		case "--rate":
-			c.Format |= FmtRate
-			err = set(optRate)
-		case "--thresholds":
-			c.Format |= FmtThresholds
-			err = set(optThresholds)
-		case "--persistent-conn":
-			c.Format |= FmtPersistentConn
-			err = set(optPersistentConn)
-		case "--nosort":
-			c.Format |= FmtNoSort
-			err = set(optNoSort)
 		case "--sort":
 			// ipvsadm 1.31 sorts by default; --sort stays for old scripts.
-		case "--exact":
-			c.Format |= FmtExact
-			err = set(optExact)
-		case "--timeout":
-			c.Format |= FmtTimeout
-			err = set(optTimeout)
-		case "--daemon":
-			c.Format |= FmtDaemon
-			err = set(optDaemon)
 		case "-6":
 			// Only meaningful with -f, which tunvs refuses.
 		case "-t", "-u":
