@@ -50,55 +50,55 @@ func (db *nameDB) load() {
 	db.loaded = map[string]int64{hostsFile: mtime(hostsFile), servicesFile: mtime(servicesFile)}
 	db.byAddr, db.byName = map[netip.Addr]string{}, map[string]netip.Addr{}
 	db.portNam, db.namPort = map[[2]string]uint16{}, map[portKey]string{}
-	if f, err := os.Open(hostsFile); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			line, _, _ := strings.Cut(sc.Text(), "#")
-			fs := strings.Fields(line)
-			if len(fs) < 2 {
-				continue
-			}
-			a, err := netip.ParseAddr(fs[0])
-			if err != nil || a.Zone() != "" {
-				continue
-			}
-			a = a.Unmap()
-			if _, ok := db.byAddr[a]; !ok {
-				db.byAddr[a] = fs[1] // gethostbyaddr's h_name: the first name
-			}
-			for _, n := range fs[1:] {
-				if _, ok := db.byName[n]; !ok {
-					db.byName[n] = a
-				}
+	eachRecord(hostsFile, func(fs []string) {
+		a, err := netip.ParseAddr(fs[0])
+		if err != nil || a.Zone() != "" {
+			return
+		}
+		a = a.Unmap()
+		if _, ok := db.byAddr[a]; !ok {
+			db.byAddr[a] = fs[1] // gethostbyaddr's h_name: the first name
+		}
+		for _, n := range fs[1:] {
+			if _, ok := db.byName[n]; !ok {
+				db.byName[n] = a
 			}
 		}
-		f.Close()
+	})
+	eachRecord(servicesFile, func(fs []string) {
+		ps, proto, ok := strings.Cut(fs[1], "/")
+		n, err := strconv.ParseUint(ps, 10, 16)
+		if !ok || err != nil {
+			return
+		}
+		pk := portKey{uint16(n), proto}
+		if _, ok := db.namPort[pk]; !ok {
+			db.namPort[pk] = fs[0]
+		}
+		for _, name := range append([]string{fs[0]}, fs[2:]...) {
+			k := [2]string{name, proto}
+			if _, ok := db.portNam[k]; !ok {
+				db.portNam[k] = uint16(n)
+			}
+		}
+	})
+}
+
+// eachRecord calls fn with the fields of every line of an /etc/hosts-style
+// file that has at least two, comments stripped. A missing or unreadable
+// file has no records.
+func eachRecord(path string, fn func(fields []string)) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
 	}
-	if f, err := os.Open(servicesFile); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			line, _, _ := strings.Cut(sc.Text(), "#")
-			fs := strings.Fields(line)
-			if len(fs) < 2 {
-				continue
-			}
-			ps, proto, ok := strings.Cut(fs[1], "/")
-			n, err := strconv.ParseUint(ps, 10, 16)
-			if !ok || err != nil {
-				continue
-			}
-			pk := portKey{uint16(n), proto}
-			if _, ok := db.namPort[pk]; !ok {
-				db.namPort[pk] = fs[0]
-			}
-			for _, name := range append([]string{fs[0]}, fs[2:]...) {
-				k := [2]string{name, proto}
-				if _, ok := db.portNam[k]; !ok {
-					db.portNam[k] = uint16(n)
-				}
-			}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "#")
+		if fs := strings.Fields(line); len(fs) >= 2 {
+			fn(fs)
 		}
-		f.Close()
 	}
 }
 
