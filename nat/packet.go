@@ -43,6 +43,37 @@ type Packet struct {
 	// innerLater: the quoted packet is a later fragment, whose "L4
 	// header" is data: SetInner* leaves it alone.
 	innerLater bool
+	// partial: the TCP/UDP checksum field holds the pseudo-header sum
+	// only (see Offload.PartialCsum). segLen: see Offload.SegLen.
+	partial bool
+	segLen  int
+}
+
+// Offload describes what a device's offloads left unfinished in a packet
+// handed to ProcessOffload (a TUN device with a virtio-net header).
+type Offload struct {
+	// SegLen, when not zero, marks a GSO super-packet that the device
+	// will cut into IP packets of at most SegLen bytes: the egress MTU is
+	// checked against that, as the kernel's forwarding checks a GSO
+	// packet (skb_gso_validate_network_len), not against the whole.
+	SegLen int
+	// PartialCsum: the TCP or UDP checksum field holds only the folded
+	// pseudo-header sum (CHECKSUM_PARTIAL), which the device completes.
+	// Port rewrites then leave it alone and address rewrites add their
+	// change to it, as IPVS's tcp_partial_csum_update and
+	// udp_partial_csum_update do. The caller guarantees the checksum
+	// sits in the TCP or UDP header the parse finds (no IPv6 extension
+	// headers, not a fragment); it is ignored for other protocols.
+	PartialCsum bool
+}
+
+// netLen is the length the MTU applies to: of each segment of a
+// super-packet, or of the packet.
+func (p *Packet) netLen() int {
+	if p.segLen > 0 {
+		return p.segLen
+	}
+	return len(p.B)
 }
 
 // Inner describes the packet quoted inside an ICMP error (offsets relative
@@ -446,10 +477,12 @@ func (p *Packet) DF() bool {
 // in full: TCP, UDP (over the UDP length; in IPv4 a zero checksum means
 // none and is right, in IPv6 it is wrong), ICMPv4 (no pseudo-header) and
 // ICMPv6. It reports true where there is nothing it can check: fragments,
-// other protocols, and IPv6 packets whose pseudo-header takes its
-// destination from a Routing header.
+// other protocols, IPv6 packets whose pseudo-header takes its
+// destination from a Routing header, and packets whose checksum is
+// partial (Offload.PartialCsum: there is none yet, as tcp_csum_check
+// skips CHECKSUM_PARTIAL).
 func (p *Packet) VerifyL4Checksum() bool {
-	if p.Frag || !p.l4csum || p.rt || p.L4 < 0 || p.L4 > len(p.B) {
+	if p.Frag || !p.l4csum || p.rt || p.partial || p.L4 < 0 || p.L4 > len(p.B) {
 		return true
 	}
 	l4 := p.B[p.L4:]
@@ -531,7 +564,11 @@ func (p *Packet) setAddr(a netip.Addr, port uint16, dst bool) bool {
 		if dst {
 			pp = &p.DstPort
 		}
-		setPort(b, p.L4, p.Proto, p.V6, dst, port, d)
+		if p.partial {
+			setPortPartial(b, p.L4, p.Proto, dst, port, d)
+		} else {
+			setPort(b, p.L4, p.Proto, p.V6, dst, port, d)
+		}
 		*pp = port
 	case ipProtoICMPv6:
 		if p.V6 && p.L4+4 <= len(b) { // ICMPv4 has no pseudo-header
@@ -579,6 +616,25 @@ func setPort(b []byte, l4 int, proto uint8, v6, dst bool, port uint16, d uint32)
 	}
 	put16(b[co:], nc)
 	return outer + wordDelta(oc, nc)
+}
+
+// setPortPartial is setPort for a packet whose checksum field holds the
+// pseudo-header sum S (Offload.PartialCsum): the port is not in S, and an
+// address change d makes it S + d, which is ~applyDelta(~S, d).
+func setPortPartial(b []byte, l4 int, proto uint8, dst bool, port uint16, d uint32) {
+	co := l4 + 6
+	if proto == ipProtoTCP {
+		co = l4 + 16
+	}
+	if co+2 > len(b) {
+		return
+	}
+	po := l4
+	if dst {
+		po += 2
+	}
+	put16(b[po:], port)
+	put16(b[co:], ^applyDelta(^binary.BigEndian.Uint16(b[co:]), d))
 }
 
 // SetInnerSrc rewrites the source address and, for TCP and UDP, port of

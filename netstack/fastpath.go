@@ -13,16 +13,26 @@ import (
 const noBypass = math.MaxUint32
 
 // fastPath collects the packets of one read batch that skip the stack and
-// writes them per egress NIC when the batch is done. It belongs to one
-// reader goroutine.
+// writes them per egress queue when the batch is done. It belongs to one
+// reader goroutine, that of queue qi of its NIC.
 type fastPath struct {
+	qi   int
 	pend []pending
 	bufs [][]byte
+	gso  []tun.GSO
+
+	// Software segmentation (tun.Splitter) for super-packets bound for
+	// the stack or a device without offloads: seg holds the pieces of
+	// one packet, each with bufOffset headroom.
+	sp  tun.Splitter
+	seg []byte
 }
 
 type pending struct {
-	out *NIC
+	out *txQueue
+	nic *NIC
 	buf []byte
+	gso tun.GSO
 }
 
 // try sends an already rewritten packet of an established connection
@@ -30,7 +40,7 @@ type pending struct {
 // connection and direction and cached in the connection. It returns false
 // where the stack must handle the packet: a TAP egress (needs a neighbour
 // lookup), a TTL about to expire (needs an ICMP error), no route.
-func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, frameLen int) bool {
+func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
 	h := in.h
 	slot := &res.Conn.Egress[res.Dir]
 	eg := slot.Load()
@@ -48,7 +58,8 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, fra
 	if !p.DecTTL() {
 		return false
 	}
-	f.pend = append(f.pend, pending{out: out, buf: whole[:bufOffset+frameLen]})
+	q := out.txq[f.qi%len(out.txq)]
+	f.pend = append(f.pend, pending{out: q, nic: out, buf: whole, gso: g})
 	h.Counters.FastPath.Add(1)
 	return true
 }
@@ -68,32 +79,82 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 	return uint32(r.NICID()) + 1
 }
 
-// flush writes the collected packets, one Write per egress NIC.
+// flush writes the collected packets, one Write per egress queue.
 func (f *fastPath) flush(h *Host) {
 	for len(f.pend) > 0 {
 		out := f.pend[0].out
-		f.bufs = f.bufs[:0]
+		nic := f.pend[0].nic
+		f.bufs, f.gso = f.bufs[:0], f.gso[:0]
 		rest := f.pend[:0]
 		for _, pd := range f.pend {
-			if pd.out == out {
-				f.bufs = append(f.bufs, pd.buf)
-			} else {
+			if pd.out != out {
 				rest = append(rest, pd)
+				continue
 			}
-		}
-		if hk := h.hooks; hk != nil && hk.capture != nil {
-			for _, b := range f.bufs {
-				hk.capture.Frame(out.name, out.kind, true, b[bufOffset:])
+			if pd.gso.Pending() && out.gso == nil {
+				// A device without offloads: what is collected
+				// goes first, then this packet in pieces.
+				f.write(h, nic, out)
+				h.Counters.GSOSplit.Add(1)
+				f.split(h, pd.buf[bufOffset:], pd.gso, func(seg []byte) {
+					f.bufs = append(f.bufs[:0], seg)
+					f.write(h, nic, out)
+				})
+				continue
 			}
+			f.bufs = append(f.bufs, pd.buf)
+			f.gso = append(f.gso, pd.gso)
 		}
-		out.writeMu.Lock()
-		_, err := out.dev.Write(f.bufs, bufOffset)
-		out.writeMu.Unlock()
-		if err != nil {
-			h.Counters.WriteErrors.Add(1)
-		}
+		f.write(h, nic, out)
 		f.pend = rest
 	}
-	clear(f.bufs)
+	clear(f.bufs[:cap(f.bufs)])
 	f.bufs = f.bufs[:0]
+}
+
+// write sends f.bufs (with f.gso, on a device that takes it) out of q, a
+// queue of nic, and empties them.
+func (f *fastPath) write(h *Host, nic *NIC, q *txQueue) {
+	if len(f.bufs) == 0 {
+		return
+	}
+	if hk := h.hooks; hk != nil && hk.capture != nil {
+		for _, b := range f.bufs {
+			hk.capture.Frame(nic.name, nic.kind, true, b[bufOffset:])
+		}
+	}
+	var err error
+	q.mu.Lock()
+	if q.gso != nil {
+		_, err = q.gso.WriteGSO(f.bufs, f.gso, bufOffset)
+	} else {
+		_, err = q.dev.Write(f.bufs, bufOffset)
+	}
+	q.mu.Unlock()
+	if err != nil {
+		h.Counters.WriteErrors.Add(1)
+	}
+	f.bufs, f.gso = f.bufs[:0], f.gso[:0]
+}
+
+// split cuts pkt, a packet with pending offload state g, into ordinary
+// packets and calls fn with each, in a buffer with bufOffset bytes of
+// headroom that is reused for the next. A packet or piece that cannot be
+// made is counted as a link drop.
+func (f *fastPath) split(h *Host, pkt []byte, g tun.GSO, fn func(seg []byte)) {
+	if err := f.sp.Load(pkt, g); err != nil {
+		h.Counters.LinkDrops.Add(1)
+		return
+	}
+	if f.seg == nil {
+		f.seg = make([]byte, bufOffset+tun.MaxGSOPacket)
+	}
+	for f.sp.Pending() {
+		m, err := f.sp.Next(f.seg[bufOffset:])
+		if err != nil {
+			h.Counters.LinkDrops.Add(1)
+			continue
+		}
+		fn(f.seg[:bufOffset+m])
+	}
 }

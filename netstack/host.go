@@ -36,6 +36,11 @@ type Config struct {
 	// device without entering the stack, where the egress is a TUN (a
 	// layer-3 link needs no neighbour lookup).
 	Bypass bool
+	// NoGSO makes the host read offloaded super-packets from devices
+	// that can hand them up (tun.GSODevice) cut into ordinary packets,
+	// as any device's Read does, instead of NATing them whole. For
+	// comparison: whole is the fast way.
+	NoGSO bool
 	// Now is the clock, in Unix nanoseconds (tests inject their own).
 	Now func() int64
 	// Log receives events; the zero Logger discards them.
@@ -59,6 +64,8 @@ type Counters struct {
 	UnreachSent      atomic.Uint64 // ICMP port unreachable sent (no real server)
 	TimeExceededSent atomic.Uint64 // ICMP time exceeded sent (TTL ran out here)
 	LinkDrops        atomic.Uint64 // frames too short or of unknown type
+	GSOPackets       atomic.Uint64 // super-packets read whole (tun.GSODevice)
+	GSOSplit         atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
 	ReadErrors       atomic.Uint64
 	WriteErrors      atomic.Uint64
 }
@@ -144,9 +151,41 @@ type NIC struct {
 	mac  tcpip.LinkAddress
 	ep   *linkEP
 
-	// writeMu serialises Write on dev: the stack's output and the bypass
-	// both write to it.
-	writeMu sync.Mutex
+	// txq are the device's queues (one unless it has several, see
+	// tun.OffloadDevice.Queues), each written under its own lock: the
+	// stack's output goes to the first, the bypass of the reader of
+	// queue i to queue i (modulo their number).
+	txq []*txQueue
+}
+
+// txQueue is one queue of a device that packets leave by.
+type txQueue struct {
+	mu  sync.Mutex
+	dev tun.Device
+	gso tun.GSODevice // dev, when it takes super-packets and partial checksums
+}
+
+func (q *txQueue) write(bufs [][]byte, offset int) (int, error) {
+	q.mu.Lock()
+	n, err := q.dev.Write(bufs, offset)
+	q.mu.Unlock()
+	return n, err
+}
+
+// multiQueue is a device with several queues, each a Device of its own
+// with its own Read and Write; queue 0 is the device's own.
+type multiQueue interface {
+	Queues() []tun.Device
+}
+
+// queuesOf lists dev's queues: its own, or each of a multi-queue device's.
+func queuesOf(dev tun.Device) []tun.Device {
+	if mq, ok := dev.(multiQueue); ok {
+		if qs := mq.Queues(); len(qs) > 0 {
+			return qs
+		}
+	}
+	return []tun.Device{dev}
 }
 
 // Name is the NIC's name.
@@ -187,8 +226,19 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	h.byID = append(h.byID, n)
 	ids := append([]*NIC{nil}, h.byID...) // index = NICID
 	h.nicsByID.Store(&ids)
-	h.wg.Add(1)
-	go n.readLoop()
+	for i, q := range queuesOf(dev) {
+		tq := &txQueue{dev: q}
+		if g, ok := q.(tun.GSODevice); ok && n.kind == tun.KindTUN && !h.cfg.NoGSO {
+			tq.gso = g
+		}
+		n.txq = append(n.txq, tq)
+		h.wg.Add(1)
+		if tq.gso != nil {
+			go n.readLoopGSO(i, tq.gso)
+		} else {
+			go n.readLoop(i, q)
+		}
+	}
 	return n, nil
 }
 

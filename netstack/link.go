@@ -37,7 +37,7 @@ type linkEP struct {
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
 
-	// wbufs are the write buffers, used under nic.writeMu.
+	// wbufs are the write buffers, used under the lock of nic.txq[0].
 	wbufs [][]byte
 	wpkt  nat.Packet
 }
@@ -102,8 +102,9 @@ func (e *linkEP) IsAttached() bool {
 // client sees what it sent.
 func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	n := e.nic
-	n.writeMu.Lock()
-	defer n.writeMu.Unlock()
+	q := n.txq[0]
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	list := pkts.AsSlice()
 	for len(e.wbufs) < len(list) {
 		e.wbufs = append(e.wbufs, make([]byte, bufOffset+frameSize(n.dev)))
@@ -135,7 +136,7 @@ func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 			hk.capture.Frame(n.name, n.kind, true, b[bufOffset:])
 		}
 	}
-	written, err := n.dev.Write(bufs, bufOffset)
+	written, err := q.dev.Write(bufs, bufOffset)
 	for i := range bufs {
 		bufs[i] = bufs[i][:cap(bufs[i])]
 	}
@@ -182,50 +183,118 @@ func isICMP(b []byte) bool {
 	return false
 }
 
-// readLoop reads batches from the device and handles each packet.
-func (n *NIC) readLoop() {
+// readLoop reads batches from dev, queue qi of the NIC's device, and
+// handles each packet.
+func (n *NIC) readLoop(qi int, dev tun.Device) {
 	h := n.h
 	defer h.wg.Done()
-	bs := max(n.dev.BatchSize(), 1)
-	size := frameSize(n.dev)
+	bs := max(dev.BatchSize(), 1)
+	size := frameSize(dev)
 	bufs := make([][]byte, bs)
 	for i := range bufs {
 		bufs[i] = make([]byte, bufOffset+size)
 	}
 	sizes := make([]int, bs)
-	f := &fastPath{}
+	f := &fastPath{qi: qi}
 	var p nat.Packet
 	for {
-		cnt, err := n.dev.Read(bufs, sizes, bufOffset)
+		cnt, err := dev.Read(bufs, sizes, bufOffset)
 		if err != nil {
-			if errors.Is(err, tun.ErrClosed) {
+			if n.readFailed(err) {
 				return
 			}
-			select {
-			case <-h.done:
-				return
-			default:
-			}
-			h.Counters.ReadErrors.Add(1)
-			h.cfg.Log.Warn().Err(err).Str("nic", n.name).Msg("device read failed")
 			continue
 		}
-		var now int64
-		if h.nat != nil {
-			now = h.cfg.Now()
-		}
+		now := n.clock()
 		for i := 0; i < cnt; i++ {
-			frame := bufs[i][bufOffset : bufOffset+sizes[i]]
-			var tr *pktTrace
-			if hk := h.hooks; hk != nil {
-				tr = n.observeIn(hk, frame)
-			}
-			n.handle(frame, bufs[i], &p, now, f, tr)
-			if tr != nil {
-				tr.end()
-			}
+			n.input(bufs[i][:bufOffset+sizes[i]], tun.GSO{}, &p, now, f)
 		}
 		f.flush(h)
+	}
+}
+
+// gsoArena is the size of the buffer a GSO reader reads into: room for
+// three 64 KiB super-packets, or a batch of small packets.
+const gsoArena = 256 << 10
+
+// readLoopGSO is readLoop for a device that hands super-packets up whole:
+// they are NATed as one packet and leave whole by the bypass.
+func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
+	h := n.h
+	defer h.wg.Done()
+	arena := make([]byte, gsoArena)
+	pkts := make([]tun.GSOPacket, 128)
+	f := &fastPath{qi: qi}
+	var p nat.Packet
+	for {
+		cnt, err := dev.ReadGSO(arena, bufOffset, pkts)
+		if err != nil {
+			if n.readFailed(err) {
+				return
+			}
+			continue
+		}
+		now := n.clock()
+		for _, pk := range pkts[:cnt] {
+			whole := arena[pk.Off-bufOffset : pk.Off+pk.Len]
+			g := pk.GSO
+			if g.Type != tun.GSONone {
+				h.Counters.GSOPackets.Add(1)
+			}
+			if g.InPlace(whole[bufOffset:]) {
+				n.input(whole, g, &p, now, f)
+				continue
+			}
+			// A layout the NAT does not rewrite whole (an IPv6
+			// extension header, say): cut it up first. Each piece
+			// lives in f's scratch space until the next, so it goes
+			// out at once.
+			h.Counters.GSOSplit.Add(1)
+			f.split(h, whole[bufOffset:], g, func(seg []byte) {
+				n.input(seg, tun.GSO{}, &p, now, f)
+				f.flush(h)
+			})
+		}
+		f.flush(h)
+	}
+}
+
+// readFailed deals with a read error and reports whether the reader is to
+// stop.
+func (n *NIC) readFailed(err error) bool {
+	h := n.h
+	if errors.Is(err, tun.ErrClosed) {
+		return true
+	}
+	select {
+	case <-h.done:
+		return true
+	default:
+	}
+	h.Counters.ReadErrors.Add(1)
+	h.cfg.Log.Warn().Err(err).Str("nic", n.name).Msg("device read failed")
+	return false
+}
+
+// clock reads the time once per batch; only the NAT needs it.
+func (n *NIC) clock() int64 {
+	if n.h.nat != nil {
+		return n.h.cfg.Now()
+	}
+	return 0
+}
+
+// input handles one frame read from the device: whole is its buffer with
+// bufOffset bytes of headroom in front, g its offload state.
+func (n *NIC) input(whole []byte, g tun.GSO, p *nat.Packet, now int64, f *fastPath) {
+	frame := whole[bufOffset:]
+	var tr *pktTrace
+	if hk := n.h.hooks; hk != nil {
+		tr = n.observeIn(hk, frame)
+	}
+	n.handle(frame, whole, g, p, now, f, tr)
+	if tr != nil {
+		tr.end()
 	}
 }
 
@@ -254,9 +323,10 @@ func (n *NIC) observeIn(hk *hooks, frame []byte) *pktTrace {
 }
 
 // handle runs one frame through the NAT and on to the stack or the bypass.
-// whole is the frame's buffer with its bufOffset headroom. tr is the
-// packet's trace, nil unless tracing.
-func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath, tr *pktTrace) {
+// whole is the frame's buffer with its bufOffset headroom, g its offload
+// state (a pending one only on a TUN, and only where g.InPlace). tr is
+// the packet's trace, nil unless tracing.
+func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f *fastPath, tr *pktTrace) {
 	h := n.h
 	l3 := frame
 	var proto tcpip.NetworkProtocolNumber
@@ -286,7 +356,7 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath,
 		}
 	}
 	if h.nat != nil && (proto == ipv4.ProtocolNumber || proto == ipv6.ProtocolNumber) {
-		res := h.nat.Process(l3, p, now)
+		res := h.nat.ProcessOffload(l3, p, now, nat.Offload{SegLen: g.SegLen(), PartialCsum: g.NeedsCsum})
 		if tr != nil {
 			tr.traceNAT(res)
 		}
@@ -311,7 +381,7 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath,
 				return
 			}
 		case nat.Forward:
-			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, len(frame)) {
+			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, g) {
 				if tr != nil {
 					tr.traceBypass(h, res)
 				}
@@ -321,6 +391,12 @@ func (n *NIC) handle(frame, whole []byte, p *nat.Packet, now int64, f *fastPath,
 	}
 	if tr != nil {
 		tr.traceEgress(h, l3)
+	}
+	if g.Pending() {
+		// The stack takes ordinary packets only.
+		h.Counters.GSOSplit.Add(1)
+		f.split(h, frame, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
+		return
 	}
 	n.deliver(proto, frame)
 }
@@ -369,9 +445,7 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 	if hk := n.h.hooks; hk != nil && hk.capture != nil {
 		hk.capture.Frame(n.name, n.kind, true, b[off:end])
 	}
-	n.writeMu.Lock()
-	_, err := n.dev.Write([][]byte{b[:end]}, off)
-	n.writeMu.Unlock()
+	_, err := n.txq[0].write([][]byte{b[:end]}, off)
 	if err != nil {
 		n.h.Counters.WriteErrors.Add(1)
 	}

@@ -185,13 +185,21 @@ func (s *splitter) reset() { *s = splitter{} }
 // non-GSO packet marked NEEDS_CSUM in place, and prepares the split of a
 // GSO one. On error the packet is to be dropped.
 func (s *splitter) load(b []byte) error {
-	s.reset()
 	if len(b) < virtioNetHdrLen+1 {
+		s.reset()
 		return errBadVirtioHdr
 	}
 	var h virtioHdr
 	h.decode(b)
-	p := b[virtioNetHdrLen:]
+	return s.loadParts(&h, b[virtioNetHdrLen:])
+}
+
+// loadParts is load with the header decoded and the packet apart.
+func (s *splitter) loadParts(h *virtioHdr, p []byte) error {
+	s.reset()
+	if len(p) == 0 {
+		return errBadVirtioHdr
+	}
 	gsoType := h.gsoType &^ vnetGSOECN
 	if gsoType == vnetGSONone {
 		if h.flags&vnetFlagNeedsCsum != 0 {

@@ -34,13 +34,14 @@ type OffloadStats struct {
 	WritePackets  uint64 // packets written (as the caller counts them)
 	GSOWrites     uint64 // super-packets written
 	GSOWriteSegs  uint64 // packets coalesced into them
+	GSOPassed     uint64 // super-packets written whole, as ReadGSO handed them out (WriteGSO)
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
 }
 
 type offloadCounters struct {
 	readCalls, readSyscalls, readPackets, gsoReads, gsoSegments, readDrops atomic.Uint64
-	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs                   atomic.Uint64
+	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
 }
 
 // OffloadDevice is a Linux TUN device opened with IFF_VNET_HDR and the
@@ -224,6 +225,7 @@ func (d *OffloadDevice) Stats() OffloadStats {
 		s.WritePackets += c.writePackets.Load()
 		s.GSOWrites += c.gsoWrites.Load()
 		s.GSOWriteSegs += c.gsoWriteSegs.Load()
+		s.GSOPassed += c.gsoPassed.Load()
 	}
 	return s
 }
@@ -426,4 +428,148 @@ func (q *offloadQueue) Close() error {
 		return fmt.Errorf("close %s: %w", q.name, err)
 	}
 	return nil
+}
+
+var _ GSODevice = (*offloadQueue)(nil)
+
+// ReadGSO implements GSODevice: packets are handed up as the kernel wrote
+// them, super-packets whole and partial checksums partial, except that a
+// partial checksum anywhere but in a TCP or UDP header right after a plain
+// IP header is finished here (see checkPartial). Segments that an earlier
+// Read left pending are not returned: use one of Read and ReadGSO.
+func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (int, error) {
+	headroom = max(headroom, virtioNetHdrLen)
+	if len(pkts) == 0 || len(arena) < headroom+readBufSize {
+		return 0, fmt.Errorf("read %s: arena of %d bytes or %d packets too small", q.name, len(arena), len(pkts))
+	}
+	if q.closed.Load() {
+		return 0, q.wrapErr("read", os.ErrClosed)
+	}
+	n, pos := 0, 0
+	var rerr error
+	err := q.rc.Read(func(fd uintptr) bool {
+		for n < len(pkts) && pos+headroom+readBufSize <= len(arena) {
+			start := pos + headroom
+			buf := arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
+			m, err := unix.Read(int(fd), buf)
+			switch {
+			case err == unix.EAGAIN:
+				return n > 0
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				rerr = err
+				return true
+			case m == 0:
+				rerr = io.EOF
+				return true
+			}
+			q.c.readSyscalls.Add(1)
+			g, ok := q.inspect(buf[:m])
+			if !ok {
+				q.c.readDrops.Add(1)
+				continue
+			}
+			size := m - virtioNetHdrLen
+			pkts[n] = GSOPacket{Off: start, Len: size, GSO: g}
+			n++
+			// The next packet starts 8-byte aligned.
+			pos = (start + size + 7) &^ 7
+		}
+		return true
+	})
+	if n > 0 {
+		q.c.readCalls.Add(1)
+		q.c.readPackets.Add(uint64(n))
+		return n, nil
+	}
+	if err == nil {
+		err = rerr
+	}
+	return 0, q.wrapErr("read", err)
+}
+
+// inspect validates one packet as read (virtio header first) and returns
+// its offload state. A partial checksum on an ordinary packet stays
+// partial where a router finds it (see GSO.InPlace) and is finished here
+// otherwise; a super-packet is handed up as it is.
+func (q *offloadQueue) inspect(b []byte) (GSO, bool) {
+	var h virtioHdr
+	h.decode(b)
+	p := b[virtioNetHdrLen:]
+	if h.gsoType&^vnetGSOECN == vnetGSONone {
+		if len(p) == 0 {
+			return GSO{}, false
+		}
+		if h.flags&vnetFlagNeedsCsum == 0 {
+			return GSO{}, true
+		}
+		g := GSO{NeedsCsum: true, CsumStart: h.csumStart, CsumOffset: h.csumOffset}
+		if g.InPlace(p) {
+			return g, true
+		}
+		return GSO{}, FinishChecksum(p, g)
+	}
+	s := &q.split
+	err := s.loadParts(&h, p)
+	g := gsoOf(&h, s)
+	s.reset()
+	if err != nil {
+		return GSO{}, false
+	}
+	q.c.gsoReads.Add(1)
+	return g, true
+}
+
+// WriteGSO implements GSODevice. A packet whose GSO is pending goes out
+// with that virtio header, as one write; runs of ordinary packets (a
+// partial checksum is fine) are coalesced as Write does.
+func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, error) {
+	if len(gso) < len(bufs) {
+		return 0, fmt.Errorf("write %s: %d offload states for %d packets", q.name, len(gso), len(bufs))
+	}
+	if q.closed.Load() {
+		return 0, q.wrapErr("write", os.ErrClosed)
+	}
+	for _, b := range bufs {
+		if offset < 0 || offset > len(b) {
+			return 0, fmt.Errorf("write %s: offset %d outside buffer of %d bytes", q.name, offset, len(b))
+		}
+	}
+	done := 0
+	for done < len(bufs) {
+		run := 1
+		if gso[done].Type == GSONone {
+			end := done + 1
+			for end < len(bufs) && gso[end].Type == GSONone {
+				end++
+			}
+			run = coalesceRun(bufs[done:end], offset)
+		}
+		var pkt []byte
+		if run > 1 {
+			pkt = q.wbuf[:coalesce(q.wbuf, bufs[done:done+run], offset)]
+		} else {
+			h := gso[done].hdr()
+			if b := bufs[done]; offset >= virtioNetHdrLen {
+				pkt = b[offset-virtioNetHdrLen:]
+			} else {
+				pkt = q.wbuf[:virtioNetHdrLen+copy(q.wbuf[virtioNetHdrLen:], b[offset:])]
+			}
+			h.encode(pkt)
+		}
+		if err := q.write(pkt); err != nil {
+			return done, err
+		}
+		switch {
+		case run > 1:
+			q.c.gsoWrites.Add(1)
+			q.c.gsoWriteSegs.Add(uint64(run))
+		case gso[done].Type != GSONone:
+			q.c.gsoPassed.Add(1)
+		}
+		q.c.writePackets.Add(uint64(run))
+		done += run
+	}
+	return done, nil
 }

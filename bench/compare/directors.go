@@ -36,10 +36,10 @@ func setupNFT(b *bed, c config) (string, error) {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr %[1]s tcp dport 80 dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
 		ip daddr %[1]s tcp dport 5201 dnat to %[2]s
-		ip daddr %[1]s udp dport 5201 dnat to %[2]s
+		ip daddr %[1]s udp dport %[4]d dnat to numgen inc mod 2 map { 0 : %[2]s, 1 : %[3]s }
 	}
 }
-`, vip, rsAddrs[0], rsAddrs[1])
+`, vip, rsAddrs[0], rsAddrs[1], udpPort)
 	f := filepath.Join(os.TempDir(), "tunvs-compare.nft")
 	if err := os.WriteFile(f, []byte(rules), 0o644); err != nil {
 		return "", err
@@ -65,11 +65,12 @@ func setupIPVS(b *bed, c config) (string, error) {
 		{"-A", "-t", vip + ":80", "-s", "rr"},
 		{"-A", "-t", vip + ":5201", "-s", "rr"},
 		{"-a", "-t", vip + ":5201", "-r", rsAddrs[0], "-m"},
-		{"-A", "-u", vip + ":5201", "-s", "rr"},
-		{"-a", "-u", vip + ":5201", "-r", rsAddrs[0], "-m"},
+		{"-A", "-u", fmt.Sprintf("%s:%d", vip, udpPort), "-s", "rr"},
 	}
 	for _, a := range rsAddrs {
-		cmds = append(cmds, []string{"-a", "-t", vip + ":80", "-r", a, "-m"})
+		cmds = append(cmds,
+			[]string{"-a", "-t", vip + ":80", "-r", a, "-m"},
+			[]string{"-a", "-u", fmt.Sprintf("%s:%d", vip, udpPort), "-r", a, "-m"})
 	}
 	for _, cmd := range cmds {
 		if out, err := b.dir.Run(context.Background(), append([]string{"ipvsadm"}, cmd...)...); err != nil {

@@ -7,6 +7,11 @@
 // installed). It prints a table with each figure as a ratio to the
 // kernel baseline, and writes the raw numbers as JSON and a chart as SVG.
 //
+// The workloads are iperf3 (TCP), wrk (HTTP), an in-process client at a
+// fixed rate (latency), and a UDP small-packet flood with its own batched
+// sender and receivers (udpflood.go): iperf3's single-threaded UDP sender
+// would be the limit, not the director.
+//
 //	go run ./bench/compare -out bench/results   # or: make compare
 //
 // It re-executes itself inside a fresh user and network namespace (see
@@ -24,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,7 +50,9 @@ type result struct {
 var workloads = []struct{ key, label, unit string }{
 	{"tcp1", "TCP 1 stream", "Gbit/s"},
 	{"tcp4", "TCP 4 streams", "Gbit/s"},
-	{"udp_pps", "UDP 64 B packets", "kpps"},
+	{"udp_pps", "UDP 64 B datagrams received", "kpps"},
+	{"udp_sent", "UDP 64 B datagrams sent", "kpps"},
+	{"udp_loss", "UDP loss", "%"},
 	{"http_close", "HTTP new conns", "req/s"},
 	{"http_keepalive", "HTTP keep-alive", "req/s"},
 	{"lat_p50", "latency p50 @ fixed rate", "µs"},
@@ -53,13 +61,20 @@ var workloads = []struct{ key, label, unit string }{
 	{"cpu_s", "director CPU", "s"},
 }
 
-var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "rss_mb": true, "cpu_s": true}
+var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "udp_loss": true, "rss_mb": true, "cpu_s": true}
+
+// notCharted are the table's rows that explain another row rather than
+// compare the directors: the chart leaves them out.
+var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true}
 
 type config struct {
 	out      string
 	duration time.Duration
 	only     string
 	tunvsBin string
+	// udpSenders is the number of sending threads of the UDP workload
+	// (its flows stay udpFlows whatever it is).
+	udpSenders int
 }
 
 func main() {
@@ -68,8 +83,13 @@ func main() {
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
 	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
+	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
+	if c.udpSenders < 1 || c.udpSenders > udpFlows {
+		fmt.Fprintf(os.Stderr, "compare: -udp-senders must be 1 to %d\n", udpFlows)
+		os.Exit(2)
+	}
 	if *from != "" {
 		os.Exit(redraw(c, *from))
 	}
@@ -120,7 +140,7 @@ func outside(c config) int {
 			return 1
 		}
 	}
-	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out}
+	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders)}
 	var stdout strings.Builder
 	sb, err := netns.Sandbox(context.Background(), netns.SandboxOptions{
 		Unprivileged: os.Geteuid() != 0,
@@ -181,6 +201,7 @@ func report(c config, res []result) int {
 		"machine": fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
 		"go":      runtime.Version(),
 		"seconds": c.duration.Seconds(),
+		"udp":     fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
 	}
 	return write(c, res, meta)
 }

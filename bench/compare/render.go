@@ -65,6 +65,9 @@ func renderTable(res []result, meta map[string]any) string {
 	if base != nil {
 		fmt.Fprintf(&b, "\nRatios are to %s, oriented so that above 1x is better than the kernel.\n", base.Director)
 	}
+	if u, ok := meta["udp"]; ok {
+		fmt.Fprintf(&b, "UDP: %v, one way to the real servers for the whole window; received is what the real servers read, loss is 1 - received/sent.\n", u)
+	}
 	for _, r := range res {
 		if r.Skipped != "" {
 			fmt.Fprintf(&b, "- %s skipped: %s\n", r.Director, r.Skipped)
@@ -89,7 +92,7 @@ func renderSVG(res []result) string {
 	// Only workloads the baseline has a figure for can be drawn as ratios.
 	var wls []struct{ key, label, unit string }
 	for _, wl := range workloads {
-		if base != nil && base.Figures[wl.key] != 0 {
+		if base != nil && base.Figures[wl.key] != 0 && !notCharted[wl.key] {
 			wls = append(wls, wl)
 		}
 	}

@@ -11,13 +11,25 @@ import (
 // envRole makes the program a server inside a host instead.
 const envRole = "TUNVS_COMPARE_ROLE"
 
-// serveRole runs the real servers' HTTP server (a small fixed page, like
-// the lab's).
-func serveRole(role string, _ []string) int {
-	if role != "http" {
-		fmt.Fprintf(os.Stderr, "compare: unknown role %q\n", role)
-		return 2
+// serveRole runs one of the programs the harness starts in its hosts: the
+// real servers' HTTP server, or the UDP workload's sender and receiver
+// (udpflood.go).
+func serveRole(role string, args []string) int {
+	switch role {
+	case "http":
+		return serveHTTP()
+	case "udp-send":
+		return serveUDPSend(args)
+	case "udp-recv":
+		return serveUDPRecv(args)
 	}
+	fmt.Fprintf(os.Stderr, "compare: unknown role %q\n", role)
+	return 2
+}
+
+// serveHTTP is the real servers' HTTP server (a small fixed page, like the
+// lab's).
+func serveHTTP() int {
 	body := os.Getenv("TUNVS_COMPARE_NAME") + " Real Server\n"
 	srv := &http.Server{
 		Addr:              ":80",

@@ -145,16 +145,16 @@ func (b *bed) tunvsWiring(bin string, extra ...string) error {
 		"--link=name=tvc,addr=10.0.0.1/24,addr=" + vip + "/32",
 		"--rule", "-A -t " + vip + ":80 -s rr",
 		"--rule", "-A -t " + vip + ":5201 -s rr",
-		"--rule", "-A -u " + vip + ":5201 -s rr",
+		"--rule", fmt.Sprintf("-A -u %s:%d -s rr", vip, udpPort),
 		"--rule", "-a -t " + vip + ":5201 -r " + rsAddrs[0] + " -m",
-		"--rule", "-a -u " + vip + ":5201 -r " + rsAddrs[0] + " -m",
 	}
 	for i, a := range rsAddrs {
 		dev := fmt.Sprintf("tvr%d", i+1)
 		args = append(args,
 			"--link=name="+dev+",addr=172.16.1.3/32",
 			"--route="+a+"/32,dev="+dev,
-			"--rule", "-a -t "+vip+":80 -r "+a+" -m")
+			"--rule", "-a -t "+vip+":80 -r "+a+" -m",
+			"--rule", fmt.Sprintf("-a -u %s:%d -r %s -m", vip, udpPort, a))
 	}
 	args = append(args, extra...)
 	p, err := b.start(b.dir, nil, args...)

@@ -46,7 +46,7 @@ func inside(c config) ([]result, error) {
 			if err := b.servers(self); err != nil {
 				r.Skipped = "servers: " + err.Error()
 			} else {
-				run(b, c, &r)
+				run(b, c, self, &r)
 			}
 		}
 		b.close()
@@ -58,7 +58,7 @@ func inside(c config) ([]result, error) {
 	return out, nil
 }
 
-func run(b *bed, c config, r *result) {
+func run(b *bed, c config, self string, r *result) {
 	secs := strconv.Itoa(int(math.Max(1, c.duration.Seconds())))
 	note := func(w string, err error) {
 		r.Notes = append(r.Notes, fmt.Sprintf("%s: %v", w, err))
@@ -81,10 +81,22 @@ func run(b *bed, c config, r *result) {
 	}
 	if r.Director == "haproxy" {
 		r.Notes = append(r.Notes, "udp_pps: HAProxy's TCP mode carries no UDP")
-	} else if v, err := iperfUDP(b.client, secs); err != nil {
+	} else if u, err := udpFlood(b, self, c.duration, c.udpSenders); err != nil {
 		note("udp_pps", err)
 	} else {
-		set("udp_pps", v/1e3)
+		set("udp_pps", u.recv/1e3)
+		set("udp_sent", u.sent/1e3)
+		set("udp_loss", max(0, 100*(1-u.recv/u.sent)))
+		// For the JSON only: where the loss was.
+		r.Figures["udp_arrived"] = u.arrived / 1e3
+		r.Figures["udp_rcvbuf_drops"] = u.rcvbufDrops / 1e3
+		r.Figures["udp_senders"] = float64(u.senders)
+		per := make([]string, len(u.perServer))
+		for i, v := range u.perServer {
+			per[i] = fmt.Sprintf("rs%d %.1f", i+1, v/1e3)
+		}
+		fmt.Fprintf(os.Stderr, "   udp: %d sender threads, %d flows, %.2fs window: sent %.1f kpps, read %.1f kpps (%s), arrived at the servers' sockets %.1f kpps, dropped there %.1f kpps, send errors %.0f/s\n",
+			u.senders, udpFlows, u.windowSecond, u.sent/1e3, u.recv/1e3, strings.Join(per, ", "), u.arrived/1e3, u.rcvbufDrops/1e3, u.sendErrs)
 	}
 	if v, err := wrk(b.client, secs, true); err != nil {
 		note("http_close", err)
@@ -128,31 +140,6 @@ func iperfTCP(h *netns.Host, secs, streams string) (float64, error) {
 		return 0, fmt.Errorf("iperf3 output: %w", err)
 	}
 	return j.End.SumReceived.BitsPerSecond, nil
-}
-
-// iperfUDP sends 64-byte datagrams as fast as two streams can and returns
-// the packets per second that reached the server.
-func iperfUDP(h *netns.Host, secs string) (float64, error) {
-	out, err := h.Run(context.Background(), "iperf3", "-c", vip, "-p", "5201", "-u", "-l", "64", "-b", "0", "-P", "2", "-t", secs, "-J")
-	if err != nil {
-		return 0, fmt.Errorf("iperf3 -u: %w", err)
-	}
-	var j struct {
-		End struct {
-			Sum struct {
-				Seconds     float64 `json:"seconds"`
-				Packets     float64 `json:"packets"`
-				LostPackets float64 `json:"lost_packets"`
-			} `json:"sum"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &j); err != nil {
-		return 0, fmt.Errorf("iperf3 -u output: %w", err)
-	}
-	if j.End.Sum.Seconds == 0 {
-		return 0, fmt.Errorf("iperf3 -u: no duration in output")
-	}
-	return (j.End.Sum.Packets - j.End.Sum.LostPackets) / j.End.Sum.Seconds, nil
 }
 
 var reqPerSec = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
