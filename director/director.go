@@ -50,6 +50,9 @@ type Config struct {
 	NAT       nat.Config
 	// Bypass lets established flows skip the gVisor stack (TUN egress).
 	Bypass bool
+	// NoGSO cuts the super-packets of offload TUN devices up on read
+	// instead of NATing them whole (netstack.Config.NoGSO).
+	NoGSO bool
 	// Health is the health checking of the real servers (none when it
 	// has no services); it starts once the rules are applied.
 	Health health.Config
@@ -106,7 +109,7 @@ func New(cfg Config) (_ *Director, err error) {
 	natCfg := cfg.NAT
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
 	d.NAT = nat.New(natCfg)
-	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, Now: cfg.Now, Log: cfg.Log,
+	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: cfg.Now, Log: cfg.Log,
 		Trace: cfg.Trace, TraceRate: cfg.TraceRate}
 	if cfg.Pcap != "" {
 		kinds := map[string]tun.Kind{}

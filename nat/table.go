@@ -251,8 +251,21 @@ func (t *Table) drop(r DropReason) Result {
 // clock once per batch. The per-packet path of an existing connection does
 // not allocate.
 func (t *Table) Process(b []byte, p *Packet, now int64) Result {
+	return t.ProcessOffload(b, p, now, Offload{})
+}
+
+// ProcessOffload is Process for a packet a device's offloads left
+// unfinished: a GSO super-packet is NATed as one packet, in place, and a
+// partial checksum stays partial and right (see Offload). Connection
+// state and counters see it as one packet of its whole length, as IPVS
+// sees one GSO skb.
+func (t *Table) ProcessOffload(b []byte, p *Packet, now int64, o Offload) Result {
 	if r := Parse(b, p); r != DropNone {
 		return t.drop(r)
+	}
+	if (o.PartialCsum || o.SegLen > 0) && !p.Frag && (p.Proto == ProtoTCP || p.Proto == ProtoUDP) {
+		p.partial = o.PartialCsum
+		p.segLen = o.SegLen
 	}
 	switch p.Proto {
 	case ProtoTCP, ProtoUDP:
@@ -504,7 +517,7 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		t.drops[DropTTL].Add(1)
 		return Result{Verdict: TimeExceeded, Reason: DropTTL, Dir: dir, Conn: c}
 	}
-	if mtu := int(c.mtu[dir]); mtu > 0 && p.Len() > mtu && p.DF() {
+	if mtu := int(c.mtu[dir]); mtu > 0 && p.netLen() > mtu && p.DF() {
 		t.drops[DropTooBig].Add(1)
 		return Result{Verdict: TooBig, Reason: DropTooBig, Dir: dir, Conn: c, MTU: mtu}
 	}

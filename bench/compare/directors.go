@@ -20,6 +20,8 @@ var directors = []director{
 	{"ipvs", setupIPVS},
 	{"nft", setupNFT},
 	{"tunvs-offload", setupTunvsOffload},
+	{"tunvs-mq", setupTunvsMQ},
+	{"tunvs-split", setupTunvsSplit},
 	{"tunvs-plain", setupTunvs},
 	{"haproxy", setupHAProxy},
 }
@@ -121,6 +123,25 @@ backend perf
 
 func setupTunvsOffload(b *bed, c config) (string, error) {
 	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true"); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// setupTunvsMQ is tunvs-offload with two queues per TUN device, a reader
+// on each.
+func setupTunvsMQ(b *bed, c config) (string, error) {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-queues=2"); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// setupTunvsSplit is the offload device with super-packets cut into MTU
+// packets on read and coalesced again on write, instead of NATed whole:
+// what the in-place rewrite saves.
+func setupTunvsSplit(b *bed, c config) (string, error) {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-gso=false"); err != nil {
 		return "", err
 	}
 	return "", nil

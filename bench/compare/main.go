@@ -81,7 +81,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
-	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-plain,haproxy)")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")

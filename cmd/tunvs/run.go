@@ -75,7 +75,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
 	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
 	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
-	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): reads take the kernel's super-packets apart, writes coalesce TCP runs; =false for one packet per system call")
+	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
+	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
+	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN device (IFF_MULTI_QUEUE), each with its own reader; the kernel spreads flows over them")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
@@ -99,6 +101,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if *maxConns < 1 {
 		return usageError{fmt.Errorf("--max-conns %d: want at least 1", *maxConns)}
+	}
+	if *queues < 1 || *queues > 64 {
+		return usageError{fmt.Errorf("--tun-queues %d: want 1 to 64", *queues)}
 	}
 
 	// Everything is parsed and checked before any device is opened.
@@ -163,6 +168,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	var dl []director.Link
 	for _, ls := range specs {
 		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload}
+		if *offload && ls.kind == tun.KindTUN {
+			cfg.Queues = *queues
+		}
 		dev, err := tun.Open(cfg)
 		if err != nil && cfg.Offload && ls.kind == tun.KindTUN {
 			// A kernel that refuses the offloads still has plain TUN.
@@ -181,7 +189,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	dcfg := director.Config{
 		Links: dl, Routes: rts, Rules: cmds, RuleLines: lines,
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
-		Bypass: *bypass, Socket: *socket, Log: log,
+		Bypass: *bypass, NoGSO: !*gso, Socket: *socket, Log: log,
 		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
 		Health: checks.Config(),
 	}
