@@ -61,37 +61,28 @@ func (d Dir) String() string {
 // Conn is one connection: both directions in one entry. The addresses and
 // ports never change after creation; state and expiry do.
 type Conn struct {
-	Proto        uint8
+	// The fields are ordered to pack into 160 bytes, a size class of the
+	// allocator (in declaration order by meaning they took 176).
 	CAddr        netip.Addr // client
 	VAddr        netip.Addr // virtual service
 	DAddr        netip.Addr // real server
 	CPort, VPort uint16
 	DPort        uint16
+	Proto        uint8
+
+	state State // guarded by mu
 
 	svc  *Service
 	dest *Dest
 
-	mu       sync.Mutex // guards state, inactive, dead
-	state    State
-	inactive bool // not counted in dest.active (IP_VS_CONN_F_INACTIVE)
-	dead     bool
-
-	// template marks a persistence template (IP_VS_CONN_F_TEMPLATE);
 	// control is the template that controls this connection (set before
-	// the connection is published, never changed); nControl counts the
-	// connections a template controls (n_control).
-	template bool
-	control  *Conn
-	nControl atomic.Int32
-	// invalid: the template was invalidated (ip_vs_check_template) and
-	// lists with ports 0xffff. assured: IP_VS_CTPL_S_ASSURED, set when a
-	// controlled TCP connection became ESTABLISHED or a controlled UDP
-	// connection saw a reply.
-	invalid atomic.Bool
-	assured atomic.Bool
+	// the connection is published, never changed); see template below.
+	control *Conn
 
 	timeout atomic.Int64 // of the current state, ns
 	expires atomic.Int64 // unix ns
+
+	mu sync.Mutex // guards state, inactive, dead
 
 	// mtu is the egress MTU in each direction, looked up once when the
 	// connection is made (0: unknown, no check).
@@ -100,6 +91,20 @@ type Conn struct {
 	// Egress is free for the router to cache its forwarding decision per
 	// direction (netstack stores a NIC id + 1); 0 means unknown.
 	Egress [2]atomic.Uint32
+
+	// template marks a persistence template (IP_VS_CONN_F_TEMPLATE);
+	// nControl counts the connections a template controls (n_control).
+	nControl atomic.Int32
+
+	inactive bool // not counted in dest.active (IP_VS_CONN_F_INACTIVE)
+	dead     bool
+	template bool
+	// invalid: the template was invalidated (ip_vs_check_template) and
+	// lists with ports 0xffff. assured: IP_VS_CTPL_S_ASSURED, set when a
+	// controlled TCP connection became ESTABLISHED or a controlled UDP
+	// connection saw a reply.
+	invalid atomic.Bool
+	assured atomic.Bool
 }
 
 // inKey is the connection's client -> VIP key (for a template: client
@@ -178,33 +183,153 @@ func (c *Conn) Info() ConnInfo {
 // machines far larger than the 2-core ones tunvs is measured on.
 const shardCount = 64
 
+// shard is one open-addressing hash table with linear probing, under its
+// lock. It stores no keys: a slot holds a connection and 32 bits of its
+// key's hash, and a probe whose bits match compares the key with the
+// connection's own fields, which never change. That is 12 bytes a slot
+// where a Go map of key to *Conn took about 50, and growing never reads a
+// connection. Deletion shifts the entries after the hole back (Knuth's
+// algorithm R) rather than leaving tombstones, so a probe ends at the first
+// empty slot however many connections came and went.
 type shard struct {
 	mu sync.RWMutex
-	m  map[key]*Conn
-	_  [32]byte // keep neighbouring shards' locks off one cache line
+	hs []uint32 // per slot: the key's hash bits (see connMap.locate); 0: empty
+	cs []*Conn  // per slot: the connection; len(cs) == len(hs), a power of two or 0
+	n  int      // entries
+	_  [48]byte // keep neighbouring shards' locks off one cache line
 }
 
-// connMap is one sharded hash map from key to connection.
+// A shard grows to twice its slots when an entry would fill more than 3/4
+// of them, and halves (down to minSlots) when fewer than 1/8 are used.
+const minSlots = 8
+
+// connMap is one sharded hash map from key to connection: the "in" map by
+// each connection's inKey, the "out" map by its outKey.
 type connMap struct {
 	seed   uint64
+	out    bool // keyed by outKey
 	shards [shardCount]shard
 }
 
-func (m *connMap) init(seed uint64) {
+func (m *connMap) init(seed uint64, out bool) {
 	m.seed = seed
-	for i := range m.shards {
-		m.shards[i].m = make(map[key]*Conn)
+	m.out = out
+}
+
+// locate hashes k: the low bits pick the shard; the high 32, made odd so
+// that no entry has 0, are kept in the slot, and bits 33 and up pick the
+// slot to start probing at.
+func (m *connMap) locate(k *key) (*shard, uint32) {
+	h := k.hash(m.seed)
+	return &m.shards[h&(shardCount-1)], uint32(h>>32) | 1
+}
+
+// has reports whether k is c's key in m: k == c.inKey() (or outKey),
+// without building the key.
+func (m *connMap) has(c *Conn, k *key) bool {
+	if m.out {
+		return k.sport == c.DPort && k.dport == c.CPort && k.proto == c.Proto &&
+			k.src == c.DAddr.As16() && k.dst == c.CAddr.As16()
+	}
+	return k.sport == c.CPort && k.dport == c.VPort && k.proto == c.Proto &&
+		k.src == c.CAddr.As16() && k.dst == c.VAddr.As16()
+}
+
+// find is the slot of s holding k (hashed to h by locate), -1 if none.
+// s.mu is held.
+func (m *connMap) find(s *shard, k *key, h uint32) int {
+	if len(s.hs) == 0 {
+		return -1
+	}
+	mask := len(s.hs) - 1
+	for i := int(h>>1) & mask; ; i = (i + 1) & mask {
+		switch s.hs[i] {
+		case 0:
+			return -1
+		case h:
+			if m.has(s.cs[i], k) {
+				return i
+			}
+		}
 	}
 }
 
-func (m *connMap) shardOf(k *key) *shard {
-	return &m.shards[k.hash(m.seed)&(shardCount-1)]
-}
-
 func (m *connMap) get(k *key) *Conn {
-	s := m.shardOf(k)
+	s, h := m.locate(k)
+	var c *Conn
 	s.mu.RLock()
-	c := s.m[*k]
+	if i := m.find(s, k, h); i >= 0 {
+		c = s.cs[i]
+	}
 	s.mu.RUnlock()
 	return c
+}
+
+// indexOf is the slot holding c, whose key hashed to h, -1 if none. A
+// connection is in a map under its one key or not at all, so the pointer
+// identifies it without comparing keys. s.mu is held.
+func (s *shard) indexOf(c *Conn, h uint32) int {
+	if len(s.hs) == 0 {
+		return -1
+	}
+	mask := len(s.hs) - 1
+	for i := int(h>>1) & mask; s.hs[i] != 0; i = (i + 1) & mask {
+		if s.hs[i] == h && s.cs[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+// add puts c, whose key hashed to h and is not in s, into s. s.mu is held
+// for writing.
+func (s *shard) add(c *Conn, h uint32) {
+	if (s.n+1)*4 > len(s.hs)*3 {
+		s.resize(max(2*len(s.hs), minSlots))
+	}
+	mask := len(s.hs) - 1
+	i := int(h>>1) & mask
+	for s.hs[i] != 0 {
+		i = (i + 1) & mask
+	}
+	s.hs[i], s.cs[i] = h, c
+	s.n++
+}
+
+// deleteAt empties slot i and moves back each later entry of the probe
+// run that the hole would otherwise cut off from its home slot. s.mu is
+// held for writing.
+func (s *shard) deleteAt(i int) {
+	mask := len(s.hs) - 1
+	for j := (i + 1) & mask; s.hs[j] != 0; j = (j + 1) & mask {
+		// The entry at j may fill the hole unless its home slot lies
+		// cyclically after the hole, in (i, j].
+		if home := int(s.hs[j]>>1) & mask; (j-home)&mask >= (j-i)&mask {
+			s.hs[i], s.cs[i] = s.hs[j], s.cs[j]
+			i = j
+		}
+	}
+	s.hs[i], s.cs[i] = 0, nil
+	s.n--
+	if s.n*8 < len(s.hs) && len(s.hs) > minSlots {
+		s.resize(len(s.hs) / 2)
+	}
+}
+
+// resize rehashes s into n slots (a power of two) from the hash bits it
+// keeps. s.mu is held for writing.
+func (s *shard) resize(n int) {
+	hs, cs := s.hs, s.cs
+	s.hs, s.cs = make([]uint32, n), make([]*Conn, n)
+	mask := n - 1
+	for i, h := range hs {
+		if h == 0 {
+			continue
+		}
+		j := int(h>>1) & mask
+		for s.hs[j] != 0 {
+			j = (j + 1) & mask
+		}
+		s.hs[j], s.cs[j] = h, cs[i]
+	}
 }

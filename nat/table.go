@@ -160,8 +160,8 @@ func New(cfg Config) *Table {
 	to := cfg.Timeouts.withDefaults()
 	t.timeouts.Store(&to)
 	t.svcs.Store(&svcIndex{byKey: map[svcKey]*Service{}, vips: map[[16]byte]struct{}{}})
-	t.in.init(cfg.Seed)
-	t.out.init(cfg.Seed ^ 0x9e3779b97f4a7c15)
+	t.in.init(cfg.Seed, false)
+	t.out.init(cfg.Seed^0x9e3779b97f4a7c15, true)
 	t.tplSeed = cfg.Seed ^ 0x6a09e667f3bcc909
 	for i := range t.tpls {
 		t.tpls[i] = make(map[key]*Conn)
@@ -443,11 +443,11 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 // full. Lock order: the in shard, then the out shard.
 func (t *Table) insert(c *Conn) bool {
 	ik, ok := c.inKey(), c.outKey()
-	si := t.in.shardOf(&ik)
-	so := t.out.shardOf(&ok)
+	si, hi := t.in.locate(&ik)
+	so, ho := t.out.locate(&ok)
 	si.mu.Lock()
 	defer si.mu.Unlock()
-	if _, taken := si.m[ik]; taken {
+	if t.in.find(si, &ik, hi) >= 0 {
 		return false
 	}
 	so.mu.Lock()
@@ -456,7 +456,7 @@ func (t *Table) insert(c *Conn) bool {
 		t.n.Add(-1)
 		return false
 	}
-	si.m[ik] = c
+	si.add(c, hi)
 	// The reply key may be held by an older connection: the same client
 	// port reaching the same real server through another virtual service
 	// while the first sits in TIME_WAIT. The kernel adds the new entry at
@@ -464,7 +464,11 @@ func (t *Table) insert(c *Conn) bool {
 	// the older one keeps its own client-side key. (When the newer one
 	// goes first, the older one's replies are no longer matched; the
 	// kernel would find it further down the chain. It is in TIME_WAIT.)
-	so.m[ok] = c
+	if j := t.out.find(so, &ok, ho); j >= 0 {
+		so.cs[j] = c
+	} else {
+		so.add(c, ho)
+	}
 	return true
 }
 
@@ -472,17 +476,17 @@ func (t *Table) insert(c *Conn) bool {
 // and its template. Safe to call more than once.
 func (t *Table) remove(c *Conn) {
 	ik, ok := c.inKey(), c.outKey()
-	si := t.in.shardOf(&ik)
-	so := t.out.shardOf(&ok)
+	si, hi := t.in.locate(&ik)
+	so, ho := t.out.locate(&ok)
 	si.mu.Lock()
 	so.mu.Lock()
 	removed := false
-	if si.m[ik] == c {
-		delete(si.m, ik)
+	if i := si.indexOf(c, hi); i >= 0 {
+		si.deleteAt(i)
 		removed = true
 	}
-	if so.m[ok] == c {
-		delete(so.m, ok)
+	if j := so.indexOf(c, ho); j >= 0 {
+		so.deleteAt(j)
 	}
 	so.mu.Unlock()
 	si.mu.Unlock()
@@ -617,8 +621,8 @@ func (t *Table) Sweep(now int64) int {
 	s := &t.in.shards[i]
 	var dead []*Conn
 	s.mu.RLock()
-	for _, c := range s.m {
-		if c.expires.Load() <= now {
+	for _, c := range s.cs {
+		if c != nil && c.expires.Load() <= now {
 			dead = append(dead, c)
 		}
 	}
@@ -651,9 +655,11 @@ func (t *Table) Conns(f func(*Conn)) {
 	for i := range t.in.shards {
 		s := &t.in.shards[i]
 		s.mu.RLock()
-		cs := make([]*Conn, 0, len(s.m))
-		for _, c := range s.m {
-			cs = append(cs, c)
+		cs := make([]*Conn, 0, s.n)
+		for _, c := range s.cs {
+			if c != nil {
+				cs = append(cs, c)
+			}
 		}
 		s.mu.RUnlock()
 		for _, c := range cs {

@@ -246,8 +246,8 @@ func (t *Table) expireNodestConns() {
 		s := &t.in.shards[i]
 		var dead []*Conn
 		s.mu.RLock()
-		for _, c := range s.m {
-			if c.dest.removed.Load() {
+		for _, c := range s.cs {
+			if c != nil && c.dest.removed.Load() {
 				dead = append(dead, c)
 			}
 		}
@@ -287,8 +287,8 @@ func (t *Table) ExpireDest(d *Dest) int {
 		s := &t.in.shards[i]
 		var dead []*Conn
 		s.mu.RLock()
-		for _, c := range s.m {
-			if c.dest == d {
+		for _, c := range s.cs {
+			if c != nil && c.dest == d {
 				dead = append(dead, c)
 			}
 		}
