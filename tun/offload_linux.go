@@ -95,9 +95,39 @@ type offloadQueue struct {
 	// Read side (Read is never called concurrently with Read).
 	rbuf  []byte
 	split splitter
+	rd    readState
+	// readFn and readGSOFn are the RawConn callbacks of Read and
+	// ReadGSO, made on first use: a closure per call would be an
+	// allocation per call.
+	readFn, readGSOFn func(fd uintptr) bool
 	// Write side.
-	wbuf []byte
-	zero [virtioNetHdrLen]byte
+	wbuf    []byte
+	zero    [virtioNetHdrLen]byte
+	wpkt    []byte
+	werr    error
+	writeFn func(fd uintptr) bool
+}
+
+// readState is what a read callback works on: the arguments of the Read
+// or ReadGSO call in progress, and what it found.
+type readState struct {
+	bufs   [][]byte
+	sizes  []int
+	offset int
+	max    int
+
+	arena    []byte
+	headroom int
+	pkts     []GSOPacket
+	pos      int
+
+	n   int
+	err error
+	// drained: the last read(2) answered EAGAIN, so the next call may
+	// wait in the poller at once. The poller is edge-triggered on the
+	// device's wakeups, each packet queued after that read makes one,
+	// so nothing can be missed, and a read(2) that would fail is saved.
+	drained bool
 }
 
 // openOffload opens the TUN device cfg describes with the offloads, and
@@ -163,11 +193,12 @@ func openOffload(cfg Config) (Device, error) {
 			closeAll()
 			return nil, err
 		}
-		d.queues = append(d.queues, &offloadQueue{
+		q := &offloadQueue{
 			f: f, rc: rc, name: name,
 			rbuf: make([]byte, readBufSize),
 			wbuf: make([]byte, readBufSize),
-		})
+		}
+		d.queues = append(d.queues, q)
 	}
 	mtu, err := configure(name, cfg)
 	if err != nil {
@@ -260,35 +291,13 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		q.c.readPackets.Add(uint64(n))
 		return n, nil
 	}
-	var rerr error
-	err := q.rc.Read(func(fd uintptr) bool {
-		for n < max {
-			m, err := unix.Read(int(fd), q.rbuf)
-			switch {
-			case err == unix.EAGAIN:
-				// Wait in the poller only while nothing is read.
-				return n > 0
-			case err == unix.EINTR:
-				continue
-			case err != nil:
-				rerr = err
-				return true
-			case m == 0:
-				rerr = io.EOF
-				return true
-			}
-			q.c.readSyscalls.Add(1)
-			if err := q.split.load(q.rbuf[:m]); err != nil {
-				q.c.readDrops.Add(1)
-				continue
-			}
-			if q.split.gso {
-				q.c.gsoReads.Add(1)
-			}
-			n = q.drain(bufs, sizes, offset, n, max)
-		}
-		return true
-	})
+	q.rd = readState{bufs: bufs, sizes: sizes, offset: offset, max: max, n: n, drained: q.rd.drained}
+	if q.readFn == nil {
+		q.readFn = q.readCallback
+	}
+	err := q.rc.Read(q.readFn)
+	n, rerr := q.rd.n, q.rd.err
+	q.rd.bufs, q.rd.sizes = nil, nil
 	if n > 0 {
 		// Packets already taken are returned; an error, if it
 		// persists, comes back on the next call.
@@ -300,6 +309,44 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		err = rerr
 	}
 	return 0, q.wrapErr("read", err)
+}
+
+// readCallback is Read's RawConn callback: it reads until bufs are full
+// or the device is empty, and returns false to wait in the poller only
+// while nothing is read.
+func (q *offloadQueue) readCallback(fd uintptr) bool {
+	r := &q.rd
+	if r.drained {
+		// Nothing to read: wait, unless packets are in hand.
+		r.drained = false
+		return r.n > 0
+	}
+	for r.n < r.max {
+		m, err := unix.Read(int(fd), q.rbuf)
+		switch {
+		case err == unix.EAGAIN:
+			r.drained = r.n > 0
+			return r.n > 0
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			r.err = err
+			return true
+		case m == 0:
+			r.err = io.EOF
+			return true
+		}
+		q.c.readSyscalls.Add(1)
+		if err := q.split.load(q.rbuf[:m]); err != nil {
+			q.c.readDrops.Add(1)
+			continue
+		}
+		if q.split.gso {
+			q.c.gsoReads.Add(1)
+		}
+		r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
+	}
+	return true
 }
 
 // drain hands out the splitter's packets into bufs[n:max] and returns the
@@ -367,28 +414,35 @@ func (q *offloadQueue) Write(bufs [][]byte, offset int) (int, error) {
 // write writes one packet (virtio header included), waiting in the
 // poller if the device's queue is full.
 func (q *offloadQueue) write(pkt []byte) error {
-	var werr error
-	err := q.rc.Write(func(fd uintptr) bool {
-		for {
-			_, err := unix.Write(int(fd), pkt)
-			switch err {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			werr = err
-			return true
-		}
-	})
+	q.wpkt, q.werr = pkt, nil
+	if q.writeFn == nil {
+		q.writeFn = q.writeCallback
+	}
+	err := q.rc.Write(q.writeFn)
+	q.wpkt = nil
 	q.c.writeSyscalls.Add(1)
 	if err == nil {
-		err = werr
+		err = q.werr
 	}
 	if err != nil {
 		return q.wrapErr("write", err)
 	}
 	return nil
+}
+
+// writeCallback is write's RawConn callback.
+func (q *offloadQueue) writeCallback(fd uintptr) bool {
+	for {
+		_, err := unix.Write(int(fd), q.wpkt)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		q.werr = err
+		return true
+	}
 }
 
 // wrapErr maps "closed" errors to ErrClosed and names the device.
@@ -445,39 +499,13 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 	if q.closed.Load() {
 		return 0, q.wrapErr("read", os.ErrClosed)
 	}
-	n, pos := 0, 0
-	var rerr error
-	err := q.rc.Read(func(fd uintptr) bool {
-		for n < len(pkts) && pos+headroom+readBufSize <= len(arena) {
-			start := pos + headroom
-			buf := arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
-			m, err := unix.Read(int(fd), buf)
-			switch {
-			case err == unix.EAGAIN:
-				return n > 0
-			case err == unix.EINTR:
-				continue
-			case err != nil:
-				rerr = err
-				return true
-			case m == 0:
-				rerr = io.EOF
-				return true
-			}
-			q.c.readSyscalls.Add(1)
-			g, ok := q.inspect(buf[:m])
-			if !ok {
-				q.c.readDrops.Add(1)
-				continue
-			}
-			size := m - virtioNetHdrLen
-			pkts[n] = GSOPacket{Off: start, Len: size, GSO: g}
-			n++
-			// The next packet starts 8-byte aligned.
-			pos = (start + size + 7) &^ 7
-		}
-		return true
-	})
+	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts, drained: q.rd.drained}
+	if q.readGSOFn == nil {
+		q.readGSOFn = q.readGSOCallback
+	}
+	err := q.rc.Read(q.readGSOFn)
+	n, rerr := q.rd.n, q.rd.err
+	q.rd.arena, q.rd.pkts = nil, nil
 	if n > 0 {
 		q.c.readCalls.Add(1)
 		q.c.readPackets.Add(uint64(n))
@@ -487,6 +515,46 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 		err = rerr
 	}
 	return 0, q.wrapErr("read", err)
+}
+
+// readGSOCallback is ReadGSO's RawConn callback, like readCallback.
+func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
+	r := &q.rd
+	if r.drained {
+		// Nothing to read: wait, unless packets are in hand.
+		r.drained = false
+		return r.n > 0
+	}
+	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
+		start := r.pos + r.headroom
+		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
+		m, err := unix.Read(int(fd), buf)
+		switch {
+		case err == unix.EAGAIN:
+			r.drained = r.n > 0
+			return r.n > 0
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			r.err = err
+			return true
+		case m == 0:
+			r.err = io.EOF
+			return true
+		}
+		q.c.readSyscalls.Add(1)
+		g, ok := q.inspect(buf[:m])
+		if !ok {
+			q.c.readDrops.Add(1)
+			continue
+		}
+		size := m - virtioNetHdrLen
+		r.pkts[r.n] = GSOPacket{Off: start, Len: size, GSO: g}
+		r.n++
+		// The next packet starts 8-byte aligned.
+		r.pos = (start + size + 7) &^ 7
+	}
+	return true
 }
 
 // inspect validates one packet as read (virtio header first) and returns
