@@ -22,8 +22,14 @@ type fastPath struct {
 	gso  []tun.GSO
 
 	// Software segmentation (tun.Splitter) for super-packets bound for
-	// the stack or a device without offloads: seg holds the pieces of
-	// one packet, each with bufOffset headroom.
+	// the stack or cut up on arrival (in), and for those leaving by a
+	// device without offloads (out, at flush): seg holds the pieces of
+	// one packet, each with bufOffset headroom. Two, so that a flush
+	// in the middle of cutting up an arrival has its own.
+	in, out segmenter
+}
+
+type segmenter struct {
 	sp  tun.Splitter
 	seg []byte
 }
@@ -95,8 +101,7 @@ func (f *fastPath) flush(h *Host) {
 				// A device without offloads: what is collected
 				// goes first, then this packet in pieces.
 				f.write(h, nic, out)
-				h.Counters.GSOSplit.Add(1)
-				f.split(h, pd.buf[bufOffset:], pd.gso, func(seg []byte) {
+				f.out.split(h, pd.buf[bufOffset:], pd.gso, func(seg []byte) {
 					f.bufs = append(f.bufs[:0], seg)
 					f.write(h, nic, out)
 				})
@@ -139,22 +144,26 @@ func (f *fastPath) write(h *Host, nic *NIC, q *txQueue) {
 
 // split cuts pkt, a packet with pending offload state g, into ordinary
 // packets and calls fn with each, in a buffer with bufOffset bytes of
-// headroom that is reused for the next. A packet or piece that cannot be
-// made is counted as a link drop.
-func (f *fastPath) split(h *Host, pkt []byte, g tun.GSO, fn func(seg []byte)) {
-	if err := f.sp.Load(pkt, g); err != nil {
+// headroom that is reused for the next (a packet that is not a
+// super-packet only has its checksum finished). A packet or piece that
+// cannot be made is counted as a link drop.
+func (s *segmenter) split(h *Host, pkt []byte, g tun.GSO, fn func(seg []byte)) {
+	if g.Type != tun.GSONone {
+		h.Counters.GSOSplit.Add(1)
+	}
+	if err := s.sp.Load(pkt, g); err != nil {
 		h.Counters.LinkDrops.Add(1)
 		return
 	}
-	if f.seg == nil {
-		f.seg = make([]byte, bufOffset+tun.MaxGSOPacket)
+	if s.seg == nil {
+		s.seg = make([]byte, bufOffset+tun.MaxGSOPacket)
 	}
-	for f.sp.Pending() {
-		m, err := f.sp.Next(f.seg[bufOffset:])
+	for s.sp.Pending() {
+		m, err := s.sp.Next(s.seg[bufOffset:])
 		if err != nil {
 			h.Counters.LinkDrops.Add(1)
 			continue
 		}
-		fn(f.seg[:bufOffset+m])
+		fn(s.seg[:bufOffset+m])
 	}
 }

@@ -247,10 +247,10 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 			}
 			// A layout the NAT does not rewrite whole (an IPv6
 			// extension header, say): cut it up first. Each piece
-			// lives in f's scratch space until the next, so it goes
-			// out at once.
-			h.Counters.GSOSplit.Add(1)
-			f.split(h, whole[bufOffset:], g, func(seg []byte) {
+			// lives in f's scratch space until the next, so what is
+			// pending goes out before and each piece at once.
+			f.flush(h)
+			f.in.split(h, whole[bufOffset:], g, func(seg []byte) {
 				n.input(seg, tun.GSO{}, &p, now, f)
 				f.flush(h)
 			})
@@ -394,8 +394,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 	}
 	if g.Pending() {
 		// The stack takes ordinary packets only.
-		h.Counters.GSOSplit.Add(1)
-		f.split(h, frame, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
+		f.in.split(h, frame, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
 		return
 	}
 	n.deliver(proto, frame)

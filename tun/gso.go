@@ -191,7 +191,8 @@ func (g GSO) InPlace(p []byte) bool {
 	}
 	switch proto {
 	case protoTCP:
-		return g.CsumOffset == 16 && len(p) >= l4+20 && (g.Type == GSONone || g.Type == GSOTCPv4 || g.Type == GSOTCPv6)
+		return g.CsumOffset == 16 && len(p) >= l4+20 &&
+			(g.Type == GSONone || g.Type == GSOTCPv4 && p[0]>>4 == 4 || g.Type == GSOTCPv6 && p[0]>>4 == 6)
 	case protoUDP:
 		return g.CsumOffset == 6 && len(p) >= l4+8 && (g.Type == GSONone || g.Type == GSOUDPL4)
 	}

@@ -236,7 +236,9 @@ func (s *splitter) loadParts(h *virtioHdr, p []byte) error {
 		if (gsoType == vnetGSOTCPv6) != s.v6 || len(p) < s.l4+20 {
 			return errBadVirtioHdr
 		}
-		if !s.v6 && p[9] != protoTCP {
+		// The protocol, where it can be seen without walking IPv6
+		// extension headers.
+		if !s.v6 && p[9] != protoTCP || s.v6 && s.l4 == 40 && p[6] != protoTCP {
 			return errBadVirtioHdr
 		}
 		// The TCP header's own length, not hdr_len: the kernel's
@@ -247,7 +249,7 @@ func (s *splitter) loadParts(h *virtioHdr, p []byte) error {
 		}
 	case vnetGSOUDPL4:
 		s.udp = true
-		if !s.v6 && p[9] != protoUDP {
+		if !s.v6 && p[9] != protoUDP || s.v6 && s.l4 == 40 && p[6] != protoUDP {
 			return errBadVirtioHdr
 		}
 		s.hdrLen = s.l4 + 8

@@ -123,11 +123,6 @@ type readState struct {
 
 	n   int
 	err error
-	// drained: the last read(2) answered EAGAIN, so the next call may
-	// wait in the poller at once. The poller is edge-triggered on the
-	// device's wakeups, each packet queued after that read makes one,
-	// so nothing can be missed, and a read(2) that would fail is saved.
-	drained bool
 }
 
 // openOffload opens the TUN device cfg describes with the offloads, and
@@ -291,7 +286,7 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		q.c.readPackets.Add(uint64(n))
 		return n, nil
 	}
-	q.rd = readState{bufs: bufs, sizes: sizes, offset: offset, max: max, n: n, drained: q.rd.drained}
+	q.rd = readState{bufs: bufs, sizes: sizes, offset: offset, max: max, n: n}
 	if q.readFn == nil {
 		q.readFn = q.readCallback
 	}
@@ -316,16 +311,11 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 // while nothing is read.
 func (q *offloadQueue) readCallback(fd uintptr) bool {
 	r := &q.rd
-	if r.drained {
-		// Nothing to read: wait, unless packets are in hand.
-		r.drained = false
-		return r.n > 0
-	}
 	for r.n < r.max {
 		m, err := unix.Read(int(fd), q.rbuf)
 		switch {
 		case err == unix.EAGAIN:
-			r.drained = r.n > 0
+			// Wait in the poller only while nothing is read.
 			return r.n > 0
 		case err == unix.EINTR:
 			continue
@@ -499,7 +489,7 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 	if q.closed.Load() {
 		return 0, q.wrapErr("read", os.ErrClosed)
 	}
-	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts, drained: q.rd.drained}
+	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts}
 	if q.readGSOFn == nil {
 		q.readGSOFn = q.readGSOCallback
 	}
@@ -520,18 +510,13 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 // readGSOCallback is ReadGSO's RawConn callback, like readCallback.
 func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 	r := &q.rd
-	if r.drained {
-		// Nothing to read: wait, unless packets are in hand.
-		r.drained = false
-		return r.n > 0
-	}
 	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
 		start := r.pos + r.headroom
 		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
 		m, err := unix.Read(int(fd), buf)
 		switch {
 		case err == unix.EAGAIN:
-			r.drained = r.n > 0
+			// Wait in the poller only while nothing is read.
 			return r.n > 0
 		case err == unix.EINTR:
 			continue
