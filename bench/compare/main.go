@@ -12,6 +12,12 @@
 // sender and receivers (udpflood.go): iperf3's single-threaded UDP sender
 // would be the limit, not the director.
 //
+// Then, for each tunvs director, the flows workload (flows.go) fills a
+// fresh director's table with -flows concurrent UDP flows (default 1M, one
+// datagram each) and records its RSS there, once as it comes and once with
+// GOGC=-flows-gogc; -flows 0 skips it. The kernel's directors are not
+// measured for it (their conntrack limit is shared with the host).
+//
 //	go run ./bench/compare -out bench/results   # or: make compare
 //
 // It re-executes itself inside a fresh user and network namespace (see
@@ -59,13 +65,23 @@ var workloads = []struct{ key, label, unit string }{
 	{"lat_p99", "latency p99 @ fixed rate", "µs"},
 	{"rss_mb", "director peak RSS", "MB"},
 	{"cpu_s", "director CPU", "s"},
+	{"flows_held", "flows held (of -flows, fresh director)", "k"},
+	{"flows_rss_mb", "director RSS at the flows held", "MB"},
+	{"flows_hwm_mb", "director peak RSS at the flows held", "MB"},
+	{"flows_gogc_held", "flows held, GOGC=?", "k"},
+	{"flows_gogc_rss_mb", "director RSS at the flows held, GOGC=?", "MB"},
+	{"flows_gogc_hwm_mb", "director peak RSS at the flows held, GOGC=?", "MB"},
 }
 
-var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "udp_loss": true, "rss_mb": true, "cpu_s": true}
+var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
+	"flows_rss_mb": true, "flows_hwm_mb": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
 // notCharted are the table's rows that explain another row rather than
 // compare the directors: the chart leaves them out.
-var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true}
+// The flows rows have no kernel figure to be a ratio to either.
+var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true,
+	"flows_held": true, "flows_rss_mb": true, "flows_hwm_mb": true,
+	"flows_gogc_held": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
 type config struct {
 	out      string
@@ -75,6 +91,10 @@ type config struct {
 	// udpSenders is the number of sending threads of the UDP workload
 	// (its flows stay udpFlows whatever it is).
 	udpSenders int
+	// flows is the flows workload's target (0: skip it, flows.go);
+	// flowsGOGC the GOGC of its second measurement (0: no second one).
+	flows, flowsGOGC, flowsRate int
+	flowsBudget                 time.Duration
 }
 
 func main() {
@@ -84,10 +104,18 @@ func main() {
 	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
+	flag.IntVar(&c.flows, "flows", 1000000, "concurrent UDP flows the flows workload puts in each tunvs director's table (0: skip it)")
+	flag.IntVar(&c.flowsGOGC, "flows-gogc", 50, "GOGC of the flows workload's second measurement (0: no second measurement)")
+	flag.IntVar(&c.flowsRate, "flows-rate", 30000, "new flows a second the flows workload starts at (then it follows what the director takes in)")
+	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
 	if c.udpSenders < 1 || c.udpSenders > udpFlows {
 		fmt.Fprintf(os.Stderr, "compare: -udp-senders must be 1 to %d\n", udpFlows)
+		os.Exit(2)
+	}
+	if c.flows < 0 || c.flows > maxFlows || c.flowsGOGC < 0 || c.flowsRate < 1 || c.flowsBudget <= 0 {
+		fmt.Fprintf(os.Stderr, "compare: -flows must be 0 to %d, -flows-gogc at least 0, -flows-rate and -flows-time positive\n", maxFlows)
 		os.Exit(2)
 	}
 	if *from != "" {
@@ -140,7 +168,9 @@ func outside(c config) int {
 			return 1
 		}
 	}
-	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders)}
+	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
+		"-flows", strconv.Itoa(c.flows), "-flows-gogc", strconv.Itoa(c.flowsGOGC),
+		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
 	var stdout strings.Builder
 	sb, err := netns.Sandbox(context.Background(), netns.SandboxOptions{
 		Unprivileged: os.Geteuid() != 0,
@@ -202,6 +232,10 @@ func report(c config, res []result) int {
 		"go":      runtime.Version(),
 		"seconds": c.duration.Seconds(),
 		"udp":     fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
+	}
+	if c.flows > 0 {
+		meta["flows"] = fmt.Sprintf("%d UDP flows, one %d-byte datagram each, from %d client addresses, into a fresh tunvs (--max-conns %d) per measurement; held is tunvs_connections once it stops growing, RSS and peak RSS are VmRSS and VmHWM then", c.flows, flowPayload, flowAddrs(c.flows), max(c.flows+c.flows/2, 1<<20))
+		meta["flows_gogc"] = c.flowsGOGC
 	}
 	return write(c, res, meta)
 }

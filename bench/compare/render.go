@@ -46,7 +46,14 @@ func renderTable(res []result, meta map[string]any) string {
 	}
 	fmt.Fprintln(&b)
 	for _, w := range workloads {
-		fmt.Fprintf(&b, "| %s | %s |", w.label, w.unit)
+		if strings.HasPrefix(w.key, "flows_") && !anyHas(res, w.key) {
+			continue // the flows workload was skipped (-flows 0)
+		}
+		label := w.label
+		if g, ok := meta["flows_gogc"]; ok {
+			label = strings.ReplaceAll(label, "GOGC=?", fmt.Sprintf("GOGC=%v", g))
+		}
+		fmt.Fprintf(&b, "| %s | %s |", label, w.unit)
 		for _, r := range res {
 			v, ok := r.Figures[w.key]
 			switch {
@@ -67,6 +74,9 @@ func renderTable(res []result, meta map[string]any) string {
 	}
 	if u, ok := meta["udp"]; ok {
 		fmt.Fprintf(&b, "UDP: %v, one way to the real servers for the whole window; received is what the real servers read, loss is 1 - received/sent.\n", u)
+	}
+	if fl, ok := meta["flows"]; ok {
+		fmt.Fprintf(&b, "Flows: %v.\n", fl)
 	}
 	for _, r := range res {
 		if r.Skipped != "" {
@@ -137,6 +147,16 @@ func renderSVG(res []result) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// anyHas reports whether any director has figure k.
+func anyHas(res []result, k string) bool {
+	for _, r := range res {
+		if _, ok := r.Figures[k]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 func baseName(base *result) string {

@@ -13,7 +13,7 @@ const envRole = "TUNVS_COMPARE_ROLE"
 
 // serveRole runs one of the programs the harness starts in its hosts: the
 // real servers' HTTP server, or the UDP workload's sender and receiver
-// (udpflood.go).
+// (udpflood.go), or the flows workload's sender (flows.go).
 func serveRole(role string, args []string) int {
 	switch role {
 	case "http":
@@ -22,6 +22,8 @@ func serveRole(role string, args []string) int {
 		return serveUDPSend(args)
 	case "udp-recv":
 		return serveUDPRecv(args)
+	case "udp-flows":
+		return serveUDPFlows(args)
 	}
 	fmt.Fprintf(os.Stderr, "compare: unknown role %q\n", role)
 	return 2

@@ -29,6 +29,11 @@ type bed struct {
 	procs   []*exec.Cmd
 	outs    map[*exec.Cmd]*strings.Builder
 	dirProc *exec.Cmd // the director's own process, for RSS and CPU
+	// dirEnv and dirExtra are added to tunvs's environment and command
+	// line (the flows workload: GOGC, --max-conns, --metrics).
+	dirEnv, dirExtra []string
+	// clientDev is the client's interface towards the director.
+	clientDev string
 }
 
 // output is what a started process printed so far.
@@ -115,6 +120,7 @@ func (b *bed) kernelWiring() error {
 		func() error { return b.dir.AddAddr("c0", "10.0.0.1/24") },
 		func() error { return b.dir.Forwarding(true) },
 	}
+	b.clientDev = "eth0"
 	var members []string
 	for i, h := range b.rs {
 		dev := fmt.Sprintf("r%d", i)
@@ -157,7 +163,8 @@ func (b *bed) tunvsWiring(bin string, extra ...string) error {
 			"--rule", fmt.Sprintf("-a -u %s:%d -r %s -m", vip, udpPort, a))
 	}
 	args = append(args, extra...)
-	p, err := b.start(b.dir, nil, args...)
+	args = append(args, b.dirExtra...)
+	p, err := b.start(b.dir, b.dirEnv, args...)
 	if err != nil {
 		return err
 	}
@@ -175,6 +182,7 @@ func (b *bed) tunvsWiring(bin string, extra ...string) error {
 			return err
 		}
 	}
+	b.clientDev = "tvc"
 	if err := b.client.AddAddr("tvc", client+"/24"); err != nil {
 		return err
 	}

@@ -99,14 +99,7 @@ func serveUDPSend(args []string) int {
 		fmt.Fprintln(os.Stderr, "compare: udp-send: want ADDR:PORT SENDERS LIMIT_SECONDS")
 		return 2
 	}
-	// This process sends as fast as it can: make sure it is in one of the
-	// harness's hosts, not in the sandbox's own namespace or outside it.
-	if err := netns.CheckFresh(); err != nil {
-		fmt.Fprintln(os.Stderr, "compare: udp-send: refusing to send:", err)
-		return 1
-	}
-	if cur, err := os.Readlink("/proc/self/ns/net"); err != nil || cur == os.Getenv(envHarnessNetns) || os.Getenv(envHarnessNetns) == "" {
-		fmt.Fprintf(os.Stderr, "compare: udp-send: refusing to send from network namespace %q (harness %q): %v\n", cur, os.Getenv(envHarnessNetns), err)
+	if !mayFlood("udp-send") {
 		return 1
 	}
 	host, portS, ok := strings.Cut(args[0], ":")
@@ -191,6 +184,21 @@ func serveUDPSend(args []string) int {
 		os.Exit(1)
 	})
 	return control(snap)
+}
+
+// mayFlood checks that this process, about to send as fast as it can, is
+// in one of the harness's hosts, not in the sandbox's own namespace or
+// outside it; it says why not on stderr.
+func mayFlood(role string) bool {
+	if err := netns.CheckFresh(); err != nil {
+		fmt.Fprintf(os.Stderr, "compare: %s: refusing to send: %v\n", role, err)
+		return false
+	}
+	if cur, err := os.Readlink("/proc/self/ns/net"); err != nil || cur == os.Getenv(envHarnessNetns) || os.Getenv(envHarnessNetns) == "" {
+		fmt.Fprintf(os.Stderr, "compare: %s: refusing to send from network namespace %q (harness %q): %v\n", role, cur, os.Getenv(envHarnessNetns), err)
+		return false
+	}
+	return true
 }
 
 // serveUDPRecv is the receiver role: it counts the datagrams that arrive

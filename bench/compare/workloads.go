@@ -50,6 +50,9 @@ func inside(c config) ([]result, error) {
 			}
 		}
 		b.close()
+		if r.Skipped == "" && c.flows > 0 {
+			runFlows(d, c, self, &r)
+		}
 		if r.Skipped != "" {
 			fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
 		}
