@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync/atomic"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -312,7 +313,7 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 func (q *offloadQueue) readCallback(fd uintptr) bool {
 	r := &q.rd
 	for r.n < r.max {
-		m, err := unix.Read(int(fd), q.rbuf)
+		m, err := rawRead(fd, q.rbuf)
 		switch {
 		case err == unix.EAGAIN:
 			// Wait in the poller only while nothing is read.
@@ -423,7 +424,7 @@ func (q *offloadQueue) write(pkt []byte) error {
 // writeCallback is write's RawConn callback.
 func (q *offloadQueue) writeCallback(fd uintptr) bool {
 	for {
-		_, err := unix.Write(int(fd), q.wpkt)
+		_, err := rawWrite(fd, q.wpkt)
 		switch err {
 		case unix.EINTR:
 			continue
@@ -513,7 +514,7 @@ func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
 		start := r.pos + r.headroom
 		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
-		m, err := unix.Read(int(fd), buf)
+		m, err := rawRead(fd, buf)
 		switch {
 		case err == unix.EAGAIN:
 			// Wait in the poller only while nothing is read.
@@ -625,4 +626,29 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 		done += run
 	}
 	return done, nil
+}
+
+// rawRead and rawWrite are read(2) and write(2) on the device's
+// non-blocking fd without telling the Go scheduler (RawSyscall, no
+// entersyscall/exitsyscall). Neither ever sleeps: the fd is non-blocking,
+// a read copies one queued packet or fails with EAGAIN, and a write runs
+// the kernel's receive path for the packet (softirq work in the caller's
+// context, as for any TUN write) and returns. Told of it, the scheduler
+// would hand the P to another thread whenever a write took longer than
+// sysmon's 20 µs tick, which under load is most of them: futex wakeups
+// and thread switches per packet, for nothing.
+func rawRead(fd uintptr, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd uintptr, p []byte) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
 }
