@@ -191,7 +191,6 @@ func openOffload(cfg Config) (Device, error) {
 		}
 		q := &offloadQueue{
 			f: f, rc: rc, name: name,
-			rbuf: make([]byte, readBufSize),
 			wbuf: make([]byte, readBufSize),
 		}
 		d.queues = append(d.queues, q)
@@ -290,6 +289,8 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	q.rd = readState{bufs: bufs, sizes: sizes, offset: offset, max: max, n: n}
 	if q.readFn == nil {
 		q.readFn = q.readCallback
+		// Made on first use: a reader that uses ReadGSO never needs it.
+		q.rbuf = make([]byte, readBufSize)
 	}
 	err := q.rc.Read(q.readFn)
 	n, rerr := q.rd.n, q.rd.err

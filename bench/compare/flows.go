@@ -18,7 +18,8 @@ package main
 // namespace and checks so, like the flood's sender.
 //
 // Each tunvs director gets a fresh test bed for it (nothing else has run
-// through that process), once as it comes and once with a lower GOGC in
+// through that process), once as it comes (GOGC 50, tunvs's own default)
+// and once with another GOGC (default 100, Go's) in
 // its environment, to show how much of the RSS is the collector's
 // headroom. The kernel's directors are not measured: nf_conntrack_max is
 // one limit for every namespace of the machine, the host's included, so

@@ -105,7 +105,7 @@ func main() {
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
 	flag.IntVar(&c.flows, "flows", 1000000, "concurrent UDP flows the flows workload puts in each tunvs director's table (0: skip it)")
-	flag.IntVar(&c.flowsGOGC, "flows-gogc", 50, "GOGC of the flows workload's second measurement (0: no second measurement)")
+	flag.IntVar(&c.flowsGOGC, "flows-gogc", 100, "GOGC of the flows workload's second measurement, set in tunvs's environment (tunvs runs with 50 unless told; 100 is Go's default; 0: no second measurement)")
 	flag.IntVar(&c.flowsRate, "flows-rate", 30000, "new flows a second the flows workload starts at (then it follows what the director takes in)")
 	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")

