@@ -57,7 +57,7 @@ bench:
 # network namespaces; writes bench/results/{results.json,table.md,chart.svg}.
 # Needs iperf3, wrk, nftables (and haproxy, ipvsadm to include those).
 compare:
-	$(GO) run ./bench/compare -out bench/results
+	$(GO) run ./bench/compare -rounds 3 -out bench/results
 
 clean:
 	rm -rf bin

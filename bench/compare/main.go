@@ -49,6 +49,9 @@ type result struct {
 	Skipped  string             `json:"skipped,omitempty"`
 	Figures  map[string]float64 `json:"figures"`
 	Notes    []string           `json:"notes,omitempty"`
+	// Rounds holds each round's own figures when there were several
+	// (-rounds); Figures is then their median.
+	Rounds []map[string]float64 `json:"rounds,omitempty"`
 }
 
 // The workloads, in table order, with their units. Bigger is better except
@@ -95,6 +98,9 @@ type config struct {
 	// flowsGOGC the GOGC of its second measurement (0: no second one).
 	flows, flowsGOGC, flowsRate int
 	flowsBudget                 time.Duration
+	// rounds is how many times every director runs the workloads, in
+	// turn (nft, tunvs, ..., nft, tunvs, ...): figures are medians.
+	rounds int
 }
 
 func main() {
@@ -103,6 +109,7 @@ func main() {
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
 	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
+	flag.IntVar(&c.rounds, "rounds", 1, "run every director's workloads this many times, directors interleaved, and report the medians (the machine's drift and noise hit every director alike); the flows workload runs once")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
 	flag.IntVar(&c.flows, "flows", 1000000, "concurrent UDP flows the flows workload puts in each tunvs director's table (0: skip it)")
 	flag.IntVar(&c.flowsGOGC, "flows-gogc", 100, "GOGC of the flows workload's second measurement, set in tunvs's environment (tunvs runs with 50 unless told; 100 is Go's default; 0: no second measurement)")
@@ -110,6 +117,10 @@ func main() {
 	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
+	if c.rounds < 1 || c.rounds > 15 {
+		fmt.Fprintln(os.Stderr, "compare: -rounds must be 1 to 15")
+		os.Exit(2)
+	}
 	if c.udpSenders < 1 || c.udpSenders > udpFlows {
 		fmt.Fprintf(os.Stderr, "compare: -udp-senders must be 1 to %d\n", udpFlows)
 		os.Exit(2)
@@ -168,7 +179,7 @@ func outside(c config) int {
 			return 1
 		}
 	}
-	args := []string{"-t", c.duration.String(), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
+	args := []string{"-t", c.duration.String(), "-rounds", strconv.Itoa(c.rounds), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
 		"-flows", strconv.Itoa(c.flows), "-flows-gogc", strconv.Itoa(c.flowsGOGC),
 		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
 	var stdout strings.Builder
@@ -231,6 +242,7 @@ func report(c config, res []result) int {
 		"machine": fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
 		"go":      runtime.Version(),
 		"seconds": c.duration.Seconds(),
+		"rounds":  c.rounds,
 		"udp":     fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
 	}
 	if c.flows > 0 {

@@ -61,7 +61,7 @@ func renderTable(res []result, meta map[string]any) string {
 				fmt.Fprintf(&b, " — |")
 			case !ok:
 				fmt.Fprintf(&b, " n/a |")
-			case base != nil && base != &r && base.Figures[w.key] != 0 && !math.IsNaN(ratio(w.key, v, base.Figures[w.key])):
+			case base != nil && base.Director != r.Director && base.Figures[w.key] != 0 && !math.IsNaN(ratio(w.key, v, base.Figures[w.key])):
 				fmt.Fprintf(&b, " %.4g (%.2fx) |", v, ratio(w.key, v, base.Figures[w.key]))
 			default:
 				fmt.Fprintf(&b, " %.4g |", v)
@@ -71,6 +71,11 @@ func renderTable(res []result, meta map[string]any) string {
 	}
 	if base != nil {
 		fmt.Fprintf(&b, "\nRatios are to %s, oriented so that above 1x is better than the kernel.\n", base.Director)
+	}
+	if n, ok := meta["rounds"].(float64); ok && n > 1 {
+		fmt.Fprintf(&b, "Each figure is the median of %.0f rounds, the directors taking turns in each (the flows workload ran once).\n", n)
+	} else if n, ok := meta["rounds"].(int); ok && n > 1 {
+		fmt.Fprintf(&b, "Each figure is the median of %d rounds, the directors taking turns in each (the flows workload ran once).\n", n)
 	}
 	if u, ok := meta["udp"]; ok {
 		fmt.Fprintf(&b, "UDP: %v, one way to the real servers for the whole window; received is what the real servers read, loss is 1 - received/sent.\n", u)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,46 +20,107 @@ import (
 	"github.com/tunvs/tunvs/lab/netns"
 )
 
-// inside runs every director in turn, each on a fresh bed.
+// inside runs every director in turn, each on a fresh bed, c.rounds
+// times over (directors interleaved), and gives each figure's median.
 func inside(c config) ([]result, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	var out []result
-	for _, d := range directors {
-		if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") {
-			continue
-		}
-		r := result{Director: d.name, Figures: map[string]float64{}}
-		fmt.Fprintf(os.Stderr, "== %s\n", d.name)
-		b, err := newBed()
-		if err != nil {
-			return nil, err
-		}
-		skip, err := d.setup(b, c)
-		switch {
-		case err != nil:
-			r.Skipped = "setup failed: " + err.Error()
-		case skip != "":
-			r.Skipped = skip
-		default:
-			if err := b.servers(self); err != nil {
-				r.Skipped = "servers: " + err.Error()
+	var out []*result
+	byName := map[string]*result{}
+	for round := 0; round < c.rounds; round++ {
+		for _, d := range directors {
+			if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") {
+				continue
+			}
+			if c.rounds > 1 {
+				fmt.Fprintf(os.Stderr, "== %s (round %d of %d)\n", d.name, round+1, c.rounds)
 			} else {
-				run(b, c, self, &r)
+				fmt.Fprintf(os.Stderr, "== %s\n", d.name)
+			}
+			r := result{Director: d.name, Figures: map[string]float64{}}
+			if err := runOnce(d, c, self, &r, round == 0); err != nil {
+				return nil, err
+			}
+			if r.Skipped != "" {
+				fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
+			}
+			agg := byName[d.name]
+			if agg == nil {
+				agg = &result{Director: d.name, Figures: map[string]float64{}, Skipped: r.Skipped}
+				byName[d.name] = agg
+				out = append(out, agg)
+			}
+			if r.Skipped == "" {
+				agg.Skipped = ""
+				agg.Rounds = append(agg.Rounds, r.Figures)
+			}
+			for _, n := range r.Notes {
+				if !slices.Contains(agg.Notes, n) {
+					agg.Notes = append(agg.Notes, n)
+				}
 			}
 		}
-		b.close()
-		if r.Skipped == "" && c.flows > 0 {
-			runFlows(d, c, self, &r)
-		}
-		if r.Skipped != "" {
-			fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
-		}
-		out = append(out, r)
 	}
-	return out, nil
+	res := make([]result, 0, len(out))
+	for _, r := range out {
+		r.Figures = medians(r.Rounds)
+		if len(r.Rounds) < 2 {
+			r.Rounds = nil
+		}
+		res = append(res, *r)
+	}
+	return res, nil
+}
+
+// runOnce sets a fresh bed up for d, runs the workloads through it and,
+// if flows, the flows workload on beds of its own.
+func runOnce(d director, c config, self string, r *result, flows bool) error {
+	b, err := newBed()
+	if err != nil {
+		return err
+	}
+	skip, err := d.setup(b, c)
+	switch {
+	case err != nil:
+		r.Skipped = "setup failed: " + err.Error()
+	case skip != "":
+		r.Skipped = skip
+	default:
+		if err := b.servers(self); err != nil {
+			r.Skipped = "servers: " + err.Error()
+		} else {
+			run(b, c, self, r)
+		}
+	}
+	b.close()
+	if r.Skipped == "" && flows && c.flows > 0 {
+		runFlows(d, c, self, r)
+	}
+	return nil
+}
+
+// medians is, for every figure of any round, the median of the rounds
+// that have it (the mean of the middle two for an even count).
+func medians(rounds []map[string]float64) map[string]float64 {
+	vals := map[string][]float64{}
+	for _, f := range rounds {
+		for k, v := range f {
+			vals[k] = append(vals[k], v)
+		}
+	}
+	out := make(map[string]float64, len(vals))
+	for k, v := range vals {
+		slices.Sort(v)
+		n := len(v)
+		if n%2 == 1 {
+			out[k] = v[n/2]
+		} else {
+			out[k] = (v[n/2-1] + v[n/2]) / 2
+		}
+	}
+	return out
 }
 
 func run(b *bed, c config, self string, r *result) {
