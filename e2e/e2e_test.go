@@ -437,15 +437,10 @@ func runDirector(t *testing.T) {
 	e.drain(20 * time.Second)
 }
 
-// Path MTU, upload: the real servers sit on 1280-byte links but advertise
-// a 1460-byte MSS, so the client sends full 1500-byte segments to the VIP.
-// The director must answer them with "fragmentation needed" quoting what
-// the client sent (client -> VIP), so that the client's kernel lowers its
-// path MTU for the VIP; the 1 MiB upload then completes.
-func runPMTUUpload(t *testing.T) {
-	e := setup(t, opts{rsMTU: 1280, rsAdvmss: true})
-	c := e.httpClient()
-	data := bytes.Repeat([]byte("tunvs pmtu "), 100000)
+// upload posts data to a real server through the VIP, which answers with
+// its SHA-256.
+func upload(t *testing.T, c *http.Client, data []byte) {
+	t.Helper()
 	sum := sha256.Sum256(data)
 	resp, err := c.Post("http://172.16.1.100/upload", "application/octet-stream", bytes.NewReader(data))
 	if err != nil {
@@ -456,6 +451,16 @@ func runPMTUUpload(t *testing.T) {
 	if string(b) != hex.EncodeToString(sum[:]) {
 		t.Errorf("upload digest %q", b)
 	}
+}
+
+// Path MTU, upload: the real servers sit on 1280-byte links but advertise
+// a 1460-byte MSS, so the client sends full 1500-byte segments to the VIP.
+// The director must answer them with "fragmentation needed" quoting what
+// the client sent (client -> VIP), so that the client's kernel lowers its
+// path MTU for the VIP; the 1 MiB upload then completes.
+func runPMTUUpload(t *testing.T) {
+	e := setup(t, opts{rsMTU: 1280, rsAdvmss: true})
+	upload(t, e.httpClient(), bytes.Repeat([]byte("tunvs pmtu "), 100000))
 	out, err := e.client.Run(context.Background(), "ip", "route", "get", vip4.String())
 	if err != nil || !strings.Contains(out, "mtu 1280") {
 		t.Errorf("the client learnt no path MTU for the VIP (%v):\n%s", err, out)

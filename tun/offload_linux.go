@@ -314,21 +314,13 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 func (q *offloadQueue) readCallback(fd uintptr) bool {
 	r := &q.rd
 	for r.n < r.max {
-		m, err := rawRead(fd, q.rbuf)
-		switch {
-		case err == unix.EAGAIN:
-			// Wait in the poller only while nothing is read.
-			return r.n > 0
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			r.err = err
-			return true
-		case m == 0:
-			r.err = io.EOF
-			return true
+		m, more, done := q.read1(fd, q.rbuf)
+		if !more {
+			return done
 		}
-		q.c.readSyscalls.Add(1)
+		if m < 0 {
+			continue
+		}
 		if err := q.split.load(q.rbuf[:m]); err != nil {
 			q.c.readDrops.Add(1)
 			continue
@@ -339,6 +331,29 @@ func (q *offloadQueue) readCallback(fd uintptr) bool {
 		r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
 	}
 	return true
+}
+
+// read1 is one read(2) of a read callback into buf. It returns the
+// packet's length (-1: interrupted, try again), or more false and what
+// the callback is to return: true with an error in q.rd.err, or, when the
+// device is empty, whether packets are in hand (wait in the poller only
+// while nothing is read).
+func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
+	m, err := rawRead(fd, buf)
+	switch {
+	case err == unix.EAGAIN:
+		return 0, false, q.rd.n > 0
+	case err == unix.EINTR:
+		return -1, true, false
+	case err != nil:
+		q.rd.err = err
+		return 0, false, true
+	case m == 0:
+		q.rd.err = io.EOF
+		return 0, false, true
+	}
+	q.c.readSyscalls.Add(1)
+	return m, true, false
 }
 
 // drain hands out the splitter's packets into bufs[n:max] and returns the
@@ -515,21 +530,13 @@ func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
 		start := r.pos + r.headroom
 		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
-		m, err := rawRead(fd, buf)
-		switch {
-		case err == unix.EAGAIN:
-			// Wait in the poller only while nothing is read.
-			return r.n > 0
-		case err == unix.EINTR:
-			continue
-		case err != nil:
-			r.err = err
-			return true
-		case m == 0:
-			r.err = io.EOF
-			return true
+		m, more, done := q.read1(fd, buf)
+		if !more {
+			return done
 		}
-		q.c.readSyscalls.Add(1)
+		if m < 0 {
+			continue
+		}
 		g, ok := q.inspect(buf[:m])
 		if !ok {
 			q.c.readDrops.Add(1)

@@ -20,7 +20,7 @@ var directors = []director{
 	{"ipvs", setupIPVS},
 	{"nft", setupNFT},
 	{"tunvs-offload", setupTunvsOffload},
-	{"tunvs-1q", setupTunvs1Q},
+	{"tunvs-mq", setupTunvsMQ},
 	{"tunvs-split", setupTunvsSplit},
 	{"tunvs-plain", setupTunvs},
 	{"haproxy", setupHAProxy},
@@ -128,10 +128,10 @@ func setupTunvsOffload(b *bed, c config) (string, error) {
 	return "", nil
 }
 
-// setupTunvs1Q is tunvs-offload with one queue per TUN device (the
-// default is one per CPU, up to 4), a single reader each.
-func setupTunvs1Q(b *bed, c config) (string, error) {
-	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-queues=1"); err != nil {
+// setupTunvsMQ is tunvs-offload with two queues per TUN device, a reader
+// and a writer on each.
+func setupTunvsMQ(b *bed, c config) (string, error) {
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-queues=2"); err != nil {
 		return "", err
 	}
 	return "", nil

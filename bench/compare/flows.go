@@ -33,7 +33,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -253,18 +252,8 @@ func measureFlows(d director, c config, self string, gogc int) (f flowFigures, e
 // scrapeMetrics reads tunvs's metrics in the director's namespace: the
 // value of every line, by name with labels.
 func scrapeMetrics(b *bed) (map[string]float64, error) {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = b.dir.Do(func() error {
-				var dl net.Dialer
-				c, err = dl.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	cl := nsHTTPClient(b.dir, 1)
+	defer cl.CloseIdleConnections()
 	resp, err := cl.Get("http://" + flowsMetrics + "/metrics")
 	if err != nil {
 		return nil, err
@@ -391,12 +380,8 @@ func flowsRun(b *bed, c config, self string) (f flowFigures, err error) {
 	}()
 	// Receivers, so that the real servers take the datagrams quietly
 	// instead of answering each with an ICMP error.
-	for _, h := range b.rs {
-		p, err := b.startCtl(h, []string{envRole + "=udp-recv"}, self, strconv.Itoa(udpPort))
-		if err != nil {
-			return f, err
-		}
-		recvs = append(recvs, p)
+	if recvs, err = b.startReceivers(self); err != nil {
+		return f, err
 	}
 	limit := int(c.flowsBudget.Seconds()) + 30
 	snd, err = b.startCtl(b.client, []string{envRole + "=udp-flows", envHarnessNetns + "=" + harnessNetns},

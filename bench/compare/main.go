@@ -107,7 +107,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
-	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-1q,tunvs-split,tunvs-plain,haproxy)")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.rounds, "rounds", 1, "run every director's workloads this many times, directors interleaved, and report the medians (the machine's drift and noise hit every director alike); the flows workload runs once")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))

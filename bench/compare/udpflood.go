@@ -410,6 +410,20 @@ func snapshot(ps []*ctlProc) ([][]uint64, error) {
 	return out, nil
 }
 
+// startReceivers starts a udp-recv on every real server. On an error the
+// ones already started are returned too, for the caller to stop.
+func (b *bed) startReceivers(self string) ([]*ctlProc, error) {
+	var procs []*ctlProc
+	for _, h := range b.rs {
+		p, err := b.startCtl(h, []string{envRole + "=udp-recv"}, self, strconv.Itoa(udpPort))
+		if err != nil {
+			return procs, err
+		}
+		procs = append(procs, p)
+	}
+	return procs, nil
+}
+
 // udpFlood runs the workload: receivers on every real server, the sender
 // on the client, a warm-up, then two snapshots d apart.
 func udpFlood(b *bed, self string, d time.Duration, senders int) (f udpFigures, err error) {
@@ -423,12 +437,8 @@ func udpFlood(b *bed, self string, d time.Duration, senders int) (f udpFigures, 
 			p.stop()
 		}
 	}()
-	for _, h := range b.rs {
-		p, err := b.startCtl(h, []string{envRole + "=udp-recv"}, self, strconv.Itoa(udpPort))
-		if err != nil {
-			return f, err
-		}
-		procs = append(procs, p)
+	if procs, err = b.startReceivers(self); err != nil {
+		return f, err
 	}
 	limit := int(d.Seconds()+udpWarmup.Seconds()) + 30
 	snd, err := b.startCtl(b.client, []string{envRole + "=udp-send", envHarnessNetns + "=" + harnessNetns},

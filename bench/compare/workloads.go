@@ -227,8 +227,9 @@ func wrk(h *netns.Host, secs string, closeConn bool) (float64, error) {
 
 // latency sends requests at a fixed moderate rate (2000/s over 8
 // keep-alive connections) and returns the p50 and p99 in microseconds.
-func latency(h *netns.Host, d time.Duration) (p50, p99 float64, err error) {
-	const rate, conns = 2000, 8
+// nsHTTPClient is an HTTP client whose connections are made in h's
+// network namespace, keeping up to conns idle.
+func nsHTTPClient(h *netns.Host, conns int) *http.Client {
 	tr := &http.Transport{
 		MaxIdleConnsPerHost: conns,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
@@ -240,8 +241,13 @@ func latency(h *netns.Host, d time.Duration) (p50, p99 float64, err error) {
 			return c, err
 		},
 	}
-	defer tr.CloseIdleConnections()
-	cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
+}
+
+func latency(h *netns.Host, d time.Duration) (p50, p99 float64, err error) {
+	const rate, conns = 2000, 8
+	cl := nsHTTPClient(h, conns)
+	defer cl.CloseIdleConnections()
 	var mu sync.Mutex
 	var lat []float64
 	var failed int

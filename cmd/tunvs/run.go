@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -80,7 +79,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
 	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing (GOGC in the environment applies unless this is given)")
-	queues := fs.Int("tun-queues", min(runtime.NumCPU(), 4), "with --tun-offload: queues per TUN device (IFF_MULTI_QUEUE), each with its own reader; the kernel spreads flows over them (default: one per CPU, at most 4)")
+	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
