@@ -44,23 +44,11 @@ var (
 	dst6 = []byte{0xfd, 0, 0, 0xa, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0, 0x07}
 )
 
-func wsum(b []byte) uint32 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func wfold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
+// The naive (one word at a time) checksum of offload_test.go.
+var (
+	wsum  = tun.NaiveSum
+	wfold = tun.NaiveFold
+)
 
 // l4At returns the offset of the transport header, its protocol and the
 // offset of its checksum within it, for the packets spec builds.

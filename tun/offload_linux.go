@@ -293,17 +293,22 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		q.rbuf = make([]byte, readBufSize)
 	}
 	err := q.rc.Read(q.readFn)
-	n, rerr := q.rd.n, q.rd.err
 	q.rd.bufs, q.rd.sizes = nil, nil
-	if n > 0 {
-		// Packets already taken are returned; an error, if it
-		// persists, comes back on the next call.
+	return q.readResult(err)
+}
+
+// readResult ends Read and ReadGSO: the number of packets the callback
+// took or, if none, the error (err from RawConn.Read, else the
+// callback's). Packets already taken are returned; an error, if it
+// persists, comes back on the next call.
+func (q *offloadQueue) readResult(err error) (int, error) {
+	if n := q.rd.n; n > 0 {
 		q.c.readCalls.Add(1)
 		q.c.readPackets.Add(uint64(n))
 		return n, nil
 	}
 	if err == nil {
-		err = rerr
+		err = q.rd.err
 	}
 	return 0, q.wrapErr("read", err)
 }
@@ -511,17 +516,8 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 		q.readGSOFn = q.readGSOCallback
 	}
 	err := q.rc.Read(q.readGSOFn)
-	n, rerr := q.rd.n, q.rd.err
 	q.rd.arena, q.rd.pkts = nil, nil
-	if n > 0 {
-		q.c.readCalls.Add(1)
-		q.c.readPackets.Add(uint64(n))
-		return n, nil
-	}
-	if err == nil {
-		err = rerr
-	}
-	return 0, q.wrapErr("read", err)
+	return q.readResult(err)
 }
 
 // readGSOCallback is ReadGSO's RawConn callback, like readCallback.
