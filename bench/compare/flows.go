@@ -74,13 +74,11 @@ func serveUDPFlows(args []string) int {
 	if !mayFlood("udp-flows") {
 		return 1
 	}
-	host, portS, ok := strings.Cut(args[0], ":")
-	port, perr := strconv.Atoi(portS)
-	dst, derr := parseIPv4(host)
+	dst, port, derr := parseIPv4Port(args[0])
 	src, serr := parseIPv4(args[1])
 	nsrc, nerr := strconv.Atoi(args[2])
 	limit, lerr := strconv.Atoi(args[3])
-	if !ok || perr != nil || derr != nil || serr != nil || nerr != nil || lerr != nil || nsrc < 1 || int(src[3])+nsrc > 255 {
+	if derr != nil || serr != nil || nerr != nil || lerr != nil || nsrc < 1 || int(src[3])+nsrc > 255 {
 		fmt.Fprintf(os.Stderr, "compare: udp-flows: bad arguments %q\n", args)
 		return 2
 	}

@@ -31,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
@@ -102,12 +103,10 @@ func serveUDPSend(args []string) int {
 	if !mayFlood("udp-send") {
 		return 1
 	}
-	host, portS, ok := strings.Cut(args[0], ":")
-	port, perr := strconv.Atoi(portS)
-	ip, aerr := parseIPv4(host)
+	ip, port, aerr := parseIPv4Port(args[0])
 	senders, serr := strconv.Atoi(args[1])
 	limit, lerr := strconv.Atoi(args[2])
-	if !ok || perr != nil || aerr != nil || serr != nil || lerr != nil || senders < 1 || senders > udpFlows {
+	if aerr != nil || serr != nil || lerr != nil || senders < 1 || senders > udpFlows {
 		fmt.Fprintf(os.Stderr, "compare: udp-send: bad arguments %q (senders 1..%d)\n", args, udpFlows)
 		return 2
 	}
@@ -306,20 +305,23 @@ func udpSNMP() (in, rcvbufErrs uint64) {
 	return in, rcvbufErrs
 }
 
+// parseIPv4 is netip.ParseAddr for IPv4 only, as the 4 bytes the
+// sockets and packet builders take.
 func parseIPv4(s string) ([4]byte, error) {
-	var a [4]byte
-	p := strings.Split(s, ".")
-	if len(p) != 4 {
-		return a, fmt.Errorf("not an IPv4 address: %q", s)
+	a, err := netip.ParseAddr(s)
+	if err != nil || !a.Is4() {
+		return [4]byte{}, fmt.Errorf("not an IPv4 address: %q", s)
 	}
-	for i, x := range p {
-		v, err := strconv.ParseUint(x, 10, 8)
-		if err != nil {
-			return a, fmt.Errorf("not an IPv4 address: %q", s)
-		}
-		a[i] = byte(v)
+	return a.As4(), nil
+}
+
+// parseIPv4Port is parseIPv4 for an ADDR:PORT.
+func parseIPv4Port(s string) ([4]byte, int, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || !ap.Addr().Is4() {
+		return [4]byte{}, 0, fmt.Errorf("not an IPv4 ADDR:PORT: %q", s)
 	}
-	return a, nil
+	return ap.Addr().As4(), int(ap.Port()), nil
 }
 
 // ctlProc is a role started with its stdin and stdout kept for the
