@@ -101,7 +101,7 @@ func (f *fastPath) flush(h *Host) {
 				// A device without offloads: what is collected
 				// goes first, then this packet in pieces.
 				f.write(h, nic, out)
-				f.out.split(h, pd.buf[bufOffset:], pd.gso, func(seg []byte) {
+				f.out.split(h, pd.buf, pd.gso, func(seg []byte) {
 					f.bufs = append(f.bufs[:0], seg)
 					f.write(h, nic, out)
 				})
@@ -142,15 +142,23 @@ func (f *fastPath) write(h *Host, nic *NIC, q *txQueue) {
 	f.bufs, f.gso = f.bufs[:0], f.gso[:0]
 }
 
-// split cuts pkt, a packet with pending offload state g, into ordinary
-// packets and calls fn with each, in a buffer with bufOffset bytes of
-// headroom that is reused for the next (a packet that is not a
-// super-packet only has its checksum finished). A packet or piece that
-// cannot be made is counted as a link drop.
-func (s *segmenter) split(h *Host, pkt []byte, g tun.GSO, fn func(seg []byte)) {
-	if g.Type != tun.GSONone {
-		h.Counters.GSOSplit.Add(1)
+// split cuts the packet in whole (after bufOffset bytes of headroom), a
+// packet with pending offload state g, into ordinary packets and calls fn
+// with each, in a buffer with bufOffset bytes of headroom that is reused
+// for the next. A packet that is not a super-packet only has its checksum
+// finished, in place, and fn gets whole. A packet or piece that cannot be
+// made is counted as a link drop.
+func (s *segmenter) split(h *Host, whole []byte, g tun.GSO, fn func(seg []byte)) {
+	pkt := whole[bufOffset:]
+	if g.Type == tun.GSONone {
+		if !tun.FinishChecksum(pkt, g) {
+			h.Counters.LinkDrops.Add(1)
+			return
+		}
+		fn(whole)
+		return
 	}
+	h.Counters.GSOSplit.Add(1)
 	if err := s.sp.Load(pkt, g); err != nil {
 		h.Counters.LinkDrops.Add(1)
 		return

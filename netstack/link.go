@@ -250,7 +250,7 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 			// lives in f's scratch space until the next, so what is
 			// pending goes out before and each piece at once.
 			f.flush(h)
-			f.in.split(h, whole[bufOffset:], g, func(seg []byte) {
+			f.in.split(h, whole, g, func(seg []byte) {
 				n.input(seg, tun.GSO{}, &p, now, f)
 				f.flush(h)
 			})
@@ -394,7 +394,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 	}
 	if g.Pending() {
 		// The stack takes ordinary packets only.
-		f.in.split(h, frame, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
+		f.in.split(h, whole, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
 		return
 	}
 	n.deliver(proto, frame)
