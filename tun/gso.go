@@ -103,22 +103,19 @@ func (g GSO) hdr() virtioHdr {
 	return h
 }
 
-// gsoOf reads the header of a packet the splitter has validated.
+// gsoOf is the offload state of a super-packet the splitter has
+// validated (h its header): always NeedsCsum, the headers' own length.
 func gsoOf(h *virtioHdr, s *splitter) GSO {
-	g := GSO{NeedsCsum: h.flags&vnetFlagNeedsCsum != 0, CsumStart: h.csumStart, CsumOffset: h.csumOffset}
-	if !s.gso {
-		return g
+	g := GSO{
+		Type: GSOTCPv4, NeedsCsum: true,
+		HdrLen: uint16(s.hdrLen), Size: uint16(s.gsoSize),
+		CsumStart: h.csumStart, CsumOffset: h.csumOffset,
 	}
-	g.NeedsCsum = true
-	g.HdrLen = uint16(s.hdrLen)
-	g.Size = uint16(s.gsoSize)
 	switch {
 	case s.udp:
 		g.Type = GSOUDPL4
 	case s.v6:
 		g.Type = GSOTCPv6
-	default:
-		g.Type = GSOTCPv4
 	}
 	return g
 }

@@ -569,12 +569,11 @@ func (q *offloadQueue) inspect(b []byte) (GSO, bool) {
 		return GSO{}, FinishChecksum(p, g)
 	}
 	s := &q.split
-	err := s.loadParts(&h, p)
-	g := gsoOf(&h, s)
-	s.reset()
-	if err != nil {
+	defer s.reset()
+	if err := s.loadParts(&h, p); err != nil {
 		return GSO{}, false
 	}
+	g := gsoOf(&h, s)
 	q.c.gsoReads.Add(1)
 	return g, true
 }
