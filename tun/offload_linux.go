@@ -102,11 +102,13 @@ type offloadQueue struct {
 	// allocation per call.
 	readFn, readGSOFn func(fd uintptr) bool
 	// Write side.
-	wbuf    []byte
-	zero    [virtioNetHdrLen]byte
-	wpkt    []byte
-	werr    error
-	writeFn func(fd uintptr) bool
+	wbuf []byte
+	// ordinary is zero offload states for Write (WriteGSO never changes
+	// them), grown to the largest batch.
+	ordinary []GSO
+	wpkt     []byte
+	werr     error
+	writeFn  func(fd uintptr) bool
 }
 
 // readState is what a read callback works on: the arguments of the Read
@@ -387,40 +389,13 @@ func (q *offloadQueue) drain(bufs [][]byte, sizes []int, offset, n, max int) int
 	return n
 }
 
-// Write implements Device.Write; see OffloadDevice.
+// Write implements Device.Write; see OffloadDevice. It is WriteGSO with
+// every packet ordinary.
 func (q *offloadQueue) Write(bufs [][]byte, offset int) (int, error) {
-	if q.closed.Load() {
-		return 0, q.wrapErr("write", os.ErrClosed)
+	for len(q.ordinary) < len(bufs) {
+		q.ordinary = append(q.ordinary, GSO{})
 	}
-	for _, b := range bufs {
-		if offset < 0 || offset > len(b) {
-			return 0, fmt.Errorf("write %s: offset %d outside buffer of %d bytes", q.name, offset, len(b))
-		}
-	}
-	done := 0
-	for done < len(bufs) {
-		run := coalesceRun(bufs[done:], offset)
-		var pkt []byte
-		if run > 1 {
-			pkt = q.wbuf[:coalesce(q.wbuf, bufs[done:done+run], offset)]
-		} else if b := bufs[done]; offset >= virtioNetHdrLen {
-			pkt = b[offset-virtioNetHdrLen:]
-			copy(pkt, q.zero[:])
-		} else {
-			copy(q.wbuf, q.zero[:])
-			pkt = q.wbuf[:virtioNetHdrLen+copy(q.wbuf[virtioNetHdrLen:], b[offset:])]
-		}
-		if err := q.write(pkt); err != nil {
-			return done, err
-		}
-		if run > 1 {
-			q.c.gsoWrites.Add(1)
-			q.c.gsoWriteSegs.Add(uint64(run))
-		}
-		q.c.writePackets.Add(uint64(run))
-		done += run
-	}
-	return done, nil
+	return q.WriteGSO(bufs, q.ordinary[:len(bufs)], offset)
 }
 
 // write writes one packet (virtio header included), waiting in the
