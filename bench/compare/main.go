@@ -1,24 +1,36 @@
 // Command compare runs the same workloads through every director it can
-// find on this machine, on the same namespace topology, in one run: the
-// kernel's own IPVS (when /proc/net/ip_vs exists), the kernel's nftables
-// NAT (numgen round robin), tunvs on TUN devices with offloads
-// (tunvs-offload) and without (tunvs-plain: one packet per system call, as
+// find on this machine, on two namespace topologies (-topology), in one
+// run: the kernel's own IPVS (when /proc/net/ip_vs exists), the kernel's
+// nftables NAT (numgen round robin), tunvs with offloads (tunvs-offload,
+// its defaults) and without (tunvs-plain: one packet per system call, as
 // the portable water device does), and HAProxy in TCP mode (when
-// installed). It prints a table with each figure as a ratio to the
-// kernel baseline, and writes the raw numbers as JSON and a chart as SVG.
+// installed). The topologies:
+//
+//   - tun: the client and each real server on a point-to-point link to the
+//     director, which routes between them (tunvs: one TUN device per
+//     host, plus the variants tunvs-mq and tunvs-split of that device);
+//   - article: the classic LVS-NAT article's (LAB.md): client -> router ->
+//     the director one-armed on the real servers' bridge, the VIP an alias
+//     beside the DIP, the real servers' gateway the VIP (tunvs: one TAP
+//     device on the bridge; the kernel's directors: one veth).
+//
+// It prints a table per topology with each figure as a ratio to the
+// kernel's director on the same topology in the same run, and writes the
+// raw numbers as JSON and a chart as SVG.
 //
 // The workloads are iperf3 (TCP), wrk (HTTP), an in-process client at a
 // fixed rate (latency), and a UDP small-packet flood with its own batched
 // sender and receivers (udpflood.go): iperf3's single-threaded UDP sender
 // would be the limit, not the director.
 //
-// Then, for each tunvs director, the flows workload (flows.go) fills a
-// fresh director's table with -flows concurrent UDP flows (default 1M, one
-// datagram each) and records its RSS there, once as it comes and once with
-// GOGC=-flows-gogc; -flows 0 skips it. The kernel's directors are not
-// measured for it (their conntrack limit is shared with the host).
+// Then, for tunvs-offload on each topology, the flows workload (flows.go)
+// fills a fresh director's table with -flows concurrent UDP flows (default
+// 1M, one datagram each) and records its RSS there, once as it comes and
+// once with GOGC=-flows-gogc; -flows 0 skips it. The kernel's directors
+// are not measured for it (their conntrack limit is shared with the host).
 //
 //	go run ./bench/compare -out bench/results   # or: make compare
+//	go run ./bench/compare -topology article -only nft,tunvs-offload -flows 0   # a quick look
 //
 // It re-executes itself inside a fresh user and network namespace (see
 // lab/netns) and touches nothing outside it. Traffic goes only between the
@@ -35,6 +47,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -45,7 +58,10 @@ import (
 // result is one director's figures; a missing figure is NaN in the table
 // and absent in the JSON.
 type result struct {
-	Director string             `json:"director"`
+	Director string `json:"director"`
+	// Topology is topoTUN or topoArticle (empty in results from before
+	// there were two: topoTUN).
+	Topology string             `json:"topology,omitempty"`
 	Skipped  string             `json:"skipped,omitempty"`
 	Figures  map[string]float64 `json:"figures"`
 	Notes    []string           `json:"notes,omitempty"`
@@ -101,13 +117,16 @@ type config struct {
 	// rounds is how many times every director runs the workloads, in
 	// turn (nft, tunvs, ..., nft, tunvs, ...): figures are medians.
 	rounds int
+	// topologies are the test beds every director is measured on, in
+	// order (-topology).
+	topologies []string
 }
 
 func main() {
 	var c config
 	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
-	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy)")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy; tunvs-mq and tunvs-split on the TUN topology only)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.rounds, "rounds", 1, "run every director's workloads this many times, directors interleaved, and report the medians (the machine's drift and noise hit every director alike); the flows workload runs once")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))
@@ -115,8 +134,18 @@ func main() {
 	flag.IntVar(&c.flowsGOGC, "flows-gogc", 100, "GOGC of the flows workload's second measurement, set in tunvs's environment (tunvs runs with 50 unless told; 100 is Go's default; 0: no second measurement)")
 	flag.IntVar(&c.flowsRate, "flows-rate", 30000, "new flows a second the flows workload starts at (then it follows what the director takes in)")
 	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
+	topos := flag.String("topology", strings.Join(topologyNames, ","), "comma-separated topologies to measure every director on: tun (one TUN device per host, the director the router between them), article (LAB.md: a router in front, the director one-armed on the real servers' bridge, tunvs on a TAP device)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
+	for _, t := range strings.Split(*topos, ",") {
+		if !slices.Contains(topologyNames, t) {
+			fmt.Fprintf(os.Stderr, "compare: -topology %q: want a comma-separated list of %s\n", *topos, strings.Join(topologyNames, ", "))
+			os.Exit(2)
+		}
+		if !slices.Contains(c.topologies, t) {
+			c.topologies = append(c.topologies, t)
+		}
+	}
 	if c.rounds < 1 || c.rounds > 15 {
 		fmt.Fprintln(os.Stderr, "compare: -rounds must be 1 to 15")
 		os.Exit(2)
@@ -179,7 +208,7 @@ func outside(c config) int {
 			return 1
 		}
 	}
-	args := []string{"-t", c.duration.String(), "-rounds", strconv.Itoa(c.rounds), "-only", c.only, "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
+	args := []string{"-t", c.duration.String(), "-rounds", strconv.Itoa(c.rounds), "-only", c.only, "-topology", strings.Join(c.topologies, ","), "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
 		"-flows", strconv.Itoa(c.flows), "-flows-gogc", strconv.Itoa(c.flowsGOGC),
 		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
 	var stdout strings.Builder
@@ -237,16 +266,17 @@ func redraw(c config, path string) int {
 func report(c config, res []result) int {
 	rev, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	meta := map[string]any{
-		"date":    time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		"commit":  strings.TrimSpace(string(rev)),
-		"machine": fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
-		"go":      runtime.Version(),
-		"seconds": c.duration.Seconds(),
-		"rounds":  c.rounds,
-		"udp":     fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
+		"date":       time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		"commit":     strings.TrimSpace(string(rev)),
+		"machine":    fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
+		"go":         runtime.Version(),
+		"seconds":    c.duration.Seconds(),
+		"rounds":     c.rounds,
+		"topologies": c.topologies,
+		"udp":        fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
 	}
 	if c.flows > 0 {
-		meta["flows"] = fmt.Sprintf("%d UDP flows, one %d-byte datagram each, from %d client addresses, into a fresh tunvs (--max-conns %d) per measurement; held is tunvs_connections once it stops growing, RSS and peak RSS are VmRSS and VmHWM then", c.flows, flowPayload, flowAddrs(c.flows), max(c.flows+c.flows/2, 1<<20))
+		meta["flows"] = fmt.Sprintf("%d UDP flows, one %d-byte datagram each, from %d client addresses, into a fresh %s (--max-conns %d) per measurement and topology; held is tunvs_connections once it stops growing, RSS and peak RSS are VmRSS and VmHWM then", c.flows, flowPayload, flowAddrs(c.flows), flowsDirector, max(c.flows+c.flows/2, 1<<20))
 		meta["flows_gogc"] = c.flowsGOGC
 	}
 	return write(c, res, meta)

@@ -20,8 +20,9 @@ import (
 	"github.com/tunvs/tunvs/lab/netns"
 )
 
-// inside runs every director in turn, each on a fresh bed, c.rounds
-// times over (directors interleaved), and gives each figure's median.
+// inside runs every director of every topology in turn, each on a fresh
+// bed, c.rounds times over (directors interleaved), and gives each
+// figure's median.
 func inside(c config) ([]result, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -30,35 +31,38 @@ func inside(c config) ([]result, error) {
 	var out []*result
 	byName := map[string]*result{}
 	for round := 0; round < c.rounds; round++ {
-		for _, d := range directors {
-			if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") {
-				continue
-			}
-			if c.rounds > 1 {
-				fmt.Fprintf(os.Stderr, "== %s (round %d of %d)\n", d.name, round+1, c.rounds)
-			} else {
-				fmt.Fprintf(os.Stderr, "== %s\n", d.name)
-			}
-			r := result{Director: d.name, Figures: map[string]float64{}}
-			if err := runOnce(d, c, self, &r, round == 0); err != nil {
-				return nil, err
-			}
-			if r.Skipped != "" {
-				fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
-			}
-			agg := byName[d.name]
-			if agg == nil {
-				agg = &result{Director: d.name, Figures: map[string]float64{}, Skipped: r.Skipped}
-				byName[d.name] = agg
-				out = append(out, agg)
-			}
-			if r.Skipped == "" {
-				agg.Skipped = ""
-				agg.Rounds = append(agg.Rounds, r.Figures)
-			}
-			for _, n := range r.Notes {
-				if !slices.Contains(agg.Notes, n) {
-					agg.Notes = append(agg.Notes, n)
+		for _, topo := range c.topologies {
+			for _, d := range directors {
+				if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") || d.tunOnly && topo != topoTUN {
+					continue
+				}
+				if c.rounds > 1 {
+					fmt.Fprintf(os.Stderr, "== %s on %s (round %d of %d)\n", d.name, topo, round+1, c.rounds)
+				} else {
+					fmt.Fprintf(os.Stderr, "== %s on %s\n", d.name, topo)
+				}
+				r := result{Director: d.name, Topology: topo, Figures: map[string]float64{}}
+				if err := runOnce(d, topo, c, self, &r, round == 0); err != nil {
+					return nil, err
+				}
+				if r.Skipped != "" {
+					fmt.Fprintf(os.Stderr, "   skipped: %s\n", r.Skipped)
+				}
+				key := topo + "/" + d.name
+				agg := byName[key]
+				if agg == nil {
+					agg = &result{Director: d.name, Topology: topo, Figures: map[string]float64{}, Skipped: r.Skipped}
+					byName[key] = agg
+					out = append(out, agg)
+				}
+				if r.Skipped == "" {
+					agg.Skipped = ""
+					agg.Rounds = append(agg.Rounds, r.Figures)
+				}
+				for _, n := range r.Notes {
+					if !slices.Contains(agg.Notes, n) {
+						agg.Notes = append(agg.Notes, n)
+					}
 				}
 			}
 		}
@@ -74,10 +78,10 @@ func inside(c config) ([]result, error) {
 	return res, nil
 }
 
-// runOnce sets a fresh bed up for d, runs the workloads through it and,
-// if flows, the flows workload on beds of its own.
-func runOnce(d director, c config, self string, r *result, flows bool) error {
-	b, err := newBed()
+// runOnce sets a fresh bed of topology topo up for d, runs the workloads
+// through it and, if flows, the flows workload on beds of its own.
+func runOnce(d director, topo string, c config, self string, r *result, flows bool) error {
+	b, err := newBed(topo)
 	if err != nil {
 		return err
 	}
@@ -96,7 +100,7 @@ func runOnce(d director, c config, self string, r *result, flows bool) error {
 	}
 	b.close()
 	if r.Skipped == "" && flows && c.flows > 0 {
-		runFlows(d, c, self, r)
+		runFlows(d, topo, c, self, r)
 	}
 	return nil
 }
