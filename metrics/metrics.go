@@ -1,7 +1,8 @@
 // Package metrics serves the director's counters in the Prometheus text
 // exposition format (version 0.0.4), written by hand: per service and real
 // server connections, packets and bytes, drops by reason, the connection
-// table, the host's packet counters and the Go runtime.
+// table, the host's packet counters and the Go runtime; and node_exporter's
+// IPVS series (node.go) for the dashboards written for kernel IPVS.
 package metrics
 
 import (
@@ -145,6 +146,7 @@ func Write(w io.Writer, src Source) {
 	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
 	m.head("tunvs_services", "gauge", "virtual services")
 	m.val("tunvs_services", "", uint64(len(svcs)))
+	WriteNodeIPVS(w, t)
 	if h := src.Host; h != nil {
 		c := &h.Counters
 		for _, hc := range []struct {
