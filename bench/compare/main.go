@@ -120,6 +120,9 @@ type config struct {
 	// topologies are the test beds every director is measured on, in
 	// order (-topology).
 	topologies []string
+	// profile is where -profile puts the director's profiles ("": none;
+	// profile.go).
+	profile string
 }
 
 func main() {
@@ -135,6 +138,7 @@ func main() {
 	flag.IntVar(&c.flowsRate, "flows-rate", 30000, "new flows a second the flows workload starts at (then it follows what the director takes in)")
 	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
 	topos := flag.String("topology", strings.Join(topologyNames, ","), "comma-separated topologies to measure every director on: tun (one TUN device per host, the director the router between them), article (LAB.md: a router in front, the director one-armed on the real servers' bridge, tunvs on a TAP device)")
+	flag.StringVar(&c.profile, "profile", "", "directory for the tunvs directors' CPU, block and mutex profiles and execution traces, taken during each workload (tunvs runs with --pprof; profiling costs time: take figures from a run without it)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
 	for _, t := range strings.Split(*topos, ",") {
@@ -211,6 +215,19 @@ func outside(c config) int {
 	args := []string{"-t", c.duration.String(), "-rounds", strconv.Itoa(c.rounds), "-only", c.only, "-topology", strings.Join(c.topologies, ","), "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
 		"-flows", strconv.Itoa(c.flows), "-flows-gogc", strconv.Itoa(c.flowsGOGC),
 		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
+	if c.profile != "" {
+		abs, err := filepath.Abs(c.profile)
+		if err == nil {
+			err = os.MkdirAll(abs, 0o777)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "compare: -profile:", err)
+			return 1
+		}
+		// The sandbox's root is an ordinary user outside: let it write.
+		os.Chmod(abs, 0o777)
+		args = append(args, "-profile", abs)
+	}
 	var stdout strings.Builder
 	sb, err := netns.Sandbox(context.Background(), netns.SandboxOptions{
 		Unprivileged: os.Geteuid() != 0,

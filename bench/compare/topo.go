@@ -63,6 +63,8 @@ type bed struct {
 	dirEnv, dirExtra []string
 	// clientDev is the client's interface towards the director.
 	clientDev string
+	// pprof says the director serves its profiles on pprofAddr.
+	pprof bool
 }
 
 // output is what a started process printed so far.
@@ -280,6 +282,9 @@ func (b *bed) startTunvs(bin string, links, extra, devs []string) error {
 	args = append(args, tunvsRules()...)
 	args = append(args, extra...)
 	args = append(args, b.dirExtra...)
+	if b.pprof {
+		args = append(args, "--pprof="+pprofAddr)
+	}
 	p, err := b.start(b.dir, b.dirEnv, args...)
 	if err != nil {
 		return err

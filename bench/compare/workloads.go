@@ -85,6 +85,7 @@ func runOnce(d director, topo string, c config, self string, r *result, flows bo
 	if err != nil {
 		return err
 	}
+	b.pprof = c.profile != ""
 	skip, err := d.setup(b, c)
 	switch {
 	case err != nil:
@@ -141,7 +142,7 @@ func run(b *bed, c config, self string, r *result) {
 		key     string
 		streams string
 	}{{"tcp1", "1"}, {"tcp4", "4"}} {
-		v, err := iperfTCP(b.client, secs, w.streams)
+		v, err := profiled(b, c, r, w.key, func() (float64, error) { return iperfTCP(b.client, secs, w.streams) })
 		if err != nil {
 			note(w.key, err)
 		} else {
@@ -150,7 +151,7 @@ func run(b *bed, c config, self string, r *result) {
 	}
 	if r.Director == "haproxy" {
 		r.Notes = append(r.Notes, "udp_pps: HAProxy's TCP mode carries no UDP")
-	} else if u, err := udpFlood(b, self, c.duration, c.udpSenders); err != nil {
+	} else if u, err := profiled(b, c, r, "udp_pps", func() (udpFigures, error) { return udpFlood(b, self, c.duration, c.udpSenders) }); err != nil {
 		note("udp_pps", err)
 	} else {
 		set("udp_pps", u.recv/1e3)
@@ -167,17 +168,20 @@ func run(b *bed, c config, self string, r *result) {
 		fmt.Fprintf(os.Stderr, "   udp: %d sender threads, %d flows, %.2fs window: sent %.1f kpps, read %.1f kpps (%s), arrived at the servers' sockets %.1f kpps, dropped there %.1f kpps, send errors %.0f/s\n",
 			u.senders, udpFlows, u.windowSecond, u.sent/1e3, u.recv/1e3, strings.Join(per, ", "), u.arrived/1e3, u.rcvbufDrops/1e3, u.sendErrs)
 	}
-	if v, err := wrk(b.client, secs, true); err != nil {
+	if v, err := profiled(b, c, r, "http_close", func() (float64, error) { return wrk(b.client, secs, true) }); err != nil {
 		note("http_close", err)
 	} else {
 		set("http_close", v)
 	}
-	if v, err := wrk(b.client, secs, false); err != nil {
+	if v, err := profiled(b, c, r, "http_keepalive", func() (float64, error) { return wrk(b.client, secs, false) }); err != nil {
 		note("http_keepalive", err)
 	} else {
 		set("http_keepalive", v)
 	}
-	if p50, p99, err := latency(b.client, c.duration); err != nil {
+	prof := b.profileDuring(c, r, "latency", c.duration)
+	p50, p99, err := latency(b.client, c.duration)
+	prof.wait()
+	if err != nil {
 		note("latency", err)
 	} else {
 		set("lat_p50", p50)
@@ -191,6 +195,14 @@ func run(b *bed, c config, self string, r *result) {
 			set("cpu_s", cpu)
 		}
 	}
+}
+
+// profiled runs workload key with the director's profiles taken
+// meanwhile (-profile).
+func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, error)) (T, error) {
+	prof := b.profileDuring(c, r, key, c.duration)
+	defer prof.wait()
+	return fn()
 }
 
 func iperfTCP(h *netns.Host, secs, streams string) (float64, error) {

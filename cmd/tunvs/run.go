@@ -83,6 +83,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
+	pprofAddr := fs.String("pprof", "", "serve the Go runtime's profiles (CPU, heap, block, mutex, execution trace) on http://ADDR/debug/pprof/; turns block and mutex profiling on, which costs a little on every lock")
 	trace := fs.Bool("trace", false, "print each packet's walk through the director to stderr")
 	traceRate := fs.Int("trace-rate", 50, "packets traced per second at most (then a summary line)")
 	var lf logFlags
@@ -109,6 +110,13 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if *gogc < 1 {
 		return usageError{fmt.Errorf("--gogc %d: want at least 1", *gogc)}
+	}
+	if *pprofAddr != "" {
+		a, err := servePprof(*pprofAddr)
+		if err != nil {
+			return err
+		}
+		log.Info().Stringer("addr", a).Msg("serving profiles on /debug/pprof/")
 	}
 	if fs.Changed("gogc") || os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
