@@ -306,11 +306,11 @@ func apply(env Env, c Command, w io.Writer) error {
 	case OpEditService:
 		return natErr(c.Op, t.EditService(c.ServiceConfig()))
 	case OpDelService:
-		return natErr(c.Op, t.DelService(c.Proto, c.Addr, c.Port))
+		return natErr(c.Op, t.DelService(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}))
 	case OpClear:
 		t.Clear()
 	case OpAddDest:
-		_, err := t.AddDest(c.Proto, c.Addr, c.Port, c.DestConfig())
+		_, err := t.AddDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, c.DestConfig())
 		return natErr(c.Op, err)
 	case OpEditDest:
 		// ipvsadm -e sends a whole destination: what is not given is
@@ -319,12 +319,12 @@ func apply(env Env, c Command, w io.Writer) error {
 		if !c.HasWeight {
 			dc.Weight = 1
 		}
-		return natErr(c.Op, t.EditDest(c.Proto, c.Addr, c.Port, dc))
+		return natErr(c.Op, t.EditDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, dc))
 	case OpDelDest:
-		return natErr(c.Op, t.DelDest(c.Proto, c.Addr, c.Port, c.DestAddr, c.DestPort))
+		return natErr(c.Op, t.DelDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, netip.AddrPortFrom(c.DestAddr, c.DestPort)))
 	case OpZero:
 		if c.HasService {
-			s := t.Service(c.Proto, c.Addr, c.Port)
+			s := t.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port})
 			if s == nil {
 				return ipvsErr("No such service", nat.ErrNoService)
 			}
@@ -351,7 +351,7 @@ func apply(env Env, c Command, w io.Writer) error {
 		case c.Format&FmtConn != 0:
 			ListConns(w, t, now(), c.Format)
 		case c.HasService:
-			s := t.Service(c.Proto, c.Addr, c.Port)
+			s := t.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port})
 			if s == nil {
 				return &Error{Msg: "No such service", Exit: exitNoListed, Err: nat.ErrNoService}
 			}

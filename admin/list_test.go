@@ -91,7 +91,7 @@ func TestGoldenRate(t *testing.T) {
 	tb := goldenTable(t)
 	est := NewEstimator()
 	est.Tick(tb) // starts the estimators at the current counters
-	s := tb.Service(nat.ProtoTCP, netip.MustParseAddr("10.0.0.1"), 80)
+	s := tb.Service(nat.ServiceKey{Proto: nat.ProtoTCP, Addr: netip.MustParseAddr("10.0.0.1"), Port: 80})
 	d := s.Dests()[0]
 	for _, st := range []*nat.Stats{&s.Stats, &d.Stats} {
 		st.Conns.Add(10)

@@ -150,7 +150,7 @@ func TestReloadDiff(t *testing.T) {
 		"-a -t 10.0.0.1:80 -r 10.0.0.3 -m -w 1",
 		"-A -t 10.0.0.5:80 -s rr",
 		"-a -t 10.0.0.5:80 -r 10.0.0.6 -m")
-	keep := tb.Service(nat.ProtoTCP, mustAddr("10.0.0.1"), 80)
+	keep := tb.Service(nat.ServiceKey{Proto: nat.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80})
 	keepDest := keep.Dests()[1] // 10.0.0.2
 	file := strings.Join([]string{
 		"# the new table",
@@ -183,7 +183,7 @@ func TestReloadDiff(t *testing.T) {
 	if err := Apply(tb, cmds, nil, nil); err != nil {
 		t.Fatal(err)
 	}
-	if tb.Service(nat.ProtoTCP, mustAddr("10.0.0.1"), 80) != keep {
+	if tb.Service(nat.ServiceKey{Proto: nat.ProtoTCP, Addr: mustAddr("10.0.0.1"), Port: 80}) != keep {
 		t.Error("an unchanged service was replaced")
 	}
 	found := false

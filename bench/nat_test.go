@@ -22,7 +22,7 @@ func newNATTable(b *testing.B, proto uint8, vip netip.AddrPort, rs netip.Addr, m
 	if _, err := t.AddService(nat.ServiceConfig{Proto: proto, Addr: vip.Addr(), Port: vip.Port(), Scheduler: "rr"}); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := t.AddDest(proto, vip.Addr(), vip.Port(), nat.DestConfig{Addr: rs, Port: vip.Port(), Weight: 1}); err != nil {
+	if _, err := t.AddDest(nat.ServiceKey{Proto: proto, Addr: vip.Addr(), Port: vip.Port()}, nat.DestConfig{Addr: rs, Port: vip.Port(), Weight: 1}); err != nil {
 		b.Fatal(err)
 	}
 	return t

@@ -37,7 +37,7 @@ func TestProbes(t *testing.T) {
 		{"tcp refused", closed, Check{Kind: KindTCP}, false, -1, "refused"},
 		{"tcp no host", nobody, Check{Kind: KindTCP}, false, -1, "deadline"},
 		{"http", srv, Check{Kind: KindHTTP}, true, -1, ""},
-		{"http status", srv, Check{Kind: KindHTTP, Status: []StatusRange{{300, 399}}}, false, -1, "status 200"},
+		{"http status", srv, Check{Kind: KindHTTP, Status: []StatusRange{{Lo: 300, Hi: 399}}}, false, -1, "status 200"},
 		{"http md5", srv, Check{Kind: KindHTTP, VHost: "www.example.com", DigestAlg: DigestMD5, Digest: md[:]}, true, -1, ""},
 		{"http md5 wrong vhost", srv, Check{Kind: KindHTTP, DigestAlg: DigestMD5, Digest: md[:]}, false, -1, "md5"},
 		{"http sha256", srv, Check{Kind: KindHTTP, VHost: "www.example.com", DigestAlg: DigestSHA256, Digest: sh[:]}, true, -1, ""},

@@ -12,9 +12,6 @@ import (
 
 var FindDest = findDest
 
-func (c Check) WithDefaults() (Check, error) { return c.withDefaults() }
-func (c Check) Merge(def *Check) Check       { return c.merge(def) }
-
 func OpenConns() int64 { return openConns.Load() }
 
 // RunProbe runs one check once; weight is -1 unless a dynamic misc check

@@ -144,7 +144,7 @@ func newTestLab(t *testing.T, servers int) *testLab {
 			t.Fatal(err)
 		}
 		for i := range servers {
-			if _, err := l.NAT().AddDest(proto, lab.VIP, testPort, nat.DestConfig{Addr: lab.RealServerAddr(i), Port: testPort, Weight: 1}); err != nil {
+			if _, err := l.NAT().AddDest(nat.ServiceKey{Proto: proto, Addr: lab.VIP, Port: testPort}, nat.DestConfig{Addr: lab.RealServerAddr(i), Port: testPort, Weight: 1}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -172,7 +172,7 @@ func (tl *testLab) opts(t *testing.T, events chan<- Event) Options {
 }
 
 func (tl *testLab) dest(t *testing.T, proto uint8, a netip.AddrPort) *nat.Dest {
-	svc := tl.NAT().Service(proto, lab.VIP, testPort)
+	svc := tl.NAT().Service(nat.ServiceKey{Proto: proto, Addr: lab.VIP, Port: testPort})
 	if svc == nil {
 		t.Fatal("no service")
 	}

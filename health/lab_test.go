@@ -88,7 +88,7 @@ func TestLabFailover(t *testing.T) {
 	}{
 		{"tcp stop/inhibit", Check{Kind: KindTCP}, Inhibit, (*rs).stop, (*rs).start},
 		{"tcp stop/remove", Check{Kind: KindTCP}, Remove, (*rs).stop, (*rs).start},
-		{"http 500/inhibit", Check{Kind: KindHTTP, Path: "/", Status: []StatusRange{{200, 299}}}, Inhibit,
+		{"http 500/inhibit", Check{Kind: KindHTTP, Path: "/", Status: []StatusRange{{Lo: 200, Hi: 299}}}, Inhibit,
 			func(r *rs) { r.status.Store(500) }, func(r *rs) { r.status.Store(200) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -44,19 +44,3 @@ func List(w io.Writer, snap []ServiceStatus, now time.Time) {
 		}
 	}
 }
-
-// MarshalText makes OnFail readable in JSON (for the control socket).
-func (o OnFail) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
-
-// UnmarshalText reads inhibit or remove.
-func (o *OnFail) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "inhibit":
-		*o = Inhibit
-	case "remove":
-		*o = Remove
-	default:
-		return fmt.Errorf("on-fail %q: want inhibit or remove", b)
-	}
-	return nil
-}

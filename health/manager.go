@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"sort"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // ConnExpirer drops every connection bound to a real server at once, so
@@ -129,32 +129,26 @@ type serverState struct {
 	ups        uint64
 }
 
-// New checks cfg against the table (every service and named real server
-// must exist) and prepares the checks; Start runs them.
+// New checks cfg against the table's rules (rules.Rules.ValidateChecks:
+// every service and named real server must exist) and prepares the
+// checks; Start runs them.
 func New(cfg Config, o Options) (*Manager, error) {
 	if o.Table == nil || o.Stack == nil {
 		return nil, errors.New("health: Options needs Table and Stack")
 	}
+	r := o.Table.Rules()
+	if err := r.ValidateChecks(cfg); err != nil {
+		return nil, err
+	}
 	m := &Manager{opts: o, log: o.Log.With().Str("component", "health").Logger()}
-	seen := map[string]bool{}
 	for _, sc := range cfg.Services {
 		name := svcName(sc.Proto, sc.VIP)
-		if seen[name] {
-			return nil, cfgErr("%s configured twice", name)
-		}
-		seen[name] = true
-		svc := o.Table.Service(sc.Proto, sc.VIP.Addr(), sc.VIP.Port())
-		if svc == nil {
-			return nil, cfgErr("%s: no such virtual service", name)
-		}
+		svc := r.Service(svcKey(sc))
 		if sc.Quorum == 0 {
 			sc.Quorum = 1
 		}
 		if sc.SorryWeight == 0 {
 			sc.SorryWeight = 1
-		}
-		if sc.Quorum < 0 || sc.Hysteresis < 0 || sc.SorryWeight < 0 || sc.SorryWeight > nat.MaxWeight {
-			return nil, cfgErr("%s: quorum, hysteresis and sorry weight must be positive", name)
 		}
 		if sc.Expire && o.Expirer == nil {
 			e, ok := any(o.Table).(ConnExpirer)
@@ -163,74 +157,43 @@ func New(cfg Config, o Options) (*Manager, error) {
 			}
 			m.opts.Expirer = e
 		}
-		if sc.Sorry.IsValid() && findDest(svc, sc.Sorry) != nil {
-			return nil, cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
-		}
-		if sc.Default != nil {
-			if _, err := sc.Default.withDefaults(); err != nil {
-				return nil, fmt.Errorf("%s: default check: %w", name, err)
-			}
-		}
 		st := &svcState{m: m, cfg: sc, name: name, quorumUp: true}
-		named := map[netip.AddrPort]bool{}
-		add := func(addr netip.AddrPort, c Check) error {
-			c = c.merge(sc.Default)
-			c, err := c.withDefaults()
-			if err != nil {
-				return fmt.Errorf("%s real server %v: %w", name, addr, err)
-			}
+		add := func(addr netip.AddrPort, c Check) {
+			// Validated above: no error.
+			c, target, _ := sc.ServerCheck(addr, c)
 			if c.Kind == KindNone {
-				return nil
+				return
 			}
-			d := findDest(svc, addr)
-			if d == nil {
-				return cfgErr("%s: %v is not a real server of the service", name, addr)
-			}
-			target := addr
-			if target.Port() == 0 {
-				target = netip.AddrPortFrom(addr.Addr(), sc.VIP.Port())
-			}
-			if c.Port != 0 {
-				target = netip.AddrPortFrom(addr.Addr(), c.Port)
-			}
-			if target.Port() == 0 && c.Kind != KindPing && c.Kind != KindMisc {
-				return cfgErr("%s real server %v: no port to check (port=)", name, addr)
-			}
-			ss := &serverState{
+			d := svc.Server(addr)
+			st.servers = append(st.servers, &serverState{
 				svc: st, addr: addr, target: target, check: c, up: true,
-				weight: d.Weight(), dynWeight: -1, uthresh: d.UThreshold(), lthresh: d.LThreshold(),
+				weight: d.Weight, dynWeight: -1, uthresh: d.UThreshold, lthresh: d.LThreshold,
 				prober: newProber(o.Stack, name, target, c),
-			}
-			st.servers = append(st.servers, ss)
-			return nil
+			})
 		}
+		named := map[netip.AddrPort]bool{}
 		for _, s := range sc.Servers {
-			if named[s.Addr] {
-				return nil, cfgErr("%s: real server %v configured twice", name, s.Addr)
-			}
 			named[s.Addr] = true
 			var c Check
 			if s.Check != nil {
 				c = *s.Check
-			} else if sc.Default == nil {
-				return nil, cfgErr("%s real server %v: no check and no service default", name, s.Addr)
 			}
-			if err := add(s.Addr, c); err != nil {
-				return nil, err
-			}
+			add(s.Addr, c)
 		}
 		if sc.Default != nil {
-			for _, d := range svc.Dests() {
-				if !named[d.AddrPort()] {
-					if err := add(d.AddrPort(), Check{}); err != nil {
-						return nil, err
-					}
+			for _, d := range svc.Servers {
+				if !named[d.Addr] {
+					add(d.Addr, Check{})
 				}
 			}
 		}
 		m.svcs = append(m.svcs, st)
 	}
 	return m, nil
+}
+
+func svcKey(sc ServiceConfig) nat.ServiceKey {
+	return nat.ServiceKey{Proto: sc.Proto, Addr: sc.VIP.Addr(), Port: sc.VIP.Port()}
 }
 
 func findDest(s *nat.Service, a netip.AddrPort) *nat.Dest {
@@ -386,7 +349,31 @@ func (st *svcState) record(ss *serverState, r result, at time.Time) {
 }
 
 func (st *svcState) natService() *nat.Service {
-	return st.m.opts.Table.Service(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port())
+	return st.m.opts.Table.Service(svcKey(st.cfg))
+}
+
+// change makes one change to the service's servers through the table's
+// writer lock. f sees the service's real server addr as the table has it
+// now (nil: none) and returns the change to make, or none; what it reads
+// and what it changes are one step, so a tunvsadm command or a reload
+// cannot come between them.
+func (st *svcState) change(addr netip.AddrPort, f func(cur *rules.Server) (rules.Change, bool)) error {
+	return st.m.opts.Table.Update(func(tx *nat.Tx) error {
+		r := tx.Rules()
+		svc := r.Service(svcKey(st.cfg))
+		if svc == nil {
+			return nat.ErrNoService
+		}
+		c, ok := f(svc.Server(addr))
+		if !ok {
+			return nil
+		}
+		c.Service = rules.Service{ServiceKey: svc.ServiceKey}
+		if err := tx.Apply(rules.Diff{c}); err != nil {
+			return errors.Unwrap(err) // the *rules.ChangeError's reason
+		}
+		return nil
+	})
 }
 
 // setDown takes the server out of the pool; st.mu held.
@@ -396,33 +383,46 @@ func (ss *serverState) setDown(reason string) {
 	ss.lastChange = time.Now()
 	ss.downs++
 	st.m.Stats.Downs.Add(1)
-	svc := st.natService()
+	w := -1
+	// The dest, for Expire, is found first: once removed it is no
+	// longer in the service's list.
 	var d *nat.Dest
-	if svc != nil {
+	if svc := st.natService(); svc != nil {
 		d = findDest(svc, ss.addr)
 	}
-	w := -1
-	if d != nil {
+	what := "remove"
+	err := st.change(ss.addr, func(cur *rules.Server) (rules.Change, bool) {
+		if cur == nil {
+			what = "find"
+			return rules.Change{}, false
+		}
 		if ss.dynWeight < 0 {
 			// The weight to come back with is the one it has now
 			// (tunvsadm -e may have changed it since the start).
-			ss.weight = d.Weight()
+			ss.weight = cur.Weight
 		}
-		ss.uthresh, ss.lthresh = d.UThreshold(), d.LThreshold()
+		ss.uthresh, ss.lthresh = cur.UThreshold, cur.LThreshold
 		if st.cfg.OnFail == Inhibit {
-			if ss.edit(0) {
-				w = 0
-			}
-		} else if err := st.m.opts.Table.DelDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), ss.addr.Addr(), ss.addr.Port()); err != nil {
-			st.natError(ss.addr, "remove", err)
+			what = "set weight"
+			s := *cur
+			s.Weight = 0
+			return rules.Change{Kind: rules.EditServer, Server: s}, true
 		}
-		if st.cfg.Expire && st.m.opts.Expirer != nil {
-			n := st.m.opts.Expirer.ExpireDest(d)
-			st.m.Stats.Expired.Add(uint64(n))
-			st.m.log.Info().Str("service", st.name).Stringer("server", ss.addr).Int("conns", n).Msg("connections expired")
-		}
-	} else {
-		st.natError(ss.addr, "find", nat.ErrNoDest)
+		return rules.Change{Kind: rules.DelServer, Server: *cur}, true
+	})
+	switch {
+	case errors.Is(err, nat.ErrNoService) || err == nil && what == "find":
+		what = "find"
+		st.natError(ss.addr, what, nat.ErrNoDest)
+	case err != nil:
+		st.natError(ss.addr, what, err)
+	case st.cfg.OnFail == Inhibit:
+		w = 0
+	}
+	if what != "find" && d != nil && st.cfg.Expire && st.m.opts.Expirer != nil {
+		n := st.m.opts.Expirer.ExpireDest(d)
+		st.m.Stats.Expired.Add(uint64(n))
+		st.m.log.Info().Str("service", st.name).Stringer("server", ss.addr).Int("conns", n).Msg("connections expired")
 	}
 	st.event(Event{Type: EventDown, Server: ss.addr, Check: ss.check.Kind, Weight: w, Reason: reason})
 }
@@ -445,32 +445,35 @@ func (ss *serverState) restore() int {
 	if ss.dynWeight >= 0 {
 		w = ss.dynWeight
 	}
-	svc := st.natService()
-	if svc == nil {
-		st.natError(ss.addr, "restore", nat.ErrNoService)
-		return -1
-	}
-	if findDest(svc, ss.addr) != nil {
-		ss.edit(w)
-		return w
-	}
-	_, err := st.m.opts.Table.AddDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
-		Addr: ss.addr.Addr(), Port: ss.addr.Port(), Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh,
+	what := "add"
+	err := st.change(ss.addr, func(cur *rules.Server) (rules.Change, bool) {
+		s := rules.Server{Addr: ss.addr, Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh}
+		if cur != nil {
+			what = "set weight"
+			return rules.Change{Kind: rules.EditServer, Server: s}, true
+		}
+		return rules.Change{Kind: rules.AddServer, Server: s}, true
 	})
 	if err != nil {
-		st.natError(ss.addr, "add", err)
-		return -1
+		if errors.Is(err, nat.ErrNoService) {
+			what = "restore"
+		}
+		st.natError(ss.addr, what, err)
+		if what != "set weight" {
+			return -1
+		}
 	}
 	return w
 }
 
+// edit sets the server's weight, keeping its thresholds.
 func (ss *serverState) edit(w int) bool {
-	st := ss.svc
-	err := st.m.opts.Table.EditDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
-		Addr: ss.addr.Addr(), Port: ss.addr.Port(), Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh,
+	err := ss.svc.change(ss.addr, func(cur *rules.Server) (rules.Change, bool) {
+		return rules.Change{Kind: rules.EditServer, Server: rules.Server{Addr: ss.addr, Weight: w,
+			UThreshold: ss.uthresh, LThreshold: ss.lthresh}}, true
 	})
 	if err != nil {
-		st.natError(ss.addr, "set weight", err)
+		ss.svc.natError(ss.addr, "set weight", err)
 		return false
 	}
 	return true
@@ -501,8 +504,8 @@ func (st *svcState) updateQuorum() {
 		st.m.Stats.QuorumLost.Add(1)
 		st.event(Event{Type: EventQuorumLost, Weight: sum})
 		if st.cfg.Sorry.IsValid() && !st.sorryOn {
-			_, err := st.m.opts.Table.AddDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), nat.DestConfig{
-				Addr: st.cfg.Sorry.Addr(), Port: st.cfg.Sorry.Port(), Weight: st.cfg.SorryWeight,
+			err := st.change(st.cfg.Sorry, func(*rules.Server) (rules.Change, bool) {
+				return rules.Change{Kind: rules.AddServer, Server: rules.Server{Addr: st.cfg.Sorry, Weight: st.cfg.SorryWeight}}, true
 			})
 			if err != nil {
 				st.natError(st.cfg.Sorry, "add sorry server", err)
@@ -522,8 +525,11 @@ func (st *svcState) updateQuorum() {
 }
 
 func (st *svcState) delSorry() {
-	err := st.m.opts.Table.DelDest(st.cfg.Proto, st.cfg.VIP.Addr(), st.cfg.VIP.Port(), st.cfg.Sorry.Addr(), st.cfg.Sorry.Port())
-	if err != nil && !errors.Is(err, nat.ErrNoDest) {
+	err := st.change(st.cfg.Sorry, func(cur *rules.Server) (rules.Change, bool) {
+		// Already gone (tunvsadm -d): nothing to do.
+		return rules.Change{Kind: rules.DelServer, Server: rules.Server{Addr: st.cfg.Sorry}}, cur != nil
+	})
+	if err != nil {
 		st.natError(st.cfg.Sorry, "remove sorry server", err)
 		return
 	}

@@ -102,12 +102,12 @@ func TestHTTPStatusRemove(t *testing.T) {
 	tl := newTestLab(t, 2)
 	events := make(chan Event, 64)
 	rs1 := tl.rs[0]
-	if err := tl.NAT().EditDest(nat.ProtoTCP, lab.VIP, testPort, nat.DestConfig{Addr: rs1.addr.Addr(), Port: testPort, Weight: 3}); err != nil {
+	if err := tl.NAT().EditDest(nat.ServiceKey{Proto: nat.ProtoTCP, Addr: lab.VIP, Port: testPort}, nat.DestConfig{Addr: rs1.addr.Addr(), Port: testPort, Weight: 3}); err != nil {
 		t.Fatal(err)
 	}
 	m, err := New(Config{Services: []ServiceConfig{{
 		Proto: nat.ProtoTCP, VIP: testVIP, OnFail: Remove,
-		Default: &Check{Kind: KindHTTP, Path: "/health", Status: []StatusRange{{200, 299}}, Interval: tInterval, Timeout: tTimeout, Fall: 2, Rise: 2},
+		Default: &Check{Kind: KindHTTP, Path: "/health", Status: []StatusRange{{Lo: 200, Hi: 299}}, Interval: tInterval, Timeout: tTimeout, Fall: 2, Rise: 2},
 	}}}, tl.opts(t, events))
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +298,7 @@ func TestNoLeaks(t *testing.T) {
 	t.Logf("goroutines %d (baseline %d), endpoints %d (baseline %d, %d seen while checking), TCP established %d",
 		runtime.NumGoroutine(), baseG, len(st.RegisteredEndpoints()), baseEP, maxEP, st.Stats().TCP.CurrentEstablished.Value())
 	for _, p := range []uint8{nat.ProtoTCP, nat.ProtoUDP} {
-		for _, d := range tl.NAT().Service(p, lab.VIP, testPort).Dests() {
+		for _, d := range tl.NAT().Service(nat.ServiceKey{Proto: p, Addr: lab.VIP, Port: testPort}).Dests() {
 			if d.Weight() != 1 || d.AddrPort() == netip.MustParseAddrPort("172.16.1.9:8080") {
 				t.Errorf("after Restore: %v weight %d", d.AddrPort(), d.Weight())
 			}

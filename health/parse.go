@@ -190,7 +190,7 @@ func (b *builder) line(line string) error {
 			}
 			continue
 		}
-		if k := Kind(t); k.valid() {
+		if k := Kind(t); k.Valid() {
 			if check.Kind != "" {
 				return fmt.Errorf("two check kinds: %s and %s", check.Kind, k)
 			}
@@ -396,7 +396,7 @@ func parseStatus(v string) ([]StatusRange, error) {
 		if err1 != nil || err2 != nil || l < 100 || h > 999 || l > h {
 			return nil, fmt.Errorf("status=%s: want codes or ranges like 200-299,301", v)
 		}
-		out = append(out, StatusRange{l, h})
+		out = append(out, StatusRange{Lo: l, Hi: h})
 	}
 	return out, nil
 }

@@ -46,11 +46,11 @@ func TestParse(t *testing.T) {
 		t.Fatalf("servers %+v", web.Servers)
 	}
 	if s := web.Servers[0]; s.Addr != netip.MustParseAddrPort("172.16.1.5:80") ||
-		!reflect.DeepEqual(*s.Check, Check{Kind: KindHTTP, Path: "/", Status: []StatusRange{{200, 299}}, Interval: 2 * time.Second, Timeout: time.Second, Fall: 3, Rise: 2}) {
+		!reflect.DeepEqual(*s.Check, Check{Kind: KindHTTP, Path: "/", Status: []StatusRange{{Lo: 200, Hi: 299}}, Interval: 2 * time.Second, Timeout: time.Second, Fall: 3, Rise: 2}) {
 		t.Errorf("server 0: %v %+v", s.Addr, *s.Check)
 	}
 	if s := web.Servers[1]; s.Addr != netip.MustParseAddrPort("172.16.1.6:80") || s.Check.VHost != "www.example.com" ||
-		!reflect.DeepEqual(s.Check.Status, []StatusRange{{200, 200}, {301, 302}}) || s.Check.DigestAlg != DigestMD5 || len(s.Check.Digest) != 16 {
+		!reflect.DeepEqual(s.Check.Status, []StatusRange{{Lo: 200, Hi: 200}, {Lo: 301, Hi: 302}}) || s.Check.DigestAlg != DigestMD5 || len(s.Check.Digest) != 16 {
 		t.Errorf("server 1 (port from the service): %v %+v", s.Addr, *s.Check)
 	}
 	if c := web.Servers[2].Check; c.Command != `/usr/local/bin/check "x y"` || !c.Dynamic || c.Timeout != 2500*time.Millisecond {

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestExpireNodestConnFlush(t *testing.T) {
 	if other.Dest() == d {
 		t.Fatal("rr did not alternate")
 	}
-	if err := e.tb.DelDest(6, vip.Addr(), 80, d.Addr, 8080); err != nil {
+	if err := e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(d.Addr, 8080)); err != nil {
 		t.Fatal(err)
 	}
 	if e.tb.Len() != 2 || d.TotalConns() != 0 || d.PersistConns() != 0 {
@@ -40,7 +41,7 @@ func TestExpireNodestConnPacket(t *testing.T) {
 	c2 := nattest.AP("10.0.0.10:40001")
 	e.in(c2, S)
 	d := c.Dest()
-	e.tb.DelDest(6, vip.Addr(), 80, d.Addr, 8080)
+	e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(d.Addr, 8080))
 	e.tb.SetExpireNodestConn(true)
 	if r := e.in(cli, A); r.Verdict != nat.Pass {
 		t.Errorf("ACK on a removed server's connection: %+v", r)
@@ -55,7 +56,7 @@ func TestExpireNodestConnPacket(t *testing.T) {
 	u := newEnv(t, nat.Config{}, twoServers("rr", 17))
 	r := u.tb.Process(nattest.UDP(cli, vip, []byte("a")), &u.p, u.now)
 	ud := r.Conn.Dest()
-	u.tb.DelDest(17, vip.Addr(), 80, ud.Addr, 8080)
+	u.tb.DelDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(ud.Addr, 8080))
 	if r := u.tb.Process(nattest.UDP(cli, vip, []byte("b")), &u.p, u.now); r.Verdict != nat.Drop || r.Reason != nat.DropDestUnavailable {
 		t.Errorf("default: datagram to a removed server: %+v", r)
 	}
@@ -76,7 +77,7 @@ func TestExpireNodestConnQuiesced(t *testing.T) {
 		c := e.in(cli, S).Conn
 		e.out(cli, S|A)
 		e.in(cli, A)
-		e.tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0})
+		e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0})
 		if r := e.in(cli, A); r.Conn != c {
 			t.Errorf("on=%v: established packet moved", on)
 		}
@@ -97,14 +98,14 @@ func TestDestTrash(t *testing.T) {
 	e.in(cli, A)
 	d := c.Dest()
 	dc := nat.DestConfig{Addr: d.Addr, Port: 8080, Weight: 1}
-	e.tb.DelDest(6, vip.Addr(), 80, d.Addr, 8080)
+	e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(d.Addr, 8080))
 	if r := e.in(cli, A); r.Reason != nat.DropDestUnavailable {
 		t.Fatalf("%+v", r)
 	}
 	if d.Available() {
 		t.Error("removed dest available")
 	}
-	nd, err := e.tb.AddDest(6, vip.Addr(), 80, dc)
+	nd, err := e.tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, dc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,21 +118,21 @@ func TestDestTrash(t *testing.T) {
 
 	// Removed again, the service too, and re-made: revived into the new
 	// service with its counters zeroed.
-	e.tb.DelService(6, vip.Addr(), 80)
+	e.tb.DelService(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80})
 	twoServers("rr", 6)(e.tb)
-	if d2 := dest(t, e.tb, d.Addr); d2 != d || d.Stats.Snapshot().Conns != 0 || d.Service() != e.tb.Service(6, vip.Addr(), 80) {
+	if d2 := dest(t, e.tb, d.Addr); d2 != d || d.Stats.Snapshot().Conns != 0 || d.Service() != e.tb.Service(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}) {
 		t.Errorf("revived into a new service: same=%v stats %+v", d2 == d, d.Stats.Snapshot())
 	}
 
 	// Unused for the trash period: forgotten.
-	e.tb.DelDest(6, vip.Addr(), 80, d.Addr, 8080)
+	e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(d.Addr, 8080))
 	e.out(cli, R)
 	e.run(11 * time.Second) // CLOSE expires
 	if d.TotalConns() != 0 {
 		t.Fatal(d.TotalConns())
 	}
 	e.run(121 * time.Second)
-	nd, _ = e.tb.AddDest(6, vip.Addr(), 80, dc)
+	nd, _ = e.tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, dc)
 	if nd == d {
 		t.Error("dest unused for 120 s still revived")
 	}

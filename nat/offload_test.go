@@ -34,7 +34,7 @@ func offloadTable(t testing.TB, egressMTU func(netip.Addr) int) *nat.Table {
 			if _, err := tb.AddService(nat.ServiceConfig{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port(), Scheduler: "rr"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tb.AddDest(proto, s[0].Addr(), s[0].Port(), nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1}); err != nil {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port()}, nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1}); err != nil {
 				t.Fatal(err)
 			}
 		}

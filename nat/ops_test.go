@@ -16,7 +16,7 @@ func opsService(persist bool) func(tb *nat.Table) {
 			panic(err)
 		}
 		for _, d := range []netip.Addr{rs1, rs2} {
-			if _, err := tb.AddDest(17, vip.Addr(), 80, nat.DestConfig{Addr: d, Port: 8080, Weight: 1}); err != nil {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: d, Port: 8080, Weight: 1}); err != nil {
 				panic(err)
 			}
 		}
@@ -59,7 +59,7 @@ func TestOnePacketScheduling(t *testing.T) {
 	// TCP services ignore --ops.
 	tb := nat.New(nat.Config{})
 	tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: 80, Scheduler: "rr", OnePacket: true})
-	tb.AddDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Weight: 1})
+	tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Weight: 1})
 	var p nat.Packet
 	tb.Process(nattest.TCP(cli, vip, S, 0), &p, 0)
 	if tb.Len() != 1 {

@@ -19,7 +19,7 @@ func persistent(proto uint8, port uint16, timeout time.Duration, bits int, destP
 			panic(err)
 		}
 		for _, d := range []netip.Addr{rs1, rs2} {
-			if _, err := tb.AddDest(proto, vip.Addr(), port, nat.DestConfig{Addr: d, Port: destPort, Weight: 1}); err != nil {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: proto, Addr: vip.Addr(), Port: port}, nat.DestConfig{Addr: d, Port: destPort, Weight: 1}); err != nil {
 				panic(err)
 			}
 		}
@@ -222,7 +222,7 @@ func TestPersistPortZero(t *testing.T) {
 	// is told "port unreachable" (ip_vs_schedule, ip_vs_leave).
 	e3 := newEnv(t, nat.Config{}, func(tb *nat.Table) {
 		tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: 0, Scheduler: "rr"})
-		tb.AddDest(6, vip.Addr(), 0, nat.DestConfig{Addr: rs1, Weight: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 0}, nat.DestConfig{Addr: rs1, Weight: 1})
 	})
 	if r := e3.in(cli, S); r.Verdict != nat.Drop || r.Reason != nat.DropNoDest || !r.Unreachable {
 		t.Errorf("non-persistent port-zero service: %+v", r)
@@ -247,7 +247,7 @@ func TestPersistFTPTemplate(t *testing.T) {
 func TestPersistQuiesced(t *testing.T) {
 	e := newEnv(t, nat.Config{}, persistent(6, 80, 0, 0, 8080))
 	d := e.syn(cli, vip).Conn.Dest()
-	if err := e.tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: d.Addr, Port: 8080, Weight: 0}); err != nil {
+	if err := e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: d.Addr, Port: 8080, Weight: 0}); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.syn(nattest.AP("10.0.0.10:2"), vip).Conn.Dest(); got != d {
@@ -292,7 +292,7 @@ func TestPersistQuiesced(t *testing.T) {
 func TestPersistRemovedDest(t *testing.T) {
 	e := newEnv(t, nat.Config{}, persistent(6, 80, 0, 0, 8080))
 	d := e.syn(cli, vip).Conn.Dest()
-	if err := e.tb.DelDest(6, vip.Addr(), 80, d.Addr, 8080); err != nil {
+	if err := e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(d.Addr, 8080)); err != nil {
 		t.Fatal(err)
 	}
 	if got := e.syn(nattest.AP("10.0.0.10:2"), vip).Conn.Dest(); got == d {
@@ -353,7 +353,7 @@ func TestPersistIPv6(t *testing.T) {
 	tb := nat.New(nat.Config{})
 	tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip6.Addr(), Port: 53, Scheduler: "rr", Persistent: true, PersistMaskBits: 64})
 	for _, a := range []string{"fd00::5", "fd00::6"} {
-		tb.AddDest(17, vip6.Addr(), 53, nat.DestConfig{Addr: netip.MustParseAddr(a), Weight: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip6.Addr(), Port: 53}, nat.DestConfig{Addr: netip.MustParseAddr(a), Weight: 1})
 	}
 	var p nat.Packet
 	v := netip.AddrPortFrom(vip6.Addr(), 53)

@@ -1,20 +1,26 @@
 package nat
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
 )
 
 // Protocols of virtual services.
 const (
-	ProtoTCP uint8 = 6
-	ProtoUDP uint8 = 17
+	ProtoTCP = rules.ProtoTCP
+	ProtoUDP = rules.ProtoUDP
+)
+
+// ServiceKey identifies a virtual service; ServerKey a real server of one.
+type (
+	ServiceKey = rules.ServiceKey
+	ServerKey  = rules.ServerKey
 )
 
 // ProtoName is the protocol as ipvsadm prints it.
@@ -28,18 +34,18 @@ func ProtoName(p uint8) string {
 	return fmt.Sprintf("proto%d", p)
 }
 
-// Errors of the configuration calls. Messages follow ipvsadm's where it has
-// one.
+// Errors of the configuration calls (the rules package's). Messages follow
+// ipvsadm's where it has one.
 var (
-	ErrServiceExists = errors.New("service already exists")
-	ErrNoService     = errors.New("no such service")
-	ErrDestExists    = errors.New("destination already exists")
-	ErrNoDest        = errors.New("no such destination")
-	ErrInvalid       = errors.New("invalid argument")
+	ErrServiceExists = rules.ErrServiceExists
+	ErrNoService     = rules.ErrNoService
+	ErrDestExists    = rules.ErrDestExists
+	ErrNoDest        = rules.ErrNoDest
+	ErrInvalid       = rules.ErrInvalid
 )
 
 // MaxWeight is the largest weight ipvsadm accepts.
-const MaxWeight = 65535
+const MaxWeight = rules.MaxWeight
 
 // Stats are the counters ipvsadm --stats shows, for a service or a real
 // server. In is client to server, Out is server to client; bytes are IP
@@ -65,7 +71,8 @@ func (s *Stats) Snapshot() StatsSnapshot {
 	}
 }
 
-func (s *Stats) zero() {
+// Zero zeroes the counters (ipvsadm -Z).
+func (s *Stats) Zero() {
 	s.Conns.Store(0)
 	s.InPkts.Store(0)
 	s.OutPkts.Store(0)
@@ -295,11 +302,4 @@ func (s *Service) findLocked(a netip.Addr, port uint16) int {
 		}
 	}
 	return -1
-}
-
-func validWeight(w int) error {
-	if w < 0 || w > MaxWeight {
-		return fmt.Errorf("%w: weight %d out of range 0..%d", ErrInvalid, w, MaxWeight)
-	}
-	return nil
 }

@@ -1,6 +1,10 @@
 package nat
 
-import "time"
+import (
+	"time"
+
+	"github.com/tunvs/tunvs/rules"
+)
 
 // State is an IPVS connection state. TCP uses the kernel's table of states;
 // UDP connections are always StateUDP.
@@ -30,10 +34,9 @@ const (
 // templates are StateNone. It has no timeout of its own.
 const StateAssured State = 0x80
 
-var stateNames = [numStates]string{
-	"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT",
-	"CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP",
-}
+// stateNames are the rules package's: the names timeouts are set by. (A
+// different number of states does not compile.)
+var stateNames [numStates]string = rules.StateNames
 
 // String is the name ipvsadm -Lnc prints.
 func (s State) String() string {

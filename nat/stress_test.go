@@ -19,7 +19,7 @@ func TestPersistConcurrent(t *testing.T) {
 	persistent(6, 80, 30*time.Second, 24, 8080)(tb)
 	tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip.Addr(), Port: 80, Scheduler: "wlc", Persistent: true, OnePacket: true})
 	for _, a := range []netip.Addr{rs1, rs2} {
-		tb.AddDest(17, vip.Addr(), 80, nat.DestConfig{Addr: a, Weight: 1, UThreshold: 3})
+		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: a, Weight: 1, UThreshold: 3})
 	}
 	var clock atomic.Int64
 	clock.Store(time.Unix(1_000_000, 0).UnixNano())
@@ -69,12 +69,12 @@ func TestPersistConcurrent(t *testing.T) {
 		defer wg.Done()
 		for i := range 200 {
 			w := i % 3
-			tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 8080, Weight: w, UThreshold: i % 4})
+			tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 8080, Weight: w, UThreshold: i % 4})
 			if i%10 == 0 {
-				tb.DelDest(6, vip.Addr(), 80, rs2, 8080)
+				tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(rs2, 8080))
 				tb.SetExpireNodestConn(i%20 == 0)
 				tb.SetExpireQuiescentTemplate(i%30 == 0)
-				tb.AddDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs2, Port: 8080, Weight: 1})
+				tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs2, Port: 8080, Weight: 1})
 			}
 		}
 	}()

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // DefaultMaxConns bounds the connection table when Config.MaxConns is 0.
@@ -200,23 +199,6 @@ func (t *Table) SetConnReuseMode(m int) { t.connReuseMode.Store(int32(max(m, 0))
 
 // Timeouts returns the current timeouts.
 func (t *Table) Timeouts() Timeouts { return *t.timeouts.Load() }
-
-// SetTimeouts changes the timeouts, like `ipvsadm --set tcp tcpfin udp`
-// (zero leaves a value as it is). Existing connections take the new value
-// at their next packet, as in the kernel.
-func (t *Table) SetTimeouts(tcp, tcpfin, udp time.Duration) {
-	to := t.Timeouts()
-	if tcp > 0 {
-		to[StateEstablished] = tcp
-	}
-	if tcpfin > 0 {
-		to[StateFinWait] = tcpfin
-	}
-	if udp > 0 {
-		to[StateUDP] = udp
-	}
-	t.timeouts.Store(&to)
-}
 
 // SetAllTimeouts replaces the whole timeout table (zero entries: defaults).
 func (t *Table) SetAllTimeouts(to Timeouts) {

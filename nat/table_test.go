@@ -48,7 +48,7 @@ func twoServers(sched string, proto uint8) func(tb *nat.Table) {
 			panic(err)
 		}
 		for _, d := range []netip.Addr{rs1, rs2} {
-			if _, err := tb.AddDest(proto, vip.Addr(), vip.Port(), nat.DestConfig{Addr: d, Port: 8080, Weight: 1}); err != nil {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: proto, Addr: vip.Addr(), Port: vip.Port()}, nat.DestConfig{Addr: d, Port: 8080, Weight: 1}); err != nil {
 				panic(err)
 			}
 		}
@@ -248,10 +248,10 @@ func TestUDPAndTimeouts(t *testing.T) {
 func TestIPv6(t *testing.T) {
 	tb := nat.New(nat.Config{})
 	tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip6.Addr(), Port: 80, Scheduler: "rr"})
-	if _, err := tb.AddDest(6, vip6.Addr(), 80, nat.DestConfig{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1}); !errors.Is(err, nat.ErrInvalid) {
+	if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip6.Addr(), Port: 80}, nat.DestConfig{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1}); !errors.Is(err, nat.ErrInvalid) {
 		t.Errorf("IPv4 server in an IPv6 service: %v", err)
 	}
-	tb.AddDest(6, vip6.Addr(), 80, nat.DestConfig{Addr: rs6, Weight: 1})
+	tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip6.Addr(), Port: 80}, nat.DestConfig{Addr: rs6, Weight: 1})
 	var p nat.Packet
 	r := tb.Process(nattest.TCP(cli6, vip6, S, 0), &p, 0)
 	if r.Verdict != nat.Forward || p.Dst() != rs6 || p.DstPort != 80 || !p.VerifyL4Checksum() {
@@ -268,7 +268,7 @@ func TestIPv6(t *testing.T) {
 func TestQuiesce(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("wrr", 6))
 	c := e.in(cli, S).Conn
-	if err := e.tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0}); err != nil {
+	if err := e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
@@ -284,7 +284,7 @@ func TestQuiesce(t *testing.T) {
 	if c.DAddr == rs1 {
 		other = rs2
 	}
-	e.tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: other, Port: 8080, Weight: 0})
+	e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: other, Port: 8080, Weight: 0})
 	r := e.in(nattest.AP("10.0.0.10:42000"), S)
 	if r.Verdict != nat.Drop || r.Reason != nat.DropNoDest || !r.Unreachable {
 		t.Errorf("all quiesced: %+v", r)
@@ -301,7 +301,7 @@ func TestQuiesce(t *testing.T) {
 func TestDelDestKeepsConnections(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("rr", 6))
 	c := e.in(cli, S).Conn
-	if err := e.tb.DelDest(6, vip.Addr(), 80, c.DAddr, 8080); err != nil {
+	if err := e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(c.DAddr, 8080)); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.out(cli, S|A); r.Verdict != nat.Forward {
@@ -527,10 +527,10 @@ func FuzzProcess(f *testing.F) {
 		// Persistence, one-packet scheduling and a port-zero service,
 		// on the UDP seeds.
 		tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip.Addr(), Port: 80, Scheduler: "rr", Persistent: true, PersistMaskBits: 24, OnePacket: true})
-		tb.AddDest(17, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: 1})
-		tb.AddDest(17, vip.Addr(), 80, nat.DestConfig{Addr: rs2, Weight: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs2, Weight: 1})
 		tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip6.Addr(), Port: 0, Scheduler: "wlc", Persistent: true})
-		tb.AddDest(17, vip6.Addr(), 0, nat.DestConfig{Addr: rs6, Weight: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip6.Addr(), Port: 0}, nat.DestConfig{Addr: rs6, Weight: 1})
 		var p nat.Packet
 		before := len(b)
 		valid := false
@@ -552,7 +552,7 @@ func FuzzProcess(f *testing.F) {
 
 func twoServers6(tb *nat.Table) {
 	tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip6.Addr(), Port: 80, Scheduler: "rr"})
-	tb.AddDest(6, vip6.Addr(), 80, nat.DestConfig{Addr: rs6, Weight: 1})
+	tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip6.Addr(), Port: 80}, nat.DestConfig{Addr: rs6, Weight: 1})
 }
 
 func BenchmarkEstablished(b *testing.B) {
@@ -579,7 +579,7 @@ func TestReplyKeyCollision(t *testing.T) {
 	vip2 := nattest.AP("172.16.1.101:80")
 	for _, v := range []netip.AddrPort{vip, vip2} {
 		tb.AddService(nat.ServiceConfig{Proto: 6, Addr: v.Addr(), Port: 80, Scheduler: "rr"})
-		tb.AddDest(6, v.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 80, Weight: 1})
+		tb.AddDest(nat.ServiceKey{Proto: 6, Addr: v.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 80, Weight: 1})
 	}
 	var p nat.Packet
 	rip := netip.AddrPortFrom(rs1, 80)

@@ -17,10 +17,10 @@ func thresholds(u1, l1 int) func(tb *nat.Table) {
 			panic(err)
 		}
 		// rs1 (with thresholds) is added last: rr tries it first.
-		if _, err := tb.AddDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs2, Port: 8080, Weight: 1}); err != nil {
+		if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs2, Port: 8080, Weight: 1}); err != nil {
 			panic(err)
 		}
-		if _, err := tb.AddDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: u1, LThreshold: l1}); err != nil {
+		if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: u1, LThreshold: l1}); err != nil {
 			panic(err)
 		}
 	}
@@ -74,7 +74,7 @@ func TestOverloadClears(t *testing.T) {
 	} {
 		e := newEnv(t, nat.Config{}, func(tb *nat.Table) {
 			tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: 80, Scheduler: "rr"})
-			tb.AddDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: c.u, LThreshold: c.l})
+			tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: c.u, LThreshold: c.l})
 		})
 		d := dest(t, e.tb, rs1)
 		for i := range c.u {
@@ -112,7 +112,7 @@ func TestEditThresholds(t *testing.T) {
 		t.Fatalf("%d conns, overloaded %v", d.TotalConns(), d.Overloaded())
 	}
 	edit := func(u, l int) error {
-		return e.tb.EditDest(6, vip.Addr(), 80, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: u, LThreshold: l})
+		return e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, UThreshold: u, LThreshold: l})
 	}
 	steps := []struct {
 		u, l int

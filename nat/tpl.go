@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -12,7 +13,7 @@ import (
 // ip_vs_check_template and ip_vs_conn_expire).
 
 // DefaultPersistTimeout is -p's timeout when none is given.
-const DefaultPersistTimeout = 300 * time.Second
+const DefaultPersistTimeout = rules.DefaultPersistTimeout
 
 // templateRecheck is how much longer a template that still controls
 // connections lives each time its timer runs out (ip_vs_conn_expire's

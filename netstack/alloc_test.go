@@ -98,7 +98,7 @@ func TestBypassAllocatesNothing(t *testing.T) {
 	if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: gVIP.Addr(), Port: gVIP.Port(), Scheduler: "rr"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := tb.AddDest(6, gVIP.Addr(), gVIP.Port(), nat.DestConfig{Addr: gRS.Addr(), Port: gRS.Port(), Weight: 1}); err != nil {
+	if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: gVIP.Addr(), Port: gVIP.Port()}, nat.DestConfig{Addr: gRS.Addr(), Port: gRS.Port(), Weight: 1}); err != nil {
 		t.Fatal(err)
 	}
 	// Plain channel operations: a timer would allocate. A hang is the

@@ -311,7 +311,7 @@ func newGSORig(t *testing.T, plainRS bool, cfg netstack.Config) *gsoRig {
 		if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: s[0].Addr(), Port: s[0].Port(), Scheduler: "rr"}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := tb.AddDest(6, s[0].Addr(), s[0].Port(), nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1}); err != nil {
+		if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: s[0].Addr(), Port: s[0].Port()}, nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -61,7 +61,7 @@ func observedDirector(t *testing.T, cfg netstack.Config) (*netstack.Host, peer, 
 		}
 	}
 	tb.AddService(nat.ServiceConfig{Proto: 6, Addr: netip.MustParseAddr("172.16.1.100"), Port: 80, Scheduler: "rr"})
-	tb.AddDest(6, netip.MustParseAddr("172.16.1.100"), 80, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 1})
+	tb.AddDest(nat.ServiceKey{Proto: 6, Addr: netip.MustParseAddr("172.16.1.100"), Port: 80}, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 1})
 	return h, peer{t, cb}, peer{t, rb}
 }
 

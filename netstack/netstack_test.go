@@ -82,7 +82,7 @@ func director(t *testing.T, kind tun.Kind, bypass bool) (*netstack.Host, peer, p
 		}
 	}
 	tb.AddService(nat.ServiceConfig{Proto: 6, Addr: netip.MustParseAddr("172.16.1.100"), Port: 80, Scheduler: "rr"})
-	tb.AddDest(6, netip.MustParseAddr("172.16.1.100"), 80, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 1})
+	tb.AddDest(nat.ServiceKey{Proto: 6, Addr: netip.MustParseAddr("172.16.1.100"), Port: 80}, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 1})
 	return h, peer{t, cb}, peer{t, rb}, tb
 }
 
@@ -149,7 +149,7 @@ func TestNATThroughHost(t *testing.T) {
 // No server available: the client gets a port unreachable, as from IPVS.
 func TestNoDestUnreachable(t *testing.T) {
 	_, c, _, tb := director(t, tun.KindTUN, true)
-	tb.EditDest(6, netip.MustParseAddr("172.16.1.100"), 80, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 0})
+	tb.EditDest(nat.ServiceKey{Proto: 6, Addr: netip.MustParseAddr("172.16.1.100"), Port: 80}, nat.DestConfig{Addr: netip.MustParseAddr("172.16.1.5"), Port: 8080, Weight: 0})
 	c.send(nattest.TCP(nattest.AP("10.0.0.10:40000"), nattest.AP("172.16.1.100:80"), nattest.SYN, 0))
 	u := c.recv(isICMP4(3))
 	if u[21] != 3 {

@@ -1,0 +1,188 @@
+// Package rules is the director's configuration as a value: virtual
+// services and their real servers, the IPVS sysctls and timeouts, and the
+// health checks. It is plain data with one validation (Validate), a
+// difference (Diff) and a plain application of changes (Next); it knows
+// nothing of connections or packets.
+//
+// The NAT table applies a Diff under its own lock (nat.Table.Apply), after
+// checking it against what runs: every writer of the table (tunvsadm
+// commands, rules files, reloads, the health checks) goes through it.
+// This follows the split of the kernel's IPVS between its control side
+// (ip_vs_ctl.c) and its packet path (ip_vs_core.c), and katran's config
+// structs kept apart from the code that programs its data plane.
+//
+// It sits below nat (nat imports it, for Table.Apply and for its key
+// types), so that the table validates with the same code as everyone
+// else; it imports only sched, to know the schedulers' names.
+package rules
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/tunvs/tunvs/sched"
+)
+
+// Protocols of virtual services.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// MaxWeight is the largest weight ipvsadm accepts.
+const MaxWeight = 65535
+
+// DefaultScheduler is ipvsadm's default.
+const DefaultScheduler = "wlc"
+
+// DefaultPersistTimeout is -p's timeout when none is given.
+const DefaultPersistTimeout = 300 * time.Second
+
+// ServiceKey identifies a virtual service: protocol, address and port.
+type ServiceKey struct {
+	Proto uint8 // ProtoTCP or ProtoUDP
+	Addr  netip.Addr
+	Port  uint16 // 0: every port (ipvsadm's port-less service)
+}
+
+// AddrPort is the service's address and port.
+func (k ServiceKey) AddrPort() netip.AddrPort { return netip.AddrPortFrom(k.Addr, k.Port) }
+
+// ServerKey identifies a real server within a service.
+type ServerKey struct {
+	Service ServiceKey
+	Addr    netip.AddrPort // port 0: the port the client asked for
+}
+
+// Method is a real server's forwarding method (ipvsadm -m, -g, -i).
+type Method uint8
+
+// The forwarding methods. Only masquerading exists today; full NAT
+// (issue 15) is the next one, and goes here.
+const (
+	// Masquerade is -m, NAT: the destination is rewritten to the real
+	// server, and the replies' source back to the VIP.
+	Masquerade Method = iota
+)
+
+func (m Method) String() string {
+	switch m {
+	case Masquerade:
+		return "Masq"
+	}
+	return "method?"
+}
+
+// Service is one virtual service (ipvsadm -A/-E) and its real servers.
+type Service struct {
+	ServiceKey
+	Scheduler string // ipvsadm name; "" is DefaultScheduler
+	// SchedFlags are -b's flags (sh-fallback, sh-port, mh-fallback,
+	// mh-port).
+	SchedFlags sched.Flags
+	// Persistent is -p; PersistTimeout its timeout (0:
+	// DefaultPersistTimeout). PersistMaskBits is -M as a prefix length
+	// (0: the whole address).
+	Persistent      bool
+	PersistTimeout  time.Duration
+	PersistMaskBits int
+	// OnePacket is -o/--ops.
+	OnePacket bool
+
+	// LocalAddrs is the service's pool of director addresses for full
+	// NAT (issue 15; DPVS's --add-laddr). Empty today: Validate refuses
+	// any until the method exists.
+	LocalAddrs []netip.Addr
+
+	// Servers in the order they were added (oldest first, as a rules
+	// file lists them; the table's list is newest first, as IPVS's).
+	Servers []Server
+
+	// Line is the rules file line that made the service (0: none), for
+	// errors.
+	Line int
+}
+
+// SchedulerName is the scheduler, the default filled in.
+func (s *Service) SchedulerName() string {
+	if s.Scheduler == "" {
+		return DefaultScheduler
+	}
+	return s.Scheduler
+}
+
+// Server is a real server of a service (ipvsadm -a/-e).
+type Server struct {
+	Addr   netip.AddrPort
+	Method Method
+	Weight int // 0..MaxWeight; 0 quiesces it
+	// UThreshold and LThreshold are -x and -y (0: none).
+	UThreshold, LThreshold int
+	// Line is the rules file line that made it (0: none).
+	Line int
+}
+
+// Sync is the connection sync daemon's configuration (ipvsadm
+// --start-daemon; issue 17). Nothing runs one yet.
+type Sync struct{}
+
+// Rules is the whole configuration of a director.
+type Rules struct {
+	// Services in the order they were added.
+	Services []Service
+	// Sysctls are the /proc/sys/net/ipv4/vs knobs set (see SysctlTable);
+	// one not in the map keeps its value (a new table: its default).
+	Sysctls map[string]int
+	// Timeouts are the per-state timeouts set (`--set`, and tunvs's
+	// --state-timeout); a state not in the map keeps its value.
+	Timeouts Timeouts
+	// Checks are the health checks (`--check` lines).
+	Checks Checks
+	// Sync is the sync daemon (issue 17); nil: none.
+	Sync *Sync
+}
+
+// Service finds a service by its key.
+func (r *Rules) Service(k ServiceKey) *Service {
+	for i := range r.Services {
+		if r.Services[i].ServiceKey == k {
+			return &r.Services[i]
+		}
+	}
+	return nil
+}
+
+// Server finds a real server of s.
+func (s *Service) Server(a netip.AddrPort) *Server {
+	for i := range s.Servers {
+		if s.Servers[i].Addr == a {
+			return &s.Servers[i]
+		}
+	}
+	return nil
+}
+
+// Clone is a deep copy of r (the checks are shared: they are replaced
+// whole, never changed in place).
+func (r Rules) Clone() Rules {
+	c := r
+	c.Services = make([]Service, len(r.Services))
+	for i, s := range r.Services {
+		s.Servers = append([]Server(nil), s.Servers...)
+		s.LocalAddrs = append([]netip.Addr(nil), s.LocalAddrs...)
+		c.Services[i] = s
+	}
+	if r.Sysctls != nil {
+		c.Sysctls = make(map[string]int, len(r.Sysctls))
+		for k, v := range r.Sysctls {
+			c.Sysctls[k] = v
+		}
+	}
+	if r.Timeouts != nil {
+		c.Timeouts = make(Timeouts, len(r.Timeouts))
+		for k, v := range r.Timeouts {
+			c.Timeouts[k] = v
+		}
+	}
+	return c
+}

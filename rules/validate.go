@@ -1,0 +1,249 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+
+	"github.com/tunvs/tunvs/sched"
+)
+
+// Errors of a refused configuration. Messages follow ipvsadm's where it
+// has one; nat re-exports them.
+var (
+	ErrServiceExists = errors.New("service already exists")
+	ErrNoService     = errors.New("no such service")
+	ErrDestExists    = errors.New("destination already exists")
+	ErrNoDest        = errors.New("no such destination")
+	ErrInvalid       = errors.New("invalid argument")
+	// ErrRange is the kernel's ERANGE for thresholds (ip_vs_add_dest,
+	// ip_vs_edit_dest); it also matches ErrInvalid.
+	ErrRange = rangeError{}
+)
+
+type rangeError struct{}
+
+func (rangeError) Error() string        { return "out of range" }
+func (rangeError) Is(target error) bool { return target == ErrInvalid }
+
+// LineError is a refused configuration with the rules file line it came
+// from.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (e *LineError) Unwrap() error { return e.Err }
+
+func atLine(line int, err error) error {
+	if line <= 0 || err == nil {
+		return err
+	}
+	return &LineError{Line: line, Err: err}
+}
+
+// ValidService checks a service's own configuration (not its servers).
+func ValidService(s *Service) error {
+	if s.Proto != ProtoTCP && s.Proto != ProtoUDP {
+		return fmt.Errorf("%w: protocol %d (tcp or udp)", ErrInvalid, s.Proto)
+	}
+	if _, err := sched.NewWithFlags(s.SchedulerName(), s.SchedFlags); err != nil {
+		return err
+	}
+	if !s.Addr.IsValid() || s.Addr.Zone() != "" {
+		return fmt.Errorf("%w: service address %v", ErrInvalid, s.Addr)
+	}
+	if s.PersistTimeout < 0 {
+		return fmt.Errorf("%w: persistence timeout %v", ErrInvalid, s.PersistTimeout)
+	}
+	if s.PersistMaskBits < 0 || s.PersistMaskBits > s.Addr.BitLen() {
+		return fmt.Errorf("%w: persistence netmask /%d", ErrInvalid, s.PersistMaskBits)
+	}
+	if len(s.LocalAddrs) > 0 {
+		return fmt.Errorf("%w: local addresses need full NAT, which tunvs does not have yet", ErrInvalid)
+	}
+	return nil
+}
+
+// ValidServer checks a real server's configuration for service svc.
+func ValidServer(svc ServiceKey, d *Server) error {
+	a := d.Addr.Addr()
+	if !a.IsValid() || a.Zone() != "" {
+		return fmt.Errorf("%w: real server address %v", ErrInvalid, a)
+	}
+	if a.Is4() != svc.Addr.Is4() {
+		// IPVS allows mixed families only for tunnel mode.
+		return fmt.Errorf("%w: real server %v is not of the service's address family", ErrInvalid, a)
+	}
+	if d.Method != Masquerade {
+		return fmt.Errorf("%w: forwarding method %v", ErrInvalid, d.Method)
+	}
+	if d.Weight < 0 || d.Weight > MaxWeight {
+		return fmt.Errorf("%w: weight %d out of range 0..%d", ErrInvalid, d.Weight, MaxWeight)
+	}
+	// ip_vs_add_dest / ip_vs_edit_dest: ERANGE and EINVAL.
+	if d.UThreshold < 0 || d.LThreshold < 0 || d.UThreshold > math.MaxInt32 {
+		return fmt.Errorf("%w: connection thresholds %d/%d", ErrInvalid, d.UThreshold, d.LThreshold)
+	}
+	if d.LThreshold > d.UThreshold {
+		return fmt.Errorf("%w: lower threshold is higher than upper threshold", ErrRange)
+	}
+	return nil
+}
+
+// Validate checks the whole configuration: every service and real server,
+// no key twice, the sysctls and timeouts, and the checks against the
+// services they name. The error names the rules file line, when known.
+func (r *Rules) Validate() error {
+	seen := make(map[ServiceKey]bool, len(r.Services))
+	for i := range r.Services {
+		s := &r.Services[i]
+		if seen[s.ServiceKey] {
+			return atLine(s.Line, fmt.Errorf("%w: %s", ErrServiceExists, serviceName(s.ServiceKey)))
+		}
+		seen[s.ServiceKey] = true
+		if err := ValidService(s); err != nil {
+			return atLine(s.Line, err)
+		}
+		ds := make(map[netip.AddrPort]bool, len(s.Servers))
+		for j := range s.Servers {
+			d := &s.Servers[j]
+			if err := ValidServer(s.ServiceKey, d); err != nil {
+				return atLine(d.Line, err)
+			}
+			if ds[d.Addr] {
+				return atLine(d.Line, fmt.Errorf("%w: %v", ErrDestExists, d.Addr))
+			}
+			ds[d.Addr] = true
+		}
+	}
+	for _, sc := range SysctlTable {
+		if v, ok := r.Sysctls[sc.Name]; ok {
+			if err := validSysctl(sc.Name, v); err != nil {
+				return err
+			}
+		}
+	}
+	for n := range r.Sysctls {
+		if _, ok := LookupSysctl(n); !ok {
+			return validSysctl(n, 0)
+		}
+	}
+	for st, d := range r.Timeouts {
+		if err := validTimeout(st, d); err != nil {
+			return err
+		}
+	}
+	return r.ValidateChecks(r.Checks)
+}
+
+func serviceName(k ServiceKey) string {
+	p := "TCP"
+	if k.Proto == ProtoUDP {
+		p = "UDP"
+	}
+	return p + " " + k.AddrPort().String()
+}
+
+// ValidateChecks checks the health checks c against r's services: each
+// service and each real server named exists, and every check is
+// complete. (health.New runs it against the table's rules.)
+func (r *Rules) ValidateChecks(c Checks) error {
+	seen := map[ServiceKey]bool{}
+	for _, sc := range c.Services {
+		k := sc.key()
+		name := serviceName(k)
+		if seen[k] {
+			return cfgErr("%s configured twice", name)
+		}
+		seen[k] = true
+		svc := r.Service(k)
+		if svc == nil {
+			return cfgErr("%s: no such virtual service", name)
+		}
+		if sc.Quorum < 0 || sc.Hysteresis < 0 || sc.SorryWeight < 0 || sc.SorryWeight > MaxWeight {
+			return cfgErr("%s: quorum, hysteresis and sorry weight must be positive", name)
+		}
+		if sc.Sorry.IsValid() && svc.Server(sc.Sorry) != nil {
+			return cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
+		}
+		if sc.Default != nil {
+			if _, err := sc.Default.WithDefaults(); err != nil {
+				return fmt.Errorf("%s: default check: %w", name, err)
+			}
+		}
+		named := map[netip.AddrPort]bool{}
+		for _, s := range sc.Servers {
+			if named[s.Addr] {
+				return cfgErr("%s: real server %v configured twice", name, s.Addr)
+			}
+			named[s.Addr] = true
+			var ck Check
+			if s.Check != nil {
+				ck = *s.Check
+			} else if sc.Default == nil {
+				return cfgErr("%s real server %v: no check and no service default", name, s.Addr)
+			}
+			if err := sc.validServerCheck(svc, s.Addr, ck); err != nil {
+				return err
+			}
+		}
+		if sc.Default != nil {
+			for _, d := range svc.Servers {
+				if !named[d.Addr] {
+					if err := sc.validServerCheck(svc, d.Addr, Check{}); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (sc *CheckService) validServerCheck(svc *Service, addr netip.AddrPort, c Check) error {
+	c, _, err := sc.ServerCheck(addr, c)
+	if err != nil || c.Kind == KindNone {
+		return err
+	}
+	if svc.Server(addr) == nil {
+		return cfgErr("%s: %v is not a real server of the service", serviceName(sc.key()), addr)
+	}
+	return sc.checkPort(addr, c)
+}
+
+func (sc *CheckService) key() ServiceKey {
+	return ServiceKey{Proto: sc.Proto, Addr: sc.VIP.Addr(), Port: sc.VIP.Port()}
+}
+
+// ServerCheck is the check of real server addr of the service: c merged
+// with the service's default, the defaults filled in, and the address
+// the check connects to. A check of kind none checks nothing.
+func (sc *CheckService) ServerCheck(addr netip.AddrPort, c Check) (Check, netip.AddrPort, error) {
+	c, err := c.Merge(sc.Default).WithDefaults()
+	if err != nil {
+		return c, netip.AddrPort{}, fmt.Errorf("%s real server %v: %w", serviceName(sc.key()), addr, err)
+	}
+	return c, sc.target(addr, c), nil
+}
+
+func (sc *CheckService) target(addr netip.AddrPort, c Check) netip.AddrPort {
+	target := addr
+	if target.Port() == 0 {
+		target = netip.AddrPortFrom(addr.Addr(), sc.VIP.Port())
+	}
+	if c.Port != 0 {
+		target = netip.AddrPortFrom(addr.Addr(), c.Port)
+	}
+	return target
+}
+
+// checkPort refuses a check that needs a port and has none.
+func (sc *CheckService) checkPort(addr netip.AddrPort, c Check) error {
+	if sc.target(addr, c).Port() == 0 && c.Kind != KindPing && c.Kind != KindMisc {
+		return cfgErr("%s real server %v: no port to check (port=)", serviceName(sc.key()), addr)
+	}
+	return nil
+}
