@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/pcapng"
 	"github.com/tunvs/tunvs/lab/netns"
 )
 
@@ -274,7 +275,7 @@ func runRulesFile(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pcap := filepath.Join(dir, "cap.pcap")
+	pcap := filepath.Join(dir, "cap.pcapng")
 	args := []string{"run", "--socket", sock, "--log-json", "--link=name=tvx,addr=10.9.0.1/24,addr=10.9.0.100/32", "--rules", rules,
 		"--trace", "--pcap", pcap, "--metrics=127.0.0.1:0"}
 
@@ -367,28 +368,27 @@ func runRulesFile(t *testing.T) {
 		!strings.Contains(string(mb), `tunvs_server_connections{protocol="udp",service="10.9.0.100:53",server="10.9.0.7:53"} 1`) {
 		t.Errorf("metrics:\n%s", mb)
 	}
-	// The capture (flushed every second): a LINKTYPE_RAW pcap holding
-	// the datagram as it came in and as it went out, DNATed. (tcpdump -r
-	// reading such a file is shown in netstack's TestPcap; tcpdump cannot
-	// drop its privileges inside the sandbox's user namespace.)
+	// The capture (flushed every second): a pcapng file with the link
+	// tvx, raw IP, holding the datagram as it came in and as it went out,
+	// DNATed, each with its direction.
 	waitFor("capture", func() bool {
-		b, err := os.ReadFile(pcap)
-		if err != nil || len(b) < 24 || binary.LittleEndian.Uint32(b[20:]) != 101 {
+		f, err := os.Open(pcap)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		ifaces, pkts, err := pcapng.Read(f)
+		if err != nil || len(ifaces) != 1 || ifaces[0].Name != "tvx" || ifaces[0].LinkType != pcapng.LinkTypeRaw {
 			return false
 		}
 		var in, out bool
-		for off := 24; off+16 <= len(b); {
-			n := int(binary.LittleEndian.Uint32(b[off+8:]))
-			if off+16+n > len(b) {
-				break
-			}
-			p := b[off+16 : off+16+n]
+		for _, pk := range pkts {
+			p := pk.Data
 			if len(p) >= 28 && p[0]>>4 == 4 && p[9] == 17 && binary.BigEndian.Uint16(p[22:]) == 53 {
 				dst := netip.AddrFrom4([4]byte(p[16:20])).String()
-				in = in || dst == "10.9.0.100"
-				out = out || dst == "10.9.0.7"
+				in = in || (dst == "10.9.0.100" && pk.Dir == pcapng.DirInbound)
+				out = out || (dst == "10.9.0.7" && pk.Dir == pcapng.DirOutbound)
 			}
-			off += 16 + n
 		}
 		return in && out
 	})

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/pcapng"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
 	"github.com/tunvs/tunvs/netstack"
@@ -145,7 +146,8 @@ func TestTrace(t *testing.T) {
 	}
 }
 
-// --pcap: both directions of every link, in a file tcpdump reads.
+// --pcap: both directions of every link, in one pcapng file with an
+// interface per link and each packet's direction.
 func TestPcap(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "cap.pcap")
 	pw, err := netstack.NewPcapWriter(path, map[string]tun.Kind{"c": tun.KindTUN, "r": tun.KindTUN})
@@ -162,50 +164,80 @@ func TestPcap(t *testing.T) {
 	if err := pw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if binary.LittleEndian.Uint32(b[0:]) != 0xa1b2c3d4 || binary.LittleEndian.Uint32(b[20:]) != netstack.LinkTypeRaw {
-		t.Fatalf("header %x", b[:24])
-	}
-	var n int
-	for off := 24; off+16 <= len(b); n++ {
-		off += 16 + int(binary.LittleEndian.Uint32(b[off+8:]))
-	}
-	if n != 4 {
-		t.Errorf("%d packets captured, want 4 (SYN in and out, SYN-ACK in and out)", n)
-	}
-	tcpdump, err := exec.LookPath("tcpdump")
+	defer f.Close()
+	ifaces, pkts, err := pcapng.Read(f)
 	if err != nil {
-		t.Log("no tcpdump to read the file back")
+		t.Fatal(err)
+	}
+	if len(ifaces) != 2 || ifaces[0].Name != "c" || ifaces[1].Name != "r" ||
+		ifaces[0].LinkType != netstack.LinkTypeRaw || ifaces[1].LinkType != netstack.LinkTypeRaw {
+		t.Fatalf("interfaces %+v", ifaces)
+	}
+	type seen struct {
+		link     string
+		dir      uint32
+		src, dst netip.AddrPort
+	}
+	var got []seen
+	for _, p := range pkts {
+		d := p.Data
+		if len(d) < 24 || d[0]>>4 != 4 {
+			t.Fatalf("not an IPv4 packet: %x", d)
+		}
+		got = append(got, seen{ifaces[p.Iface].Name, p.Dir,
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte(d[12:16])), binary.BigEndian.Uint16(d[20:])),
+			netip.AddrPortFrom(netip.AddrFrom4([4]byte(d[16:20])), binary.BigEndian.Uint16(d[22:]))})
+	}
+	want := []seen{
+		{"c", pcapng.DirInbound, cli, vip},
+		{"r", pcapng.DirOutbound, cli, rip},
+		{"r", pcapng.DirInbound, rip, cli},
+		{"c", pcapng.DirOutbound, vip, cli},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("captured %+v, want %+v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("packet %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+	// Links of both kinds: still one file, an interface of each type.
+	p2 := filepath.Join(t.TempDir(), "mixed.pcapng")
+	pw2, err := netstack.NewPcapWriter(p2, map[string]tun.Kind{"b": tun.KindTAP, "a": tun.KindTUN})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw2.Frame("a", tun.KindTUN, false, nattest.TCP(cli, vip, nattest.SYN, 0))
+	pw2.Frame("b", tun.KindTAP, true, append(make([]byte, 12), append([]byte{0x08, 0x00}, nattest.TCP(cli, rip, nattest.SYN, 0)...)...))
+	pw2.Frame("nosuch", tun.KindTAP, true, []byte{1})
+	if err := pw2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ifaces, pkts, err = pcapng.Read(bytes.NewReader(b))
+	if err != nil || len(ifaces) != 2 || ifaces[0] != (pcapng.Interface{Name: "a", LinkType: netstack.LinkTypeRaw, SnapLen: ifaces[0].SnapLen}) ||
+		ifaces[1] != (pcapng.Interface{Name: "b", LinkType: netstack.LinkTypeEthernet, SnapLen: ifaces[0].SnapLen}) || len(pkts) != 2 {
+		t.Fatalf("mixed: %v %+v %d packets", err, ifaces, len(pkts))
+	}
+	tshark, err := exec.LookPath("tshark")
+	if err != nil {
+		t.Log("no tshark to read the file back")
 		return
 	}
-	out, err := exec.Command(tcpdump, "-n", "-r", path).CombinedOutput()
+	out, err := exec.Command(tshark, "-r", p2, "-T", "fields", "-e", "frame.interface_name",
+		"-e", "frame.packet_flags_direction", "-e", "ip.dst", "-e", "tcp.dstport").Output()
 	if err != nil {
-		t.Fatalf("tcpdump -r: %v\n%s", err, out)
+		t.Fatalf("tshark -r: %v\n%s", err, out)
 	}
-	for _, want := range []string{
-		"10.0.0.10.40000 > 172.16.1.100.80: Flags [S]",
-		"10.0.0.10.40000 > 172.16.1.5.8080: Flags [S]",
-		"172.16.1.5.8080 > 10.0.0.10.40000: Flags [S.]",
-		"172.16.1.100.80 > 10.0.0.10.40000: Flags [S.]",
-	} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("tcpdump -r lacks %q:\n%s", want, out)
-		}
-	}
-	// Links of both kinds: a file per link, each with its link type.
-	p2 := filepath.Join(t.TempDir(), "mixed.pcap")
-	pw2, err := netstack.NewPcapWriter(p2, map[string]tun.Kind{"a": tun.KindTUN, "b": tun.KindTAP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	pw2.Close()
-	for name, lt := range map[string]uint32{"a": netstack.LinkTypeRaw, "b": netstack.LinkTypeEthernet} {
-		b, err := os.ReadFile(netstack.PerLinkPath(p2, name))
-		if err != nil || binary.LittleEndian.Uint32(b[20:]) != lt {
-			t.Errorf("link %s: %v %x", name, err, b)
-		}
+	if w := "a\t0x00000001\t172.16.1.100\t80\nb\t0x00000002\t172.16.1.5\t8080\n"; string(out) != w {
+		t.Errorf("tshark -r:\n%s\nwant\n%s", out, w)
 	}
 }

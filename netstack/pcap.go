@@ -1,143 +1,106 @@
 package netstack
 
 import (
-	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
+	"sort"
 	"sync"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/pcapng"
 	"github.com/tunvs/tunvs/tun"
 )
 
 // pcap link types.
 const (
-	LinkTypeEthernet = 1   // TAP: Ethernet frames
-	LinkTypeRaw      = 101 // TUN: raw IP packets, v4 or v6
+	LinkTypeEthernet = pcapng.LinkTypeEthernet // TAP: Ethernet frames
+	LinkTypeRaw      = pcapng.LinkTypeRaw      // TUN: raw IP packets, v4 or v6
 )
 
-// PcapWriter is a Capture that writes classic libpcap files, which
-// tcpdump -r and Wireshark read. A pcap file has one link type, so:
-// when every link is of one kind (all TUN, or all TAP), everything goes to
-// one file, PATH, with LINKTYPE_RAW (101) or LINKTYPE_ETHERNET (1); when
-// both kinds exist, each link gets its own file, PATH with the link's name
-// inserted before the extension (cap.pcap -> cap.tvc.pcap). Both
-// directions of every link are written; classic pcap has no direction
-// field.
+// PcapWriter is a Capture that writes one pcapng file: an interface per
+// link, named after it, with its own link type (raw IP for a TUN device,
+// Ethernet for a TAP), and every frame with its direction (inbound: read
+// from the device; outbound: written to it). Wireshark and tshark read
+// it. tcpdump (libpcap 1.10) reads a pcapng file only when all its
+// interfaces share one link type, and it also refuses several raw-IP
+// interfaces (it compares the first one's type, mapped to DLT_RAW, with
+// the others' LINKTYPE_RAW); a one-link or all-TAP capture it reads.
 type PcapWriter struct {
 	mu     sync.Mutex
-	files  map[string]*pcapFile // by link name
-	all    []*pcapFile
+	f      *os.File
+	w      *pcapng.Writer
+	index  map[string]int // link name -> interface ID
 	closed bool
 	now    func() time.Time
-}
-
-type pcapFile struct {
-	f *os.File
-	w *bufio.Writer
 }
 
 // snapLen is the largest frame a capture holds (all of it).
 const snapLen = 65535 + ethHdrLen
 
-// NewPcapWriter creates the capture file(s) for links (name -> kind).
+// NewPcapWriter creates the capture file for links (name -> kind). The
+// interfaces are in the order of the links' names.
 func NewPcapWriter(path string, links map[string]tun.Kind) (*PcapWriter, error) {
-	p := &PcapWriter{files: map[string]*pcapFile{}, now: time.Now}
-	kinds := map[tun.Kind]bool{}
-	for _, k := range links {
-		kinds[k] = true
+	names := make([]string, 0, len(links))
+	for n := range links {
+		names = append(names, n)
 	}
-	open := func(path string, lt uint32) (*pcapFile, error) {
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-		if err != nil {
-			return nil, err
+	sort.Strings(names)
+	p := &PcapWriter{index: map[string]int{}, now: time.Now}
+	ifaces := make([]pcapng.Interface, len(names))
+	for i, n := range names {
+		lt := uint16(LinkTypeRaw)
+		if links[n] == tun.KindTAP {
+			lt = LinkTypeEthernet
 		}
-		pf := &pcapFile{f: f, w: bufio.NewWriterSize(f, 1<<16)}
-		var h [24]byte
-		binary.LittleEndian.PutUint32(h[0:], 0xa1b2c3d4) // microsecond timestamps
-		binary.LittleEndian.PutUint16(h[4:], 2)
-		binary.LittleEndian.PutUint16(h[6:], 4)
-		binary.LittleEndian.PutUint32(h[16:], snapLen)
-		binary.LittleEndian.PutUint32(h[20:], lt)
-		if _, err := pf.w.Write(h[:]); err != nil {
-			f.Close()
-			return nil, err
-		}
-		p.all = append(p.all, pf)
-		return pf, nil
+		ifaces[i] = pcapng.Interface{Name: n, LinkType: lt, SnapLen: snapLen}
+		p.index[n] = i
 	}
-	lt := func(k tun.Kind) uint32 {
-		if k == tun.KindTAP {
-			return LinkTypeEthernet
-		}
-		return LinkTypeRaw
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
 	}
-	if len(kinds) <= 1 {
-		var k tun.Kind = tun.KindTUN
-		for kk := range kinds {
-			k = kk
-		}
-		pf, err := open(path, lt(k))
-		if err != nil {
-			return nil, err
-		}
-		for name := range links {
-			p.files[name] = pf
-		}
-		return p, nil
+	w, err := pcapng.NewWriter(f, ifaces)
+	if err == nil {
+		// The header reaches the file at once: a reader started
+		// meanwhile sees the interfaces.
+		err = w.Flush()
 	}
-	for name, k := range links {
-		pf, err := open(PerLinkPath(path, name), lt(k))
-		if err != nil {
-			p.Close()
-			return nil, err
-		}
-		p.files[name] = pf
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("pcap: %w", err)
 	}
+	p.f, p.w = f, w
 	return p, nil
 }
 
-// PerLinkPath is the file a link's capture goes to when links of both
-// kinds exist.
-func PerLinkPath(path, link string) string {
-	ext := filepath.Ext(path)
-	return strings.TrimSuffix(path, ext) + "." + link + ext
-}
-
 // Frame implements Capture.
-func (p *PcapWriter) Frame(nic string, _ tun.Kind, _ bool, frame []byte) {
+func (p *PcapWriter) Frame(nic string, _ tun.Kind, out bool, frame []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	pf := p.files[nic]
-	if pf == nil || p.closed {
+	i, ok := p.index[nic]
+	if !ok || p.closed {
 		return
 	}
-	ts := p.now()
-	var h [16]byte
-	binary.LittleEndian.PutUint32(h[0:], uint32(ts.Unix()))
-	binary.LittleEndian.PutUint32(h[4:], uint32(ts.Nanosecond()/1000))
-	binary.LittleEndian.PutUint32(h[8:], uint32(len(frame)))
-	binary.LittleEndian.PutUint32(h[12:], uint32(len(frame)))
-	pf.w.Write(h[:])
-	pf.w.Write(frame)
+	dir := uint32(pcapng.DirInbound)
+	if out {
+		dir = pcapng.DirOutbound
+	}
+	// A write error stays in the writer and comes back from Flush.
+	_ = p.w.Packet(i, p.now(), dir, frame)
 }
 
-// Flush writes what is buffered to the files.
+// Flush writes what is buffered to the file.
 func (p *PcapWriter) Flush() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var errs []error
-	for _, pf := range p.all {
-		errs = append(errs, pf.w.Flush())
+	if p.closed {
+		return nil
 	}
-	return errors.Join(errs...)
+	return p.w.Flush()
 }
 
-// Close flushes and closes the files.
+// Close flushes and closes the file.
 func (p *PcapWriter) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -145,14 +108,5 @@ func (p *PcapWriter) Close() error {
 		return nil
 	}
 	p.closed = true
-	var errs []error
-	for _, pf := range p.all {
-		if err := pf.w.Flush(); err != nil {
-			errs = append(errs, err)
-		}
-		if err := pf.f.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("pcap: %w", err))
-		}
-	}
-	return errors.Join(errs...)
+	return errors.Join(p.w.Flush(), p.f.Close())
 }

@@ -48,10 +48,11 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
         routes); misc cmd= runs on this machine.
   --metrics[=ADDR] serve Prometheus metrics on http://ADDR/metrics
                    (default 127.0.0.1:9177)
-  --pcap FILE      capture what crosses every device, both directions, in a
-                   pcap file tcpdump -r reads (TUN: LINKTYPE_RAW, TAP:
-                   LINKTYPE_ETHERNET; with links of both kinds, one file per
-                   link: FILE.NAME.pcap)
+  --pcap FILE      capture what crosses every device, both directions, in
+                   one pcapng file: an interface per link with its name
+                   (TUN: raw IP, TAP: Ethernet), each packet marked
+                   inbound or outbound; Wireshark and tshark read it
+                   (tcpdump reads a one-link or all-TAP capture)
   --trace          print each packet's walk through the director to stderr
                    (rate-limited by --trace-rate packets a second)
 
