@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/nat"
 )
 
@@ -57,17 +57,34 @@ func DefaultSocket() string {
 	return fmt.Sprintf("/tmp/tunvs-%d.sock", os.Getuid())
 }
 
+// Limits of the control socket. Requests are one at a time (mu), so a
+// handful of connections is plenty; the cap keeps idle or stuck clients
+// from taking the daemon's descriptors. A request must arrive whole
+// within RequestTimeout; the largest (-R) is a rules file of a few MB.
+const (
+	MaxControlConns = 16
+	MaxRequest      = 16 << 20
+	RequestTimeout  = 30 * time.Second
+	// replyTimeout bounds writing the answer to a client that stopped
+	// reading.
+	replyTimeout = 30 * time.Second
+)
+
+// maxRequest is MaxRequest, lowered by tests.
+var maxRequest int64 = MaxRequest
+
 // Server answers tunvsadm on a unix socket.
 type Server struct {
-	ln   *net.UnixListener
+	ln   *guard.Listener
 	path string
 	env  Env
 	log  zerolog.Logger
 	// mu serialises requests: each is validated as a whole and then
 	// applied, with no other request in between (Env.Mu, when given,
 	// so that the daemon's reloads take the same lock).
-	mu *sync.Mutex
-	wg sync.WaitGroup
+	mu         *sync.Mutex
+	wg         sync.WaitGroup
+	maxRequest int64
 }
 
 // Listen opens the control socket at path, mode 0600, owned by the
@@ -98,7 +115,8 @@ func ListenEnv(path string, env Env, log zerolog.Logger) (*Server, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	s := &Server{ln: ln, path: path, env: env, log: log, mu: env.Mu}
+	gl := guard.New(ln, guard.Config{Name: "control", Max: MaxControlConns, Log: log})
+	s := &Server{ln: gl, path: path, env: env, log: log, mu: env.Mu, maxRequest: maxRequest}
 	if s.mu == nil {
 		s.mu = new(sync.Mutex)
 	}
@@ -106,6 +124,9 @@ func ListenEnv(path string, env Env, log zerolog.Logger) (*Server, error) {
 	go s.serve()
 	return s, nil
 }
+
+// Listener is the guarded listener, for its counters.
+func (s *Server) Listener() *guard.Listener { return s.ln }
 
 // Path is the socket's path.
 func (s *Server) Path() string { return s.path }
@@ -118,10 +139,13 @@ func (s *Server) Close() error {
 	return err
 }
 
+// serve accepts until the listener is closed. Accept waits out running
+// short of descriptors itself (guard.Listener), so an error here means
+// the socket is closed.
 func (s *Server) serve() {
 	defer s.wg.Done()
 	for {
-		c, err := s.ln.AcceptUnix()
+		c, err := s.ln.Accept()
 		if err != nil {
 			return
 		}
@@ -137,6 +161,9 @@ func (s *Server) serve() {
 // root. The socket's mode already keeps others out; this holds even if
 // someone loosens it.
 func peerAllowed(c *net.UnixConn) (int, bool) {
+	if c == nil {
+		return -1, false
+	}
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return -1, false
@@ -152,18 +179,26 @@ func peerAllowed(c *net.UnixConn) (int, bool) {
 	return uid, uid == os.Geteuid() || uid == 0
 }
 
-func (s *Server) handle(c *net.UnixConn) {
+func (s *Server) handle(c net.Conn) {
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(RequestTimeout))
 	enc := json.NewEncoder(c)
-	if uid, ok := peerAllowed(c); !ok {
+	uc, _ := guard.Unwrap(c).(*net.UnixConn)
+	if uid, ok := peerAllowed(uc); !ok {
 		s.log.Warn().Int(FieldUID, uid).Msg("control: refused a client of another user")
 		_ = enc.Encode(Response{V: ProtocolVersion, Error: "permission denied", Exit: 1})
 		return
 	}
 	var req Request
-	dec := json.NewDecoder(bufio.NewReader(io.LimitReader(c, 16<<20)))
-	if err := dec.Decode(&req); err != nil {
+	dec := json.NewDecoder(bufio.NewReader(guard.LimitReader(c, s.maxRequest)))
+	err := dec.Decode(&req)
+	_ = c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	if errors.Is(err, guard.ErrTooLarge) {
+		s.ln.TooLarge(s.maxRequest)
+		_ = enc.Encode(Response{V: ProtocolVersion, Error: fmt.Sprintf("request refused: larger than %d bytes", s.maxRequest), Exit: 2})
+		return
+	}
+	if err != nil {
 		_ = enc.Encode(Response{V: ProtocolVersion, Error: "bad request: " + err.Error(), Exit: 2})
 		return
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
@@ -93,7 +94,7 @@ type Director struct {
 	// mu serialises changes to the table: control requests and reloads.
 	mu        sync.Mutex
 	pcap      *netstack.PcapWriter
-	metricsLn net.Listener
+	metricsLn *guard.Listener
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -177,7 +178,11 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
 	if cfg.Metrics != "" {
-		if d.metricsLn, err = metrics.Serve(cfg.Metrics, metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot}); err != nil {
+		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot}
+		if d.ctl != nil {
+			src.Listeners = append(src.Listeners, d.ctl.Listener())
+		}
+		if d.metricsLn, err = metrics.Serve(cfg.Metrics, src, cfg.Log); err != nil {
 			return nil, err
 		}
 		cfg.Log.Info().Str("addr", d.metricsLn.Addr().String()).Msg("metrics listening")

@@ -9,13 +9,17 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	stdlog "log"
 	"net"
 	"net/http"
 	"runtime"
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
 )
@@ -29,6 +33,9 @@ type Source struct {
 	Host *netstack.Host // may be nil
 	// Health, if set, returns the health checks' state (nil: none).
 	Health func() []health.ServiceStatus
+	// Listeners are the daemon's own listeners (the control socket);
+	// Serve adds its own.
+	Listeners []*guard.Listener
 }
 
 // Handler serves /metrics.
@@ -41,17 +48,44 @@ func Handler(src Source) http.Handler {
 	})
 }
 
+// Limits of the metrics listener: a scraper needs one connection and
+// a few hundred bytes of request; these keep idle keep-alive clients and
+// slow or large requests from holding the daemon's descriptors and
+// memory.
+const (
+	MaxConns    = 64
+	IdleTimeout = 60 * time.Second
+	ReadTimeout = 10 * time.Second
+	// MaxHeaderBytes bounds a request's header (net/http answers 431
+	// beyond); a GET has no body, and one with a body is refused.
+	MaxHeaderBytes = 16 << 10
+)
+
 // Serve listens on addr and serves /metrics until the listener is closed.
-func Serve(addr string, src Source) (net.Listener, error) {
+// Accept errors (out of descriptors) are retried with backoff, and
+// connections are limited and time out when idle (see guard).
+func Serve(addr string, src Source, log zerolog.Logger) (*guard.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
+	gl := guard.New(ln, guard.Config{Name: "metrics", Max: MaxConns, Log: log})
+	src.Listeners = append(src.Listeners, gl)
+	h := Handler(src)
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", Handler(src))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return ln, nil
+	mux.Handle("/metrics", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			gl.TooLarge(0)
+			http.Error(w, "a request to /metrics has no body", http.StatusRequestEntityTooLarge)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: ReadTimeout,
+		WriteTimeout: 30 * time.Second, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes,
+		ErrorLog: stdlog.New(log, "metrics: ", 0)}
+	go srv.Serve(gl)
+	return gl, nil
 }
 
 // escape escapes a label value.
@@ -140,6 +174,7 @@ func Write(w io.Writer, src Source) {
 	if src.Health != nil {
 		writeHealth(m, src.Health())
 	}
+	writeListeners(m, src.Listeners)
 	m.head("tunvs_connections", "gauge", "entries in the connection table")
 	m.val("tunvs_connections", "", uint64(t.Len()))
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
@@ -218,5 +253,30 @@ func writeHealth(m *writer, svcs []health.ServiceStatus) {
 	m.head("tunvs_health_sorry_active", "gauge", "the sorry server is in the pool")
 	for _, svc := range svcs {
 		m.val("tunvs_health_sorry_active", `service="`+escape(svc.Service)+`"`, bool01(svc.SorryActive))
+	}
+}
+
+// writeListeners exports the guarded listeners' counters and open
+// connections.
+func writeListeners(m *writer, ls []*guard.Listener) {
+	for _, c := range []struct {
+		name, help string
+		get        func(*guard.Stats) uint64
+	}{
+		{"accepted", "connections accepted", func(s *guard.Stats) uint64 { return s.Accepted.Load() }},
+		{"accept_errors", "failed accepts retried after a backoff (out of descriptors, say)", func(s *guard.Stats) uint64 { return s.AcceptErrors.Load() }},
+		{"over_limit", "connections closed at once: the listener's connection limit was reached", func(s *guard.Stats) uint64 { return s.OverLimit.Load() }},
+		{"timeouts", "connections closed idle or too slow past their read deadline", func(s *guard.Stats) uint64 { return s.Timeouts.Load() }},
+		{"too_large", "requests refused for their size", func(s *guard.Stats) uint64 { return s.TooLarge.Load() }},
+	} {
+		name := "tunvs_listener_" + c.name + "_total"
+		m.head(name, "counter", "daemon listeners: "+c.help)
+		for _, l := range ls {
+			m.val(name, `listener="`+escape(l.Name())+`"`, c.get(&l.Stats))
+		}
+	}
+	m.head("tunvs_listener_open_connections", "gauge", "daemon listeners: connections open")
+	for _, l := range ls {
+		m.val("tunvs_listener_open_connections", `listener="`+escape(l.Name())+`"`, uint64(l.Open()))
 	}
 }
