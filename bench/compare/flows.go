@@ -233,7 +233,7 @@ func measureFlows(d director, topo string, c config, self string, gogc int) (f f
 		return f, err
 	}
 	defer b.close()
-	b.dirExtra = []string{fmt.Sprintf("--max-conns=%d", max(c.flows+c.flows/2, 1<<20)), "--metrics=" + flowsMetrics}
+	b.dirExtra = append([]string{fmt.Sprintf("--max-conns=%d", max(c.flows+c.flows/2, 1<<20)), "--metrics=" + flowsMetrics}, c.tunvsFlags...)
 	if gogc > 0 {
 		b.dirEnv = []string{fmt.Sprintf("GOGC=%d", gogc)}
 	}

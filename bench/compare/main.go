@@ -120,6 +120,9 @@ type config struct {
 	// topologies are the test beds every director is measured on, in
 	// order (-topology).
 	topologies []string
+	// tunvsFlags are added to every tunvs director's command line
+	// (-tunvs-flags), to measure an option of tunvs against its defaults.
+	tunvsFlags []string
 	// profile is where -profile puts the director's profiles ("": none;
 	// profile.go).
 	profile string
@@ -137,10 +140,12 @@ func main() {
 	flag.IntVar(&c.flowsGOGC, "flows-gogc", 100, "GOGC of the flows workload's second measurement, set in tunvs's environment (tunvs runs with 50 unless told; 100 is Go's default; 0: no second measurement)")
 	flag.IntVar(&c.flowsRate, "flows-rate", 30000, "new flows a second the flows workload starts at (then it follows what the director takes in)")
 	flag.DurationVar(&c.flowsBudget, "flows-time", 30*time.Second, "time the flows workload has to fill the table, per measurement (what it reached then is reported)")
+	tunvsFlags := flag.String("tunvs-flags", "", "extra flags for every tunvs director, space-separated (e.g. '--gogc=100'), to measure an option against the defaults of an earlier run")
 	topos := flag.String("topology", strings.Join(topologyNames, ","), "comma-separated topologies to measure every director on: tun (one TUN device per host, the director the router between them), article (LAB.md: a router in front, the director one-armed on the real servers' bridge, tunvs on a TAP device)")
 	flag.StringVar(&c.profile, "profile", "", "directory for the tunvs directors' CPU, block and mutex profiles and execution traces, taken during each workload (tunvs runs with --pprof; profiling costs time: take figures from a run without it)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
 	flag.Parse()
+	c.tunvsFlags = strings.Fields(*tunvsFlags)
 	for _, t := range strings.Split(*topos, ",") {
 		if !slices.Contains(topologyNames, t) {
 			fmt.Fprintf(os.Stderr, "compare: -topology %q: want a comma-separated list of %s\n", *topos, strings.Join(topologyNames, ", "))
@@ -215,6 +220,9 @@ func outside(c config) int {
 	args := []string{"-t", c.duration.String(), "-rounds", strconv.Itoa(c.rounds), "-only", c.only, "-topology", strings.Join(c.topologies, ","), "-tunvs", c.tunvsBin, "-out", c.out, "-udp-senders", strconv.Itoa(c.udpSenders),
 		"-flows", strconv.Itoa(c.flows), "-flows-gogc", strconv.Itoa(c.flowsGOGC),
 		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
+	if len(c.tunvsFlags) > 0 {
+		args = append(args, "-tunvs-flags", strings.Join(c.tunvsFlags, " "))
+	}
 	if c.profile != "" {
 		abs, err := filepath.Abs(c.profile)
 		if err == nil {
@@ -283,14 +291,15 @@ func redraw(c config, path string) int {
 func report(c config, res []result) int {
 	rev, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 	meta := map[string]any{
-		"date":       time.Now().UTC().Format("2006-01-02 15:04 MST"),
-		"commit":     strings.TrimSpace(string(rev)),
-		"machine":    fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
-		"go":         runtime.Version(),
-		"seconds":    c.duration.Seconds(),
-		"rounds":     c.rounds,
-		"topologies": c.topologies,
-		"udp":        fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
+		"date":        time.Now().UTC().Format("2006-01-02 15:04 MST"),
+		"commit":      strings.TrimSpace(string(rev)),
+		"machine":     fmt.Sprintf("%s/%s, %d CPUs, %s", runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), cpuModel()),
+		"go":          runtime.Version(),
+		"seconds":     c.duration.Seconds(),
+		"rounds":      c.rounds,
+		"topologies":  c.topologies,
+		"tunvs_flags": strings.Join(c.tunvsFlags, " "),
+		"udp":         fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
 	}
 	if c.flows > 0 {
 		meta["flows"] = fmt.Sprintf("%d UDP flows, one %d-byte datagram each, from %d client addresses, into a fresh %s (--max-conns %d) per measurement and topology; held is tunvs_connections once it stops growing, RSS and peak RSS are VmRSS and VmHWM then", c.flows, flowPayload, flowAddrs(c.flows), flowsDirector, max(c.flows+c.flows/2, 1<<20))

@@ -57,6 +57,9 @@ func byTopology(res []result) (names []string, groups map[string][]result) {
 func renderTable(res []result, meta map[string]any) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "tunvs compare — %v, commit %v, %v, %vs per workload\n", meta["date"], meta["commit"], meta["machine"], meta["seconds"])
+	if f, _ := meta["tunvs_flags"].(string); f != "" {
+		fmt.Fprintf(&b, "\ntunvs ran with %s added to its command line.\n", f)
+	}
 	names, groups := byTopology(res)
 	for _, t := range names {
 		fmt.Fprintf(&b, "\n%s\n\n", topologyHeading(t))

@@ -86,6 +86,7 @@ func runOnce(d director, topo string, c config, self string, r *result, flows bo
 		return err
 	}
 	b.pprof = c.profile != ""
+	b.dirExtra = c.tunvsFlags
 	skip, err := d.setup(b, c)
 	switch {
 	case err != nil:
