@@ -43,9 +43,15 @@ type pending struct {
 
 // try sends an already rewritten packet of an established connection
 // straight to its egress device. The route is looked up once per
-// connection and direction and cached in the connection. It returns false
-// where the stack must handle the packet: a TAP egress (needs a neighbour
-// lookup), a TTL about to expire (needs an ICMP error), no route.
+// connection and direction and cached in the connection as a hop (see
+// hop). On a TAP egress the frame's Ethernet header is rewritten in
+// place: from the egress NIC's MAC to the next hop's, as the stack's
+// neighbour table has it, which is also what makes a one-armed director
+// (in and out of the same TAP) work. It returns false where the stack
+// must handle the packet: the next hop's MAC unknown (the stack resolves
+// it), a TTL about to expire (needs an ICMP error), no route, a frame not
+// addressed to the NIC, a TUN ingress with a TAP egress (no room kept
+// for an Ethernet header in front of the packet).
 func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
 	h := in.h
 	slot := &res.Conn.Egress[res.Dir]
@@ -57,21 +63,45 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	if eg == noBypass {
 		return false
 	}
-	out := h.nicByID(tcpip.NICID(eg - 1))
-	if out == nil || out.kind != tun.KindTUN {
+	hp := h.hops.at(eg)
+	out := hp.nic
+	buf := whole
+	var mac uint64
+	if in.kind == tun.KindTAP {
+		// A bridge floods a frame for an address it has not learned
+		// to every port: only those sent to this NIC are routed.
+		if string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
+			return false
+		}
+		if out.kind == tun.KindTUN {
+			buf = whole[ethHdrLen:]
+		} else {
+			if mac = hp.mac.Load(); mac == 0 {
+				return false
+			}
+			if hp.stale.Load() && !hp.used.Load() {
+				hp.used.Store(true)
+			}
+		}
+	} else if out.kind != tun.KindTUN {
 		return false
 	}
 	if !p.DecTTL() {
 		return false
 	}
+	if mac != 0 {
+		eth := whole[bufOffset : bufOffset+ethHdrLen]
+		putMAC(eth[0:6], mac)
+		copy(eth[6:12], out.mac)
+	}
 	q := out.txq[f.qi%len(out.txq)]
-	f.pend = append(f.pend, pending{out: q, nic: out, buf: whole, gso: g})
+	f.pend = append(f.pend, pending{out: q, nic: out, buf: buf, gso: g})
 	h.Counters.FastPath.Add(1)
 	return true
 }
 
-// resolveEgress finds the NIC (id+1) the packet's destination is routed to,
-// or noBypass.
+// resolveEgress finds the hop (index+1) the packet's destination is
+// routed by, or noBypass.
 func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 	dst := p.Dst()
 	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
@@ -82,7 +112,17 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 	if fromTCPIP(r.LocalAddress()) == dst || r.NICID() == 0 {
 		return noBypass
 	}
-	return uint32(r.NICID()) + 1
+	out := h.nicByID(r.NICID())
+	if out == nil {
+		return noBypass
+	}
+	// NextHop is the gateway, empty for a connected route (gVisor's
+	// own Route.nextHop falls back to the destination the same way).
+	next := r.NextHop()
+	if next.Len() == 0 {
+		next = r.RemoteAddress()
+	}
+	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst))
 }
 
 // flush writes the collected packets, one Write per egress queue.
@@ -101,7 +141,7 @@ func (f *fastPath) flush(h *Host) {
 				// A device without offloads: what is collected
 				// goes first, then this packet in pieces.
 				f.write(h, nic, out)
-				f.out.split(h, pd.buf, pd.gso, func(seg []byte) {
+				f.out.split(h, pd.buf, pd.gso, nic.l2(), func(seg []byte) {
 					f.bufs = append(f.bufs[:0], seg)
 					f.write(h, nic, out)
 				})
@@ -142,14 +182,15 @@ func (f *fastPath) write(h *Host, nic *NIC, q *txQueue) {
 	f.bufs, f.gso = f.bufs[:0], f.gso[:0]
 }
 
-// split cuts the packet in whole (after bufOffset bytes of headroom), a
-// packet with pending offload state g, into ordinary packets and calls fn
-// with each, in a buffer with bufOffset bytes of headroom that is reused
-// for the next. A packet that is not a super-packet only has its checksum
+// split cuts the packet in whole (after bufOffset bytes of headroom and
+// l2 bytes of link header, which every piece gets a copy of), a packet
+// with pending offload state g, into ordinary packets and calls fn with
+// each, in a buffer with bufOffset bytes of headroom that is reused for
+// the next. A packet that is not a super-packet only has its checksum
 // finished, in place, and fn gets whole. A packet or piece that cannot be
 // made is counted as a link drop.
-func (s *segmenter) split(h *Host, whole []byte, g tun.GSO, fn func(seg []byte)) {
-	pkt := whole[bufOffset:]
+func (s *segmenter) split(h *Host, whole []byte, g tun.GSO, l2 int, fn func(seg []byte)) {
+	pkt := whole[bufOffset+l2:]
 	if g.Type == tun.GSONone {
 		if !tun.FinishChecksum(pkt, g) {
 			h.Counters.LinkDrops.Add(1)
@@ -164,14 +205,15 @@ func (s *segmenter) split(h *Host, whole []byte, g tun.GSO, fn func(seg []byte))
 		return
 	}
 	if s.seg == nil {
-		s.seg = make([]byte, bufOffset+tun.MaxGSOPacket)
+		s.seg = make([]byte, bufOffset+ethHdrLen+tun.MaxGSOPacket)
 	}
+	copy(s.seg[bufOffset:], whole[bufOffset:bufOffset+l2])
 	for s.sp.Pending() {
-		m, err := s.sp.Next(s.seg[bufOffset:])
+		m, err := s.sp.Next(s.seg[bufOffset+l2:])
 		if err != nil {
 			h.Counters.LinkDrops.Add(1)
 			continue
 		}
-		fn(s.seg[:bufOffset+m])
+		fn(s.seg[:bufOffset+l2+m])
 	}
 }

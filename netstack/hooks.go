@@ -212,9 +212,7 @@ func (n *NIC) traceArrival(l3 []byte) *pktTrace {
 func (tr *pktTrace) traceBypass(h *Host, res nat.Result) {
 	name := "?"
 	if eg := res.Conn.Egress[res.Dir].Load(); eg != 0 && eg != noBypass {
-		if n := h.nicByID(tcpip.NICID(eg - 1)); n != nil {
-			name = n.name
-		}
+		name = h.hops.at(eg).nic.name
 	}
 	tr.step("bypass: written straight out of %s (TTL decremented, the stack skipped)", name)
 }

@@ -33,8 +33,9 @@ type Config struct {
 	// Forwarding makes the host route packets that are not its own.
 	Forwarding bool
 	// Bypass lets packets of established connections go from device to
-	// device without entering the stack, where the egress is a TUN (a
-	// layer-3 link needs no neighbour lookup).
+	// device without entering the stack: TUN to TUN, TAP to TUN, and TAP
+	// to TAP (the same one included) once the stack's neighbour table
+	// knows the next hop's MAC.
 	Bypass bool
 	// NoGSO makes the host read offloaded super-packets from devices
 	// that can hand them up (tun.GSODevice) cut into ordinary packets,
@@ -87,6 +88,8 @@ type Host struct {
 	closed bool
 
 	nicsByID atomic.Pointer[[]*NIC]
+	// hops are the bypass's egresses (see hop).
+	hops *hopTable
 
 	wg   sync.WaitGroup
 	done chan struct{}
@@ -97,7 +100,10 @@ func New(cfg Config) *Host {
 	if cfg.Now == nil {
 		cfg.Now = func() int64 { return time.Now().UnixNano() }
 	}
+	hops := newHopTable()
 	s := stack.New(stack.Options{
+		// The bypass follows the neighbour table through its events.
+		NUDDisp: hops,
 		NetworkProtocols: []stack.NetworkProtocolFactory{
 			ipv4.NewProtocol,
 			ipv6.NewProtocolWithOptions(ipv6.Options{
@@ -115,7 +121,7 @@ func New(cfg Config) *Host {
 		// off. Hosts of the lab never talk to themselves through a NIC.
 		HandleLocal: cfg.NAT == nil,
 	})
-	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, nics: map[string]*NIC{}, done: make(chan struct{})}
+	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, hops: hops, nics: map[string]*NIC{}, done: make(chan struct{})}
 	if cfg.Capture != nil || cfg.Trace != nil {
 		h.hooks = &hooks{capture: cfg.Capture}
 		if cfg.Trace != nil {
@@ -228,7 +234,7 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	h.nicsByID.Store(&ids)
 	for i, q := range queuesOf(dev) {
 		tq := &txQueue{dev: q}
-		if g, ok := q.(tun.GSODevice); ok && n.kind == tun.KindTUN && !h.cfg.NoGSO {
+		if g, ok := q.(tun.GSODevice); ok && !h.cfg.NoGSO {
 			tq.gso = g
 		}
 		n.txq = append(n.txq, tq)
@@ -411,6 +417,7 @@ func (h *Host) sweepLoop() {
 			for range 16 {
 				h.nat.Sweep(now)
 			}
+			h.revalidate()
 		}
 	}
 }

@@ -226,6 +226,7 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 	pkts := make([]tun.GSOPacket, 128)
 	f := &fastPath{qi: qi}
 	var p nat.Packet
+	l2 := n.l2()
 	for {
 		cnt, err := dev.ReadGSO(arena, bufOffset, pkts)
 		if err != nil {
@@ -241,7 +242,8 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 			if g.Type != tun.GSONone {
 				h.Counters.GSOPackets.Add(1)
 			}
-			if g.InPlace(whole[bufOffset:]) {
+			// A pending frame on a TAP is always an IP frame.
+			if !g.Pending() || g.InPlace(whole[bufOffset+l2:]) {
 				n.input(whole, g, &p, now, f)
 				continue
 			}
@@ -250,7 +252,7 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 			// lives in f's scratch space until the next, so what is
 			// pending goes out before and each piece at once.
 			f.flush(h)
-			f.in.split(h, whole, g, func(seg []byte) {
+			f.in.split(h, whole, g, l2, func(seg []byte) {
 				n.input(seg, tun.GSO{}, &p, now, f)
 				f.flush(h)
 			})
@@ -324,8 +326,9 @@ func (n *NIC) observeIn(hk *hooks, frame []byte) *pktTrace {
 
 // handle runs one frame through the NAT and on to the stack or the bypass.
 // whole is the frame's buffer with its bufOffset headroom, g its offload
-// state (a pending one only on a TUN, and only where g.InPlace). tr is
-// the packet's trace, nil unless tracing.
+// state (a pending one only where g.InPlace, on a TAP for the IP packet
+// behind the Ethernet header). tr is the packet's trace, nil unless
+// tracing.
 func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f *fastPath, tr *pktTrace) {
 	h := n.h
 	l3 := frame
@@ -381,7 +384,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 				return
 			}
 		case nat.Forward:
-			if h.cfg.Bypass && n.kind == tun.KindTUN && f.try(n, res, p, whole, g) {
+			if h.cfg.Bypass && f.try(n, res, p, whole, g) {
 				if tr != nil {
 					tr.traceBypass(h, res)
 				}
@@ -394,10 +397,18 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 	}
 	if g.Pending() {
 		// The stack takes ordinary packets only.
-		f.in.split(h, whole, g, func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
+		f.in.split(h, whole, g, n.l2(), func(seg []byte) { n.deliver(proto, seg[bufOffset:]) })
 		return
 	}
 	n.deliver(proto, frame)
+}
+
+// l2 is the length of the link header in front of the NIC's packets.
+func (n *NIC) l2() int {
+	if n.kind == tun.KindTAP {
+		return ethHdrLen
+	}
+	return 0
 }
 
 // routable reports whether a router would forward to a: not multicast,

@@ -53,16 +53,31 @@ func (g GSO) SegLen() int {
 // super-packet, or one whose checksum is partial.
 func (g GSO) Pending() bool { return g.Type != GSONone || g.NeedsCsum }
 
+// The Ethernet header of a TAP frame, and the types it carries that
+// have offloads.
+const (
+	ethHdrLen     = 14
+	etherTypeIPv4 = 0x0800
+	etherTypeIPv6 = 0x86dd
+)
+
 // GSOPacket locates a packet that ReadGSO put in its arena.
 type GSOPacket struct {
 	Off, Len int // the IP packet is arena[Off:Off+Len]
 	GSO      GSO
 }
 
-// GSODevice is a TUN device with offloads that can hand super-packets and
-// partial checksums up whole and take them back, so that a router may
-// rewrite a 64 KiB TCP run once instead of 45 times. Packets whose
-// GSO.Pending is false are ordinary IP packets.
+// GSODevice is a TUN or TAP device with offloads that can hand
+// super-packets and partial checksums up whole and take them back, so that
+// a router may rewrite a 64 KiB TCP run once instead of 45 times. Packets
+// whose GSO.Pending is false are ordinary IP packets (TAP: frames).
+//
+// On a TAP a packet is an Ethernet frame, and one whose GSO is pending is
+// always an IPv4 or IPv6 frame with a plain 14-byte Ethernet header; the
+// offsets of its GSO (CsumStart, HdrLen) count from the IP header behind
+// it, as on a TUN, so that GSO.InPlace, SegLen, FinishChecksum and
+// Splitter.Load take the IP packet, frame[14:], unchanged. WriteGSO puts
+// a super-frame out whole with the Ethernet header it carries.
 type GSODevice interface {
 	Device
 	// ReadGSO reads packets one after another into arena, each at an

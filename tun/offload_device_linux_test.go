@@ -119,9 +119,9 @@ type result struct {
 // 5000; a kernel TCP socket connects to it, sends transferSize bytes
 // (checked by count and SHA-256 on the gVisor side), then receives as
 // many (checked on the kernel side).
-func transfer(t *testing.T, dev tun.Device, peer netip.Prefix) result {
+func transfer(t *testing.T, dev tun.Device, peer netip.Prefix, noGSO bool) result {
 	t.Helper()
-	h := netstack.New(netstack.Config{})
+	h := netstack.New(netstack.Config{NoGSO: noGSO})
 	defer h.Close()
 	if _, err := h.AddNIC("nic0", dev); err != nil {
 		t.Fatal(err)
@@ -221,7 +221,10 @@ func mbps(d time.Duration) string {
 // and a gVisor host on a TUN device, inside a private network namespace:
 // once on the plain device for comparison, once on the offload device as
 // netstack drives it (one packet per Write), and once with writes batched
-// so that Write coalesces super-packets the kernel has to accept.
+// so that Write coalesces super-packets the kernel has to accept. The
+// same on TAP devices: the kernel's super-frames split by netstack (or,
+// with noGSO, by the device's Read), coalesced runs written as
+// super-frames.
 func TestOffloadKernelTCP(t *testing.T) {
 	if !tun.InSandbox(t) {
 		return
@@ -232,13 +235,20 @@ func TestOffloadKernelTCP(t *testing.T) {
 		batched bool
 		kernel  netip.Prefix
 		peer    netip.Prefix
+		noGSO   bool
 	}{
 		{"plain", tun.Config{Name: "tvplain0", MTU: 1500, Up: true},
-			false, netip.MustParsePrefix("10.78.0.1/24"), netip.MustParsePrefix("10.78.0.2/24")},
+			false, netip.MustParsePrefix("10.78.0.1/24"), netip.MustParsePrefix("10.78.0.2/24"), false},
 		{"offload", tun.Config{Name: "tvoff0", MTU: 1500, Up: true, Offload: true},
-			false, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("10.77.0.2/24")},
+			false, netip.MustParsePrefix("10.77.0.1/24"), netip.MustParsePrefix("10.77.0.2/24"), false},
 		{"offload+batched writes", tun.Config{Name: "tvoff1", MTU: 1500, Up: true, Offload: true},
-			true, netip.MustParsePrefix("10.79.0.1/24"), netip.MustParsePrefix("10.79.0.2/24")},
+			true, netip.MustParsePrefix("10.79.0.1/24"), netip.MustParsePrefix("10.79.0.2/24"), false},
+		{"tap offload", tun.Config{Name: "tvtap0", Kind: tun.KindTAP, MTU: 1500, Up: true, Offload: true},
+			false, netip.MustParsePrefix("10.80.0.1/24"), netip.MustParsePrefix("10.80.0.2/24"), false},
+		{"tap offload, split by Read", tun.Config{Name: "tvtap1", Kind: tun.KindTAP, MTU: 1500, Up: true, Offload: true},
+			false, netip.MustParsePrefix("10.81.0.1/24"), netip.MustParsePrefix("10.81.0.2/24"), true},
+		{"tap offload+batched writes", tun.Config{Name: "tvtap2", Kind: tun.KindTAP, MTU: 1500, Up: true, Offload: true},
+			true, netip.MustParsePrefix("10.82.0.1/24"), netip.MustParsePrefix("10.82.0.2/24"), false},
 	}
 	for _, r := range runs {
 		d := tun.OpenOrSkip(t, r.cfg)
@@ -247,7 +257,7 @@ func TestOffloadKernelTCP(t *testing.T) {
 			if !ok {
 				t.Fatalf("Open with Offload returned %T", d)
 			}
-			if d.Headroom() != 10 || d.BatchSize() < 2 || d.MTU() != 1500 || d.Kind() != tun.KindTUN {
+			if d.Headroom() != 10 || d.BatchSize() < 2 || d.MTU() != 1500 || d.Kind() != max(r.cfg.Kind, tun.KindTUN) {
 				t.Fatalf("offload device headroom %d batch %d mtu %d kind %v", d.Headroom(), d.BatchSize(), d.MTU(), d.Kind())
 			}
 			t.Logf("%s: USO accepted by the kernel: %v", r.name, od.Stats().USO)
@@ -261,7 +271,7 @@ func TestOffloadKernelTCP(t *testing.T) {
 			bd = newBatching(d)
 			dev = bd
 		}
-		res := transfer(t, dev, r.peer)
+		res := transfer(t, dev, r.peer, r.noGSO)
 		t.Logf("%s: kernel→gVisor %s, gVisor→kernel %s (%d MiB each way, race detector %v)",
 			r.name, mbps(res.up), mbps(res.down), transferSize>>20, raceEnabled)
 		if od, ok := d.(*tun.OffloadDevice); ok {

@@ -3,6 +3,7 @@
 package tun
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -45,11 +46,12 @@ type offloadCounters struct {
 	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
 }
 
-// OffloadDevice is a Linux TUN device opened with IFF_VNET_HDR and the
-// TCP (and where the kernel has it, UDP) segmentation offloads, as Open
-// returns it for Config{Offload: true}. Towards its user it behaves
-// exactly like the plain TUN device: Read returns ordinary, fully
-// checksummed IP packets of at most MTU bytes, and Write takes them.
+// OffloadDevice is a Linux TUN or TAP device opened with IFF_VNET_HDR and
+// the TCP (and where the kernel has it, UDP) segmentation offloads, as
+// Open returns it for Config{Offload: true}. Towards its user it behaves
+// exactly like the plain device: Read returns ordinary, fully checksummed
+// IP packets (TAP: Ethernet frames) of at most MTU bytes (TAP: MTU+14),
+// and Write takes them.
 // Underneath, the kernel hands out (and accepts) 64 KiB super-packets:
 //
 //   - Read drains the fd until it would block or bufs are full, splits
@@ -67,6 +69,14 @@ type offloadCounters struct {
 //   - Headroom is 10, the virtio header, which Write puts in front of a
 //     packet in place (offset must be at least 10 for zero copy; smaller
 //     offsets are copied).
+//
+// On a TAP the virtio header precedes the Ethernet frame and its offsets
+// count from the frame's first byte (tun_put_user and tun_get_user in
+// drivers/net/tun.c treat both kinds alike; the TAP's frame is the skb
+// from its MAC header on). The device keeps that to itself: a super-frame
+// is split into frames that each carry the super-frame's Ethernet header,
+// a coalesced run shares one, and the GSO offsets of ReadGSO and WriteGSO
+// count from the IP header, as on a TUN (see GSODevice).
 //
 // With Config.Queues > 1 the device is opened with IFF_MULTI_QUEUE and one
 // fd per queue. Read and Write on the OffloadDevice use queue 0; Queues
@@ -89,6 +99,7 @@ type offloadQueue struct {
 	f      *os.File
 	rc     syscall.RawConn
 	name   string
+	kind   Kind
 	mtu    int
 	closed atomic.Bool
 	c      offloadCounters
@@ -97,6 +108,11 @@ type offloadQueue struct {
 	rbuf  []byte
 	split splitter
 	rd    readState
+	// eth is the Ethernet header of the TAP super-frame being split, put
+	// in front of each of its packets; l2 is its length, 0 when the
+	// splitter holds a whole frame (or, on a TUN, always).
+	eth [ethHdrLen]byte
+	l2  int
 	// readFn and readGSOFn are the RawConn callbacks of Read and
 	// ReadGSO, made on first use: a closure per call would be an
 	// allocation per call.
@@ -128,15 +144,19 @@ type readState struct {
 	err error
 }
 
-// openOffload opens the TUN device cfg describes with the offloads, and
-// configures it like the plain device (MTU, up).
-func openOffload(cfg Config) (Device, error) {
+// openOffload opens the TUN or TAP device cfg describes (kind, already
+// defaulted) with the offloads, and configures it like the plain device
+// (MTU, up).
+func openOffload(cfg Config, kind Kind) (Device, error) {
 	nq := max(cfg.Queues, 1)
 	ifr, err := unix.NewIfreq(cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("name longer than %d bytes: %w", unix.IFNAMSIZ-1, err)
 	}
 	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+	if kind == KindTAP {
+		flags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
+	}
 	if nq > 1 {
 		flags |= unix.IFF_MULTI_QUEUE
 	}
@@ -192,8 +212,8 @@ func openOffload(cfg Config) (Device, error) {
 			return nil, err
 		}
 		q := &offloadQueue{
-			f: f, rc: rc, name: name,
-			wbuf: make([]byte, readBufSize),
+			f: f, rc: rc, name: name, kind: kind,
+			wbuf: make([]byte, ethHdrLen+readBufSize),
 		}
 		d.queues = append(d.queues, q)
 	}
@@ -328,7 +348,7 @@ func (q *offloadQueue) readCallback(fd uintptr) bool {
 		if m < 0 {
 			continue
 		}
-		if err := q.split.load(q.rbuf[:m]); err != nil {
+		if err := q.load(q.rbuf[:m]); err != nil {
 			q.c.readDrops.Add(1)
 			continue
 		}
@@ -363,11 +383,70 @@ func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
 	return m, true, false
 }
 
+// load gives the splitter one packet as read (virtio header first). A
+// TAP super-frame has its Ethernet header kept aside, for drain to put in
+// front of every packet, and is split as the IP packet behind it; any
+// other frame is handed out whole.
+func (q *offloadQueue) load(b []byte) error {
+	q.l2 = 0
+	if q.kind != KindTAP {
+		return q.split.load(b)
+	}
+	if len(b) < virtioNetHdrLen+1 {
+		q.split.reset()
+		return errBadVirtioHdr
+	}
+	var h virtioHdr
+	h.decode(b)
+	f := b[virtioNetHdrLen:]
+	if h.gsoType&^vnetGSOECN == vnetGSONone {
+		// The checksum offsets count from the frame: finished there.
+		return q.split.loadParts(&h, f)
+	}
+	if !ipFrame(f) || !toIPOffsets(&h) {
+		q.split.reset()
+		return errBadVirtioHdr
+	}
+	q.l2 = copy(q.eth[:], f)
+	return q.split.loadParts(&h, f[ethHdrLen:])
+}
+
+// ipFrame reports whether f is an Ethernet frame carrying IPv4 or IPv6.
+func ipFrame(f []byte) bool {
+	if len(f) <= ethHdrLen {
+		return false
+	}
+	et := binary.BigEndian.Uint16(f[12:])
+	return et == etherTypeIPv4 || et == etherTypeIPv6
+}
+
+// toIPOffsets makes the offsets of a TAP frame's virtio header count from
+// the IP header instead of the frame; false if they point into the
+// Ethernet header.
+func toIPOffsets(h *virtioHdr) bool {
+	if h.flags&vnetFlagNeedsCsum != 0 {
+		if h.csumStart < ethHdrLen {
+			return false
+		}
+		h.csumStart -= ethHdrLen
+	}
+	if h.gsoType&^vnetGSOECN != vnetGSONone {
+		if h.hdrLen < ethHdrLen {
+			// A hint only (the splitter uses the TCP header's own
+			// length), as in loadParts.
+			h.hdrLen = ethHdrLen
+		}
+		h.hdrLen -= ethHdrLen
+	}
+	return true
+}
+
 // drain hands out the splitter's packets into bufs[n:max] and returns the
-// new count.
+// new count; on a TAP each packet of a super-frame gets its Ethernet
+// header in front.
 func (q *offloadQueue) drain(bufs [][]byte, sizes []int, offset, n, max int) int {
 	for n < max && q.split.pending() {
-		if offset > len(bufs[n]) {
+		if offset+q.l2 > len(bufs[n]) {
 			// Cannot happen for bufs[0] (checked) and is the
 			// caller's bug otherwise; skipping keeps the loop finite.
 			q.split.done = true
@@ -375,7 +454,7 @@ func (q *offloadQueue) drain(bufs [][]byte, sizes []int, offset, n, max int) int
 			break
 		}
 		gso := q.split.gso
-		m, err := q.split.next(bufs[n][offset:])
+		m, err := q.split.next(bufs[n][offset+q.l2:])
 		if err != nil {
 			q.c.readDrops.Add(1)
 			continue
@@ -383,7 +462,8 @@ func (q *offloadQueue) drain(bufs [][]byte, sizes []int, offset, n, max int) int
 		if gso {
 			q.c.gsoSegments.Add(1)
 		}
-		sizes[n] = m
+		copy(bufs[n][offset:], q.eth[:q.l2])
+		sizes[n] = q.l2 + m
 		n++
 	}
 	return n
@@ -453,8 +533,8 @@ func (q *offloadQueue) Headroom() int { return virtioNetHdrLen }
 // returns a larger packet than the kernel would send without offloads.
 func (q *offloadQueue) MTU() int { return q.mtu }
 
-// Kind is always KindTUN: the offloads are for IP packets only.
-func (q *offloadQueue) Kind() Kind { return KindTUN }
+// Kind is KindTUN or KindTAP as opened.
+func (q *offloadQueue) Kind() Kind { return q.kind }
 
 // Name is the kernel's name for the interface.
 func (q *offloadQueue) Name() string { return q.name }
@@ -525,11 +605,33 @@ func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 // inspect validates one packet as read (virtio header first) and returns
 // its offload state. A partial checksum on an ordinary packet stays
 // partial where a router finds it (see GSO.InPlace) and is finished here
-// otherwise; a super-packet is handed up as it is.
+// otherwise; a super-packet is handed up as it is. On a TAP the offsets
+// are made to count from the IP header; a frame of another type (ARP, a
+// VLAN tag) has its checksum finished and is handed up as ordinary, or
+// dropped if it is a super-frame.
 func (q *offloadQueue) inspect(b []byte) (GSO, bool) {
 	var h virtioHdr
 	h.decode(b)
 	p := b[virtioNetHdrLen:]
+	if q.kind == KindTAP {
+		if !ipFrame(p) {
+			if h.gsoType&^vnetGSOECN != vnetGSONone || len(p) == 0 {
+				return GSO{}, false
+			}
+			if h.flags&vnetFlagNeedsCsum != 0 {
+				start, off := int(h.csumStart), int(h.csumOffset)
+				if start+off+2 > len(p) {
+					return GSO{}, false
+				}
+				finishChecksum(p, start, off)
+			}
+			return GSO{}, true
+		}
+		if !toIPOffsets(&h) {
+			return GSO{}, false
+		}
+		p = p[ethHdrLen:]
+	}
 	if h.gsoType&^vnetGSOECN == vnetGSONone {
 		if len(p) == 0 {
 			return GSO{}, false
@@ -568,6 +670,10 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 			return 0, fmt.Errorf("write %s: offset %d outside buffer of %d bytes", q.name, offset, len(b))
 		}
 	}
+	l2 := 0
+	if q.kind == KindTAP {
+		l2 = ethHdrLen
+	}
 	done := 0
 	for done < len(bufs) {
 		run := 1
@@ -576,13 +682,30 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 			for end < len(bufs) && gso[end].Type == GSONone {
 				end++
 			}
-			run = coalesceRun(bufs[done:end], offset)
+			if l2 > 0 {
+				end = done + sameEth(bufs[done:end], offset)
+			}
+			if end-done > 1 {
+				run = coalesceRun(bufs[done:end], offset+l2)
+			}
 		}
 		var pkt []byte
 		if run > 1 {
-			pkt = q.wbuf[:coalesce(q.wbuf, bufs[done:done+run], offset)]
+			pkt = q.wbuf[:l2+coalesce(q.wbuf[l2:], bufs[done:done+run], offset+l2)]
+			if l2 > 0 {
+				// The virtio header goes in front of the run's
+				// Ethernet header, counting from it.
+				var h virtioHdr
+				h.decode(q.wbuf[l2:])
+				copy(q.wbuf[virtioNetHdrLen:], bufs[done][offset:offset+l2])
+				toFrameOffsets(&h)
+				h.encode(q.wbuf)
+			}
 		} else {
 			h := gso[done].hdr()
+			if l2 > 0 {
+				toFrameOffsets(&h)
+			}
 			if b := bufs[done]; offset >= virtioNetHdrLen {
 				pkt = b[offset-virtioNetHdrLen:]
 			} else {
@@ -604,6 +727,35 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 		done += run
 	}
 	return done, nil
+}
+
+// sameEth is how many frames, from frames[0] on, are IP frames with the
+// Ethernet header of the first: a run that may be coalesced into one
+// super-frame (1 when frames[0] goes alone).
+func sameEth(frames [][]byte, offset int) int {
+	f := frames[0][offset:]
+	if !ipFrame(f) {
+		return 1
+	}
+	n := 1
+	for n < len(frames) {
+		g := frames[n][offset:]
+		if len(g) <= ethHdrLen || string(g[:ethHdrLen]) != string(f[:ethHdrLen]) {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// toFrameOffsets is toIPOffsets undone, for a frame to write.
+func toFrameOffsets(h *virtioHdr) {
+	if h.flags&vnetFlagNeedsCsum != 0 {
+		h.csumStart += ethHdrLen
+	}
+	if h.gsoType&^vnetGSOECN != vnetGSONone {
+		h.hdrLen += ethHdrLen
+	}
 }
 
 // rawRead and rawWrite are read(2) and write(2) on the device's

@@ -8,6 +8,6 @@ import "errors"
 // TSO/USO) is Linux's; elsewhere Open ignores Config.Offload.
 const offloadAvailable = false
 
-func openOffload(Config) (Device, error) {
+func openOffload(Config, Kind) (Device, error) {
 	return nil, errors.New("tun offloads are Linux-only")
 }

@@ -27,13 +27,13 @@ type Config struct {
 	// Up brings the interface up (IFF_UP) once it exists, so that the
 	// kernel starts routing to it without an external "ip link set up".
 	Up bool
-	// Offload, on Linux and for KindTUN, opens the device with a
+	// Offload, on Linux, opens the device (TUN or TAP) with a
 	// virtio-net header and TCP/UDP segmentation offloads (see
 	// OffloadDevice): the kernel exchanges 64 KiB super-packets with
 	// tunvs, which splits and coalesces them in software, so the
 	// packets above the Device are the same as without it but cost far
-	// fewer system calls. Ignored for TAP and on other systems, which
-	// get the plain device.
+	// fewer system calls. Ignored on other systems, which get the plain
+	// device.
 	Offload bool
 	// Queues, with Offload, opens the device with IFF_MULTI_QUEUE and
 	// this many fds (see OffloadDevice.Queues). 0 or 1 means one queue.
@@ -52,8 +52,7 @@ type Config struct {
 // read back, so MTU() tells what the kernel really uses. On other systems
 // MTU and Up are not applied and MTU() reports 1500; see water_other.go.
 //
-// With cfg.Offload, on Linux and for a TUN, Open returns an
-// *OffloadDevice instead (BatchSize 128, Headroom 10): same packets, far
+// With cfg.Offload, on Linux, Open returns an *OffloadDevice instead (BatchSize 128, Headroom 10): same packets, far
 // fewer system calls; see its documentation.
 func Open(cfg Config) (Device, error) {
 	kind := cfg.Kind
@@ -66,11 +65,11 @@ func Open(cfg Config) (Device, error) {
 	if cfg.MTU < 0 {
 		return nil, fmt.Errorf("open %q: negative mtu %d", cfg.Name, cfg.MTU)
 	}
-	if cfg.Offload && kind == KindTUN && offloadAvailable {
+	if cfg.Offload && offloadAvailable {
 		if cfg.Queues < 0 {
 			return nil, fmt.Errorf("open %q: negative queue count %d", cfg.Name, cfg.Queues)
 		}
-		d, err := openOffload(cfg)
+		d, err := openOffload(cfg, kind)
 		if err != nil {
 			return nil, fmt.Errorf("open %s %q with offloads: %w", kind, cfg.Name, err)
 		}
@@ -90,6 +89,35 @@ func Open(cfg Config) (Device, error) {
 		return nil, fmt.Errorf("configure %s: %w", name, err)
 	}
 	return &waterDevice{f: f, name: name, kind: kind, mtu: mtu}, nil
+}
+
+// OpenLink opens a device for a director's link: the one place where
+// tunvs run (and through it both attachments of the namespace lab) makes
+// its devices. It is Open, except that a kernel that refuses the offloads
+// (or their queues) still gets the device: it is opened plain, one packet
+// per system call, and warn is told why. Without cfg.Offload (or off
+// Linux) Queues is ignored.
+func OpenLink(cfg Config, warn func(error)) (Device, error) {
+	if !cfg.Offload || !offloadAvailable {
+		cfg.Offload, cfg.Queues = false, 0
+		return Open(cfg)
+	}
+	dev, err := Open(cfg)
+	if err == nil {
+		return dev, nil
+	}
+	plain := cfg
+	plain.Offload, plain.Queues = false, 0
+	dev, perr := Open(plain)
+	if perr != nil {
+		// Not the offloads' fault (a busy name, no permission): the
+		// plain device's error is the one to tell.
+		return nil, perr
+	}
+	if warn != nil {
+		warn(err)
+	}
+	return dev, nil
 }
 
 // waterDevice is a kernel TUN/TAP device: opened directly on Linux

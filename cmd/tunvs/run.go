@@ -76,11 +76,11 @@ func cmdRun(ctx context.Context, args []string) error {
 	maxConns := fs.Int("max-conns", nat.DefaultMaxConns, "connection table bound")
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
 	stateTimeouts := fs.StringArray("state-timeout", nil, "STATE=DURATION, e.g. TIME_WAIT=2s, for any IPVS state or UDP; repeatable")
-	bypass := fs.Bool("bypass", true, "let established flows between TUN devices skip the stack")
-	offload := fs.Bool("tun-offload", true, "open TUN devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
+	bypass := fs.Bool("bypass", true, "let established flows skip the stack (TUN and TAP devices; on a TAP once the next hop's MAC is known)")
+	offload := fs.Bool("tun-offload", true, "open TUN and TAP devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
 	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing (GOGC in the environment applies unless this is given)")
-	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
+	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN or TAP device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
@@ -184,17 +184,10 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var dl []director.Link
 	for _, ls := range specs {
-		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload}
-		if *offload && ls.kind == tun.KindTUN {
-			cfg.Queues = *queues
-		}
-		dev, err := tun.Open(cfg)
-		if err != nil && cfg.Offload && ls.kind == tun.KindTUN {
-			// A kernel that refuses the offloads still has plain TUN.
-			log.Warn().Err(err).Str("link", ls.name).Msg("TUN offloads refused; using the plain device")
-			cfg.Offload = false
-			dev, err = tun.Open(cfg)
-		}
+		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload, Queues: *queues}
+		dev, err := tun.OpenLink(cfg, func(err error) {
+			log.Warn().Err(err).Str("link", ls.name).Msg("device offloads refused; using the plain device")
+		})
 		if err != nil {
 			for _, l := range dl {
 				l.Dev.Close()
