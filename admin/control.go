@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -40,22 +39,6 @@ type Response struct {
 
 // ErrNoDaemon means nothing listens on the control socket.
 var ErrNoDaemon = errors.New("no tunvs daemon is running")
-
-// DefaultSocket is where the daemon listens unless told otherwise:
-// $TUNVS_SOCKET, else /run/tunvs.sock for root, else
-// $XDG_RUNTIME_DIR/tunvs.sock, else /tmp/tunvs-UID.sock.
-func DefaultSocket() string {
-	if p := os.Getenv("TUNVS_SOCKET"); p != "" {
-		return p
-	}
-	if os.Geteuid() == 0 {
-		return "/run/tunvs.sock"
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "tunvs.sock")
-	}
-	return fmt.Sprintf("/tmp/tunvs-%d.sock", os.Getuid())
-}
 
 // Limits of the control socket. Requests are one at a time (mu), so a
 // handful of connections is plenty; the cap keeps idle or stuck clients
@@ -105,9 +88,9 @@ func ListenEnv(path string, env Env, log zerolog.Logger) (*Server, error) {
 	}
 	// The umask makes the socket 0600 from its first moment; Chmod
 	// below is for filesystems that ignore it.
-	old := syscall.Umask(0o177)
+	old := umask(0o177)
 	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	syscall.Umask(old)
+	umask(old)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -155,28 +138,6 @@ func (s *Server) serve() {
 			s.handle(c)
 		}()
 	}
-}
-
-// peerAllowed checks the peer's credentials: the daemon's own user or
-// root. The socket's mode already keeps others out; this holds even if
-// someone loosens it.
-func peerAllowed(c *net.UnixConn) (int, bool) {
-	if c == nil {
-		return -1, false
-	}
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return -1, false
-	}
-	var cred *syscall.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return -1, false
-	}
-	uid := int(cred.Uid)
-	return uid, uid == os.Geteuid() || uid == 0
 }
 
 func (s *Server) handle(c net.Conn) {

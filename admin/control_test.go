@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -90,5 +91,46 @@ func TestNonOwnerRefused(t *testing.T) {
 	resp, err := Call(path, Request{Args: []string{"-L", "-n"}})
 	if err != nil || !strings.Contains(resp.Output, "TCP  10.0.0.1:80 rr") {
 		t.Errorf("owner: %+v %v", resp, err)
+	}
+}
+
+// The default socket follows where this process can write: $TUNVS_SOCKET
+// first, then /run, then $XDG_RUNTIME_DIR, then the temporary directory.
+func TestDefaultSocket(t *testing.T) {
+	t.Setenv("TUNVS_SOCKET", "/some/where.sock")
+	if got := DefaultSocket(); got != "/some/where.sock" {
+		t.Errorf("with TUNVS_SOCKET: %q", got)
+	}
+	t.Setenv("TUNVS_SOCKET", "")
+	xdg := t.TempDir()
+	t.Setenv("XDG_RUNTIME_DIR", xdg)
+	want := filepath.Join(xdg, "tunvs.sock")
+	if writableDir("/run") {
+		want = "/run/tunvs.sock"
+	}
+	if got := DefaultSocket(); got != want {
+		t.Errorf("DefaultSocket() = %q, want %q", got, want)
+	}
+	if !writableDir(xdg) {
+		t.Errorf("writableDir(%s) = false", xdg)
+	}
+	if ents, _ := os.ReadDir(xdg); len(ents) != 0 {
+		t.Errorf("the probe left %v behind", ents)
+	}
+	f := filepath.Join(xdg, "file")
+	os.WriteFile(f, nil, 0o600)
+	for _, d := range []string{f, filepath.Join(xdg, "missing")} {
+		if writableDir(d) {
+			t.Errorf("writableDir(%s) = true", d)
+		}
+	}
+	if os.Geteuid() != 0 && !writableDir("/run") {
+		// An XDG_RUNTIME_DIR one cannot write is passed over too.
+		ro := t.TempDir()
+		os.Chmod(ro, 0o500)
+		t.Setenv("XDG_RUNTIME_DIR", ro)
+		if got, want := DefaultSocket(), filepath.Join(os.TempDir(), fmt.Sprintf("tunvs-%d.sock", os.Getuid())); got != want {
+			t.Errorf("read-only XDG_RUNTIME_DIR: %q, want %q", got, want)
+		}
 	}
 }
