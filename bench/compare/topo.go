@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -65,6 +66,9 @@ type bed struct {
 	clientDev string
 	// pprof says the director serves its profiles on pprofAddr.
 	pprof bool
+	// tunvs says the director is tunvs, serving its metrics on
+	// flowsMetrics.
+	tunvs bool
 }
 
 // output is what a started process printed so far.
@@ -285,11 +289,14 @@ func (b *bed) startTunvs(bin string, links, extra, devs []string) error {
 	if b.pprof {
 		args = append(args, "--pprof="+pprofAddr)
 	}
+	if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--metrics") }) {
+		args = append(args, "--metrics="+flowsMetrics)
+	}
 	p, err := b.start(b.dir, b.dirEnv, args...)
 	if err != nil {
 		return err
 	}
-	b.dirProc = p
+	b.dirProc, b.tunvs = p, true
 	for _, dev := range devs {
 		if err := netns.WaitLink(b.dir, dev, 10*time.Second); err != nil {
 			return fmt.Errorf("tunvs did not create %s: %w; it said: %s", dev, err, b.output(p))

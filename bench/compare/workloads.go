@@ -179,9 +179,11 @@ func run(b *bed, c config, self string, r *result) {
 	} else {
 		set("http_keepalive", v)
 	}
-	prof := b.profileDuring(c, r, "latency", c.duration)
-	p50, p99, err := latency(b.client, c.duration)
-	prof.wait()
+	lat, err := profiled(b, c, r, "latency", func() ([2]float64, error) {
+		p50, p99, err := latency(b.client, c.duration)
+		return [2]float64{p50, p99}, err
+	})
+	p50, p99 := lat[0], lat[1]
 	if err != nil {
 		note("latency", err)
 	} else {
@@ -199,11 +201,42 @@ func run(b *bed, c config, self string, r *result) {
 }
 
 // profiled runs workload key with the director's profiles taken
-// meanwhile (-profile).
+// meanwhile (-profile) and, for tunvs, the share of the packets that
+// took the bypass rather than the stack.
 func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, error)) (T, error) {
+	defer b.bypassShare(r, key)()
 	prof := b.profileDuring(c, r, key, c.duration)
 	defer prof.wait()
 	return fn()
+}
+
+// bypassShare reads tunvs's packet counters now and returns what reads
+// them again and records, for the JSON, key_bypass_pct: of the packets
+// tunvs forwarded meanwhile, the percentage that went past the stack
+// (tunvs_host_fast_path_total) rather than through it
+// (tunvs_host_delivered_total, which also counts ARP and the packets to
+// the director itself). It shows where gVisor still is on a workload's
+// path.
+func (b *bed) bypassShare(r *result, key string) func() {
+	if !b.tunvs {
+		return func() {}
+	}
+	m0, err := scrapeMetrics(b)
+	if err != nil {
+		return func() {}
+	}
+	return func() {
+		m, err := scrapeMetrics(b)
+		if err != nil {
+			return
+		}
+		fast := m["tunvs_host_fast_path_total"] - m0["tunvs_host_fast_path_total"]
+		slow := m["tunvs_host_delivered_total"] - m0["tunvs_host_delivered_total"]
+		if fast+slow > 0 {
+			r.Figures[key+"_bypass_pct"] = 100 * fast / (fast + slow)
+			fmt.Fprintf(os.Stderr, "   %-15s %.0f of %.0f packets past the stack (%.1f%%)\n", key+" bypass", fast, fast+slow, 100*fast/(fast+slow))
+		}
+	}
 }
 
 func iperfTCP(h *netns.Host, secs, streams string) (float64, error) {
