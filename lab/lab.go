@@ -56,9 +56,9 @@ func RealServerName(i int) string { return fmt.Sprintf("Proxy%02d Real Server", 
 type Config struct {
 	Scheduler string // default rr
 	Servers   int    // default 2, at most 200
-	// Bypass lets established flows skip the director's stack. The lab's
-	// links are Ethernet segments, which the bypass does not take, so
-	// this matters only for routed (TUN) links.
+	// Bypass lets established flows skip the director's stack (on the
+	// lab's Ethernet segments once the director's stack has resolved
+	// the next hop).
 	Bypass bool
 	MTU    int // link MTU, default 1500
 	// Health, if it has services, checks the real servers from the

@@ -13,14 +13,20 @@ import (
 // replayGSO is a tun.GSODevice that allocates nothing per packet: each
 // kick makes ReadGSO hand out pkt (with g) once more, and each write
 // is signalled on wrote. pkt and g are set between rounds only (the
-// channel operations order them).
+// channel operations order them). kind is KindTUN unless set; with out
+// set, the last packet of each write is copied there (outLen bytes) and
+// its offload state kept in outG, before wrote is signalled.
 type replayGSO struct {
-	name  string
-	pkt   []byte
-	g     tun.GSO
-	kick  chan struct{}
-	wrote chan int
-	done  chan struct{}
+	name   string
+	kind   tun.Kind
+	pkt    []byte
+	g      tun.GSO
+	kick   chan struct{}
+	wrote  chan int
+	done   chan struct{}
+	out    []byte
+	outLen int
+	outG   tun.GSO
 }
 
 func newReplayGSO(name string) *replayGSO {
@@ -44,11 +50,19 @@ func (d *replayGSO) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 func (d *replayGSO) WriteGSO(bufs [][]byte, gso []tun.GSO, offset int) (int, error) {
+	if d.out != nil && len(bufs) > 0 {
+		d.outLen = copy(d.out, bufs[len(bufs)-1][offset:])
+		d.outG = gso[len(bufs)-1]
+	}
 	d.wrote <- len(bufs)
 	return len(bufs), nil
 }
 
 func (d *replayGSO) Write(bufs [][]byte, offset int) (int, error) {
+	if d.out != nil && len(bufs) > 0 {
+		d.outLen = copy(d.out, bufs[len(bufs)-1][offset:])
+		d.outG = tun.GSO{}
+	}
 	d.wrote <- len(bufs)
 	return len(bufs), nil
 }
@@ -56,7 +70,7 @@ func (d *replayGSO) Write(bufs [][]byte, offset int) (int, error) {
 func (d *replayGSO) BatchSize() int { return 128 }
 func (d *replayGSO) Headroom() int  { return 10 }
 func (d *replayGSO) MTU() int       { return 1500 }
-func (d *replayGSO) Kind() tun.Kind { return tun.KindTUN }
+func (d *replayGSO) Kind() tun.Kind { return max(d.kind, tun.KindTUN) }
 func (d *replayGSO) Name() string   { return d.name }
 func (d *replayGSO) Close() error {
 	select {
