@@ -49,13 +49,17 @@ func RealServerAddr(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{172, 16, 1, byte(5 + i)})
 }
 
+// MaxServers is the most real servers the in-process lab has: they are
+// numbered from 172.16.1.5, and the 96th would be 172.16.1.100, the VIP.
+const MaxServers = 95
+
 // RealServerName is what real server i answers: "Proxy01 Real Server", ...
 func RealServerName(i int) string { return fmt.Sprintf("Proxy%02d Real Server", i+1) }
 
 // Config chooses the lab's scheduler, size and options.
 type Config struct {
 	Scheduler string // default rr
-	Servers   int    // default 2, at most 200
+	Servers   int    // default 2, at most MaxServers
 	// Bypass lets established flows skip the director's stack (on the
 	// lab's Ethernet segments once the director's stack has resolved
 	// the next hop).
@@ -86,8 +90,8 @@ func New(cfg Config) (_ *Lab, err error) {
 	if cfg.Servers == 0 {
 		cfg.Servers = 2
 	}
-	if cfg.Servers < 1 || cfg.Servers > 200 {
-		return nil, fmt.Errorf("lab: %d real servers: want 1 to 200", cfg.Servers)
+	if cfg.Servers < 1 || cfg.Servers > MaxServers {
+		return nil, fmt.Errorf("lab: %d real servers: want 1 to %d", cfg.Servers, MaxServers)
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = 1500

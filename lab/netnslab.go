@@ -68,6 +68,10 @@ const (
 	HostDir     = "director"
 )
 
+// MaxNetnsServers is the most real servers the namespace lab has: each is
+// a network namespace with a veth pair and a process.
+const MaxNetnsServers = 40
+
 // RealServerHost is the name of real server i's host: rs1, rs2, ...
 func RealServerHost(i int) string { return fmt.Sprintf("rs%d", i+1) }
 
@@ -95,8 +99,8 @@ func (c *NetnsConfig) defaults() error {
 	if c.Servers == 0 {
 		c.Servers = 2
 	}
-	if c.Servers < 1 || c.Servers > 40 {
-		return fmt.Errorf("lab: %d real servers: want 1 to 40", c.Servers)
+	if c.Servers < 1 || c.Servers > MaxNetnsServers {
+		return fmt.Errorf("lab: %d real servers: want 1 to %d", c.Servers, MaxNetnsServers)
 	}
 	if c.Attach == "" {
 		c.Attach = "tap"

@@ -96,6 +96,15 @@ func cmdLab(ctx context.Context, args []string) error {
 	if _, err := sched.New(*s); err != nil {
 		return usageError{err}
 	}
+	// Refused here, not defaulted or wrapped: -r 0 used to run 2, and
+	// from 96 up the in-process lab gave a real server the VIP.
+	maxServers, kind := lab.MaxServers, "the in-process lab numbers them 172.16.1.5 up; .100 is the VIP"
+	if *useNetns {
+		maxServers, kind = lab.MaxNetnsServers, "one network namespace each"
+	}
+	if *servers < 1 || *servers > maxServers {
+		return usageError{fmt.Errorf("-r %d: want 1 to %d real servers (%s)", *servers, maxServers, kind)}
+	}
 	if !*useNetns {
 		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir"} {
 			if fs.Changed(f) {
@@ -112,6 +121,20 @@ func cmdLab(ctx context.Context, args []string) error {
 		}
 		return lab.Run(ctx, lc, *n, os.Stdout)
 	}
+	// The namespace lab's client is a shell away (tunvs lab exec client
+	// -- curl ...); its packets are seen with capture and walk.
+	for f, instead := range map[string]string{
+		"requests": "make requests with `tunvs lab exec client -- curl -s http://10.0.0.200/`",
+		"trace":    "see the director's packets with `tunvs lab capture lan tvlab0` or `tunvs lab walk`",
+	} {
+		if fs.Changed(f) {
+			name := "--" + f
+			if sh := fs.Lookup(f).Shorthand; sh != "" {
+				name = "-" + sh + "/" + name
+			}
+			return usageError{fmt.Errorf("%s is for the in-process lab; with --netns, %s", name, instead)}
+		}
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -123,9 +146,6 @@ func cmdLab(ctx context.Context, args []string) error {
 	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self}
 	if *attach != "tap" && *attach != "tun" {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
-	}
-	if *servers < 1 || *servers > 40 {
-		return usageError{fmt.Errorf("-r %d: want 1 to 40 real servers", *servers)}
 	}
 	if *inner {
 		if !netns.Inside() {

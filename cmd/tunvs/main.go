@@ -84,11 +84,21 @@ func (l *logFlags) logger() (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Nop(), usageError{fmt.Errorf("--log-level: %w", err)}
 	}
+	// Milliseconds in the timestamp field itself: zerolog's default
+	// (RFC 3339 in seconds) left the console's ".000" always zero.
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	var log zerolog.Logger
 	if l.json {
 		log = zerolog.New(os.Stderr)
 	} else {
-		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"})
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000", NoColor: !isTerminal(os.Stderr)})
 	}
 	return log.Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// isTerminal reports whether f is a character device (a terminal): colour
+// codes are for people, not for log files and pipes.
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,5 +96,42 @@ func TestRulesFileCheckErrorNamesLine(t *testing.T) {
 	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--rules", f})
 	if err == nil || !strings.Contains(err.Error(), "line 3") || !strings.Contains(err.Error(), "fall") {
 		t.Errorf("got %v, want an error naming line 3 and fall", err)
+	}
+}
+
+// Bad lab sizes and flags the chosen lab does not take are refused with a
+// message and exit status 2, before anything is built: -r 0 used to run
+// two servers, and from 96 up the in-process lab gave a server the VIP.
+func TestLabRefusesBadFlags(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildTunvs(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-r", "0"}, "-r 0: want 1 to 95 real servers"},
+		{[]string{"-r", "-1"}, "-r -1: want 1 to 95 real servers"},
+		{[]string{"-r", "96"}, "-r 96: want 1 to 95 real servers"},
+		{[]string{"--netns", "-r", "41"}, "-r 41: want 1 to 40 real servers"},
+		{[]string{"--netns", "-r", "0"}, "-r 0: want 1 to 40 real servers"},
+		{[]string{"--netns", "-n", "3"}, "-n/--requests is for the in-process lab"},
+		{[]string{"--netns", "--trace"}, "--trace is for the in-process lab"},
+	} {
+		cmd := exec.Command(bin, append([]string{"lab"}, c.args...)...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Errorf("%v: %v, want exit status 2\n%s", c.args, err, out)
+		}
+		if want := "tunvs lab: " + c.want; !strings.HasPrefix(string(out), want) {
+			t.Errorf("%v: %q, want it to start %q", c.args, out, want)
+		}
+	}
+	// The largest in-process lab runs, and its last server is not the VIP.
+	out, err := exec.Command(bin, "lab", "-r", "95", "-n", "1").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "1: Proxy95 Real Server") || !strings.Contains(string(out), "172.16.1.99:80") {
+		t.Errorf("-r 95: %v\n%.2000s", err, out)
 	}
 }

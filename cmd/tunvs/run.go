@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -192,7 +193,7 @@ func cmdRun(ctx context.Context, args []string) error {
 			for _, l := range dl {
 				l.Dev.Close()
 			}
-			return err
+			return deviceHint(err)
 		}
 		dl = append(dl, director.Link{Name: ls.name, Dev: dev, Addrs: ls.addrs})
 	}
@@ -372,4 +373,17 @@ func parseTimeouts(set string, states []string) (nat.Timeouts, error) {
 		to[s] = d
 	}
 	return to, nil
+}
+
+// deviceHint adds what to do to a device error an ordinary user gets:
+// creating a TUN/TAP device needs CAP_NET_ADMIN (tun_set_iff,
+// drivers/net/tun.c), which a user has in a user namespace of their own.
+func deviceHint(err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	if runtime.GOOS == "linux" {
+		return fmt.Errorf("%w\n(creating a TUN/TAP device needs CAP_NET_ADMIN: run as root, or as an ordinary user inside\n `unshare --user --map-root-user --net`, as the README shows)", err)
+	}
+	return fmt.Errorf("%w\n(opening a TUN/TAP device needs administrator rights on %s)", err, runtime.GOOS)
 }
