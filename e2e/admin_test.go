@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/netns"
 	"github.com/tunvs/tunvs/internal/pcapng"
-	"github.com/tunvs/tunvs/lab/netns"
 )
 
 // admIn runs tunvsadm with stdin, returning its output and exit status.
@@ -214,7 +214,7 @@ func TestAdminNonOwner(t *testing.T) {
 	unshare, err1 := exec.LookPath("unshare")
 	setpriv, err2 := exec.LookPath("setpriv")
 	if err1 != nil || err2 != nil {
-		t.Skip("needs unshare and setpriv (util-linux)")
+		netns.Unavailable(t, "needs unshare and setpriv (util-linux)")
 	}
 	dir, err := os.MkdirTemp("", "tunvs-e2e-owner-")
 	if err != nil {

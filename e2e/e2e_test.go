@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // The binaries are built once, outside the sandbox, into a directory any

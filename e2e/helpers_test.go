@@ -5,7 +5,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // lockedBuffer collects a daemon's output: exec's copying goroutine writes

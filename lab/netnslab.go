@@ -3,7 +3,7 @@ package lab
 // The LVS-NAT lab on real network namespaces (`tunvs lab --netns`).
 //
 // Design. The outer process (the one the user started) creates a sandbox
-// with lab/netns: a fresh user + network + mount + PID namespace, so no
+// with internal/netns: a fresh user + network + mount + PID namespace, so no
 // privilege and no setuid helper is needed. Inside, the same binary
 // (NetnsInner) builds the article's topology, starts `tunvs run` as the
 // director and the real servers' HTTP servers, writes the hosts' PIDs into
@@ -45,7 +45,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // Addresses of the namespace lab beyond those of the in-process lab.

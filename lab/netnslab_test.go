@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // The namespace lab is tested through the built binary, the way a learner
@@ -34,20 +34,16 @@ func netnsLabPrereqs(t *testing.T) (bin string, users []labUser) {
 	if testing.Short() {
 		t.Skip("builds the binary and a namespace lab")
 	}
-	skipf := t.Skipf
-	if os.Getenv(netns.EnvRequire) == "1" {
-		skipf = t.Fatalf
-	}
 	for _, tool := range []string{"unshare", "nsenter", "ip", "nft", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			skipf("the namespace lab test needs %s: %v", tool, err)
+			netns.Unavailable(t, "the namespace lab test needs %s: %v", tool, err)
 		}
 	}
 	if err := netns.CheckTUN(); err != nil {
-		skipf("%v", err)
+		netns.Unavailable(t, "%v", err)
 	}
 	if err := netns.Probe(context.Background(), netns.SandboxOptions{}); err != nil {
-		skipf("%v", err)
+		netns.Unavailable(t, "%v", err)
 	}
 	dir, err := os.MkdirTemp("", "tunvs-netnslab-bin-")
 	if err != nil {

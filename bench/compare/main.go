@@ -33,7 +33,7 @@
 //	go run ./bench/compare -topology article -only nft,tunvs-offload -flows 0   # a quick look
 //
 // It re-executes itself inside a fresh user and network namespace (see
-// lab/netns) and touches nothing outside it. Traffic goes only between the
+// internal/netns) and touches nothing outside it. Traffic goes only between the
 // namespaces it builds.
 package main
 
@@ -52,7 +52,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // result is one director's figures; a missing figure is NaN in the table

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // The lab's addresses (LAB.md). On the TUN topology there is no router:

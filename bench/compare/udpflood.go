@@ -43,7 +43,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 const (

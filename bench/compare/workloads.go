@@ -17,7 +17,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tunvs/tunvs/lab/netns"
+	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // inside runs every director of every topology in turn, each on a fresh

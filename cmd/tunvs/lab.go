@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/internal/netns"
 	"github.com/tunvs/tunvs/lab"
-	"github.com/tunvs/tunvs/lab/netns"
 	"github.com/tunvs/tunvs/sched"
 )
 

@@ -59,10 +59,7 @@ func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
 	}
 
 	if err := Probe(ctx, opts); err != nil {
-		if os.Getenv(EnvRequire) == "1" {
-			t.Fatalf("%v (%s=1: failing instead of skipping)", err, EnvRequire)
-		}
-		t.Skipf("%v", err)
+		Unavailable(t, "%v", err)
 	}
 
 	var out bytes.Buffer // one writer for both, so one copying goroutine
@@ -87,6 +84,18 @@ func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
 		t.Fatalf("netns: the sandboxed run did not report on %s (pattern %q):\n%s", t.Name(), runPattern(t.Name()), out.String())
 	}
 	return false
+}
+
+// Unavailable skips t because something it needs (a sandbox, a tool, a TUN
+// device it may open) is missing, or fails it if EnvRequire is "1": on a
+// machine that must run the namespace tests, a missing part is a failure,
+// not a green skip.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv(EnvRequire) == "1" {
+		t.Fatalf(format+" (%s=1: failing instead of skipping)", append(args, EnvRequire)...)
+	}
+	t.Skipf(format, args...)
 }
 
 // runPattern turns a test name like "TestX/sub_name#01" into the -test.run

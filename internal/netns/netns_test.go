@@ -535,7 +535,7 @@ func TestLifeline(t *testing.T) {
 		Env:          []string{"NETNS_TEST_LIFELINE_CHILD=1"},
 	}
 	if err := Probe(ctx, opts); err != nil {
-		t.Skip(err)
+		Unavailable(t, "%v", err)
 	}
 	sb, err := Sandbox(ctx, opts)
 	must(t, err)
@@ -650,7 +650,7 @@ func TestProbeExplainsFailure(t *testing.T) {
 // ways.
 func testTUNMove(t *testing.T, topo *Topology, a *Host) {
 	if err := CheckTUN(); err != nil {
-		t.Skip(err)
+		Unavailable(t, "%v", err)
 	}
 	fd, err := unix.Open(TUNPath, unix.O_RDWR|unix.O_CLOEXEC, 0)
 	must(t, err)
