@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"testing"
+
+	"github.com/tunvs/tunvs/nat/nattest"
 )
 
 // packetShape is what a rewrite must not change about a parsed packet.
@@ -106,24 +108,24 @@ func fixL4(p *Packet) {
 	switch p.Proto {
 	case ipProtoTCP:
 		l4[16], l4[17] = 0, 0
-		binary.BigEndian.PutUint16(l4[16:], refChecksum(append(pseudo(len(l4)), l4...)))
+		binary.BigEndian.PutUint16(l4[16:], nattest.Checksum(append(pseudo(len(l4)), l4...), 0))
 	case ipProtoUDP:
 		if !p.V6 && l4[6] == 0 && l4[7] == 0 {
 			return // none, and that is right
 		}
 		n := int(binary.BigEndian.Uint16(l4[4:]))
 		l4[6], l4[7] = 0, 0
-		c := refChecksum(append(pseudo(n), l4[:n]...))
+		c := nattest.Checksum(append(pseudo(n), l4[:n]...), 0)
 		if c == 0 {
 			c = 0xffff
 		}
 		binary.BigEndian.PutUint16(l4[6:], c)
 	case ipProtoICMP:
 		l4[2], l4[3] = 0, 0
-		binary.BigEndian.PutUint16(l4[2:], refChecksum(l4))
+		binary.BigEndian.PutUint16(l4[2:], nattest.Checksum(l4, 0))
 	case ipProtoICMPv6:
 		l4[2], l4[3] = 0, 0
-		binary.BigEndian.PutUint16(l4[2:], refChecksum(append(pseudo(len(l4)), l4...)))
+		binary.BigEndian.PutUint16(l4[2:], nattest.Checksum(append(pseudo(len(l4)), l4...), 0))
 	}
 }
 

@@ -3,6 +3,8 @@ package nat
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 // buildICMPError writes into dst an ICMP (v4) or ICMPv6 (v6) error of the
@@ -36,7 +38,7 @@ func buildICMPError(dst []byte, orig *Packet, src netip.Addr, typ, code uint8, i
 		m := dst[ipv6Header:n]
 		m[0], m[1], m[2], m[3] = typ, code, 0, 0
 		binary.BigEndian.PutUint32(m[4:], info)
-		put16(m[2:], ^FoldSum(SumBytes(m, PseudoHeaderSum(h[8:24], h[24:40], ipProtoICMPv6, len(m)))))
+		put16(m[2:], ^csum.Fold(csum.Sum(m, csum.Pseudo(h[8:24], h[24:40], ipProtoICMPv6, len(m)))))
 		return n
 	}
 	if !src.Is4() {
@@ -53,15 +55,15 @@ func buildICMPError(dst []byte, orig *Packet, src netip.Addr, typ, code uint8, i
 	put16(h[2:], uint16(n))
 	// DF with ID 0: an atomic datagram may carry any ID (RFC 6864).
 	h[4], h[5], h[6], h[7] = 0, 0, 0x40, 0
-	h[8], h[9], h[10], h[11] = 64, ipProtoICMP, 0, 0
+	h[8], h[9] = 64, ipProtoICMP
 	s := src.As4()
 	copy(h[12:16], s[:])
 	copy(h[16:20], to[:])
-	put16(h[10:], ^FoldSum(SumBytes(h, 0)))
+	csum.SetIPv4Header(h)
 	m := dst[ipv4MinHeader:n]
 	m[0], m[1], m[2], m[3] = typ, code, 0, 0
 	binary.BigEndian.PutUint32(m[4:], info)
-	put16(m[2:], ^FoldSum(SumBytes(m, 0)))
+	put16(m[2:], ^csum.Fold(csum.Sum(m, 0)))
 	return n
 }
 

@@ -3,6 +3,8 @@ package nat
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 // Packet is a parsed, validated view of one IP packet held in the caller's
@@ -159,7 +161,7 @@ func (p *Packet) parse4(b []byte) DropReason {
 		return DropTruncated
 	}
 	b = b[:total]
-	if FoldSum(SumBytes(b[:ihl], 0)) != 0xffff {
+	if csum.Fold(csum.Sum(b[:ihl], 0)) != 0xffff {
 		return DropBadChecksum
 	}
 	p.B = b
@@ -488,7 +490,7 @@ func (p *Packet) VerifyL4Checksum() bool {
 	l4 := p.B[p.L4:]
 	switch p.Proto {
 	case ipProtoTCP:
-		return len(l4) >= tcpMinHeader && FoldSum(SumBytes(l4, p.pseudoSum(ipProtoTCP, len(l4)))) == 0xffff
+		return len(l4) >= tcpMinHeader && csum.Fold(csum.Sum(l4, p.pseudoSum(ipProtoTCP, len(l4)))) == 0xffff
 	case ipProtoUDP:
 		if len(l4) < udpHeader {
 			return false
@@ -500,20 +502,17 @@ func (p *Packet) VerifyL4Checksum() bool {
 		if ulen < udpHeader || ulen > len(l4) {
 			return false
 		}
-		return FoldSum(SumBytes(l4[:ulen], p.pseudoSum(ipProtoUDP, ulen))) == 0xffff
+		return csum.Fold(csum.Sum(l4[:ulen], p.pseudoSum(ipProtoUDP, ulen))) == 0xffff
 	case ipProtoICMP:
-		return !p.V6 && FoldSum(SumBytes(l4, 0)) == 0xffff
+		return !p.V6 && csum.Fold(csum.Sum(l4, 0)) == 0xffff
 	case ipProtoICMPv6:
-		return p.V6 && FoldSum(SumBytes(l4, p.pseudoSum(ipProtoICMPv6, len(l4)))) == 0xffff
+		return p.V6 && csum.Fold(csum.Sum(l4, p.pseudoSum(ipProtoICMPv6, len(l4)))) == 0xffff
 	}
 	return true
 }
 
 func (p *Packet) pseudoSum(proto uint8, length int) uint32 {
-	if p.V6 {
-		return PseudoHeaderSum(p.B[8:24], p.B[24:40], proto, length)
-	}
-	return PseudoHeaderSum(p.B[12:16], p.B[16:20], proto, length)
+	return csum.PseudoIP(p.B, p.V6, proto, length)
 }
 
 // SetSrc rewrites the source address and, for TCP and UDP, the source port,
@@ -540,7 +539,7 @@ func (p *Packet) setAddr(a netip.Addr, port uint16, dst bool) bool {
 		}
 		na := a.As16()
 		old := (*[16]byte)(b[off : off+16])
-		d = addrDelta16(old, &na)
+		d = csum.AddrDelta16(old, &na)
 		*old = na
 		if dst && p.rt {
 			d = 0 // not in the pseudo-header: see Packet.rt
@@ -551,9 +550,9 @@ func (p *Packet) setAddr(a netip.Addr, port uint16, dst bool) bool {
 		}
 		na := a.As4()
 		old := (*[4]byte)(b[off : off+4])
-		d = addrDelta4(old, &na)
+		d = csum.AddrDelta4(old, &na)
 		*old = na
-		put16(b[10:], applyDelta(binary.BigEndian.Uint16(b[10:12]), d))
+		put16(b[10:], csum.ApplyDelta(binary.BigEndian.Uint16(b[10:12]), d))
 	}
 	if !p.l4csum || p.L4 < 0 {
 		return true
@@ -573,7 +572,7 @@ func (p *Packet) setAddr(a netip.Addr, port uint16, dst bool) bool {
 	case ipProtoICMPv6:
 		if p.V6 && p.L4+4 <= len(b) { // ICMPv4 has no pseudo-header
 			c := b[p.L4+2 : p.L4+4]
-			put16(c, applyDelta(binary.BigEndian.Uint16(c), d))
+			put16(c, csum.ApplyDelta(binary.BigEndian.Uint16(c), d))
 		}
 	}
 	return true
@@ -594,7 +593,7 @@ func setPort(b []byte, l4 int, proto uint8, v6, dst bool, port uint16, d uint32)
 	}
 	var outer uint32
 	if old := binary.BigEndian.Uint16(b[po:]); old != port {
-		w := wordDelta(old, port)
+		w := csum.WordDelta(old, port)
 		d += w
 		outer += w
 		put16(b[po:], port)
@@ -610,17 +609,17 @@ func setPort(b []byte, l4 int, proto uint8, v6, dst bool, port uint16, d uint32)
 	if proto == ipProtoUDP && oc == 0 && !v6 {
 		return outer // no checksum, and none is made up
 	}
-	nc := applyDelta(oc, d)
+	nc := csum.ApplyDelta(oc, d)
 	if proto == ipProtoUDP && nc == 0 {
 		nc = 0xffff // a computed 0 is sent as all ones (RFC 768)
 	}
 	put16(b[co:], nc)
-	return outer + wordDelta(oc, nc)
+	return outer + csum.WordDelta(oc, nc)
 }
 
 // setPortPartial is setPort for a packet whose checksum field holds the
 // pseudo-header sum S (Offload.PartialCsum): the port is not in S, and an
-// address change d makes it S + d, which is ~applyDelta(~S, d).
+// address change d makes it S + d, which is ~csum.ApplyDelta(~S, d).
 func setPortPartial(b []byte, l4 int, proto uint8, dst bool, port uint16, d uint32) {
 	co := l4 + 6
 	if proto == ipProtoTCP {
@@ -634,7 +633,7 @@ func setPortPartial(b []byte, l4 int, proto uint8, dst bool, port uint16, d uint
 		po += 2
 	}
 	put16(b[po:], port)
-	put16(b[co:], ^applyDelta(^binary.BigEndian.Uint16(b[co:]), d))
+	put16(b[co:], ^csum.ApplyDelta(^binary.BigEndian.Uint16(b[co:]), d))
 }
 
 // SetInnerSrc rewrites the source address and, for TCP and UDP, port of
@@ -662,7 +661,7 @@ func (p *Packet) setInner(a netip.Addr, port uint16, dst bool) bool {
 		}
 		na := a.As16()
 		old := (*[16]byte)(b[off : off+16])
-		d = addrDelta16(old, &na)
+		d = csum.AddrDelta16(old, &na)
 		*old = na
 		outer = d
 		if dst && p.innerRt {
@@ -674,14 +673,14 @@ func (p *Packet) setInner(a netip.Addr, port uint16, dst bool) bool {
 		}
 		na := a.As4()
 		old := (*[4]byte)(b[off : off+4])
-		d = addrDelta4(old, &na)
+		d = csum.AddrDelta4(old, &na)
 		*old = na
 		outer = d
 		c := b[in.IP+10 : in.IP+12]
 		oc := binary.BigEndian.Uint16(c)
-		nc := applyDelta(oc, d)
+		nc := csum.ApplyDelta(oc, d)
 		put16(c, nc)
-		outer += wordDelta(oc, nc)
+		outer += csum.WordDelta(oc, nc)
 	}
 	switch in.Proto {
 	case ipProtoTCP, ipProtoUDP:
@@ -697,13 +696,13 @@ func (p *Packet) setInner(a netip.Addr, port uint16, dst bool) bool {
 		if p.V6 && !p.innerLater && in.L4 >= 0 && in.L4+4 <= len(b) {
 			c := b[in.L4+2 : in.L4+4]
 			oc := binary.BigEndian.Uint16(c)
-			nc := applyDelta(oc, d)
+			nc := csum.ApplyDelta(oc, d)
 			put16(c, nc)
-			outer += wordDelta(oc, nc)
+			outer += csum.WordDelta(oc, nc)
 		}
 	}
 	c := b[p.L4+2 : p.L4+4]
-	put16(c, applyDelta(binary.BigEndian.Uint16(c), outer))
+	put16(c, csum.ApplyDelta(binary.BigEndian.Uint16(c), outer))
 	return true
 }
 
@@ -724,7 +723,7 @@ func (p *Packet) DecTTL() bool {
 	}
 	old := binary.BigEndian.Uint16(b[8:10]) // TTL and protocol
 	b[8]--
-	put16(b[10:], UpdateChecksum(binary.BigEndian.Uint16(b[10:12]), old, binary.BigEndian.Uint16(b[8:10])))
+	put16(b[10:], csum.Update(binary.BigEndian.Uint16(b[10:12]), old, binary.BigEndian.Uint16(b[8:10])))
 	return true
 }
 

@@ -6,10 +6,12 @@ import (
 	"math/rand"
 	"net/netip"
 	"testing"
+
+	"github.com/tunvs/tunvs/nat/nattest"
 )
 
 // pktSpec describes a packet that the tests build byte by byte, with
-// checksums from refSum, not from the code under test.
+// checksums from nattest.Checksum, not from the code under test.
 type pktSpec struct {
 	v6                 bool
 	src, dst           netip.Addr
@@ -89,14 +91,14 @@ func (s pktSpec) l4() []byte {
 	}
 	switch s.proto {
 	case ipProtoTCP:
-		be.PutUint16(l4[16:], refChecksum(append(pseudo(len(l4)), l4...)))
+		be.PutUint16(l4[16:], nattest.Checksum(append(pseudo(len(l4)), l4...), 0))
 	case ipProtoUDP:
 		n := len(l4)
 		if s.udpLen != 0 {
 			n = s.udpLen
 		}
 		be.PutUint16(l4[4:], uint16(n))
-		c := refChecksum(append(pseudo(n), l4[:min(n, len(l4))]...))
+		c := nattest.Checksum(append(pseudo(n), l4[:min(n, len(l4))]...), 0)
 		if c == 0 {
 			c = 0xffff
 		}
@@ -106,11 +108,11 @@ func (s pktSpec) l4() []byte {
 		be.PutUint16(l4[6:], c)
 	case ipProtoICMP:
 		if !s.v6 {
-			be.PutUint16(l4[2:], refChecksum(l4))
+			be.PutUint16(l4[2:], nattest.Checksum(l4, 0))
 		}
 	case ipProtoICMPv6:
 		if s.v6 {
-			be.PutUint16(l4[2:], refChecksum(append(pseudo(len(l4)), l4...)))
+			be.PutUint16(l4[2:], nattest.Checksum(append(pseudo(len(l4)), l4...), 0))
 		}
 	}
 	return l4
@@ -175,7 +177,7 @@ func (s pktSpec) build() []byte {
 	copy(h[12:], a[:])
 	copy(h[16:], b[:])
 	copy(h[20:], s.ipOpts)
-	be.PutUint16(h[10:], refChecksum(h))
+	be.PutUint16(h[10:], nattest.Checksum(h, 0))
 	return append(h, l4...)
 }
 
@@ -183,12 +185,12 @@ func (s pktSpec) build() []byte {
 func fixIP4Checksum(b []byte) {
 	hl := int(b[0]&0x0f) * 4
 	b[10], b[11] = 0, 0
-	binary.BigEndian.PutUint16(b[10:], refChecksum(b[:hl]))
+	binary.BigEndian.PutUint16(b[10:], nattest.Checksum(b[:hl], 0))
 }
 
 func ip4HeaderOK(b []byte) bool {
 	hl := int(b[0]&0x0f) * 4
-	return hl >= 20 && hl <= len(b) && refSum(b[:hl]) == 0xffff
+	return hl >= 20 && hl <= len(b) && nattest.Checksum(b[:hl], 0) == 0
 }
 
 func mustParsePacket(t testing.TB, b []byte) *Packet {
@@ -525,7 +527,7 @@ func TestParseDrops(t *testing.T) {
 func fixICMP4Checksum(b []byte) {
 	l4 := int(b[0]&0x0f) * 4
 	b[l4+2], b[l4+3] = 0, 0
-	binary.BigEndian.PutUint16(b[l4+2:], refChecksum(b[l4:]))
+	binary.BigEndian.PutUint16(b[l4+2:], nattest.Checksum(b[l4:], 0))
 }
 
 // Quotes that are short but enough: ICMP guarantees 8 bytes of L4, and an
@@ -940,7 +942,7 @@ func TestPacketInnerLaterFragment(t *testing.T) {
 		b[42], b[43] = 0, 0
 		ph := append(append([]byte(nil), b[8:40]...), 0, 0, 0, 0, 0, 0, 0, ipProtoICMPv6)
 		binary.BigEndian.PutUint32(ph[32:], uint32(len(b)-40))
-		binary.BigEndian.PutUint16(b[42:], refChecksum(append(ph, b[40:]...)))
+		binary.BigEndian.PutUint16(b[42:], nattest.Checksum(append(ph, b[40:]...), 0))
 		return b
 	}
 	p := mustParsePacket(t, build())

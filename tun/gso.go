@@ -1,6 +1,10 @@
 package tun
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/tunvs/tunvs/internal/csum"
+)
 
 // GSOType is the kind of segmentation a super-packet asks for.
 type GSOType uint8
@@ -165,7 +169,7 @@ func FinishChecksum(pkt []byte, g GSO) bool {
 	if g.Type != GSONone || !g.NeedsCsum || start+off+2 > len(pkt) {
 		return false
 	}
-	finishChecksum(pkt, start, off)
+	csum.Finish(pkt, start, off)
 	return true
 }
 

@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 // offloadAvailable tells Open that this system has the offload device.
@@ -623,7 +625,7 @@ func (q *offloadQueue) inspect(b []byte) (GSO, bool) {
 				if start+off+2 > len(p) {
 					return GSO{}, false
 				}
-				finishChecksum(p, start, off)
+				csum.Finish(p, start, off)
 			}
 			return GSO{}, true
 		}

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 func TestVerifyFresh(t *testing.T) {
@@ -718,19 +720,9 @@ func ipv4Packet(src, dst [4]byte, proto byte, payload []byte) []byte {
 	p[9] = proto
 	copy(p[12:], src[:])
 	copy(p[16:], dst[:])
-	binary.BigEndian.PutUint16(p[10:], checksum(p[:20]))
+	csum.SetIPv4Header(p[:20])
 	copy(p[20:], payload)
 	return p
-}
-
-func TestChecksum(t *testing.T) {
-	// RFC 1071's example, plus an odd length.
-	if got := checksum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}); got != ^uint16(0xddf2) {
-		t.Errorf("checksum = %#x, want %#x", got, ^uint16(0xddf2))
-	}
-	if got := checksum([]byte{0xff}); got != 0x00ff {
-		t.Errorf("checksum odd = %#x, want 0x00ff", got)
-	}
 }
 
 func TestCopyExecutable(t *testing.T) {

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 // Ping sends ICMP (or ICMPv6) echo requests from the host to dst, one every
@@ -88,22 +90,7 @@ func echo(typ byte, id, seq uint16, v4 bool) []byte {
 	binary.BigEndian.PutUint16(m[6:], seq)
 	copy(m[8:], "tunvs-netns-ping")
 	if v4 {
-		binary.BigEndian.PutUint16(m[2:], checksum(m))
+		binary.BigEndian.PutUint16(m[2:], ^csum.Fold(csum.Sum(m, 0)))
 	}
 	return m
-}
-
-// checksum is the Internet checksum (RFC 1071) of b, ready to store.
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	return ^uint16(sum)
 }

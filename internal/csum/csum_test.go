@@ -1,6 +1,7 @@
-package nat
+package csum
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand"
 	"net/netip"
@@ -34,7 +35,7 @@ func allZeroBytes(b []byte) bool {
 	return true
 }
 
-func TestChecksumSumBytesMatchesReference(t *testing.T) {
+func TestSumBytesMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewSource(1))
 	for i := 0; i < 20000; i++ {
 		b := make([]byte, rng.Intn(300))
@@ -51,53 +52,53 @@ func TestChecksumSumBytesMatchesReference(t *testing.T) {
 		if i%3 == 0 {
 			initial = uint32(rng.Intn(0x10000))
 		}
-		got := SumBytes(b, initial)
+		got := Sum(b, initial)
 		ref := refSum(b)
 		// refSum starts from 0; add the initial value the same way.
 		want := ref + initial
 		want = want&0xffff + want>>16
 		want = want&0xffff + want>>16
 		if got != want {
-			t.Fatalf("SumBytes(len %d, %#x) = %#x, want %#x", len(b), initial, got, want)
+			t.Fatalf("Sum(len %d, %#x) = %#x, want %#x", len(b), initial, got, want)
 		}
 		if got > 0xffff {
-			t.Fatalf("SumBytes returned unfolded %#x", got)
+			t.Fatalf("Sum returned unfolded %#x", got)
 		}
 		// Pieces of even length compose.
 		if len(b) > 1 {
 			cut := rng.Intn(len(b)/2) * 2
-			if g := SumBytes(b[cut:], SumBytes(b[:cut], initial)); g != got {
+			if g := Sum(b[cut:], Sum(b[:cut], initial)); g != got {
 				t.Fatalf("pieces at %d of %d: %#x, whole %#x", cut, len(b), g, got)
 			}
 		}
 	}
 }
 
-func TestChecksumSumBytesLargeInitial(t *testing.T) {
+func TestSumBytesLargeInitial(t *testing.T) {
 	b := make([]byte, 65536+64)
 	for i := range b {
 		b[i] = 0xff
 	}
 	// Must not overflow, whatever the initial value.
-	if got, want := FoldSum(SumBytes(b, 0xffffffff)), uint16(0xffff); got != want {
+	if got, want := Fold(Sum(b, 0xffffffff)), uint16(0xffff); got != want {
 		t.Fatalf("got %#x, want %#x", got, want)
 	}
 }
 
-func TestChecksumFoldSum(t *testing.T) {
+func TestFoldSum(t *testing.T) {
 	for _, c := range []struct {
 		in   uint32
 		want uint16
 	}{
 		{0, 0}, {0xffff, 0xffff}, {0x10000, 1}, {0x1fffe, 0xffff}, {0xffffffff, 0xffff}, {0x12345678, 0x68ac},
 	} {
-		if got := FoldSum(c.in); got != c.want {
-			t.Errorf("FoldSum(%#x) = %#x, want %#x", c.in, got, c.want)
+		if got := Fold(c.in); got != c.want {
+			t.Errorf("Fold(%#x) = %#x, want %#x", c.in, got, c.want)
 		}
 	}
 }
 
-func TestChecksumPseudoHeaderSum(t *testing.T) {
+func TestPseudoHeaderSum(t *testing.T) {
 	rng := rand.New(rand.NewSource(2))
 	for i := 0; i < 2000; i++ {
 		proto := uint8(rng.Intn(256))
@@ -107,7 +108,7 @@ func TestChecksumPseudoHeaderSum(t *testing.T) {
 			rng.Read(dst[:])
 			n := rng.Intn(0x10000)
 			ph := append(append(src[:], dst[:]...), 0, proto, byte(n>>8), byte(n))
-			if got, want := FoldSum(PseudoHeaderSum(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
+			if got, want := Fold(Pseudo(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
 				t.Fatalf("v4: got %#x, want %#x", got, want)
 			}
 			continue
@@ -118,7 +119,7 @@ func TestChecksumPseudoHeaderSum(t *testing.T) {
 		n := rng.Intn(1 << 20) // jumbo lengths have a high word
 		ph := append(append(src[:], dst[:]...), 0, 0, 0, 0, 0, 0, 0, proto)
 		binary.BigEndian.PutUint32(ph[32:], uint32(n))
-		if got, want := FoldSum(PseudoHeaderSum(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
+		if got, want := Fold(Pseudo(src[:], dst[:], proto, n)), uint16(refSum(ph)); got != want {
 			t.Fatalf("v6: got %#x, want %#x", got, want)
 		}
 	}
@@ -151,7 +152,7 @@ func forceChecksumZero(b []byte) {
 	binary.BigEndian.PutUint16(b[n-2:], uint16(0xffff-s))
 }
 
-func TestChecksumUpdateWordRandom(t *testing.T) {
+func TestUpdateWordRandom(t *testing.T) {
 	rng := rand.New(rand.NewSource(3))
 	checked := 0
 	for i := 0; i < 50000; i++ {
@@ -181,8 +182,8 @@ func TestChecksumUpdateWordRandom(t *testing.T) {
 			continue // only +0 sums to +0: no real packet is all zero
 		}
 		want := refChecksum(b)
-		if got := UpdateChecksum(hc, old, updated); got != want {
-			t.Fatalf("case %d: UpdateChecksum(%#04x, %#04x, %#04x) = %#04x, recomputed %#04x", i, hc, old, updated, got, want)
+		if got := Update(hc, old, updated); got != want {
+			t.Fatalf("case %d: Update(%#04x, %#04x, %#04x) = %#04x, recomputed %#04x", i, hc, old, updated, got, want)
 		}
 		checked++
 	}
@@ -193,7 +194,7 @@ func TestChecksumUpdateWordRandom(t *testing.T) {
 
 // A UDP checksum that computes to 0 is sent as 0xFFFF. Updating from that
 // gives the same value as recomputing, once both map 0 to 0xFFFF again.
-func TestChecksumUpdateFromAllOnes(t *testing.T) {
+func TestUpdateFromAllOnes(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
 	udp := func(c uint16) uint16 {
 		if c == 0 {
@@ -217,13 +218,13 @@ func TestChecksumUpdateFromAllOnes(t *testing.T) {
 		if allZeroBytes(b) {
 			continue
 		}
-		if got, want := udp(UpdateChecksum(0xffff, old, updated)), udp(refChecksum(b)); got != want {
+		if got, want := udp(Update(0xffff, old, updated)), udp(refChecksum(b)); got != want {
 			t.Fatalf("from 0xFFFF: %#04x -> %#04x: got %#04x, want %#04x", old, updated, got, want)
 		}
 	}
 }
 
-func TestChecksumUpdateAddrRandom(t *testing.T) {
+func TestUpdateAddrRandom(t *testing.T) {
 	rng := rand.New(rand.NewSource(5))
 	for i := 0; i < 30000; i++ {
 		alen := 4
@@ -250,11 +251,11 @@ func TestChecksumUpdateAddrRandom(t *testing.T) {
 		if alen == 4 {
 			old := [4]byte(b[j : j+4])
 			copy(b[j:], updated[:4])
-			got = UpdateChecksumAddr4(hc, old, [4]byte(updated[:4]))
+			got = UpdateAddr4(hc, old, [4]byte(updated[:4]))
 		} else {
 			old := [16]byte(b[j : j+16])
 			copy(b[j:], updated[:])
-			got = UpdateChecksumAddr16(hc, old, updated)
+			got = UpdateAddr16(hc, old, updated)
 		}
 		if allZeroBytes(b) {
 			continue
@@ -265,31 +266,111 @@ func TestChecksumUpdateAddrRandom(t *testing.T) {
 	}
 }
 
-// Known values: RFC 1624 section 4's example, and an IPv4 header.
-func TestChecksumKnownValues(t *testing.T) {
+// Known values: RFC 1071 section 3's example (and an odd length), RFC
+// 1624 section 4's example, and an IPv4 header.
+func TestKnownValues(t *testing.T) {
+	if got := Fold(Sum([]byte{0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7}, 0)); got != 0xddf2 {
+		t.Errorf("RFC 1071 example: sum %#04x, want 0xddf2", got)
+	}
+	if got := ^Fold(Sum([]byte{0xff}, 0)); got != 0x00ff {
+		t.Errorf("odd length: checksum %#04x, want 0x00ff", got)
+	}
 	// RFC 1624: HC = 0xDD2F, m = 0x5555 -> m' = 0x3285 gives 0x0000.
-	if got := UpdateChecksum(0xdd2f, 0x5555, 0x3285); got != 0x0000 {
+	if got := Update(0xdd2f, 0x5555, 0x3285); got != 0x0000 {
 		t.Errorf("RFC 1624 example: got %#04x, want 0x0000", got)
 	}
 	// A classic header from the IPv4 checksum literature.
 	h := []byte{0x45, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0x00, 0x00, 0xc0, 0xa8, 0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7}
-	if got := ^FoldSum(SumBytes(h, 0)); got != 0xb861 {
+	if got := ^Fold(Sum(h, 0)); got != 0xb861 {
 		t.Errorf("IPv4 header checksum: got %#04x, want 0xb861", got)
 	}
 	a := netip.MustParseAddr("192.168.0.1").As4()
 	b := netip.MustParseAddr("10.1.2.3").As4()
-	hc := UpdateChecksumAddr4(0xb861, a, b)
+	hc := UpdateAddr4(0xb861, a, b)
 	copy(h[12:], b[:])
 	if want := refChecksum(h); hc != want {
 		t.Errorf("after address change: got %#04x, want %#04x", hc, want)
 	}
 }
 
-func BenchmarkSumBytes1500(b *testing.B) {
+func BenchmarkSum1500(b *testing.B) {
 	buf := make([]byte, 1500)
 	rand.New(rand.NewSource(1)).Read(buf)
 	b.SetBytes(int64(len(buf)))
 	for b.Loop() {
-		SumBytes(buf, 0)
+		Sum(buf, 0)
+	}
+}
+
+// PseudoIP reads the addresses where IPv4 and IPv6 keep them.
+func TestPseudoIP(t *testing.T) {
+	rng := rand.New(rand.NewSource(6))
+	for i := 0; i < 2000; i++ {
+		v6 := i%2 == 1
+		ip := make([]byte, 40)
+		rng.Read(ip)
+		proto, n := uint8(rng.Intn(256)), rng.Intn(0x10000)
+		var ph []byte
+		if v6 {
+			ph = append(append([]byte{}, ip[8:40]...), 0, 0, byte(n>>8), byte(n), 0, 0, 0, proto)
+		} else {
+			ph = append(append([]byte{}, ip[12:20]...), 0, proto, byte(n>>8), byte(n))
+		}
+		if got, want := Fold(PseudoIP(ip, v6, proto, n)), uint16(refSum(ph)); got != want {
+			t.Fatalf("v6=%v: got %#04x, recomputed %#04x", v6, got, want)
+		}
+	}
+}
+
+// SetIPv4Header's result verifies, whatever the field held before.
+func TestSetIPv4Header(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for i := 0; i < 2000; i++ {
+		h := make([]byte, 20+4*rng.Intn(11)) // options included
+		rng.Read(h)
+		SetIPv4Header(h)
+		if refSum(h) != 0xffff {
+			t.Fatalf("header of %d bytes does not verify: sum %#04x", len(h), refSum(h))
+		}
+		want := h[10:12]
+		c := bytes.Clone(h)
+		c[10], c[11] = 0, 0
+		if got := refChecksum(c); got != binary.BigEndian.Uint16(want) {
+			t.Fatalf("stored %#04x, recomputed %#04x", binary.BigEndian.Uint16(want), got)
+		}
+	}
+}
+
+// Finish from a pseudo-header sum gives the full recomputation, with a
+// zero result stored as 0xFFFF.
+func TestFinish(t *testing.T) {
+	rng := rand.New(rand.NewSource(8))
+	zeros := 0
+	for i := 0; i < 20000; i++ {
+		start, off := 2*rng.Intn(30), 2*rng.Intn(10)
+		b := make([]byte, start+off+2+rng.Intn(200))
+		rng.Read(b)
+		seg := bytes.Clone(b[start:])
+		binary.BigEndian.PutUint16(seg[off:], 0)
+		ps := uint32(rng.Intn(0x10000))
+		if i%4 == 0 {
+			// A pseudo-header sum that makes the checksum 0.
+			ps = 0xffff - refSum(seg)
+		}
+		w := refSum(seg) + ps
+		w = w&0xffff + w>>16
+		want := ^uint16(w)
+		if want == 0 {
+			want = 0xffff
+			zeros++
+		}
+		binary.BigEndian.PutUint16(b[start+off:], uint16(ps))
+		Finish(b, start, off)
+		if got := binary.BigEndian.Uint16(b[start+off:]); got != want {
+			t.Fatalf("case %d: Finish stored %#04x, recomputed %#04x", i, got, want)
+		}
+	}
+	if zeros == 0 {
+		t.Fatal("no case had a zero checksum")
 	}
 }
