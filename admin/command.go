@@ -220,206 +220,278 @@ var longNames = map[string]string{
 // Options may come in any order, short ones bundled (-Ln, -w3), long ones
 // as --opt VALUE or --opt=VALUE.
 func Parse(args []string) (Command, error) {
-	var c Command
 	args, err := splitJoined(args)
 	if err != nil {
-		return c, err
+		return Command{}, err
 	}
-	set := func(o uint32) error {
-		if c.opts&o != 0 {
-			for i := range numOpts {
-				if o == 1<<i {
-					return usagef("multiple '%s' options specified", optNames[i])
-				}
+	p := parser{args: args}
+	for ; p.i < len(p.args); p.i++ {
+		if err := p.word(); err != nil {
+			return p.c, err
+		}
+	}
+	if p.c.Op == OpNone {
+		return p.c, usagef("no command specified")
+	}
+	if err := p.resolve(); err != nil {
+		return p.c, err
+	}
+	return p.c, p.c.check()
+}
+
+// parser is Parse's state: the command as far as it is known, the words
+// and the position in them, and the arguments that are read only once
+// every option is known (an address's meaning depends on -t or -u, a
+// netmask's on the service's family, scheduler flags on -s).
+type parser struct {
+	c    Command
+	args []string
+	i    int // the word being parsed
+
+	svcArg, destArg, maskArg, flagsArg string
+	fwd                                string // -m, -g or -i as given
+}
+
+// set marks option o as given, refusing it a second time.
+func (p *parser) set(o uint32) error {
+	if p.c.opts&o != 0 {
+		for i := range numOpts {
+			if o == 1<<i {
+				return usagef("multiple '%s' options specified", optNames[i])
 			}
 		}
-		c.opts |= o
+	}
+	p.c.opts |= o
+	return nil
+}
+
+// next consumes the argument of the option being parsed.
+func (p *parser) next() (string, error) {
+	if p.i+1 >= len(p.args) {
+		return "", usagef("option %s requires an argument", p.args[p.i])
+	}
+	p.i++
+	return p.args[p.i], nil
+}
+
+// word parses the word at p.i (and the arguments it consumes): a command,
+// a listing flag or an option.
+func (p *parser) word() error {
+	a := p.args[p.i]
+	if s, ok := longNames[a]; ok {
+		a = s
+	}
+	if op, ok := opNames[a]; ok {
+		return p.command(op)
+	}
+	if lf, ok := listFlags[a]; ok {
+		p.c.Format |= lf.f
+		return p.set(lf.opt)
+	}
+	return p.option(a)
+}
+
+// command sets the operation; --set takes its three timeouts here.
+func (p *parser) command(op Op) error {
+	if p.c.Op != OpNone && p.c.Op != op {
+		return usagef("multiple commands specified")
+	}
+	p.c.Op = op
+	if op != OpSetTimeout {
 		return nil
 	}
-	var (
-		svcArg, destArg, maskArg, flagsArg string
-		fwd                                string
-	)
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if s, ok := longNames[a]; ok {
-			a = s
-		}
-		next := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", usagef("option %s requires an argument", args[i])
-			}
-			i++
-			return args[i], nil
-		}
-		if op, ok := opNames[a]; ok {
-			if c.Op != OpNone && c.Op != op {
-				return c, usagef("multiple commands specified")
-			}
-			c.Op = op
-			if op == OpSetTimeout {
-				for j := range 3 {
-					v, err := next()
-					if err != nil {
-						return c, usagef("--set requires tcp tcpfin udp")
-					}
-					n, err := strconv.Atoi(v)
-					if err != nil || n < 0 || n > maxTimeout {
-						return c, usagef("illegal timeout value %q specified", v)
-					}
-					c.Timeouts[j] = n
-				}
-			}
-			continue
-		}
-		if lf, ok := listFlags[a]; ok {
-			c.Format |= lf.f
-			if err := set(lf.opt); err != nil {
-				return c, err
-			}
-			continue
-		}
-		var err error
-		switch a {
-		case "--sort":
-			// ipvsadm 1.31 sorts by default; --sort stays for old scripts.
-		case "-6":
-			// Only meaningful with -f, which tunvs refuses.
-		case "-t", "-u":
-			if err = set(optService); err != nil {
-				return c, usagef("multiple service addresses specified")
-			}
-			c.Proto = nat.ProtoTCP
-			if a == "-u" {
-				c.Proto = nat.ProtoUDP
-			}
-			svcArg, err = next()
-		case "-f":
-			return c, usagef("-f (firewall-mark services) is not supported: tunvs does not mark packets; use -t or -u")
-		case "-s":
-			if err = set(optScheduler); err == nil {
-				c.Scheduler, err = next()
-			}
-		case "-p":
-			if err = set(optPersistent); err != nil {
-				break
-			}
-			c.Persistent, c.PersistTimeout = true, defaultPersistTimeout
-			// The timeout is optional, as with popt: the next word is
-			// taken when it is not an option.
-			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-				i++
-				n, perr := strconv.Atoi(args[i])
-				if perr != nil || n < 1 || n > maxTimeout {
-					return c, usagef("illegal timeout for persistent service specified")
-				}
-				c.PersistTimeout = n
-			}
-		case "-M":
-			if err = set(optNetmask); err == nil {
-				maskArg, err = next()
-			}
-		case "-r":
-			if err = set(optServer); err == nil {
-				destArg, err = next()
-			}
-		case "-m", "-g", "-i":
-			if fwd != "" && fwd != a {
-				return c, usagef("multiple '%s' options specified", optNames[7])
-			}
-			fwd = a
-			c.opts |= optForward
-			switch a {
-			case "-g":
-				return c, usagef("-g (direct routing, gatewaying) is not supported: tunvs is a NAT director; use -m")
-			case "-i":
-				return c, usagef("-i (IP-IP tunnelling) is not supported: tunvs is a NAT director; use -m")
-			}
-		case "-w":
-			if err = set(optWeight); err != nil {
-				break
-			}
-			var v string
-			if v, err = next(); err == nil {
-				n, perr := strconv.Atoi(v)
-				if perr != nil || n < 0 || n > nat.MaxWeight {
-					return c, usagef("illegal weight specified")
-				}
-				c.Weight, c.HasWeight = n, true
-			}
-		case "-x", "-y":
-			o, name := optUThreshold, "u_threshold"
-			if a == "-y" {
-				o, name = optLThreshold, "l_threshold"
-			}
-			if err = set(o); err != nil {
-				break
-			}
-			var v string
-			if v, err = next(); err == nil {
-				n, perr := strconv.Atoi(v)
-				if perr != nil || n < 0 || n > math.MaxInt32 {
-					return c, usagef("illegal %s specified", name)
-				}
-				if a == "-x" {
-					c.UThreshold, c.HasUThreshold = n, true
-				} else {
-					c.LThreshold, c.HasLThreshold = n, true
-				}
-			}
-		case "-o":
-			c.OnePacket = true
-			err = set(optOnePacket)
-		case "-b":
-			if err = set(optSchedFlags); err == nil {
-				flagsArg, err = next()
-			}
-		case "--pe":
-			return c, usagef("--pe (persistence engines, e.g. sip) is not supported by tunvs")
-		case "--start-daemon", "--stop-daemon", "--mcast-interface", "--syncid",
-			"--sync-maxlen", "--mcast-group", "--mcast-port", "--mcast-ttl":
-			return c, usagef("%s is not supported: tunvs has no connection synchronisation daemon", a)
-		case "-v", "--version":
-			return c, usagef("%s: tunvsadm speaks ipvsadm v1.31's command line", a)
-		default:
-			return c, usagef("unknown option %q", args[i])
-		}
+	for j := range 3 {
+		v, err := p.next()
 		if err != nil {
-			return c, err
+			return usagef("--set requires tcp tcpfin udp")
 		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxTimeout {
+			return usagef("illegal timeout value %q specified", v)
+		}
+		p.c.Timeouts[j] = n
 	}
-	if c.Op == OpNone {
-		return c, usagef("no command specified")
+	return nil
+}
+
+// option parses an option a (its short form, if it has one) and its
+// argument.
+func (p *parser) option(a string) error {
+	c := &p.c
+	var err error
+	switch a {
+	case "--sort":
+		// ipvsadm 1.31 sorts by default; --sort stays for old scripts.
+	case "-6":
+		// Only meaningful with -f, which tunvs refuses.
+	case "-t", "-u":
+		if err := p.set(optService); err != nil {
+			return usagef("multiple service addresses specified")
+		}
+		c.Proto = nat.ProtoTCP
+		if a == "-u" {
+			c.Proto = nat.ProtoUDP
+		}
+		p.svcArg, err = p.next()
+	case "-s":
+		if err = p.set(optScheduler); err == nil {
+			c.Scheduler, err = p.next()
+		}
+	case "-p":
+		err = p.persistent()
+	case "-M":
+		if err = p.set(optNetmask); err == nil {
+			p.maskArg, err = p.next()
+		}
+	case "-r":
+		if err = p.set(optServer); err == nil {
+			p.destArg, err = p.next()
+		}
+	case "-m", "-g", "-i":
+		err = p.forward(a)
+	case "-w":
+		err = p.weight()
+	case "-x", "-y":
+		err = p.threshold(a)
+	case "-o":
+		c.OnePacket = true
+		err = p.set(optOnePacket)
+	case "-b":
+		if err = p.set(optSchedFlags); err == nil {
+			p.flagsArg, err = p.next()
+		}
+	default:
+		return unsupported(a, p.args[p.i])
 	}
-	if svcArg != "" {
-		ap, err := parseAddrPort(svcArg, c.Proto)
+	return err
+}
+
+// unsupported is the refusal of an option tunvs does not take (a, its
+// short form) or does not know (as given).
+func unsupported(a, given string) error {
+	switch a {
+	case "-f":
+		return usagef("-f (firewall-mark services) is not supported: tunvs does not mark packets; use -t or -u")
+	case "--pe":
+		return usagef("--pe (persistence engines, e.g. sip) is not supported by tunvs")
+	case "--start-daemon", "--stop-daemon", "--mcast-interface", "--syncid",
+		"--sync-maxlen", "--mcast-group", "--mcast-port", "--mcast-ttl":
+		return usagef("%s is not supported: tunvs has no connection synchronisation daemon", a)
+	case "-v", "--version":
+		return usagef("%s: tunvsadm speaks ipvsadm v1.31's command line", a)
+	}
+	return usagef("unknown option %q", given)
+}
+
+// persistent parses -p and its optional timeout.
+func (p *parser) persistent() error {
+	if err := p.set(optPersistent); err != nil {
+		return err
+	}
+	p.c.Persistent, p.c.PersistTimeout = true, defaultPersistTimeout
+	// The timeout is optional, as with popt: the next word is taken when
+	// it is not an option.
+	if p.i+1 < len(p.args) && !strings.HasPrefix(p.args[p.i+1], "-") {
+		p.i++
+		n, err := strconv.Atoi(p.args[p.i])
+		if err != nil || n < 1 || n > maxTimeout {
+			return usagef("illegal timeout for persistent service specified")
+		}
+		p.c.PersistTimeout = n
+	}
+	return nil
+}
+
+// forward parses the forwarding method: only masquerading (NAT) is.
+func (p *parser) forward(a string) error {
+	if p.fwd != "" && p.fwd != a {
+		return usagef("multiple '%s' options specified", optNames[7])
+	}
+	p.fwd = a
+	p.c.opts |= optForward
+	switch a {
+	case "-g":
+		return usagef("-g (direct routing, gatewaying) is not supported: tunvs is a NAT director; use -m")
+	case "-i":
+		return usagef("-i (IP-IP tunnelling) is not supported: tunvs is a NAT director; use -m")
+	}
+	return nil
+}
+
+// weight parses -w.
+func (p *parser) weight() error {
+	if err := p.set(optWeight); err != nil {
+		return err
+	}
+	v, err := p.next()
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > nat.MaxWeight {
+		return usagef("illegal weight specified")
+	}
+	p.c.Weight, p.c.HasWeight = n, true
+	return nil
+}
+
+// threshold parses -x (upper) or -y (lower connection threshold).
+func (p *parser) threshold(a string) error {
+	o, name := optUThreshold, "u_threshold"
+	if a == "-y" {
+		o, name = optLThreshold, "l_threshold"
+	}
+	if err := p.set(o); err != nil {
+		return err
+	}
+	v, err := p.next()
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > math.MaxInt32 {
+		return usagef("illegal %s specified", name)
+	}
+	if a == "-x" {
+		p.c.UThreshold, p.c.HasUThreshold = n, true
+	} else {
+		p.c.LThreshold, p.c.HasLThreshold = n, true
+	}
+	return nil
+}
+
+// resolve parses the arguments kept until every option was known.
+func (p *parser) resolve() error {
+	c := &p.c
+	if p.svcArg != "" {
+		ap, err := parseAddrPort(p.svcArg, c.Proto)
 		if err != nil {
-			return c, usagef("illegal virtual server address[:port] specified")
+			return usagef("illegal virtual server address[:port] specified")
 		}
 		c.Addr, c.Port, c.HasService = ap.Addr(), ap.Port(), true
 	}
-	if destArg != "" {
-		ap, err := parseAddrPort(destArg, c.Proto)
+	if p.destArg != "" {
+		ap, err := parseAddrPort(p.destArg, c.Proto)
 		if err != nil {
-			return c, usagef("illegal real server address[:port] specified")
+			return usagef("illegal real server address[:port] specified")
 		}
 		c.DestAddr, c.DestPort, c.HasDest = ap.Addr(), ap.Port(), true
 	}
-	if maskArg != "" {
-		bits, err := parseNetmask(maskArg, !c.HasService || c.Addr.Is4())
+	if p.maskArg != "" {
+		bits, err := parseNetmask(p.maskArg, !c.HasService || c.Addr.Is4())
 		if err != nil {
-			return c, err
+			return err
 		}
 		c.PersistMaskBits = bits
 	}
-	if flagsArg != "" {
-		f, err := parseSchedFlags(schedName(c.Scheduler), flagsArg)
+	if p.flagsArg != "" {
+		f, err := parseSchedFlags(schedName(c.Scheduler), p.flagsArg)
 		if err != nil {
-			return c, err
+			return err
 		}
 		c.SchedFlags = f
 	}
-	return c, c.check()
+	return nil
 }
 
 // maxTimeout is ipvsadm's MAX_TIMEOUT (31 days).
