@@ -96,8 +96,11 @@ type Director struct {
 	pcap      *netstack.PcapWriter
 	metricsLn *guard.Listener
 	done      chan struct{}
-	wg        sync.WaitGroup
-	closeOnce sync.Once
+	// allLost is closed when the last link's device is gone.
+	allLost     chan struct{}
+	allLostOnce sync.Once
+	wg          sync.WaitGroup
+	closeOnce   sync.Once
 }
 
 // New builds and starts a director. On error everything it opened is
@@ -106,12 +109,12 @@ func New(cfg Config) (_ *Director, err error) {
 	var h *netstack.Host
 	// The table asks the host for egress MTUs; the host exists only
 	// after the table, so the callback reaches it through d.
-	d := &Director{log: cfg.Log, Est: admin.NewEstimator(), done: make(chan struct{})}
+	d := &Director{log: cfg.Log, Est: admin.NewEstimator(), done: make(chan struct{}), allLost: make(chan struct{})}
 	natCfg := cfg.NAT
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
 	d.NAT = nat.New(natCfg)
 	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: cfg.Now, Log: cfg.Log,
-		Trace: cfg.Trace, TraceRate: cfg.TraceRate}
+		Trace: cfg.Trace, TraceRate: cfg.TraceRate, OnLinkLost: d.linkLost}
 	if cfg.Pcap != "" {
 		kinds := map[string]tun.Kind{}
 		for _, l := range cfg.Links {
@@ -217,6 +220,26 @@ func New(cfg Config) (_ *Director, err error) {
 	}
 	return d, nil
 }
+
+// linkLost is told by the host that a link's device is gone and the link
+// closed. The director goes on while any link remains (the services
+// reachable through the others still work); with none left it can do
+// nothing, and AllLinksLost tells its owner to stop.
+func (d *Director) linkLost(name string, err error, remaining int) {
+	e := d.log.Error().Err(err).Str("link", name).Int("links_remaining", remaining)
+	if remaining > 0 {
+		e.Msg("link lost: its device is gone; the link is closed and the director goes on with the links that remain")
+		return
+	}
+	// Two links lost at once may both count none remaining.
+	d.allLostOnce.Do(func() {
+		e.Msg("link lost: its device is gone; no link remains, the director stops")
+		close(d.allLost)
+	})
+}
+
+// AllLinksLost is closed when every link's device is gone.
+func (d *Director) AllLinksLost() <-chan struct{} { return d.allLost }
 
 // env is what control requests run in.
 func (d *Director) env() admin.Env {

@@ -55,6 +55,11 @@ type Config struct {
 	// a summary line counts the others).
 	Trace     io.Writer
 	TraceRate int
+
+	// OnLinkLost, if set, is told once when a NIC's device is gone (its
+	// namespace deleted, say) and the NIC closed, with how many NICs
+	// remain; without it the host logs the loss.
+	OnLinkLost func(nic string, err error, remaining int)
 }
 
 // Counters are the host's own per-packet counters.
@@ -162,6 +167,8 @@ type NIC struct {
 	// stack's output goes to the first, the bypass of the reader of
 	// queue i to queue i (modulo their number).
 	txq []*txQueue
+	// gone is set once the device is found gone (see lost).
+	gone atomic.Bool
 }
 
 // txQueue is one queue of a device that packets leave by.

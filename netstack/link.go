@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -197,14 +198,16 @@ func (n *NIC) readLoop(qi int, dev tun.Device) {
 	sizes := make([]int, bs)
 	f := &fastPath{qi: qi}
 	var p nat.Packet
+	var fails int
 	for {
 		cnt, err := dev.Read(bufs, sizes, bufOffset)
 		if err != nil {
-			if n.readFailed(err) {
+			if n.readFailed(err, &fails) {
 				return
 			}
 			continue
 		}
+		fails = 0
 		now := n.clock()
 		for i := 0; i < cnt; i++ {
 			n.input(bufs[i][:bufOffset+sizes[i]], tun.GSO{}, &p, now, f)
@@ -227,14 +230,16 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 	f := &fastPath{qi: qi}
 	var p nat.Packet
 	l2 := n.l2()
+	var fails int
 	for {
 		cnt, err := dev.ReadGSO(arena, bufOffset, pkts)
 		if err != nil {
-			if n.readFailed(err) {
+			if n.readFailed(err, &fails) {
 				return
 			}
 			continue
 		}
+		fails = 0
 		now := n.clock()
 		for _, pk := range pkts[:cnt] {
 			whole := arena[pk.Off-bufOffset : pk.Off+pk.Len]
@@ -262,8 +267,10 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 }
 
 // readFailed deals with a read error and reports whether the reader is to
-// stop.
-func (n *NIC) readFailed(err error) bool {
+// stop: the device is closed, or gone (see lost). Other errors are
+// counted, logged at the first of a run (*fails counts the run; the
+// reader zeroes it after a good read) and retried after a backoff.
+func (n *NIC) readFailed(err error, fails *int) bool {
 	h := n.h
 	if errors.Is(err, tun.ErrClosed) {
 		return true
@@ -274,7 +281,21 @@ func (n *NIC) readFailed(err error) bool {
 	default:
 	}
 	h.Counters.ReadErrors.Add(1)
-	h.cfg.Log.Warn().Err(err).Str("nic", n.name).Msg("device read failed")
+	if deviceGone(err) {
+		n.lost(err)
+		return true
+	}
+	if *fails == 0 {
+		h.cfg.Log.Warn().Err(err).Str("nic", n.name).Msg("device read failed; retrying with backoff")
+	}
+	d := min(readBackoffMin<<min(*fails, 8), readBackoffMax)
+	*fails++
+	t := time.NewTimer(d)
+	select {
+	case <-t.C:
+	case <-h.done:
+		t.Stop()
+	}
 	return false
 }
 

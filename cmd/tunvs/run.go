@@ -218,16 +218,20 @@ func cmdRun(ctx context.Context, args []string) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	var lost error
 	for loop := true; loop; {
 		select {
 		case <-ctx.Done():
+			loop = false
+		case <-d.AllLinksLost():
+			lost = errors.New("every link's device is gone")
 			loop = false
 		case <-hup:
 			reload(d, *rulesFile, log)
 		}
 	}
 	log.Info().Int("conns", d.NAT.Len()).Msg("shutting down")
-	return d.Close()
+	return errors.Join(lost, d.Close())
 }
 
 // reload is SIGHUP: the rules file again, only the difference applied.
