@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -39,6 +41,8 @@ type OffloadStats struct {
 	GSOWrites     uint64 // super-packets written
 	GSOWriteSegs  uint64 // packets coalesced into them
 	GSOPassed     uint64 // super-packets written whole, as ReadGSO handed them out (WriteGSO)
+	BusyPollHits  uint64 // busy polls (Config.BusyPoll) that found a packet: a wait in the poller saved
+	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
 }
@@ -46,6 +50,7 @@ type OffloadStats struct {
 type offloadCounters struct {
 	readCalls, readSyscalls, readPackets, gsoReads, gsoSegments, readDrops atomic.Uint64
 	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
+	busyPollHits, busyPollWaits                                            atomic.Uint64
 }
 
 // OffloadDevice is a Linux TUN or TAP device opened with IFF_VNET_HDR and
@@ -110,6 +115,11 @@ type offloadQueue struct {
 	rbuf  []byte
 	split splitter
 	rd    readState
+	// busyPoll is Config.BusyPoll; spinning says a busy poll is under
+	// way, since spinSince.
+	busyPoll  time.Duration
+	spinning  bool
+	spinSince time.Time
 	// eth is the Ethernet header of the TAP super-frame being split, put
 	// in front of each of its packets; l2 is its length, 0 when the
 	// splitter holds a whole frame (or, on a TUN, always).
@@ -215,7 +225,8 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		}
 		q := &offloadQueue{
 			f: f, rc: rc, name: name, kind: kind,
-			wbuf: make([]byte, ethHdrLen+readBufSize),
+			wbuf:     make([]byte, ethHdrLen+readBufSize),
+			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
 	}
@@ -276,6 +287,8 @@ func (d *OffloadDevice) Stats() OffloadStats {
 		s.GSOWrites += c.gsoWrites.Load()
 		s.GSOWriteSegs += c.gsoWriteSegs.Load()
 		s.GSOPassed += c.gsoPassed.Load()
+		s.BusyPollHits += c.busyPollHits.Load()
+		s.BusyPollWaits += c.busyPollWaits.Load()
 	}
 	return s
 }
@@ -371,6 +384,9 @@ func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
 	m, err := rawRead(fd, buf)
 	switch {
 	case err == unix.EAGAIN:
+		if q.rd.n == 0 && q.spin() {
+			return -1, true, false
+		}
 		return 0, false, q.rd.n > 0
 	case err == unix.EINTR:
 		return -1, true, false
@@ -382,7 +398,30 @@ func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
 		return 0, false, true
 	}
 	q.c.readSyscalls.Add(1)
+	if q.spinning {
+		q.spinning = false
+		q.c.busyPollHits.Add(1)
+	}
 	return m, true, false
+}
+
+// spin is the busy poll (Config.BusyPoll) of a reader that found the
+// device empty with nothing read: whether to try again rather than wait
+// in the poller. Between tries it yields, so that the goroutines it
+// shares a P with (the other devices' readers, the stack) still run.
+func (q *offloadQueue) spin() bool {
+	if q.busyPoll <= 0 {
+		return false
+	}
+	if !q.spinning {
+		q.spinning, q.spinSince = true, time.Now()
+	} else if time.Since(q.spinSince) >= q.busyPoll {
+		q.spinning = false
+		q.c.busyPollWaits.Add(1)
+		return false
+	}
+	runtime.Gosched()
+	return true
 }
 
 // load gives the splitter one packet as read (virtio header first). A

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync/atomic"
+	"time"
 )
 
 // defaultMTU is what Ethernet-style interfaces start with; it is reported
@@ -38,6 +39,14 @@ type Config struct {
 	// Queues, with Offload, opens the device with IFF_MULTI_QUEUE and
 	// this many fds (see OffloadDevice.Queues). 0 or 1 means one queue.
 	Queues int
+	// BusyPoll, with Offload, makes a reader that finds the device empty
+	// before it has read anything keep trying for up to this long,
+	// yielding to other goroutines between tries, before it waits in the
+	// poller: a packet that comes meanwhile is read without a wakeup, at
+	// the cost of a CPU kept busy. 0 (the default) waits at once. It is
+	// the kernel's socket busy polling (SO_BUSY_POLL, net.core.busy_read:
+	// sk_busy_loop in include/net/busy_poll.h) for a device fd.
+	BusyPoll time.Duration
 }
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process

@@ -70,6 +70,8 @@ func TestBadCommandLines(t *testing.T) {
 		{"run", "--link", "name=t0", "--rule", "-A -t 10.0.0.1:80 -g"},
 		{"run", "--link", "name=t0", "--state-timeout", "BOGUS=1s"},
 		{"run", "--link", "name=t0", "--route", "10.0.0.0/8"},
+		{"run", "--link", "name=t0", "--busy-poll", "1s"},
+		{"run", "--link", "name=t0", "--busy-poll", "-1us"},
 		{"run", "--link", "name=t0", "--check", "-t 10.0.0.1:80 http interval=nope"},
 		{"nosuch"},
 	} {

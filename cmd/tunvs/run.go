@@ -66,6 +66,10 @@ Example (LVS-NAT director, VIP 172.16.1.100, two real servers):
 Flags:
 `
 
+// maxBusyPoll bounds --busy-poll: longer than this a reader would spin
+// through whole idle periods instead of a wakeup's worth of time.
+const maxBusyPoll = 10 * time.Millisecond
+
 func cmdRun(ctx context.Context, args []string) error {
 	fs := pflag.NewFlagSet("tunvs run", pflag.ContinueOnError)
 	links := fs.StringArray("link", nil, "device spec (see above)")
@@ -81,6 +85,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	offload := fs.Bool("tun-offload", true, "open TUN and TAP devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
 	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing (GOGC in the environment applies unless this is given)")
+	busyPoll := fs.Duration("busy-poll", 0, "with --tun-offload: a device reader that finds nothing keeps trying for up to this long (e.g. 50us) before it sleeps, as the kernel's SO_BUSY_POLL does: a packet arriving meanwhile costs no wakeup, at the price of a CPU kept busy; 0 (default): sleep at once. See docs/perf.md for what it did on two cores")
 	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN or TAP device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
@@ -112,6 +117,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if *gogc < 1 {
 		return usageError{fmt.Errorf("--gogc %d: want at least 1", *gogc)}
+	}
+	if *busyPoll < 0 || *busyPoll > maxBusyPoll {
+		return usageError{fmt.Errorf("--busy-poll %v: want 0 to %v", *busyPoll, maxBusyPoll)}
 	}
 	if *pprofAddr != "" {
 		a, err := servePprof(*pprofAddr)
@@ -185,7 +193,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	var dl []director.Link
 	for _, ls := range specs {
-		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload, Queues: *queues}
+		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload, Queues: *queues, BusyPoll: *busyPoll}
 		dev, err := tun.OpenLink(cfg, func(err error) {
 			log.Warn().Err(err).Str("link", ls.name).Msg("device offloads refused; using the plain device")
 		})
