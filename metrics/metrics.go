@@ -194,7 +194,7 @@ func Write(w io.Writer, src Source) {
 			{"unreachable_sent", "ICMP port unreachable sent (no real server)", c.UnreachSent.Load()},
 			{"time_exceeded_sent", "ICMP time exceeded sent", c.TimeExceededSent.Load()},
 			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
-			{"gso_packets", "offloaded super-packets read whole from a TUN device and NATed as one", c.GSOPackets.Load()},
+			{"gso_packets", "offloaded super-packets read whole from a TUN or TAP device and NATed as one", c.GSOPackets.Load()},
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},
 			{"write_errors", "device write errors", c.WriteErrors.Load()},

@@ -1,0 +1,150 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tunvs/tunvs/internal/netns"
+)
+
+// TestTAPOneArmed is the article's topology with real kernels around a
+// director on TAP devices: the client behind a router, the router and the
+// real server on a bridge, and the director one-armed on that bridge with
+// its VIP beside its DIP, so that every packet comes in and goes out of
+// the same TAP (hairpin). In the second case the client has a TAP of the
+// director's to itself (two TAPs). The kernels' TSO streams, 8 MiB up and
+// 4 MiB down, must cross whole: the metrics show super-packets NATed as
+// one, none cut up, and the established flows on the bypass.
+func TestTAPOneArmed(t *testing.T) {
+	for _, hairpin := range []bool{true, false} {
+		name := "hairpin"
+		if !hairpin {
+			name = "two-taps"
+		}
+		t.Run(name, func(t *testing.T) {
+			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, hairpin) })
+		})
+	}
+}
+
+// rsV4 is the real server of TestTAPOneArmed.
+var rsV4 = netip.MustParseAddr("172.16.1.5")
+
+func runTAPOneArmed(t *testing.T, hairpin bool) {
+	if err := netns.CheckTUN(); err != nil {
+		t.Fatalf("the director needs /dev/net/tun: %v", err)
+	}
+	topo, err := netns.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, topo: topo, log: &lockedBuffer{}}
+	t.Cleanup(e.close)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%v\ndirector log:\n%s", err, e.log)
+		}
+	}
+	add := func(name string) *netns.Host {
+		h, err := topo.AddHost(name)
+		must(err)
+		return h
+	}
+	e.client = add("client")
+	lan := add("lan")
+	r := &rs{name: "RS1", host: add("rs1"), v4: rsV4, clients: map[netip.Addr]int{}}
+	e.rss = []*rs{r}
+
+	dir, err := os.MkdirTemp("", "tunvs-e2e-tap-")
+	must(err)
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	e.sock = filepath.Join(dir, "ctl.sock")
+	args := []string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
+		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
+		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
+	devs := []string{"tvlan"}
+	if hairpin {
+		args = append(args,
+			fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32", vip4),
+			"--route=default,via=172.16.1.200")
+	} else {
+		devs = append(devs, "tvc")
+		args = append(args,
+			"--link=name=tvlan,kind=tap,addr=172.16.1.3/24",
+			fmt.Sprintf("--link=name=tvc,kind=tap,addr=10.0.0.1/24,addr=%s/32", vip4))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e.daemon = exec.CommandContext(ctx, bin("tunvs"), args...)
+	e.daemon.Stdout, e.daemon.Stderr = e.log, e.log
+	e.daemon.Cancel = func() error { return e.daemon.Process.Signal(os.Interrupt) }
+	e.daemon.WaitDelay = 5 * time.Second
+	must(e.daemon.Start())
+	for _, d := range devs {
+		must(netns.WaitLink(topo.Root(), d, 10*time.Second))
+	}
+
+	// The segment: a bridge in "lan" with the real server, the
+	// director's TAP and, hairpin, the router.
+	ports := []string{"rs1", "tvlan"}
+	must(topo.Veth(r.host, "eth0", lan, "rs1", 0))
+	must(r.host.AddAddr("eth0", rsV4.String()+"/24"))
+	// The real server's gateway is the director: the VIP, as in the
+	// article, where it is on this segment; else the DIP.
+	gw := "172.16.1.3"
+	if hairpin {
+		gw = vip4.String()
+	}
+	must(r.host.AddRoute("default", "via", gw))
+	must(topo.Root().MoveLink("tvlan", lan))
+	if hairpin {
+		router := add("router")
+		must(topo.Veth(e.client, "eth0", router, "eth0", 0))
+		must(e.client.AddAddr("eth0", cip4.String()+"/24"))
+		must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.200"))
+		must(router.AddAddr("eth0", "10.0.0.200/24"))
+		must(topo.Veth(router, "eth1", lan, "router", 0))
+		must(router.AddAddr("eth1", "172.16.1.200/24"))
+		must(router.Forwarding(true))
+		ports = append(ports, "router")
+	} else {
+		must(topo.Root().MoveLink("tvc", e.client))
+		must(e.client.LinkUp("tvc"))
+		must(e.client.AddAddr("tvc", cip4.String()+"/24"))
+		must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.1"))
+	}
+	must(lan.Bridge("br0", ports...))
+	e.startServers(r)
+
+	c := e.httpClient()
+	upload(t, c, bytes.Repeat([]byte("tunvs tap "), 800<<10))
+	for range 4 {
+		if n := len(get(t, c, "http://172.16.1.100/big")); n != 1<<20 {
+			t.Errorf("download got %d bytes", n)
+		}
+	}
+	m := e.metrics()
+	gso, split := metric(t, m, "tunvs_host_gso_packets_total"), metric(t, m, "tunvs_host_gso_split_total")
+	fast, delivered := metric(t, m, "tunvs_host_fast_path_total"), metric(t, m, "tunvs_host_delivered_total")
+	t.Logf("super-packets NATed whole: %d, cut up in software: %d; bypassed: %d, through the stack: %d", gso, split, fast, delivered)
+	if gso == 0 {
+		t.Error("no super-packet went through whole")
+	}
+	if split != 0 {
+		t.Errorf("%d super-packets cut up in software, want none between TAP devices with offloads", split)
+	}
+	// Through the stack go ARP and each connection's first packets in
+	// each direction while the next hop is being resolved; everything
+	// else of 5 connections and 12 MiB takes the bypass.
+	if fast == 0 || delivered > fast/10 {
+		t.Errorf("%d packets bypassed and %d through the stack: want the established flows on the bypass", fast, delivered)
+	}
+}
