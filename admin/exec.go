@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -106,93 +107,6 @@ func ParseRulesLines(r io.Reader) ([]Command, []int, error) {
 	return cmds, lines, nil
 }
 
-// svcID identifies a service in the dry run.
-type svcID struct {
-	proto uint8
-	addr  netip.Addr
-	port  uint16
-}
-
-// Validate checks that cmds, applied in order to t's current services,
-// would all succeed. Nothing changes. Errors carry the index of the
-// command (and, through lines, its line number when given).
-func Validate(t *nat.Table, cmds []Command, lines []int) error {
-	svcs := map[svcID]map[netip.AddrPort]bool{}
-	for _, s := range t.Services() {
-		ds := map[netip.AddrPort]bool{}
-		for _, d := range s.Dests() {
-			ds[d.AddrPort()] = true
-		}
-		svcs[svcID{s.Proto, s.Addr, s.Port}] = ds
-	}
-	fail := func(i int, err error) error {
-		if lines != nil && i < len(lines) {
-			return &LineError{Line: lines[i], Err: err}
-		}
-		if len(cmds) > 1 {
-			return fmt.Errorf("command %d: %w", i+1, err)
-		}
-		return err
-	}
-	for i, c := range cmds {
-		id := svcID{c.Proto, c.Addr, c.Port}
-		ds, exists := svcs[id]
-		switch c.Op {
-		case OpAddService, OpEditService:
-			if c.Op == OpAddService && exists {
-				return fail(i, ipvsErr("Service already exists", nat.ErrServiceExists))
-			}
-			if c.Op == OpEditService && !exists {
-				return fail(i, ipvsErr("No such service", nat.ErrNoService))
-			}
-			if _, err := sched.NewWithFlags(schedName(c.Scheduler), c.SchedFlags); err != nil {
-				return fail(i, ipvsErr("Scheduler or persistence engine not found", err))
-			}
-			if c.Addr.Zone() != "" || !c.Addr.IsValid() {
-				return fail(i, ipvsErr(msgInvalid, nat.ErrInvalid))
-			}
-			if c.Op == OpAddService {
-				svcs[id] = map[netip.AddrPort]bool{}
-			}
-		case OpDelService:
-			if !exists {
-				return fail(i, ipvsErr("No such service", nat.ErrNoService))
-			}
-			delete(svcs, id)
-		case OpClear:
-			clear(svcs)
-		case OpZero:
-			if c.HasService && !exists {
-				return fail(i, ipvsErr("No such service", nat.ErrNoService))
-			}
-		case OpAddDest, OpEditDest, OpDelDest:
-			if !exists {
-				return fail(i, ipvsErr("Service not defined", nat.ErrNoService))
-			}
-			if c.DestAddr.Is4() != c.Addr.Is4() {
-				return fail(i, ipvsErr(msgInvalid, fmt.Errorf("%w: real server %v is not of the service's address family", nat.ErrInvalid, c.DestAddr)))
-			}
-			dk := netip.AddrPortFrom(c.DestAddr, c.DestPort)
-			switch {
-			case c.Op == OpAddDest && ds[dk]:
-				return fail(i, ipvsErr("Destination already exists", nat.ErrDestExists))
-			case c.Op != OpAddDest && !ds[dk]:
-				return fail(i, ipvsErr("No such destination", nat.ErrNoDest))
-			}
-			if c.Op != OpDelDest && c.LThreshold > c.UThreshold {
-				// ip_vs_add_dest/ip_vs_edit_dest: -ERANGE.
-				return fail(i, ipvsErr("Numerical result out of range", nat.ErrInvalid))
-			}
-			if c.Op == OpDelDest {
-				delete(ds, dk)
-			} else {
-				ds[dk] = true
-			}
-		}
-	}
-	return nil
-}
-
 const msgInvalid = "Invalid operation.  Possibly wrong module version, address not unicast, ..."
 
 func schedName(s string) string {
@@ -218,54 +132,157 @@ type Env struct {
 	// the table (for the daemon's event log).
 	OnChange func(Command)
 	// Mu, if set, is the lock the control socket holds while it runs a
-	// request; whoever else changes the table takes it too.
+	// request, so that a request and a reload do not interleave. The
+	// table's own writer lock (nat.Table.Update) is what keeps every
+	// change whole; Mu is taken before it.
 	Mu *sync.Mutex
 }
 
-// ApplyWith is Apply in env.
+// ApplyWith is Apply in env. The commands that change the table are one
+// rules.Diff, which the table checks as a whole against what it has and
+// applies under its writer lock (nat.Table.Apply): nothing, the health
+// checks included, can change the table between the check and the
+// change. Listing commands run where they stand.
 func ApplyWith(env Env, cmds []Command, lines []int, w io.Writer) error {
-	if err := Validate(env.Table, cmds, lines); err != nil {
-		return err
-	}
-	for i, c := range cmds {
-		if err := apply(env, c, w); err != nil {
-			// Validation passed, so this is a change made meanwhile by
-			// another client; say which command it hit.
-			if len(cmds) > 1 {
+	for start := 0; start < len(cmds); {
+		if !cmds[start].changes() {
+			if err := query(env, cmds[start], w); err != nil {
+				return err
+			}
+			start++
+			continue
+		}
+		end := start
+		var d rules.Diff
+		for ; end < len(cmds) && cmds[end].changes(); end++ {
+			ch := cmds[end].Change()
+			if lines != nil && end < len(lines) {
+				ch.Line = lines[end]
+			}
+			d = append(d, ch)
+		}
+		if err := env.Table.Apply(d); err != nil {
+			var ce *rules.ChangeError
+			if !errors.As(err, &ce) {
+				return err
+			}
+			i := start + ce.Index
+			err := natErr(cmds[i].Op, ce.Err)
+			switch {
+			case lines != nil && i < len(lines):
+				return &LineError{Line: lines[i], Err: err}
+			case len(cmds) > 1:
 				return fmt.Errorf("command %d: %w", i+1, err)
 			}
 			return err
 		}
-		if env.OnChange != nil && c.changes() {
-			env.OnChange(c)
+		for _, c := range cmds[start:end] {
+			if c.Op == OpZero {
+				zeroRates(env, c)
+			}
+			if env.OnChange != nil {
+				env.OnChange(c)
+			}
 		}
+		start = end
 	}
 	return nil
 }
 
 func (c Command) changes() bool {
 	switch c.Op {
-	case OpList, OpSave, OpHelp, OpNone:
+	case OpList, OpSave, OpHelp, OpNone, OpRestore:
 		return false
 	}
 	return true
 }
 
-// ServiceConfig is the nat configuration -A/-E asks for.
-func (c Command) ServiceConfig() nat.ServiceConfig {
-	sc := nat.ServiceConfig{Proto: c.Proto, Addr: c.Addr, Port: c.Port, Scheduler: c.Scheduler,
-		SchedFlags: c.SchedFlags, Persistent: c.Persistent, OnePacket: c.OnePacket}
-	if c.Persistent {
-		sc.PersistTimeout = time.Duration(c.PersistTimeout) * time.Second
-		sc.PersistMaskBits = c.PersistMaskBits
+// Change is the change to the rules c makes; c must change them (not a
+// listing). ipvsadm -e sends a whole destination: what is not given is
+// its default (weight 1, no thresholds), as ipvsadm does.
+func (c Command) Change() rules.Change {
+	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}}
+	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight,
+		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
+	switch c.Op {
+	case OpAddService, OpEditService:
+		kind := rules.AddService
+		if c.Op == OpEditService {
+			kind = rules.EditService
+		}
+		s := k
+		s.Scheduler, s.SchedFlags, s.Persistent, s.OnePacket = c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket
+		if c.Persistent {
+			s.PersistTimeout = time.Duration(c.PersistTimeout) * time.Second
+			s.PersistMaskBits = c.PersistMaskBits
+		}
+		return rules.Change{Kind: kind, Service: s}
+	case OpDelService:
+		return rules.Change{Kind: rules.DelService, Service: k}
+	case OpClear:
+		return rules.Change{Kind: rules.Clear}
+	case OpAddDest:
+		return rules.Change{Kind: rules.AddServer, Service: k, Server: srv}
+	case OpEditDest:
+		if !c.HasWeight {
+			srv.Weight = 1
+		}
+		return rules.Change{Kind: rules.EditServer, Service: k, Server: srv}
+	case OpDelDest:
+		return rules.Change{Kind: rules.DelServer, Service: k, Server: srv}
+	case OpZero:
+		if !c.HasService {
+			k = rules.Service{}
+		}
+		return rules.Change{Kind: rules.Zero, Service: k}
+	case OpSetTimeout:
+		to := rules.Timeouts{}
+		for i, st := range []string{rules.TimeoutTCP, rules.TimeoutTCPFin, rules.TimeoutUDP} {
+			if c.Timeouts[i] > 0 {
+				to[st] = time.Duration(c.Timeouts[i]) * time.Second
+			}
+		}
+		return rules.Change{Kind: rules.SetTimeouts, Timeouts: to}
 	}
-	return sc
+	return rules.Change{}
 }
 
-// DestConfig is the nat configuration -a/-e asks for.
-func (c Command) DestConfig() nat.DestConfig {
-	return nat.DestConfig{Addr: c.DestAddr, Port: c.DestPort, Weight: c.Weight,
-		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
+// CommandOf is the ipvsadm command that makes ch (for Reload's result and
+// the event log).
+func CommandOf(ch rules.Change) Command {
+	s := ch.Service
+	c := Command{HasService: true, Proto: s.Proto, Addr: s.Addr, Port: s.Port}
+	switch ch.Kind {
+	case rules.AddService, rules.EditService, rules.DelService:
+		c.Op = map[rules.ChangeKind]Op{rules.AddService: OpAddService, rules.EditService: OpEditService,
+			rules.DelService: OpDelService}[ch.Kind]
+		c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket = s.SchedulerName(), s.SchedFlags, s.Persistent, s.OnePacket
+		if s.Persistent {
+			c.PersistTimeout = persistSeconds(s.PersistTimeout)
+			c.PersistMaskBits = s.PersistMaskBits
+			if c.PersistMaskBits == s.Addr.BitLen() {
+				c.PersistMaskBits = 0
+			}
+		}
+	case rules.AddServer, rules.EditServer, rules.DelServer:
+		c.Op = map[rules.ChangeKind]Op{rules.AddServer: OpAddDest, rules.EditServer: OpEditDest,
+			rules.DelServer: OpDelDest}[ch.Kind]
+		d := ch.Server
+		c.HasDest, c.DestAddr, c.DestPort = true, d.Addr.Addr(), d.Addr.Port()
+		c.Weight, c.HasWeight = d.Weight, true
+		c.UThreshold, c.LThreshold = d.UThreshold, d.LThreshold
+		c.HasUThreshold, c.HasLThreshold = d.UThreshold != 0, d.LThreshold != 0
+	case rules.Clear:
+		c = Command{Op: OpClear}
+	case rules.Zero:
+		c.Op, c.HasService = OpZero, s.Addr.IsValid()
+	case rules.SetTimeouts:
+		c = Command{Op: OpSetTimeout}
+		for i, st := range []string{rules.TimeoutTCP, rules.TimeoutTCPFin, rules.TimeoutUDP} {
+			c.Timeouts[i] = int(ch.Timeouts[st] / time.Second)
+		}
+	}
+	return c
 }
 
 func natErr(op Op, err error) error {
@@ -287,59 +304,34 @@ func natErr(op Op, err error) error {
 		return ipvsErr("No such destination", err)
 	case errors.Is(err, sched.ErrUnknown):
 		return ipvsErr("Scheduler or persistence engine not found", err)
+	case errors.Is(err, rules.ErrRange):
+		// ip_vs_add_dest/ip_vs_edit_dest: -ERANGE.
+		return ipvsErr("Numerical result out of range", err)
 	case errors.Is(err, nat.ErrInvalid):
 		return ipvsErr(msgInvalid, err)
 	}
 	return ipvsErr("Memory allocation problem", err)
 }
 
-func apply(env Env, c Command, w io.Writer) error {
+// zeroRates zeroes the estimator's rates with -Z's counters.
+func zeroRates(env Env, c Command) {
+	if !c.HasService {
+		env.Est.Zero()
+		return
+	}
+	if s := env.Table.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}); s != nil {
+		env.Est.ZeroService(s)
+	}
+}
+
+// query runs a command that does not change the table.
+func query(env Env, c Command, w io.Writer) error {
 	t := env.Table
 	now := time.Now
 	if env.Now != nil {
 		now = env.Now
 	}
 	switch c.Op {
-	case OpAddService:
-		_, err := t.AddService(c.ServiceConfig())
-		return natErr(c.Op, err)
-	case OpEditService:
-		return natErr(c.Op, t.EditService(c.ServiceConfig()))
-	case OpDelService:
-		return natErr(c.Op, t.DelService(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}))
-	case OpClear:
-		t.Clear()
-	case OpAddDest:
-		_, err := t.AddDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, c.DestConfig())
-		return natErr(c.Op, err)
-	case OpEditDest:
-		// ipvsadm -e sends a whole destination: what is not given is
-		// its default (weight 1, no thresholds), as ipvsadm does.
-		dc := c.DestConfig()
-		if !c.HasWeight {
-			dc.Weight = 1
-		}
-		return natErr(c.Op, t.EditDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, dc))
-	case OpDelDest:
-		return natErr(c.Op, t.DelDest(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}, netip.AddrPortFrom(c.DestAddr, c.DestPort)))
-	case OpZero:
-		if c.HasService {
-			s := t.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port})
-			if s == nil {
-				return ipvsErr("No such service", nat.ErrNoService)
-			}
-			zeroStats(&s.Stats)
-			for _, d := range s.Dests() {
-				zeroStats(&d.Stats)
-			}
-			env.Est.ZeroService(s)
-			return nil
-		}
-		t.Zero()
-		env.Est.Zero()
-	case OpSetTimeout:
-		t.SetTimeouts(time.Duration(c.Timeouts[0])*time.Second, time.Duration(c.Timeouts[1])*time.Second,
-			time.Duration(c.Timeouts[2])*time.Second)
 	case OpSave:
 		List(w, t, c.Format|FmtRule)
 	case OpList:
@@ -365,14 +357,6 @@ func apply(env Env, c Command, w io.Writer) error {
 		return usagef("-R reads rules from standard input; send them with the request")
 	}
 	return nil
-}
-
-func zeroStats(s *nat.Stats) {
-	s.Conns.Store(0)
-	s.InPkts.Store(0)
-	s.OutPkts.Store(0)
-	s.InBytes.Store(0)
-	s.OutBytes.Store(0)
 }
 
 // Execute runs one command line against t, as the daemon does for

@@ -167,11 +167,11 @@ func maskString(c nat.ServiceConfig, v4 bool) string {
 	return fmt.Sprint(bits)
 }
 
-func persistSeconds(c nat.ServiceConfig) int {
-	if c.PersistTimeout == 0 {
+func persistSeconds(d time.Duration) int {
+	if d == 0 {
 		return defaultPersistTimeout
 	}
-	return int(c.PersistTimeout / time.Second)
+	return int(d / time.Second)
 }
 
 func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
@@ -182,7 +182,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 	case f&FmtRule != 0:
 		fmt.Fprintf(&b, "-A %s -s %s", name, cfg.Scheduler)
 		if cfg.Persistent {
-			fmt.Fprintf(&b, " -p %d", persistSeconds(cfg))
+			fmt.Fprintf(&b, " -p %d", persistSeconds(cfg.PersistTimeout))
 			if m := maskString(cfg, s.Addr.Is4()); m != "" {
 				fmt.Fprintf(&b, " -M %s", m)
 			}
@@ -207,7 +207,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			fmt.Fprintf(&b, " (%s)", schedFlagsString(cfg.Scheduler, cfg.SchedFlags))
 		}
 		if cfg.Persistent {
-			fmt.Fprintf(&b, " persistent %d", persistSeconds(cfg))
+			fmt.Fprintf(&b, " persistent %d", persistSeconds(cfg.PersistTimeout))
 			if m := maskString(cfg, s.Addr.Is4()); m != "" {
 				fmt.Fprintf(&b, " mask %s", m)
 			}

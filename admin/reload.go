@@ -1,134 +1,96 @@
 package admin
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"slices"
+	"strings"
 
+	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 )
+
+// ReadRulesFile reads a rules file: ipvsadm-save lines (see
+// ParseRulesLines) and `--check` lines, which go to checks (the health
+// rules). Both keep the file's line numbers for errors. `tunvs run
+// --rules` and the reload read files here.
+func ReadRulesFile(data string, checks *health.Parser) ([]Command, []int, error) {
+	ipvs, checkText := health.SplitRules(data)
+	cmds, lines, err := ParseRulesLines(strings.NewReader(ipvs))
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, l := range strings.Split(checkText, "\n") {
+		if err := checks.Line(l); err != nil {
+			return nil, nil, &health.LineError{Line: i + 1, Text: l, Err: err}
+		}
+	}
+	return cmds, lines, nil
+}
+
+// RulesOf is the configuration cmds make from nothing (a rules file
+// describes a whole table), checked as a whole: the first refused command
+// is returned with its line, and ipvsadm's message, as Apply would.
+func RulesOf(cmds []Command, lines []int) (rules.Rules, error) {
+	d := make(rules.Diff, len(cmds))
+	for i, c := range cmds {
+		d[i] = c.Change()
+		if lines != nil && i < len(lines) {
+			d[i].Line = lines[i]
+		}
+	}
+	r, err := rules.Rules{}.Next(d)
+	var ce *rules.ChangeError
+	if errors.As(err, &ce) {
+		err = natErr(cmds[ce.Index].Op, ce.Err)
+		if lines != nil && ce.Index < len(lines) {
+			return r, &LineError{Line: lines[ce.Index], Err: err}
+		}
+		return r, fmt.Errorf("command %d: %w", ce.Index+1, err)
+	}
+	return r, err
+}
+
+// ReadRules is the configuration a rules file describes, its checks
+// included, validated whole (rules.Rules.Validate).
+func ReadRules(data string) (rules.Rules, error) {
+	var checks health.Parser
+	cmds, lines, err := ReadRulesFile(data, &checks)
+	if err != nil {
+		return rules.Rules{}, err
+	}
+	r, err := RulesOf(cmds, lines)
+	if err != nil {
+		return r, err
+	}
+	r.Checks = checks.Config()
+	return r, r.Validate()
+}
 
 // Reload reads a rules file and computes the commands that take t from its
 // current services to the file's: services and real servers removed,
-// added, or edited where their configuration differs. Established
-// connections are not touched (a removed server's connections keep
-// flowing, as with -d). The file is checked as a whole first: a bad line
-// is returned as a *LineError and nothing is computed. The commands are
-// returned for the caller to Apply (under the control socket's lock).
+// added, or edited where their configuration differs (rules.Rules.Diff).
+// Established connections are not touched (a removed server's connections
+// keep flowing, as with -d). The file is checked as a whole first: a bad
+// line is returned as a *LineError and nothing is computed.
 func Reload(t *nat.Table, r io.Reader) ([]Command, error) {
-	cmds, lines, err := ParseRulesLines(r)
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	want, err := ReadRules(string(data))
 	if err != nil {
 		return nil, err
 	}
-	// The file describes a whole table: run it on an empty scratch table,
-	// which also validates it line by line.
-	want := nat.New(nat.Config{MaxConns: 1})
-	if err := Apply(want, cmds, lines, io.Discard); err != nil {
-		return nil, err
-	}
-	diff := Diff(t, want)
-	// --set lines in the file apply as well.
-	for _, c := range cmds {
-		if c.Op == OpSetTimeout {
-			diff = append(diff, c)
-		}
-	}
-	return diff, nil
+	return Commands(t.Rules().Diff(want)), nil
 }
 
-// ServiceCommand is the -A command that makes s as it is configured.
-func ServiceCommand(s *nat.Service) Command {
-	cfg := s.Config()
-	c := Command{Op: OpAddService, HasService: true, Proto: s.Proto, Addr: s.Addr, Port: s.Port,
-		Scheduler: cfg.Scheduler, SchedFlags: cfg.SchedFlags, Persistent: cfg.Persistent, OnePacket: cfg.OnePacket}
-	if cfg.Persistent {
-		c.PersistTimeout = persistSeconds(cfg)
-		c.PersistMaskBits = cfg.PersistMaskBits
-		if c.PersistMaskBits == s.Addr.BitLen() {
-			c.PersistMaskBits = 0
-		}
-	}
-	return c
-}
-
-// DestCommand is the -a command that makes d as it is configured.
-func DestCommand(s *nat.Service, d *nat.Dest) Command {
-	return Command{Op: OpAddDest, HasService: true, Proto: s.Proto, Addr: s.Addr, Port: s.Port,
-		HasDest: true, DestAddr: d.Addr, DestPort: d.Port, Weight: d.Weight(), HasWeight: true,
-		UThreshold: d.UThreshold(), LThreshold: d.LThreshold(),
-		HasUThreshold: d.UThreshold() != 0, HasLThreshold: d.LThreshold() != 0}
-}
-
-func sameService(a, b Command) bool {
-	return a.Scheduler == b.Scheduler && a.SchedFlags == b.SchedFlags && a.Persistent == b.Persistent &&
-		a.PersistTimeout == b.PersistTimeout && a.PersistMaskBits == b.PersistMaskBits && a.OnePacket == b.OnePacket
-}
-
-func sameDest(a, b Command) bool {
-	return a.Weight == b.Weight && a.UThreshold == b.UThreshold && a.LThreshold == b.LThreshold
-}
-
-// Diff returns the commands that change have's services into want's.
-// Servers new to a service are added oldest first, so that the list order
-// (and with it the schedulers' choices) is the one the file gives.
-func Diff(have, want *nat.Table) []Command {
-	var out []Command
-	key := func(s *nat.Service) svcID { return svcID{s.Proto, s.Addr, s.Port} }
-	wantSvcs := map[svcID]*nat.Service{}
-	for _, s := range want.Services() {
-		wantSvcs[key(s)] = s
-	}
-	haveSvcs := map[svcID]*nat.Service{}
-	for _, s := range have.Services() {
-		haveSvcs[key(s)] = s
-		if wantSvcs[key(s)] == nil {
-			c := ServiceCommand(s)
-			c.Op = OpDelService
-			out = append(out, c)
-		}
-	}
-	for _, ws := range want.Services() {
-		wc := ServiceCommand(ws)
-		hs := haveSvcs[key(ws)]
-		wdests := ws.Dests()
-		slices.Reverse(wdests) // oldest first
-		if hs == nil {
-			out = append(out, wc)
-			for _, d := range wdests {
-				out = append(out, DestCommand(ws, d))
-			}
-			continue
-		}
-		if !sameService(ServiceCommand(hs), wc) {
-			wc.Op = OpEditService
-			out = append(out, wc)
-		}
-		hd := map[[2]any]*nat.Dest{}
-		for _, d := range hs.Dests() {
-			hd[[2]any{d.Addr, d.Port}] = d
-		}
-		wd := map[[2]any]bool{}
-		for _, d := range wdests {
-			wd[[2]any{d.Addr, d.Port}] = true
-		}
-		for _, d := range hs.Dests() {
-			if !wd[[2]any{d.Addr, d.Port}] {
-				c := DestCommand(hs, d)
-				c.Op = OpDelDest
-				out = append(out, c)
-			}
-		}
-		for _, d := range wdests {
-			dc := DestCommand(ws, d)
-			old := hd[[2]any{d.Addr, d.Port}]
-			switch {
-			case old == nil:
-				out = append(out, dc)
-			case !sameDest(DestCommand(hs, old), dc):
-				dc.Op = OpEditDest
-				out = append(out, dc)
-			}
-		}
+// Commands are the ipvsadm commands of a diff.
+func Commands(d rules.Diff) []Command {
+	out := make([]Command, len(d))
+	for i, c := range d {
+		out[i] = CommandOf(c)
 	}
 	return out
 }

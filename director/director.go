@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -87,6 +87,8 @@ type Director struct {
 	// Health runs the real servers' checks; nil without Config.Health.
 	// Guarded by mu once running (a reload replaces it).
 	Health *health.Manager
+	// healthCfg is what Health checks (under mu).
+	healthCfg health.Config
 	// Est is the rate estimator (ipvsadm --rate), ticking every 2 s.
 	Est *admin.Estimator
 	ctl *admin.Server
@@ -163,11 +165,8 @@ func New(cfg Config) (_ *Director, err error) {
 	if err := admin.Apply(d.NAT, cfg.Rules, cfg.RuleLines, nil); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
-	if len(cfg.Health.Services) > 0 {
-		if d.Health, err = health.New(cfg.Health, health.Options{Table: d.NAT, Stack: h.Stack(), Log: cfg.Log}); err != nil {
-			return nil, err
-		}
-		d.Health.Start()
+	if err := d.startHealth(cfg.Health); err != nil {
+		return nil, err
 	}
 	for _, s := range d.NAT.Services() {
 		cfg.Log.Info().Str(admin.FieldEvent, admin.EventServiceAdded).
@@ -256,64 +255,79 @@ func (d *Director) MetricsAddr() net.Addr {
 }
 
 // Reload makes the table what the rules file at path says, changing only
-// what differs (see admin.Reload). A bad file changes nothing; its error
-// names the line and the reason. The changes are logged as events.
+// what differs (rules.Rules.Diff). The file, its checks included, is
+// validated whole before anything is touched: a bad file changes nothing,
+// and its error names the line and the reason. The changes are logged as
+// events and returned.
+//
+// The old checks are stopped and what they did undone (inhibited weights,
+// removed servers, the sorry server) so that the difference is against
+// the file alone; then the diff is computed and applied in one
+// nat.Table.Update, so nothing comes between. Once the file is valid that
+// cannot fail; if it did, the old checks are started again and the error
+// says that nothing changed.
 func (d *Director) Reload(path string) ([]admin.Command, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	// The file's --check lines are health rules; the rest is ipvsadm's.
-	// Blanked lines keep every line number as it is in the file.
-	ipvs, checkText := health.SplitRules(string(data))
-	var checks health.Parser
-	for i, l := range strings.Split(checkText, "\n") {
-		if err := checks.Line(l); err != nil {
-			return nil, &health.LineError{Line: i + 1, Text: l, Err: err}
-		}
-	}
-	hcfg := checks.Config()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if _, err := admin.Reload(d.NAT, strings.NewReader(ipvs)); err != nil {
-		return nil, err
-	}
-	if len(hcfg.Services) > 0 {
-		// Check the health rules against the table the file describes
-		// before anything changes: a refused reload disturbs nothing.
-		want := nat.New(nat.Config{MaxConns: 1})
-		cmds, lines, err := admin.ParseRulesLines(strings.NewReader(ipvs))
-		if err == nil {
-			err = admin.Apply(want, cmds, lines, io.Discard)
-		}
-		if err == nil {
-			_, err = health.New(hcfg, health.Options{Table: want, Stack: d.Host.Stack()})
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	// Undo what the old checks did (inhibited weights, removed servers,
-	// the sorry server), so the difference is against the file alone.
-	if d.Health != nil {
-		d.Health.Stop()
-		d.Health.Restore()
-		d.Health = nil
-	}
-	cmds, err := admin.Reload(d.NAT, strings.NewReader(ipvs))
+	want, err := admin.ReadRules(string(data))
 	if err != nil {
 		return nil, err
 	}
-	if err := admin.ApplyWith(d.env(), cmds, nil, io.Discard); err != nil {
-		return nil, err
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	old := d.Health
+	if old != nil {
+		old.Stop()
+		old.Restore()
+		d.Health = nil
 	}
-	if len(hcfg.Services) > 0 {
-		if d.Health, err = health.New(hcfg, health.Options{Table: d.NAT, Stack: d.Host.Stack(), Log: d.log}); err != nil {
-			return cmds, fmt.Errorf("rules applied, but health checking is off: %w", err)
+	var cmds []admin.Command
+	err = d.NAT.Update(func(tx *nat.Tx) error {
+		diff := tx.Rules().Diff(want)
+		if testHookReload != nil {
+			diff = testHookReload(diff)
 		}
-		d.Health.Start()
+		if err := tx.Apply(diff); err != nil {
+			return err
+		}
+		cmds = admin.Commands(diff)
+		return nil
+	})
+	if err != nil {
+		if old != nil {
+			if rerr := d.startHealth(d.healthCfg); rerr != nil {
+				return nil, fmt.Errorf("rules unchanged: %w; and health checking is off: %v", err, rerr)
+			}
+		}
+		return nil, fmt.Errorf("rules unchanged: %w", err)
+	}
+	for _, c := range cmds {
+		admin.LogEvent(d.log, c)
+	}
+	if err := d.startHealth(want.Checks); err != nil {
+		return cmds, fmt.Errorf("rules applied, but health checking is off: %w", err)
 	}
 	return cmds, nil
+}
+
+// testHookReload, if set, sees and may change the diff a reload applies.
+var testHookReload func(rules.Diff) rules.Diff
+
+// startHealth starts checks cfg (none: health checking off); d.mu held.
+func (d *Director) startHealth(cfg health.Config) error {
+	d.healthCfg = cfg
+	if len(cfg.Services) == 0 {
+		return nil
+	}
+	m, err := health.New(cfg, health.Options{Table: d.NAT, Stack: d.Host.Stack(), Log: d.log})
+	if err != nil {
+		return err
+	}
+	d.Health = m
+	m.Start()
+	return nil
 }
 
 // logDrops logs the NAT's drops, at most one line per reason per

@@ -54,12 +54,12 @@ func newDirector(t *testing.T, rules string, cfg Config) (*Director, tun.Device,
 	return d, b, &log
 }
 
-const rules = "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.5 -m\n-a -t 10.0.0.100:80 -r 10.0.0.6 -m -w 2\n"
+const testRules = "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.5 -m\n-a -t 10.0.0.100:80 -r 10.0.0.6 -m -w 2\n"
 
 // SIGHUP's reload: the difference applied and logged; a bad file refused
 // with its line, nothing changed.
 func TestReload(t *testing.T) {
-	d, _, log := newDirector(t, rules, Config{})
+	d, _, log := newDirector(t, testRules, Config{})
 	path := filepath.Join(t.TempDir(), "rules")
 	svc := d.NAT.Services()[0]
 	os.WriteFile(path, []byte("-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.5 -m -w 0\n"), 0o644)
@@ -110,7 +110,7 @@ func save(d *Director) string {
 
 // Drops are logged once per interval and reason, with the count.
 func TestDropLog(t *testing.T) {
-	d, peer, log := newDirector(t, rules, Config{DropLogInterval: 200 * time.Millisecond})
+	d, peer, log := newDirector(t, testRules, Config{DropLogInterval: 200 * time.Millisecond})
 	for range 50 {
 		f := make([]byte, 40)
 		f[0] = 0x15 // IP version 1
@@ -130,7 +130,7 @@ func TestDropLog(t *testing.T) {
 
 // The metrics listener serves the Prometheus text format.
 func TestMetrics(t *testing.T) {
-	d, _, _ := newDirector(t, rules, Config{Metrics: "127.0.0.1:0"})
+	d, _, _ := newDirector(t, testRules, Config{Metrics: "127.0.0.1:0"})
 	resp, err := http.Get("http://" + d.MetricsAddr().String() + "/metrics")
 	if err != nil {
 		t.Fatal(err)

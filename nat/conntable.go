@@ -6,9 +6,11 @@ package nat
 // table.go holds the packet path that uses them.
 
 import (
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"sync"
+	"time"
 )
 
 // key is a packed flow key: comparable, no pointers. Tailscale measured
@@ -233,8 +235,9 @@ func (t *Table) insert(c *Conn) bool {
 }
 
 // remove takes c out of the table and releases it from its dest's counts
-// and its template. Safe to call more than once.
-func (t *Table) remove(c *Conn) {
+// and its template, and reports whether it did: of two callers racing for
+// c, one gets true.
+func (t *Table) remove(c *Conn) bool {
 	ik, ok := c.inKey(), c.outKey()
 	si, hi := t.in.locate(&ik)
 	so, ho := t.out.locate(&ok)
@@ -251,10 +254,11 @@ func (t *Table) remove(c *Conn) {
 	so.mu.Unlock()
 	si.mu.Unlock()
 	if !removed {
-		return
+		return false
 	}
 	t.n.Add(-1)
 	t.unbind(c)
+	return true
 }
 
 // Sweep expires the connections of one shard whose time is up, and returns
@@ -272,13 +276,15 @@ func (t *Table) Sweep(now int64) int {
 		}
 	}
 	s.mu.RUnlock()
+	n := 0
 	for _, c := range dead {
-		// A packet may have refreshed it since.
-		if c.expires.Load() <= now {
-			t.remove(c)
+		// A packet may have refreshed it since, or another caller
+		// removed it: only what this call removed counts.
+		if c.expires.Load() <= now && t.remove(c) {
+			n++
 		}
 	}
-	n := len(dead) + t.sweepTemplates(i, now)
+	n += t.sweepTemplates(i, now)
 	if i == 0 {
 		t.sweepTrash(now)
 	}
@@ -327,4 +333,30 @@ func (t *Table) Lookup(proto uint8, src netip.AddrPort, dst netip.AddrPort) (*Co
 		return c, DirOut
 	}
 	return nil, DirIn
+}
+
+// expiryTick is how often RunExpiry sweeps a slice of the table: a
+// quarter of the shards every quarter second, so each connection is
+// looked at once a second (the kernel's timers are per connection; a
+// second's granularity is what the timeouts' whole seconds need) and no
+// pass locks the whole table.
+const expiryTick = 250 * time.Millisecond
+
+// RunExpiry expires connections, persistence templates and removed
+// servers until ctx is done. now is the clock in Unix nanoseconds, the
+// one the packets are processed with.
+func (t *Table) RunExpiry(ctx context.Context, now func() int64) {
+	tk := time.NewTicker(expiryTick)
+	defer tk.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tk.C:
+		}
+		n := now()
+		for range shardCount / int(time.Second/expiryTick) {
+			t.Sweep(n)
+		}
+	}
 }

@@ -295,9 +295,10 @@ func (t *Table) ExpireDest(d *Dest) int {
 		}
 		s.mu.RUnlock()
 		for _, c := range dead {
-			t.remove(c)
+			if t.remove(c) {
+				n++
+			}
 		}
-		n += len(dead)
 	}
 	t.tplMu.Lock()
 	defer t.tplMu.Unlock()

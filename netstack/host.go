@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -408,11 +409,21 @@ func (h *Host) EgressMTU(dst netip.Addr) int {
 	return 0
 }
 
-// sweepLoop expires connections a slice of the table at a time: a quarter
-// second per pass of 16 of the 64 shards, so each connection is looked at
-// once a second and no pass locks the whole table.
+// sweepLoop runs the table's expiry (nat.Table.RunExpiry) and, each
+// quarter second, the bypass's neighbour revalidation, until the host
+// closes.
 func (h *Host) sweepLoop() {
 	defer h.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	expired := make(chan struct{})
+	go func() {
+		defer close(expired)
+		h.nat.RunExpiry(ctx, h.cfg.Now)
+	}()
+	defer func() {
+		cancel()
+		<-expired
+	}()
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	for {
@@ -420,10 +431,6 @@ func (h *Host) sweepLoop() {
 		case <-h.done:
 			return
 		case <-t.C:
-			now := h.cfg.Now()
-			for range 16 {
-				h.nat.Sweep(now)
-			}
 			h.revalidate()
 		}
 	}

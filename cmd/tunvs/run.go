@@ -141,20 +141,12 @@ func cmdRun(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		// --check lines are health rules, the rest ipvsadm's; both keep
-		// the file's line numbers for errors.
-		ipvs, checkText := health.SplitRules(string(data))
-		c, ln, err := admin.ParseRulesLines(strings.NewReader(ipvs))
+		c, ln, err := admin.ReadRulesFile(string(data), &checks)
 		if err != nil {
 			return fmt.Errorf("%s: %w", *rulesFile, err)
 		}
 		cmds = append(cmds, c...)
 		lines = append(lines, ln...)
-		for i, l := range strings.Split(checkText, "\n") {
-			if err := checks.Line(l); err != nil {
-				return fmt.Errorf("%s: %w", *rulesFile, &health.LineError{Line: i + 1, Text: l, Err: err})
-			}
-		}
 	}
 	for i, l := range *ruleLines {
 		c, err := admin.Parse(strings.Fields(l))
@@ -170,6 +162,15 @@ func cmdRun(ctx context.Context, args []string) error {
 		if err := checks.Line(l); err != nil {
 			return usageError{fmt.Errorf("--check #%d %q: %w", i+1, l, err)}
 		}
+	}
+	// The rules and checks together, validated as one configuration.
+	want, err := admin.RulesOf(cmds, lines)
+	if err == nil {
+		want.Checks = checks.Config()
+		err = want.Validate()
+	}
+	if err != nil {
+		return fmt.Errorf("rules: %w", err)
 	}
 	to, err := parseTimeouts(*timeouts, *stateTimeouts)
 	if err != nil {

@@ -1,0 +1,102 @@
+package director
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
+)
+
+// The checks never run in these tests (an hour's warmup): only the
+// manager's life is looked at, not its probes.
+const checkLine = "--check -t 10.0.0.100:80 tcp warmup=3600 interval=3600\n"
+
+func withChecks(t *testing.T) (*Director, string) {
+	t.Helper()
+	var p health.Parser
+	if err := p.Line(checkLine); err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := newDirector(t, testRules, Config{Health: p.Config()})
+	if d.Health == nil {
+		t.Fatal("no health checks")
+	}
+	return d, filepath.Join(t.TempDir(), "rules")
+}
+
+// counters is every counter a refused reload must leave alone.
+func counters(d *Director) string {
+	var b strings.Builder
+	for _, s := range d.NAT.Services() {
+		fmt.Fprintf(&b, "%v %+v\n", s.AddrPort(), s.Stats.Snapshot())
+		for _, ds := range s.Dests() {
+			fmt.Fprintf(&b, "  %v %+v w%d\n", ds.AddrPort(), ds.Stats.Snapshot(), ds.Weight())
+		}
+	}
+	return b.String()
+}
+
+// A reload refused after the old checks were stopped (issue 14: "if that
+// fails, health stays off and the log says nothing changed") starts the
+// old checks again, says nothing changed, and changes nothing.
+func TestReloadFailureKeepsHealth(t *testing.T) {
+	d, path := withChecks(t)
+	os.WriteFile(path, []byte(testRules+"-a -t 10.0.0.100:80 -r 10.0.0.7 -m\n"+checkLine), 0o644)
+	testHookReload = func(diff rules.Diff) rules.Diff {
+		// What the table then refuses: the service vanished under the
+		// diff (it cannot, with the writer lock held; the hook makes it).
+		return append(diff, rules.Change{Kind: rules.DelServer,
+			Service: rules.Service{ServiceKey: nat.ServiceKey{Proto: nat.ProtoTCP, Addr: netipAddr("10.0.0.9"), Port: 80}}})
+	}
+	t.Cleanup(func() { testHookReload = nil })
+	before, beforeCounters := save(d), counters(d)
+	cmds, err := d.Reload(path)
+	if err == nil || !strings.Contains(err.Error(), "rules unchanged") {
+		t.Fatalf("reload: %v %v", cmds, err)
+	}
+	if save(d) != before || counters(d) != beforeCounters {
+		t.Errorf("a refused reload changed the table:\n%s", save(d))
+	}
+	d.mu.Lock()
+	h := d.Health
+	d.mu.Unlock()
+	if h == nil || len(h.Snapshot()) != 1 {
+		t.Fatal("health checking is off after a refused reload")
+	}
+}
+
+// A file refused by validation (a check naming a server the file does not
+// have) leaves the table byte-identical, its counters too, and the
+// running checks as they were.
+func TestReloadRefusedByteIdentical(t *testing.T) {
+	d, path := withChecks(t)
+	h := d.Health
+	before, beforeCounters := save(d), counters(d)
+	os.WriteFile(path, []byte("-A -t 10.0.0.100:80 -s wlc\n-a -t 10.0.0.100:80 -r 10.0.0.8 -m\n"+
+		"--check -t 10.0.0.100:80 -r 10.0.0.5:80 tcp\n"), 0o644)
+	if _, err := d.Reload(path); err == nil || !strings.Contains(err.Error(), "not a real server") {
+		t.Fatalf("reload: %v", err)
+	}
+	if save(d) != before || counters(d) != beforeCounters {
+		t.Errorf("a refused reload changed the table:\n%s", save(d))
+	}
+	if d.Health != h {
+		t.Error("a refused reload replaced the checks")
+	}
+	// And a good one replaces them.
+	os.WriteFile(path, []byte(testRules+checkLine), 0o644)
+	if _, err := d.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if d.Health == nil || d.Health == h {
+		t.Error("checks not restarted")
+	}
+}
+
+func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
