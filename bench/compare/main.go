@@ -82,6 +82,7 @@ var workloads = []struct{ key, label, unit string }{
 	{"http_keepalive", "HTTP keep-alive", "req/s"},
 	{"lat_p50", "latency p50 @ fixed rate", "µs"},
 	{"lat_p99", "latency p99 @ fixed rate", "µs"},
+	{"lat_missed", "latency: requests missed (failed or not sent)", "%"},
 	{"rss_mb", "director peak RSS", "MB"},
 	{"cpu_s", "director CPU", "s"},
 	{"flows_held", "flows held (of -flows, fresh director)", "k"},
@@ -92,13 +93,13 @@ var workloads = []struct{ key, label, unit string }{
 	{"flows_gogc_hwm_mb", "director peak RSS at the flows held, GOGC=?", "MB"},
 }
 
-var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
+var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "lat_missed": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
 	"flows_rss_mb": true, "flows_hwm_mb": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
 // notCharted are the table's rows that explain another row rather than
 // compare the directors: the chart leaves them out.
 // The flows rows have no kernel figure to be a ratio to either.
-var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true,
+var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true, "lat_missed": true,
 	"flows_held": true, "flows_rss_mb": true, "flows_hwm_mb": true,
 	"flows_gogc_held": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
