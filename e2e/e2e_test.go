@@ -95,7 +95,8 @@ type opts struct {
 
 func bin(name string) string { return filepath.Join(os.Getenv(envBin), name) }
 
-func setup(t *testing.T, o opts) *env {
+// newEnv starts a topology in the sandbox, torn down when the test ends.
+func newEnv(t *testing.T) *env {
 	t.Helper()
 	if err := netns.CheckTUN(); err != nil {
 		t.Fatalf("the director needs /dev/net/tun: %v", err)
@@ -106,6 +107,35 @@ func setup(t *testing.T, o opts) *env {
 	}
 	e := &env{t: t, topo: topo, log: &lockedBuffer{}}
 	t.Cleanup(func() { e.close() })
+	return e
+}
+
+// startDaemon runs tunvs with args in the sandbox's own namespace and
+// waits for it to create devs there.
+func (e *env) startDaemon(args []string, devs ...string) {
+	t := e.t
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	e.daemon = exec.CommandContext(ctx, bin("tunvs"), args...)
+	e.daemon.Stdout, e.daemon.Stderr = e.log, e.log
+	e.daemon.Cancel = func() error { return e.daemon.Process.Signal(os.Interrupt) }
+	e.daemon.WaitDelay = 5 * time.Second
+	if err := e.daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dev := range devs {
+		if err := netns.WaitLink(e.topo.Root(), dev, 10*time.Second); err != nil {
+			t.Fatalf("director did not create %s: %v\n%s", dev, err, e.log)
+		}
+	}
+}
+
+func setup(t *testing.T, o opts) *env {
+	t.Helper()
+	e := newEnv(t)
+	topo := e.topo
+	var err error
 	if o.clientMTU == 0 {
 		o.clientMTU = 1500
 	}
@@ -153,20 +183,7 @@ func setup(t *testing.T, o opts) *env {
 		)
 	}
 	args = append(args, o.extra...)
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	e.daemon = exec.CommandContext(ctx, bin("tunvs"), args...)
-	e.daemon.Stdout, e.daemon.Stderr = e.log, e.log
-	e.daemon.Cancel = func() error { return e.daemon.Process.Signal(os.Interrupt) }
-	e.daemon.WaitDelay = 5 * time.Second
-	if err := e.daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	for _, dev := range []string{"tvc", "tvr1", "tvr2"} {
-		if err := netns.WaitLink(topo.Root(), dev, 10*time.Second); err != nil {
-			t.Fatalf("director did not create %s: %v\n%s", dev, err, e.log)
-		}
-	}
+	e.startDaemon(args, "tvc", "tvr1", "tvr2")
 	// The TUN devices move into the hosts; the director keeps their fds.
 	must := func(err error) {
 		t.Helper()
