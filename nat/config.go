@@ -17,19 +17,9 @@ const DefaultScheduler = rules.DefaultScheduler
 // reloads and the health checks all take it here, so no change
 // interleaves with another.
 //
-// Lock order, outermost first (a lock may be taken while holding those
-// above it, never the other way round):
-//
-//	cfgMu       the writer lock (Update, Apply)
-//	Service.mu  a service's scheduler and server list
-//	Dest.dstMu  a server's overload flag
-//	trashMu     removed servers
-//	tplMu       persistence templates
-//	in shard, then out shard (insert, remove), then Conn.mu
-//
-// The packet path takes no configuration lock: it reads the service index
-// through an atomic pointer, and takes Service.mu only to schedule a new
-// connection.
+// The lock order, cfgMu first, is written in doc.go. The packet path
+// takes no configuration lock: it reads the service index through an
+// atomic pointer, and takes Service.mu only to schedule a new connection.
 
 // Tx is the table under its writer lock, for the duration of an Update.
 type Tx struct {

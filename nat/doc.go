@@ -15,8 +15,9 @@
 // client network, listed with the connections), real servers may have
 // connection thresholds (-x/-y, the overload flag), UDP services may
 // schedule each datagram on its own (--ops), and the sysctls
-// expire_nodest_conn, expire_quiescent_template and conn_reuse_mode are
-// Config fields with the kernel's defaults. Removed real servers behave as
+// expire_nodest_conn, expire_quiescent_template and conn_reuse_mode have
+// the kernel's defaults (Config fields at start, rules.SysctlTable's
+// knobs later). Removed real servers behave as
 // in Linux 6.1: their connections stay until they expire but client
 // packets of them are dropped, and adding the server back revives it.
 //
@@ -24,8 +25,16 @@
 // hands it packets at ingress, before the routing decision (where IPVS
 // hooks in), and routes what it returns.
 //
-// Lock order: Service.mu, then table shards of the "in" table, then shards
-// of the "out" table, then Table.tplMu (templates), Table.trashMu and a
-// Dest's dstMu; a Conn's own mu is taken last and never held while taking
-// another lock.
+// The configuration is a rules.Rules value: Table.Rules reads it, and
+// Table.Apply (or Table.Update, for a read and a change in one step)
+// changes it by a rules.Diff, checked whole before anything is touched.
+// Every writer goes through them: tunvsadm, rules files, reloads, the
+// health checks. Table.RunExpiry expires connections on the caller's
+// clock.
+//
+// Lock order: Table.cfgMu (the writer lock of Update and Apply), then
+// Service.mu, then table shards of the "in" table, then shards of the
+// "out" table, then Table.tplMu (templates), Table.trashMu and a Dest's
+// dstMu; a Conn's own mu is taken last and never held while taking
+// another lock. The packet path never takes cfgMu.
 package nat

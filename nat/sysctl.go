@@ -1,5 +1,7 @@
 package nat
 
+import "github.com/tunvs/tunvs/rules"
+
 // The IPVS sysctls the table has: rules.SysctlTable names them, with their
 // defaults and ranges; here is how each is read and set. A new knob is a
 // row in both (TestSysctlTable checks they match).
@@ -43,4 +45,9 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// setSysctl sets a knob through Apply, as every change goes.
+func (t *Table) setSysctl(name string, v int) {
+	_ = t.apply1(rules.Change{Kind: rules.SetSysctl, Sysctl: name, Value: v})
 }

@@ -181,21 +181,23 @@ func New(cfg Config) *Table {
 func (t *Table) ExpireNodestConn() bool { return t.expireNodest.Load() }
 
 // SetExpireNodestConn sets expire_nodest_conn.
-func (t *Table) SetExpireNodestConn(on bool) { t.expireNodest.Store(on) }
+func (t *Table) SetExpireNodestConn(on bool) { t.setSysctl("expire_nodest_conn", b2i(on)) }
 
 // ExpireQuiescentTemplate is the current expire_quiescent_template.
 func (t *Table) ExpireQuiescentTemplate() bool { return t.expireQuiesTpl.Load() }
 
 // SetExpireQuiescentTemplate sets expire_quiescent_template.
-func (t *Table) SetExpireQuiescentTemplate(on bool) { t.expireQuiesTpl.Store(on) }
+func (t *Table) SetExpireQuiescentTemplate(on bool) {
+	t.setSysctl("expire_quiescent_template", b2i(on))
+}
 
 // ConnReuseMode is the current conn_reuse_mode, as the sysctl shows it
 // (0: off, 1: the default).
 func (t *Table) ConnReuseMode() int { return int(t.connReuseMode.Load()) }
 
 // SetConnReuseMode sets conn_reuse_mode to the sysctl value m (0 turns
-// reuse off; negative values count as 0).
-func (t *Table) SetConnReuseMode(m int) { t.connReuseMode.Store(int32(max(m, 0))) }
+// reuse off; values outside the knob's 0..3 are clamped).
+func (t *Table) SetConnReuseMode(m int) { t.setSysctl("conn_reuse_mode", min(max(m, 0), 3)) }
 
 // Timeouts returns the current timeouts.
 func (t *Table) Timeouts() Timeouts { return *t.timeouts.Load() }
