@@ -20,6 +20,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/tunvs/tunvs/internal/clock"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
@@ -125,10 +126,11 @@ func (r *rs) stop() {
 }
 
 // testLab is the lab with a TCP and a UDP service on VIP:8080 whose real
-// servers are the test's.
+// servers are the test's, and the manual clock the checks run on.
 type testLab struct {
 	*lab.Lab
-	rs []*rs
+	rs    []*rs
+	clock *clock.Manual
 }
 
 func newTestLab(t *testing.T, servers int) *testLab {
@@ -138,7 +140,7 @@ func newTestLab(t *testing.T, servers int) *testLab {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	tl := &testLab{Lab: l}
+	tl := &testLab{Lab: l, clock: clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))}
 	for _, proto := range []uint8{nat.ProtoTCP, nat.ProtoUDP} {
 		if _, err := l.NAT().AddService(nat.ServiceConfig{Proto: proto, Addr: lab.VIP, Port: testPort, Scheduler: "rr"}); err != nil {
 			t.Fatal(err)
@@ -160,6 +162,7 @@ func (tl *testLab) opts(t *testing.T, events chan<- Event) Options {
 		Table: tl.NAT(),
 		Stack: tl.Director.Host.Stack(),
 		Log:   zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel),
+		Clock: tl.clock,
 		OnEvent: func(e Event) {
 			if events != nil {
 				select {
@@ -207,20 +210,64 @@ func (tl *testLab) get(ctx context.Context) (string, error) {
 	return string(b), nil
 }
 
-// waitEvent waits for an event of a type about a server.
-func waitEvent(t *testing.T, ch <-chan Event, typ EventType, server netip.AddrPort, within time.Duration) Event {
+// settleTimeout bounds, in real time, how long a test waits for the check
+// goroutines to finish reacting to a tick (a probe is real network I/O or
+// a process). It guards against a hang; no assertion depends on it.
+const settleTimeout = 30 * time.Second
+
+// settle waits until all n checks have run what the clock made due and
+// armed their next timers: from then on nothing happens until the clock
+// moves.
+func (tl *testLab) settle(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.After(within)
+	if !tl.clock.WaitArmed(n, settleTimeout) {
+		t.Fatalf("only %d of %d checks waiting for their next turn after %v", tl.clock.Armed(), n, settleTimeout)
+	}
+}
+
+// tick lets the n checks settle, moves the clock d forward and lets them
+// run what fell due.
+func (tl *testLab) tick(t *testing.T, n int, d time.Duration) {
+	t.Helper()
+	tl.settle(t, n)
+	tl.clock.Advance(d)
+	tl.settle(t, n)
+}
+
+// nextEvent returns the first event of a type about a server (any server
+// if server is zero) that has already been delivered, skipping others; ok
+// is false if there is none.
+func nextEvent(ch <-chan Event, typ EventType, server netip.AddrPort) (e Event, ok bool) {
 	for {
 		select {
 		case e := <-ch:
 			if e.Type == typ && (!server.IsValid() || e.Server == server) {
-				return e
+				return e, true
 			}
-		case <-deadline:
-			t.Fatalf("no %s event for %v within %v", typ, server, within)
+		default:
+			return Event{}, false
 		}
 	}
+}
+
+// waitEvent ticks the clock by interval, at most ticks times, until an
+// event of a type about a server has been delivered, and returns it and
+// the clock time it took.
+func (tl *testLab) waitEvent(t *testing.T, n int, ch <-chan Event, typ EventType, server netip.AddrPort, interval time.Duration, ticks int) (Event, time.Duration) {
+	t.Helper()
+	tl.settle(t, n)
+	from := tl.clock.Now()
+	for range ticks {
+		if e, ok := nextEvent(ch, typ, server); ok {
+			return e, tl.clock.Now().Sub(from)
+		}
+		tl.tick(t, n, interval)
+	}
+	if e, ok := nextEvent(ch, typ, server); ok {
+		return e, tl.clock.Now().Sub(from)
+	}
+	t.Fatalf("no %s event for %v within %d ticks of %v", typ, server, ticks, interval)
+	return Event{}, 0
 }
 
 func waitFor(t *testing.T, within time.Duration, what string, f func() bool) {

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/tunvs/tunvs/internal/clock"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/rules"
 )
@@ -42,6 +43,11 @@ type Options struct {
 	// OnEvent, if set, is called (from the checking goroutine) with
 	// every event after it is logged. It must not block.
 	OnEvent func(Event)
+	// Clock schedules the checks (warm-up, interval) and stamps events
+	// and state changes; nil is the real clock. A check's own Timeout is
+	// a real deadline whatever the clock: it bounds network I/O and a
+	// process, which run on real time.
+	Clock clock.Clock
 }
 
 // EventType is what happened.
@@ -140,6 +146,7 @@ func New(cfg Config, o Options) (*Manager, error) {
 	if err := r.ValidateChecks(cfg); err != nil {
 		return nil, err
 	}
+	o.Clock = clock.Or(o.Clock)
 	m := &Manager{opts: o, log: o.Log.With().Str("component", "health").Logger()}
 	for _, sc := range cfg.Services {
 		name := svcName(sc.Proto, sc.VIP)
@@ -282,16 +289,16 @@ func (m *Manager) Restore() {
 
 func (ss *serverState) loop(ctx context.Context) {
 	defer ss.svc.m.wg.Done()
-	wait := ss.check.Warmup
-	t := time.NewTimer(wait)
+	clk := ss.svc.m.opts.Clock
+	t := clk.NewTimer(ss.check.Warmup)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
-		start := time.Now()
+		start := clk.Now()
 		cctx, cancel := context.WithTimeout(ctx, ss.check.Timeout)
 		r := ss.prober.probe(cctx)
 		cancel()
@@ -299,7 +306,7 @@ func (ss *serverState) loop(ctx context.Context) {
 			return
 		}
 		ss.svc.record(ss, r, start)
-		t.Reset(max(0, ss.check.Interval-time.Since(start)))
+		t.Reset(max(0, ss.check.Interval-clk.Now().Sub(start)))
 	}
 }
 
@@ -380,7 +387,7 @@ func (st *svcState) change(addr netip.AddrPort, f func(cur *rules.Server) (rules
 func (ss *serverState) setDown(reason string) {
 	st := ss.svc
 	ss.up = false
-	ss.lastChange = time.Now()
+	ss.lastChange = st.m.opts.Clock.Now()
 	ss.downs++
 	st.m.Stats.Downs.Add(1)
 	w := -1
@@ -431,7 +438,7 @@ func (ss *serverState) setDown(reason string) {
 func (ss *serverState) setUp() {
 	st := ss.svc
 	ss.up = true
-	ss.lastChange = time.Now()
+	ss.lastChange = st.m.opts.Clock.Now()
 	ss.ups++
 	st.m.Stats.Ups.Add(1)
 	w := ss.restore()
@@ -539,7 +546,7 @@ func (st *svcState) delSorry() {
 
 // event logs an event and hands it to OnEvent.
 func (st *svcState) event(e Event) {
-	e.Time = time.Now()
+	e.Time = st.m.opts.Clock.Now()
 	e.Service = st.name
 	l := st.m.log
 	var ev *zerolog.Event

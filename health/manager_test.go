@@ -16,9 +16,13 @@ import (
 	"github.com/tunvs/tunvs/nat"
 )
 
+// The checks run on the test lab's manual clock, so the interval costs no
+// time and the tests assert exact clock times. The timeout is real (it
+// bounds a probe's network I/O): a UDP check of a stopped server waits it
+// out, and a check that passes must finish within it on a loaded machine.
 const (
-	tInterval = 100 * time.Millisecond
-	tTimeout  = 80 * time.Millisecond
+	tInterval = time.Second
+	tTimeout  = 250 * time.Millisecond
 )
 
 // A TCP check with inhibit: the server that stops listening gets weight 0
@@ -38,18 +42,18 @@ func TestInhibitAndRecover(t *testing.T) {
 	defer m.Stop()
 	rs1 := tl.rs[0]
 	d1 := tl.dest(t, nat.ProtoTCP, rs1.addr)
-	time.Sleep(3 * tInterval)
+	for range 3 {
+		tl.tick(t, 2, tInterval)
+	}
 	if d1.Weight() != 1 {
 		t.Fatalf("weight %d before the failure", d1.Weight())
 	}
 
-	stopped := time.Now()
 	rs1.stop()
-	e := waitEvent(t, events, EventDown, rs1.addr, 3*tInterval+time.Second)
-	took := time.Since(stopped)
+	e, took := tl.waitEvent(t, 2, events, EventDown, rs1.addr, tInterval, 3)
 	t.Logf("down after %v: %+v", took, e)
-	if took > 4*tInterval+200*time.Millisecond {
-		t.Errorf("down after %v, want about fall × interval = %v", took, 3*tInterval)
+	if took != 3*tInterval {
+		t.Errorf("down after %v, want fall × interval = %v", took, 3*tInterval)
 	}
 	if d1.Weight() != 0 || e.Weight != 0 || !strings.Contains(e.Reason, "refused") {
 		t.Errorf("weight %d, event %+v", d1.Weight(), e)
@@ -69,7 +73,7 @@ func TestInhibitAndRecover(t *testing.T) {
 		t.Errorf("tunvsadm -L:\n%s", list.String())
 	}
 	list.Reset()
-	List(&list, m.Snapshot(), time.Now())
+	List(&list, m.Snapshot(), tl.clock.Now())
 	t.Logf("health listing:\n%s", list.String())
 	if !strings.Contains(list.String(), "-> 172.16.1.5:8080         tcp     DOWN   1 ") {
 		t.Errorf("health listing:\n%s", list.String())
@@ -79,13 +83,11 @@ func TestInhibitAndRecover(t *testing.T) {
 		t.Errorf("json %s %v", js, err)
 	}
 
-	restarted := time.Now()
 	rs1.start()
-	e = waitEvent(t, events, EventUp, rs1.addr, 2*tInterval+time.Second)
-	took = time.Since(restarted)
+	e, took = tl.waitEvent(t, 2, events, EventUp, rs1.addr, tInterval, 2)
 	t.Logf("up after %v: %+v", took, e)
-	if took > 3*tInterval+200*time.Millisecond {
-		t.Errorf("up after %v, want about rise × interval = %v", took, 2*tInterval)
+	if took != 2*tInterval {
+		t.Errorf("up after %v, want rise × interval = %v", took, 2*tInterval)
 	}
 	if d1.Weight() != 1 || e.Weight != 1 {
 		t.Errorf("weight %d after recovery", d1.Weight())
@@ -114,8 +116,9 @@ func TestHTTPStatusRemove(t *testing.T) {
 	}
 	m.Start()
 	defer m.Stop()
+	tl.settle(t, 2)
 	rs1.status.Store(500)
-	e := waitEvent(t, events, EventDown, rs1.addr, 2*tInterval+time.Second)
+	e, _ := tl.waitEvent(t, 2, events, EventDown, rs1.addr, tInterval, 2)
 	if !strings.Contains(e.Reason, "status 500") {
 		t.Errorf("reason %q", e.Reason)
 	}
@@ -123,7 +126,7 @@ func TestHTTPStatusRemove(t *testing.T) {
 		t.Fatal("the failed server is still in the service")
 	}
 	rs1.status.Store(200)
-	waitEvent(t, events, EventUp, rs1.addr, 2*tInterval+time.Second)
+	tl.waitEvent(t, 2, events, EventUp, rs1.addr, tInterval, 2)
 	d := tl.dest(t, nat.ProtoTCP, rs1.addr)
 	if d == nil || d.Weight() != 3 {
 		t.Fatalf("after recovery: %v", d)
@@ -146,13 +149,14 @@ func TestQuorumAndSorry(t *testing.T) {
 	}
 	m.Start()
 	defer m.Stop()
+	tl.settle(t, 2)
 	tl.rs[0].stop()
-	waitEvent(t, events, EventDown, tl.rs[0].addr, time.Second)
+	tl.waitEvent(t, 2, events, EventDown, tl.rs[0].addr, tInterval, 2)
 	if s := m.Snapshot()[0]; !s.QuorumUp || s.SorryActive || s.LiveWeight != 1 {
 		t.Errorf("one server down: %+v", s)
 	}
 	tl.rs[1].stop()
-	e := waitEvent(t, events, EventQuorumLost, netip.AddrPort{}, time.Second)
+	e, _ := tl.waitEvent(t, 2, events, EventQuorumLost, netip.AddrPort{}, tInterval, 2)
 	if e.Weight != 0 {
 		t.Errorf("event %+v", e)
 	}
@@ -164,11 +168,9 @@ func TestQuorumAndSorry(t *testing.T) {
 		t.Fatalf("sorry server not in the pool: %v", d)
 	}
 	tl.rs[1].start()
-	waitEvent(t, events, EventQuorumUp, netip.AddrPort{}, time.Second)
-	// The event comes before the sorry server is taken out.
-	for deadline := time.Now().Add(time.Second); tl.dest(t, nat.ProtoTCP, sorry) != nil && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	tl.waitEvent(t, 2, events, EventQuorumUp, netip.AddrPort{}, tInterval, 1)
+	// The event comes before the sorry server is taken out, within the
+	// same check's record, which the tick waited for.
 	if d := tl.dest(t, nat.ProtoTCP, sorry); d != nil {
 		t.Error("sorry server still in the pool")
 	}
@@ -197,12 +199,16 @@ func TestMiscDynamicAlphaRestore(t *testing.T) {
 	if d := tl.dest(t, nat.ProtoTCP, rs2); d.Weight() != 0 {
 		t.Errorf("alpha server has weight %d at start", d.Weight())
 	}
-	// (Forking a shell can take longer than a short timeout on a loaded
+	// (Forking a shell can take longer than the timeout on a loaded
 	// machine; a failed run would bring the weight back by an up event
-	// instead, so the test watches the table.)
-	waitFor(t, 3*time.Second, "dynamic weight 4", func() bool {
-		return tl.dest(t, nat.ProtoTCP, rs1).Weight() == 4
-	})
+	// instead, so the test watches the table, for up to three checks.)
+	tl.settle(t, 2)
+	for i := 0; tl.dest(t, nat.ProtoTCP, rs1).Weight() != 4; i++ {
+		if i == 3 {
+			t.Fatalf("dynamic weight %d after %d checks, want 4", tl.dest(t, nat.ProtoTCP, rs1).Weight(), i+1)
+		}
+		tl.tick(t, 2, time.Second)
+	}
 	m.Stop()
 	m.Restore()
 	if w := tl.dest(t, nat.ProtoTCP, rs2).Weight(); w != 1 {
@@ -239,8 +245,9 @@ func TestExpireCalled(t *testing.T) {
 	}
 	m.Start()
 	defer m.Stop()
+	tl.settle(t, 2)
 	tl.rs[0].stop()
-	waitEvent(t, events, EventDown, tl.rs[0].addr, time.Second)
+	tl.waitEvent(t, 2, events, EventDown, tl.rs[0].addr, tInterval, 2)
 	fe.mu.Lock()
 	got := append([]netip.AddrPort(nil), fe.dests...)
 	fe.mu.Unlock()
@@ -260,7 +267,7 @@ func TestNoLeaks(t *testing.T) {
 	baseG := runtime.NumGoroutine()
 	baseEP := len(st.RegisteredEndpoints())
 	fast := func(c Check) *Check {
-		c.Interval, c.Timeout, c.Fall, c.Rise = 10*time.Millisecond, 8*time.Millisecond, 1, 1
+		c.Interval, c.Timeout, c.Fall, c.Rise = tInterval, tTimeout, 1, 1
 		return &c
 	}
 	cfg := Config{Services: []ServiceConfig{
@@ -281,7 +288,17 @@ func TestNoLeaks(t *testing.T) {
 			t.Fatal(err)
 		}
 		m.Start()
-		time.Sleep(time.Duration(i%4) * 15 * time.Millisecond) // stop before, during and after checks
+		// Stop during the first checks, after them, during the
+		// second ones and after them.
+		switch i % 4 {
+		case 1:
+			tl.settle(t, 4)
+		case 2:
+			tl.settle(t, 4)
+			tl.clock.Advance(tInterval)
+		case 3:
+			tl.tick(t, 4, tInterval)
+		}
 		maxEP = max(maxEP, len(st.RegisteredEndpoints()))
 		m.Stop()
 		m.Restore()
