@@ -50,7 +50,7 @@ func (t *Table) schedule(svc *Service, p *Packet, src, dst netip.Addr, now int64
 	defer svc.mu.Unlock()
 	cfg := &svc.cfg
 	sr := schedResult{ops: cfg.OnePacket && p.Proto == ProtoUDP}
-	svc.flow = sched.Flow{Proto: p.Proto, Src: src, SrcPort: p.SrcPort, Dst: dst, DstPort: p.DstPort}
+	svc.flow = sched.Flow{Proto: p.Proto, Src: src, SrcPort: p.SrcPort, Dst: dst, DstPort: p.DstPort, Now: now}
 	if cfg.Persistent {
 		t.schedPersistLocked(svc, p, src, dst, now, &sr)
 		return sr

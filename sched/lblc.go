@@ -25,11 +25,12 @@ import (
 // to a goal of entries unused for 6 minutes, bucket by bucket from a
 // rover. lblcr also shrinks a set of more than one server by its most
 // loaded member when the set has not changed for the expiration time.
-// Here the timer is replayed lazily from an injectable clock: before each
-// Update and Pick every run due by then is made at its own time, which
-// gives the table the kernel's contents at every pick. The runs start 60 s
-// after the scheduler first sees a clock reading (its first Update), as
-// the kernel's start at init_svc.
+// Here the timer is replayed lazily from the NAT table's clock (the time
+// of the packet being scheduled, Flow.Now; Update, which has no packet,
+// reads the last one): before each Update and Pick every run due by then
+// is made at its own time, which gives the table the kernel's contents at
+// every pick. The runs start 60 s after the scheduler first sees a clock
+// reading, as the kernel's start at init_svc.
 //
 // Servers are identified by address and port. The kernel's entries hold a
 // reference to the server's struct, which keeps a deleted server in the
@@ -78,8 +79,10 @@ type lblcScheduler struct {
 	// at maps a listed server's address and port to its index.
 	at map[netip.AddrPort]int
 
-	// now is the clock; tests replace it.
-	now func() time.Time
+	// now is the clock: by default the time of the last packet picked
+	// for (seen); tests replace it.
+	now  func() time.Time
+	seen time.Time
 	// expiration is the lblc_expiration / lblcr_expiration sysctl.
 	expiration time.Duration
 
@@ -94,13 +97,14 @@ type lblcScheduler struct {
 }
 
 func newLBLC(replicate bool) *lblcScheduler {
-	return &lblcScheduler{
+	s := &lblcScheduler{
 		replicate:  replicate,
 		at:         map[netip.AddrPort]int{},
-		now:        time.Now,
 		expiration: lblcDefaultExpiration,
 		counter:    1,
 	}
+	s.now = func() time.Time { return s.seen }
+	return s
 }
 
 // Name returns "lblc" or "lblcr".
@@ -122,8 +126,12 @@ func (s *lblcScheduler) Update(dests []Dest) {
 	}
 }
 
-// advance makes the expiry runs due by now.
+// advance makes the expiry runs due by now; a zero time (no packet yet)
+// is no reading.
 func (s *lblcScheduler) advance(now time.Time) {
+	if now.IsZero() {
+		return
+	}
 	if !s.started {
 		s.started = true
 		s.nextCheck = now.Add(lblcCheckInterval)
@@ -246,6 +254,9 @@ func (s *lblcScheduler) overloaded(d Dest) bool {
 func (s *lblcScheduler) Pick(f *Flow) int {
 	if f == nil {
 		f = &zeroFlow
+	}
+	if f.Now != 0 {
+		s.seen = time.Unix(0, f.Now)
 	}
 	now := s.now()
 	s.advance(now)

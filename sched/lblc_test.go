@@ -420,3 +420,32 @@ func TestLBLCR(t *testing.T) {
 		},
 	})
 }
+
+// Without a test clock, lblc runs on the table's: the time of the packet
+// being scheduled. Before any packet it has no reading, and its expiry
+// runs start 60 s after the first packet's time, not the machine's.
+func TestLBLCRunsOnFlowTime(t *testing.T) {
+	for _, name := range []string{"lblc", "lblcr"} {
+		s := newLBLC(name == "lblcr")
+		s.Update([]Dest{newDest("A", 1, 1)})
+		if s.started {
+			t.Fatalf("%s: the expiry runs started without a packet", name)
+		}
+		t0 := time.Date(2020, 5, 1, 12, 0, 0, 0, time.UTC)
+		f := to("10.9.0.1")
+		f.Now = t0.UnixNano()
+		if s.Pick(&f) != 0 {
+			t.Fatalf("%s: no server", name)
+		}
+		if !s.started || !s.nextCheck.Equal(t0.Add(lblcCheckInterval)) {
+			t.Fatalf("%s: next run at %v, want %v", name, s.nextCheck, t0.Add(lblcCheckInterval))
+		}
+		// Update reads the last packet's time: 10 runs later by it.
+		f.Now = t0.Add(10*lblcCheckInterval + time.Second).UnixNano()
+		s.Pick(&f)
+		s.Update([]Dest{newDest("A", 1, 1)})
+		if want := t0.Add(11 * lblcCheckInterval); !s.nextCheck.Equal(want) {
+			t.Fatalf("%s: next run at %v, want %v", name, s.nextCheck, want)
+		}
+	}
+}

@@ -39,13 +39,17 @@ type Dest interface {
 }
 
 // Flow describes the connection being scheduled, for the hashing
-// schedulers.
+// schedulers, and when: the schedulers that keep time (lblc, lblcr) run on
+// the NAT table's clock, not their own.
 type Flow struct {
 	Proto   uint8
 	Src     netip.Addr
 	SrcPort uint16
 	Dst     netip.Addr
 	DstPort uint16
+	// Now is the time of the packet being scheduled, in Unix nanoseconds
+	// on the clock the table processes packets with; 0: unknown.
+	Now int64
 }
 
 // Scheduler picks a real server for a new connection.
