@@ -15,8 +15,12 @@ import (
 // is signalled on wrote. pkt and g are set between rounds only (the
 // channel operations order them). kind is KindTUN unless set; with out
 // set, the last packet of each write is copied there (outLen bytes) and
-// its offload state kept in outG, before wrote is signalled.
+// its offload state kept in outG, before wrote is signalled. With frames
+// set, each packet written is sent there as a copy instead, and wrote is
+// not signalled (for writes the stack makes on its own, which may come
+// in any number).
 type replayGSO struct {
+	frames chan []byte
 	name   string
 	kind   tun.Kind
 	pkt    []byte
@@ -50,6 +54,9 @@ func (d *replayGSO) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 func (d *replayGSO) WriteGSO(bufs [][]byte, gso []tun.GSO, offset int) (int, error) {
+	if d.frames != nil {
+		return d.Write(bufs, offset)
+	}
 	if d.out != nil && len(bufs) > 0 {
 		d.outLen = copy(d.out, bufs[len(bufs)-1][offset:])
 		d.outG = gso[len(bufs)-1]
@@ -59,6 +66,12 @@ func (d *replayGSO) WriteGSO(bufs [][]byte, gso []tun.GSO, offset int) (int, err
 }
 
 func (d *replayGSO) Write(bufs [][]byte, offset int) (int, error) {
+	if d.frames != nil {
+		for _, b := range bufs {
+			d.frames <- append([]byte(nil), b[offset:]...)
+		}
+		return len(bufs), nil
+	}
 	if d.out != nil && len(bufs) > 0 {
 		d.outLen = copy(d.out, bufs[len(bufs)-1][offset:])
 		d.outG = tun.GSO{}

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
+	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
@@ -108,6 +110,31 @@ func (r *bypassRig) neighbour(nic, addr string, mac [6]byte) {
 	a := netip.MustParseAddr(addr).As4()
 	if err := r.h.Stack().AddStaticNeighbor(r.nicID(nic), ipv4.ProtocolNumber, tcpip.AddrFrom4(a), tcpip.LinkAddress(mac[:])); err != nil {
 		r.t.Fatalf("add neighbour %s: %v", addr, err)
+	}
+}
+
+// neighbourState is the state of addr's entry on the NIC "lan" (Unknown
+// when it has none).
+func (r *bypassRig) neighbourState(addr netip.Addr) stack.NeighborState {
+	ns, err := r.h.Stack().Neighbors(r.nicID("lan"), ipv4.ProtocolNumber)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, n := range ns {
+		if n.Addr == tcpip.AddrFrom4(addr.As4()) {
+			return n.State
+		}
+	}
+	return stack.Unknown
+}
+
+// waitNeighbour waits, up to 5 s, for addr's entry to reach state.
+func (r *bypassRig) waitNeighbour(addr netip.Addr, state stack.NeighborState) {
+	r.t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); r.neighbourState(addr) != state; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("neighbour %v is %v, want %v", addr, r.neighbourState(addr), state)
+		}
 	}
 }
 
@@ -304,5 +331,103 @@ func BenchmarkBypass(b *testing.B) {
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/packet")
 			})
 		}
+	}
+}
+
+// TestTAPBypassRevalidates is the bypass's life with a neighbour whose
+// MAC changes without a word: learnt by ARP, the entry goes STALE (no
+// confirmation for a reachable time); the bypass, which keeps using it,
+// makes the stack probe it by unicast ARP as a kernel does; unanswered,
+// the entry is given up, the next packet goes through the stack, whose
+// broadcast ARP finds the new MAC, and the bypass goes on with it.
+func TestTAPBypassRevalidates(t *testing.T) {
+	r := newBypassRig(t, tun.KindTAP, true)
+	h := r.h
+	lan := r.in
+	lan.frames = make(chan []byte, 64)
+	// A short NUD life (the sweep that sends the stale entries for
+	// confirmation runs every 250 ms).
+	if err := h.Stack().RemoveNeighbor(r.nicID("lan"), ipv4.ProtocolNumber, tcpip.AddrFrom4(rsAddr.As4())); err != nil {
+		t.Fatal(err)
+	}
+	nud := stack.DefaultNUDConfigurations()
+	nud.BaseReachableTime, nud.LearnBaseReachableTime = 300*time.Millisecond, false
+	nud.MinRandomFactor, nud.MaxRandomFactor = 1, 1
+	nud.RetransmitTimer, nud.LearnRetransmitTimer = 100*time.Millisecond, false
+	nud.DelayFirstProbeTime = 50 * time.Millisecond
+	if err := h.Stack().SetNUDConfigurations(r.nicID("lan"), ipv4.ProtocolNumber, nud); err != nil {
+		t.Fatal(err)
+	}
+	kick := func(f []byte) {
+		lan.pkt, lan.g = f, tun.GSO{}
+		lan.kick <- struct{}{}
+	}
+	// next returns the next frame written that match accepts, within 5 s.
+	next := func(what string, match func(f []byte) bool) []byte {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case f := <-lan.frames:
+				if match(f) {
+					return f
+				}
+			case <-deadline:
+				t.Fatalf("no %s written", what)
+			}
+		}
+	}
+	isARP := func(dst [6]byte) func([]byte) bool {
+		return func(f []byte) bool {
+			return len(f) >= 42 && [6]byte(f[0:6]) == dst && binary.BigEndian.Uint16(f[12:]) == 0x0806 &&
+				binary.BigEndian.Uint16(f[20:]) == 1 && netip.AddrFrom4([4]byte(f[38:42])) == rsAddr
+		}
+	}
+	isIPTo := func(dst [6]byte) func([]byte) bool {
+		return func(f []byte) bool {
+			return len(f) >= 34 && [6]byte(f[0:6]) == dst && binary.BigEndian.Uint16(f[12:]) == 0x0800 && ipDst(f[14:]) == gRS.Addr()
+		}
+	}
+	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	seq := uint32(100)
+	fromClient := func(flags uint8, payload string) {
+		kick(r.frame(r.inMAC, r.peerIn, ordinary(gCli, gVIP, flags, seq, []byte(payload)).pkt))
+		seq += uint32(len(payload))
+		if flags&nattest.SYN != 0 {
+			seq++
+		}
+	}
+
+	// Learnt by ARP: the SYN waits in the stack for the answer.
+	fromClient(nattest.SYN, "")
+	next("ARP request", isARP(bcast))
+	kick(arpReply(r.outMAC, macRS, rsAddr, dipAddr))
+	next("SYN to the real server", isIPTo(macRS))
+
+	// Stale: the bypass still sends to the MAC, and the stack probes it.
+	r.waitNeighbour(rsAddr, stack.Stale)
+	fp := h.Counters.FastPath.Load()
+	fromClient(nattest.ACK, "stale")
+	next("packet to the stale MAC", isIPTo(macRS))
+	if h.Counters.FastPath.Load() != fp+1 {
+		t.Fatal("a packet to a stale neighbour did not take the bypass")
+	}
+	next("unicast ARP probe of the stale neighbour", isARP(macRS))
+
+	// Unanswered, the entry is given up: the stack resolves again, by
+	// broadcast, and learns the new MAC; the bypass follows.
+	r.waitNeighbour(rsAddr, stack.Unreachable)
+	fp = h.Counters.FastPath.Load()
+	fromClient(nattest.ACK, "gone")
+	next("ARP request after the probes failed", isARP(bcast))
+	if h.Counters.FastPath.Load() != fp {
+		t.Fatal("a packet to an unreachable neighbour took the bypass")
+	}
+	kick(arpReply(r.outMAC, macRS2, rsAddr, dipAddr))
+	next("queued packet to the new MAC", isIPTo(macRS2))
+	fromClient(nattest.ACK, "new")
+	next("bypassed packet to the new MAC", isIPTo(macRS2))
+	if h.Counters.FastPath.Load() != fp+1 {
+		t.Fatalf("FastPath %d, want %d: the bypass did not take the new MAC", h.Counters.FastPath.Load(), fp+1)
 	}
 }
