@@ -127,76 +127,27 @@ func TestIPVSParity(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runSh, err := os.ReadFile("vm/run.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	must(os.WriteFile(filepath.Join(job, "run.sh"), runSh, 0o755))
-	must(os.WriteFile(filepath.Join(job, "env"), []byte(fmt.Sprintf("KVER=%s\nMODDIR=%s\n", env["KVER"], env["MODDIR"])), 0o644))
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	build := exec.Command(goBin, "build", "-o", filepath.Join(job, "ipvsrun"), "./cmd/ipvsrun")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ipvsrun: %v\n%s", err, out)
-	}
-
-	// Boot. TCG by default: the KVM device of some hosts (firecracker-
-	// style) does not run stock kernels. TUNVS_PARITY_ACCEL=kvm overrides.
-	accel := os.Getenv("TUNVS_PARITY_ACCEL")
-	if accel == "" {
-		accel = "tcg"
-	}
-	limit := 15 * time.Minute
-	if s := os.Getenv("TUNVS_PARITY_VM_TIMEOUT"); s != "" {
-		if d, err := time.ParseDuration(s); err == nil {
-			limit = d
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), limit)
-	defer cancel()
-	smp := min(runtime.NumCPU(), 4)
-	qemu := exec.CommandContext(ctx, "qemu-system-x86_64",
-		"-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", fmt.Sprint(smp), "-m", "1024",
-		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
-		"-kernel", env["KERNEL"], "-initrd", env["INITRD"],
-		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off",
-		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-		"-virtfs", "local,path="+job+",mount_tag=job,security_model=none,multidevs=remap",
-	)
-	console, err := os.Create(filepath.Join(job, "console.log"))
-	must(err)
-	qemu.Stdout, qemu.Stderr = console, console
-	t0 := time.Now()
-	err = qemu.Run()
-	console.Close()
-	boot := time.Since(t0)
-	log, _ := os.ReadFile(filepath.Join(job, "console.log"))
-	exitB, _ := os.ReadFile(filepath.Join(job, "exit"))
-	t.Logf("VM (qemu -accel %s, %d CPUs) ran %d scenarios in %v", accel, smp, len(runs), boot.Round(100*time.Millisecond))
+	log, exit, boot, err := bootVM(t, job, env, "")
+	t.Logf("VM ran %d scenarios in %v", len(runs), boot.Round(100*time.Millisecond))
 	b, rerr := os.ReadFile(filepath.Join(job, "results.json"))
 	if err != nil || rerr != nil {
-		t.Fatalf("VM run failed (qemu: %v, in-VM exit %q, results: %v); console:\n%s", err, strings.TrimSpace(string(exitB)), rerr, log)
+		t.Fatalf("VM run failed (qemu: %v, in-VM exit %q, results: %v); console:\n%s", err, exit, rerr, log)
 	}
-	if testing.Verbose() || strings.TrimSpace(string(exitB)) != "0" {
-		t.Logf("console (in-VM exit %s):\n%s", strings.TrimSpace(string(exitB)), log)
+	if testing.Verbose() || exit != "0" {
+		t.Logf("console (in-VM exit %s):\n%s", exit, log)
 	}
 	var kernel []Result
-	must(json.Unmarshal(b, &kernel))
+	if err := json.Unmarshal(b, &kernel); err != nil {
+		t.Fatal(err)
+	}
 	if len(kernel) != len(runs) {
 		t.Fatalf("VM returned %d results for %d scenarios", len(kernel), len(runs))
 	}
 	if dir := os.Getenv("TUNVS_PARITY_KEEP"); dir != "" {
 		// Keep the kernel's answers (to study a diff offline).
-		must(os.WriteFile(filepath.Join(dir, "kernel-results.json"), b, 0o644))
+		if err := os.WriteFile(filepath.Join(dir, "kernel-results.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	var matched, pendingMatched, pendingDiff []string
@@ -266,4 +217,71 @@ func Diff(kernel, tunvs Result) []string {
 
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(s, "\n", "\n    ")
+}
+
+// bootVM boots Debian's kernel under qemu with the job directory at /job
+// (vm/run.sh and a static ipvsrun copied there first) and waits for it to
+// power off. run, if set, is the command vm/run.sh runs instead of the
+// scenarios. It returns the console, the in-VM exit status and the time
+// the VM took; err is qemu's.
+func bootVM(t *testing.T, job string, env map[string]string, run string) (console []byte, exit string, took time.Duration, err error) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	runSh, err := os.ReadFile("vm/run.sh")
+	must(err)
+	must(os.WriteFile(filepath.Join(job, "run.sh"), runSh, 0o755))
+	vars := fmt.Sprintf("KVER=%s\nMODDIR=%s\n", env["KVER"], env["MODDIR"])
+	if run != "" {
+		vars += fmt.Sprintf("RUN='%s'\n", run)
+	}
+	must(os.WriteFile(filepath.Join(job, "env"), []byte(vars), 0o644))
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		goBin = "go"
+	}
+	build := exec.Command(goBin, "build", "-o", filepath.Join(job, "ipvsrun"), "./cmd/ipvsrun")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building ipvsrun: %v\n%s", err, out)
+	}
+
+	// Boot. TCG by default: the KVM device of some hosts (firecracker-
+	// style) does not run stock kernels. TUNVS_PARITY_ACCEL=kvm overrides.
+	accel := os.Getenv("TUNVS_PARITY_ACCEL")
+	if accel == "" {
+		accel = "tcg"
+	}
+	limit := 15 * time.Minute
+	if s := os.Getenv("TUNVS_PARITY_VM_TIMEOUT"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			limit = d
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	smp := min(runtime.NumCPU(), 4)
+	qemu := exec.CommandContext(ctx, "qemu-system-x86_64",
+		"-machine", "q35", "-accel", accel, "-cpu", "max", "-smp", fmt.Sprint(smp), "-m", "1024",
+		"-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults", "-serial", "stdio",
+		"-kernel", env["KERNEL"], "-initrd", env["INITRD"],
+		"-append", "console=ttyS0 panic=-1 quiet loglevel=3 mitigations=off",
+		"-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+		"-virtfs", "local,path="+job+",mount_tag=job,security_model=none,multidevs=remap",
+	)
+	cf, err := os.Create(filepath.Join(job, "console.log"))
+	must(err)
+	qemu.Stdout, qemu.Stderr = cf, cf
+	t0 := time.Now()
+	err = qemu.Run()
+	cf.Close()
+	took = time.Since(t0)
+	t.Logf("VM: qemu -accel %s, %d CPUs, %v", accel, smp, took.Round(100*time.Millisecond))
+	console, _ = os.ReadFile(filepath.Join(job, "console.log"))
+	exitB, _ := os.ReadFile(filepath.Join(job, "exit"))
+	return console, strings.TrimSpace(string(exitB)), took, err
 }

@@ -17,7 +17,8 @@ for m in ip_vs veth bridge $(ls "/lib/modules/$KVER/kernel/net/netfilter/ipvs/" 
 done
 echo "parity-vm: kernel $(uname -r), schedulers: $(ls /lib/modules/$KVER/kernel/net/netfilter/ipvs/ | tr '\n' ' ')"
 if [ $rc = 0 ]; then
-	/job/ipvsrun -out /job/results.json /job/scenarios/*.txt >/job/ipvsrun.log 2>&1
+	# RUN (from /job/env) replaces the scenario run, e.g. the sync capture.
+	${RUN:-/job/ipvsrun -out /job/results.json /job/scenarios/*.txt} >/job/ipvsrun.log 2>&1
 	rc=$?
 	cat /job/ipvsrun.log
 fi

@@ -39,7 +39,15 @@ var (
 
 func main() {
 	out := flag.String("out", "results.json", "where to write the results")
+	syncDir := flag.String("sync", "", "instead of scenarios, capture a kernel sync master's datagrams into this directory (sync.go)")
 	flag.Parse()
+	if *syncDir != "" {
+		if err := syncGolden(*syncDir); err != nil {
+			fmt.Fprintln(os.Stderr, "ipvsrun: sync:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	var results []parity.Result
 	failed := false
 	for i, path := range flag.Args() {
