@@ -48,11 +48,12 @@ type Conn struct {
 	timeout atomic.Int64 // of the current state, ns
 	expires atomic.Int64 // unix ns
 
-	mu sync.Mutex // guards state, inactive, dead
+	mu sync.Mutex // guards state, inactive, dead, oldState
 
 	// mtu is the egress MTU in each direction, looked up once when the
-	// connection is made (0: unknown, no check).
-	mtu [2]int32
+	// connection is made (0: unknown, no check). An IP packet's length
+	// is 16 bits, so is an MTU worth checking.
+	mtu [2]uint16
 
 	// Egress is free for the router to cache its forwarding decision per
 	// direction (netstack stores a NIC id + 1); 0 means unknown.
@@ -65,13 +66,39 @@ type Conn struct {
 	inactive bool // not counted in dest.active (IP_VS_CONN_F_INACTIVE)
 	dead     bool
 	template bool
-	// invalid: the template was invalidated (ip_vs_check_template) and
-	// lists with ports 0xffff. assured: IP_VS_CTPL_S_ASSURED, set when a
-	// controlled TCP connection became ESTABLISHED or a controlled UDP
-	// connection saw a reply.
-	invalid atomic.Bool
-	assured atomic.Bool
+	// oldState is the state the sync master last sent (the kernel's
+	// old_state; see sync.go).
+	oldState State
+
+	// flags are bits that change without mu: see flagInvalid etc.
+	flags atomic.Uint32
+
+	// inPkts counts the packets from the client (the kernel's in_pkts),
+	// for the sync master's sync_period; syncEnd is its sync_endtime
+	// (sync.go). Both are 0 and unused without a sync daemon.
+	inPkts  atomic.Uint32
+	syncEnd atomic.Uint32
 }
+
+// Bits of Conn.flags.
+const (
+	// flagInvalid: the template was invalidated (ip_vs_check_template)
+	// and lists with ports 0xffff.
+	flagInvalid = 1 << iota
+	// flagAssured: IP_VS_CTPL_S_ASSURED, set when a controlled TCP
+	// connection became ESTABLISHED or a controlled UDP connection saw a
+	// reply.
+	flagAssured
+	// flagOnePacket: IP_VS_CONN_F_ONE_PACKET, a connection of an --ops
+	// service, never in the table.
+	flagOnePacket
+	// flagSynced: IP_VS_CONN_F_SYNC, made by the sync backup.
+	flagSynced
+)
+
+func (c *Conn) hasFlag(f uint32) bool { return c.flags.Load()&f != 0 }
+
+func (c *Conn) setFlag(f uint32) { c.flags.Or(f) }
 
 // inKey is the connection's client -> VIP key (for a template: client
 // network, port 0, VIP, port); outKey its real server -> client key. Both
@@ -91,7 +118,7 @@ func (c *Conn) Dest() *Dest { return c.dest }
 // as the kernel names template states.
 func (c *Conn) State() State {
 	if c.template {
-		if c.assured.Load() {
+		if c.hasFlag(flagAssured) {
 			return StateAssured
 		}
 		return StateNone
@@ -131,7 +158,7 @@ type ConnInfo struct {
 // port-zero and FTP services, and both ports 65535 once invalidated.
 func (c *Conn) Info() ConnInfo {
 	vport, dport := c.VPort, c.DPort
-	if c.template && c.invalid.Load() {
+	if c.template && c.hasFlag(flagInvalid) {
 		vport, dport = invalidPort, invalidPort
 	}
 	return ConnInfo{

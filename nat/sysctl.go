@@ -1,6 +1,10 @@
 package nat
 
-import "github.com/tunvs/tunvs/rules"
+import (
+	"time"
+
+	"github.com/tunvs/tunvs/rules"
+)
 
 // The IPVS sysctls the table has: rules.SysctlTable names them, with their
 // defaults and ranges; here is how each is read and set. A new knob is a
@@ -23,6 +27,35 @@ var sysctls = map[string]sysctl{
 	"conn_reuse_mode": {
 		get: func(t *Table) int { return int(t.connReuseMode.Load()) },
 		set: func(t *Table, v int) { t.connReuseMode.Store(int32(max(v, 0))) },
+	},
+	// The sync daemon's (sync.go).
+	"sync_threshold": {
+		get: func(t *Table) int { return int(t.sync.threshold.Load()) },
+		set: func(t *Table, v int) { t.sync.threshold.Store(int32(v)) },
+	},
+	"sync_period": {
+		get: func(t *Table) int { return int(t.sync.period.Load()) },
+		set: func(t *Table, v int) { t.sync.period.Store(int32(v)) },
+	},
+	"sync_refresh_period": {
+		get: func(t *Table) int { return int(time.Duration(t.sync.refresh.Load()) / time.Second) },
+		set: func(t *Table, v int) { t.sync.refresh.Store(int64(time.Duration(v) * time.Second)) },
+	},
+	"sync_retries": {
+		get: func(t *Table) int { return int(t.sync.retries.Load()) },
+		set: func(t *Table, v int) { t.sync.retries.Store(int32(v)) },
+	},
+	"sync_persist_mode": {
+		get: func(t *Table) int { return b2i(t.sync.persistMode.Load()) },
+		set: func(t *Table, v int) { t.sync.persistMode.Store(v != 0) },
+	},
+	"sync_version": {
+		get: func(t *Table) int { return int(t.sync.version.Load()) },
+		set: func(t *Table, v int) { t.sync.version.Store(int32(v)) },
+	},
+	"sync_ports": {
+		get: func(t *Table) int { return int(t.sync.ports.Load()) },
+		set: func(t *Table, v int) { t.sync.ports.Store(int32(v)) },
 	},
 }
 

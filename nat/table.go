@@ -143,6 +143,11 @@ type Table struct {
 	tpls    [shardCount]map[key]*Conn
 	stale   map[*Conn]struct{} // invalidated templates, unhashed until they expire
 	tplSeed uint64
+
+	// Connection sync (sync.go): the master's sender, the sync sysctls,
+	// and the stand-in dest of synced connections without a local one.
+	sync        syncConfig
+	unboundDest atomic.Pointer[Dest]
 }
 
 // New returns an empty table.
@@ -166,6 +171,7 @@ func New(cfg Config) *Table {
 		t.tpls[i] = make(map[key]*Conn)
 	}
 	t.stale = make(map[*Conn]struct{})
+	t.sync.init()
 	t.expireNodest.Store(cfg.ExpireNodestConn)
 	t.expireQuiesTpl.Store(cfg.ExpireQuiescentTemplate)
 	switch {
@@ -388,8 +394,8 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	c.timeout.Store(int64(to[c.state]))
 	c.expires.Store(now + c.timeout.Load())
 	if mtu := t.cfg.EgressMTU; mtu != nil {
-		c.mtu[DirIn] = int32(mtu(d.Addr))
-		c.mtu[DirOut] = int32(mtu(src))
+		c.mtu[DirIn] = mtu16(mtu(d.Addr))
+		c.mtu[DirOut] = mtu16(mtu(src))
 	}
 	if sr.ops {
 		// IP_VS_CONN_F_ONE_PACKET: the connection is bound to its server
@@ -401,6 +407,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		d.bindConn()
 		d.Stats.Conns.Add(1)
 		svc.Stats.Conns.Add(1)
+		c.flags.Store(flagOnePacket)
 		r := t.forward(c, DirIn, p, now)
 		t.unbind(c)
 		return r
@@ -460,8 +467,8 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		c.setTCPState(td, p.TCPFlags, to)
 	} else {
 		c.timeout.Store(int64(to[StateUDP]))
-		if dir == DirOut && c.control != nil && !c.control.assured.Load() {
-			c.control.assured.Store(true)
+		if dir == DirOut && c.control != nil && !c.control.hasFlag(flagAssured) {
+			c.control.setFlag(flagAssured)
 		}
 	}
 	c.expires.Store(now + c.timeout.Load())
@@ -469,6 +476,7 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 	if dir == DirIn {
 		c.dest.countIn(n)
 		p.SetDst(c.DAddr, c.DPort)
+		t.syncIn(c, now)
 	} else {
 		c.dest.countOut(n)
 		p.SetSrc(c.VAddr, c.VPort)
@@ -490,7 +498,7 @@ func (c *Conn) setTCPState(dir tcpDir, flags uint8, to *Timeouts) {
 			c.inactive = false
 		}
 		if ns == StateEstablished && c.control != nil {
-			c.control.assured.Store(true)
+			c.control.setFlag(flagAssured)
 		}
 	}
 	c.state = ns

@@ -157,7 +157,7 @@ func (t *Table) checkTemplateLocked(ct *Conn) bool {
 	sh := tk.hash(t.tplSeed) & (shardCount - 1)
 	if t.tpls[sh][tk] == ct {
 		delete(t.tpls[sh], tk)
-		ct.invalid.Store(true)
+		ct.setFlag(flagInvalid)
 		t.stale[ct] = struct{}{}
 	}
 	return false
@@ -170,6 +170,8 @@ func (t *Table) expireTemplateLocked(ct *Conn, now int64) bool {
 	if ct.nControl.Load() > 0 {
 		ct.timeout.Store(int64(templateRecheck))
 		ct.expires.Store(now + int64(templateRecheck))
+		// expire_later tells the backups the template lives on.
+		t.syncTemplate(ct, now)
 		return false
 	}
 	t.dropTemplateLocked(ct)
@@ -178,7 +180,7 @@ func (t *Table) expireTemplateLocked(ct *Conn, now int64) bool {
 
 // dropTemplateLocked takes a template out of the table; t.tplMu is held.
 func (t *Table) dropTemplateLocked(ct *Conn) {
-	if ct.invalid.Load() {
+	if ct.hasFlag(flagInvalid) {
 		if _, ok := t.stale[ct]; !ok {
 			return
 		}

@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -24,6 +25,23 @@ var SysctlTable = []Sysctl{
 		Doc: "invalidate persistence templates of a real server of weight 0"},
 	{Name: "conn_reuse_mode", Default: 1, Min: 0, Max: 3,
 		Doc: "a SYN finding a TIME_WAIT or CLOSE connection is scheduled as new"},
+	// The sync daemon's knobs (ip_vs_sync.c). The kernel sets
+	// sync_threshold and sync_period as one sysctl, "sync_threshold = 3
+	// 50"; here they are two.
+	{Name: "sync_threshold", Default: 3, Min: 0, Max: math.MaxInt32,
+		Doc: "a connection is synced at this many packets (modulo sync_period)"},
+	{Name: "sync_period", Default: 50, Min: 0, Max: math.MaxInt32,
+		Doc: "and again every sync_period packets after; 0: once"},
+	{Name: "sync_refresh_period", Default: 0, Min: 0, Max: math.MaxInt32,
+		Doc: "seconds: sync a connection again only when its expiry moved this much (0: off)"},
+	{Name: "sync_retries", Default: 0, Min: 0, Max: 3,
+		Doc: "resends within a sync_refresh_period"},
+	{Name: "sync_persist_mode", Default: 0, Min: 0, Max: 1,
+		Doc: "sync only the templates of persistent services, not their connections"},
+	{Name: "sync_version", Default: 1, Min: 0, Max: 1,
+		Doc: "the sync protocol version a master sends"},
+	{Name: "sync_ports", Default: 1, Min: 1, Max: 64,
+		Doc: "how many ports from the sync port the daemons use (a power of 2)"},
 }
 
 // LookupSysctl finds a knob by name.
@@ -43,6 +61,10 @@ func validSysctl(name string, v int) error {
 	}
 	if v < s.Min || v > s.Max {
 		return fmt.Errorf("%w: sysctl %s=%d out of range %d..%d", ErrInvalid, name, v, s.Min, s.Max)
+	}
+	if name == "sync_ports" && v&(v-1) != 0 {
+		// proc_do_sync_ports: a power of 2.
+		return fmt.Errorf("%w: sysctl sync_ports=%d is not a power of 2", ErrInvalid, v)
 	}
 	return nil
 }
