@@ -307,7 +307,14 @@ func natErr(op Op, err error) error {
 	case errors.Is(err, rules.ErrRange):
 		// ip_vs_add_dest/ip_vs_edit_dest: -ERANGE.
 		return ipvsErr("Numerical result out of range", err)
-	case errors.Is(err, nat.ErrInvalid):
+	}
+	// An IPv4-mapped address, which the kernel would take as IPv6: say
+	// what to write instead.
+	var me *rules.MappedError
+	if errors.As(err, &me) {
+		return ipvsErr(me.Error(), err)
+	}
+	if errors.Is(err, nat.ErrInvalid) {
 		return ipvsErr(msgInvalid, err)
 	}
 	return ipvsErr("Memory allocation problem", err)

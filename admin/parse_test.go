@@ -210,3 +210,29 @@ func TestReloadDiff(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// IPv4-mapped IPv6 addresses are refused with a message that says what to
+// write instead, for services and real servers alike; non-unicast real
+// servers are refused as ip_vs_new_dest refuses them.
+func TestMappedAndNonUnicastRefused(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	mustApply(t, tb, "-A -t 1.2.3.4:80 -s rr", "-A -t [fd00::1]:80 -s rr")
+	for _, c := range []struct{ args, want string }{
+		{"-A -t [::ffff:1.2.3.4]:80 -s rr", "IPv4-mapped: write it as 1.2.3.4"},
+		{"-A -t [::ffff:9.9.9.9]:80 -s rr", "IPv4-mapped: write it as 9.9.9.9"},
+		{"-a -t [fd00::1]:80 -r [::ffff:10.0.0.5]:80 -m", "IPv4-mapped"},
+		// ipvsadm's message for the kernel's EINVAL.
+		{"-a -t 1.2.3.4:80 -r 0.0.0.0:80 -m", msgInvalid},
+		{"-a -t 1.2.3.4:80 -r 255.255.255.255:80 -m", msgInvalid},
+		{"-a -t 1.2.3.4:80 -r 224.0.0.1:80 -m", msgInvalid},
+		{"-a -t [fd00::1]:80 -r [ff02::1]:80 -m", msgInvalid},
+	} {
+		_, err := Execute(tb, strings.Fields(c.args), "")
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.args, err, c.want)
+		}
+	}
+	if out := save(tb); strings.Contains(out, "ffff") || strings.Count(out, "-a") != 0 {
+		t.Errorf("table changed:\n%s", out)
+	}
+}

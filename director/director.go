@@ -157,6 +157,13 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("link", l.Name).Str("kind", l.Dev.Kind().String()).Int("mtu", l.Dev.MTU()).
 			Interface("addrs", l.Addrs).Msg("link up")
 	}
+	var local []netip.Addr
+	for _, l := range cfg.Links {
+		for _, a := range l.Addrs {
+			local = append(local, a.Addr())
+		}
+	}
+	d.NAT.SetLocalAddrs(local)
 	for _, r := range cfg.Routes {
 		if err := h.AddRoute(r.Dst, r.Via, r.Dev); err != nil {
 			return nil, err

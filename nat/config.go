@@ -123,13 +123,15 @@ func (w *writer) own() *svcIndex {
 }
 
 func (w *writer) publish() {
-	if w.copied {
-		w.idx.vips = make(map[[16]byte]struct{}, len(w.idx.order))
-		for _, s := range w.idx.order {
-			w.idx.vips[s.Addr.As16()] = struct{}{}
-		}
-		w.t.svcs.Store(w.idx)
+	// A server added or removed changes the own addresses without
+	// copying the index: they are rebuilt on every change.
+	idx := w.own()
+	idx.vips = make(map[[16]byte]struct{}, len(idx.order))
+	for _, s := range idx.order {
+		idx.vips[s.Addr.As16()] = struct{}{}
 	}
+	idx.own = w.t.ownAddrs(idx)
+	w.t.svcs.Store(idx)
 	if w.expire {
 		w.t.expireNodestConns()
 	}

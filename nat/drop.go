@@ -18,6 +18,9 @@ const (
 	DropTooBig                     // larger than the egress MTU with DF set: ICMP sent back
 	DropTTL                        // TTL (hop limit) would expire on the way: ICMP time exceeded sent back
 	DropDestUnavailable            // client-side packet of a connection whose real server was removed (expire_nodest_conn=0)
+	DropMartian                    // to a service from a source no host may use (0/8, 127/8, multicast, broadcast, class E; ::, ::1, ff00::/8, ::ffff:0:0/96)
+	DropOwnSource                  // to a service from the director's own address (VIP, DIP) or a real server's
+	DropRoutingHeader              // IPv6 to a service with a Routing header (types 0-4)
 	numDropReasons
 )
 
@@ -34,6 +37,9 @@ var dropNames = [numDropReasons]string{
 	DropTooBig:          "too_big",
 	DropTTL:             "ttl_exceeded",
 	DropDestUnavailable: "dest_unavailable",
+	DropMartian:         "martian_source",
+	DropOwnSource:       "own_source",
+	DropRoutingHeader:   "routing_header",
 }
 
 func (r DropReason) String() string {

@@ -42,6 +42,8 @@ type Packet struct {
 	// (RFC 8200 section 8.1), not the IPv6 destination: rewriting the
 	// destination leaves the L4 checksum alone, and it is not verified.
 	rt, innerRt bool
+	// rh: an IPv6 Routing header of any type, segments left or not.
+	rh bool
 	// innerLater: the quoted packet is a later fragment, whose "L4
 	// header" is data: SetInner* leaves it alone.
 	innerLater bool
@@ -195,6 +197,7 @@ func (p *Packet) parse6(b []byte) DropReason {
 	p.Proto = proto
 	p.L4 = l4
 	p.rt = w&walkRouting != 0
+	p.rh = w&walkRH != 0
 	if w&walkFrag != 0 {
 		p.Frag = true
 		if w&walkFirst != 0 {
@@ -210,6 +213,7 @@ const (
 	walkFrag    = 1 << iota // a Fragment header
 	walkFirst               // ... with offset 0
 	walkRouting             // a Routing header with segments left
+	walkRH                  // a Routing header, segments left or not
 )
 
 // walk6 follows the IPv6 extension headers of b from next-header nh at
@@ -228,8 +232,11 @@ func walk6(b []byte, nh uint8, off int) (proto uint8, l4 int, w uint8, r DropRea
 			if n > len(b)-off {
 				return 0, 0, 0, DropBadHeaderLen
 			}
-			if nh == ip6Routing && b[off+3] != 0 {
-				w |= walkRouting
+			if nh == ip6Routing {
+				w |= walkRH
+				if b[off+3] != 0 {
+					w |= walkRouting
+				}
 			}
 			nh = b[off]
 			off += n

@@ -110,6 +110,9 @@ func makeSvcKey(proto uint8, a netip.Addr, port uint16) svcKey {
 type svcIndex struct {
 	byKey map[svcKey]*Service
 	vips  map[[16]byte]struct{}
+	// own are the addresses no packet to a service may come from: the
+	// VIPs, the director's own (SetLocalAddrs) and the real servers'.
+	own   map[[16]byte]struct{}
 	order []*Service // ipvsadm lists services in the order they were added... see List
 }
 
@@ -127,6 +130,9 @@ type Table struct {
 	drops [numDropReasons]atomic.Uint64
 
 	sweepNext atomic.Uint32
+
+	// local are the director's own addresses (SetLocalAddrs).
+	local atomic.Pointer[[]netip.Addr]
 
 	// sysctls (see Config)
 	expireNodest   atomic.Bool
@@ -349,6 +355,9 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	svc := t.lookupService(p.Proto, dst, p.DstPort)
 	if svc == nil {
 		return Result{Verdict: Pass}
+	}
+	if r := t.martian(p, src); r != DropNone {
+		return t.drop(r)
 	}
 	if p.Proto == ProtoTCP && (p.TCPFlags&tcpSYN == 0 || p.TCPFlags&tcpRST != 0) {
 		// Only a SYN opens a TCP connection, never with RST

@@ -60,6 +60,25 @@ func TestValidateRefuses(t *testing.T) {
 		{"sysctl range", func(r *Rules) { r.Sysctls["conn_reuse_mode"] = 4 }, ErrInvalid},
 		{"timeout state", func(r *Rules) { r.Timeouts["NOPE"] = time.Second }, ErrInvalid},
 		{"timeout value", func(r *Rules) { r.Timeouts[TimeoutUDP] = 0 }, ErrInvalid},
+		{"mapped service", func(r *Rules) { r.Services[0].Addr = netip.MustParseAddr("::ffff:10.0.0.1") }, ErrInvalid},
+		{"mapped server", func(r *Rules) {
+			r.Services[0].Addr = vip6
+			r.Services[0].Servers[1].Addr = netip.MustParseAddrPort("[::ffff:192.168.1.2]:80")
+		}, ErrInvalid},
+		// ip_vs_new_dest refuses what is not unicast.
+		{"server 0.0.0.0", func(r *Rules) { r.Services[0].Servers[1].Addr = netip.MustParseAddrPort("0.0.0.0:80") }, ErrInvalid},
+		{"server broadcast", func(r *Rules) {
+			r.Services[0].Servers[1].Addr = netip.MustParseAddrPort("255.255.255.255:80")
+		}, ErrInvalid},
+		{"server multicast", func(r *Rules) { r.Services[0].Servers[1].Addr = netip.MustParseAddrPort("224.0.0.1:80") }, ErrInvalid},
+		{"server ff02::1", func(r *Rules) {
+			r.Services[0].Addr = vip6
+			r.Services[0].Servers = []Server{{Addr: netip.MustParseAddrPort("[ff02::1]:80"), Weight: 1}}
+		}, ErrInvalid},
+		{"server ::", func(r *Rules) {
+			r.Services[0].Addr = vip6
+			r.Services[0].Servers = []Server{{Addr: netip.MustParseAddrPort("[::]:80"), Weight: 1}}
+		}, ErrInvalid},
 		{"check service", func(r *Rules) { r.Checks.Services[0].VIP = netip.MustParseAddrPort("10.0.0.9:80") }, ErrCheck},
 		{"check server", func(r *Rules) {
 			r.Checks.Services[0].Servers = []CheckServer{{Addr: rs3, Check: &Check{Kind: KindTCP}}}

@@ -55,6 +55,9 @@ func ValidService(s *Service) error {
 	if !s.Addr.IsValid() || s.Addr.Zone() != "" {
 		return fmt.Errorf("%w: service address %v", ErrInvalid, s.Addr)
 	}
+	if err := NotMapped("service", s.Addr); err != nil {
+		return err
+	}
 	if s.PersistTimeout < 0 {
 		return fmt.Errorf("%w: persistence timeout %v", ErrInvalid, s.PersistTimeout)
 	}
@@ -72,6 +75,12 @@ func ValidServer(svc ServiceKey, d *Server) error {
 	a := d.Addr.Addr()
 	if !a.IsValid() || a.Zone() != "" {
 		return fmt.Errorf("%w: real server address %v", ErrInvalid, a)
+	}
+	if err := NotMapped("real server", a); err != nil {
+		return err
+	}
+	if !Unicast(a) {
+		return fmt.Errorf("%w: real server %v is not a unicast address", ErrInvalid, a)
 	}
 	if a.Is4() != svc.Addr.Is4() {
 		// IPVS allows mixed families only for tunnel mode.
@@ -91,6 +100,46 @@ func ValidServer(svc ServiceKey, d *Server) error {
 		return fmt.Errorf("%w: lower threshold is higher than upper threshold", ErrRange)
 	}
 	return nil
+}
+
+// NotMapped refuses an IPv4-mapped IPv6 address. The kernel takes
+// ::ffff:a.b.c.d as an IPv6 address (AF_INET6), a service apart from
+// a.b.c.d, that no IPv6 packet can reach (ip6_rcv_core drops v4-mapped
+// sources, and no IPv4 packet carries one); accepting it would make two
+// services of one address, or one that nothing reaches.
+func NotMapped(what string, a netip.Addr) error {
+	if a.Is4In6() {
+		return &MappedError{What: what, Addr: a}
+	}
+	return nil
+}
+
+// MappedError is NotMapped's refusal; it is an ErrInvalid.
+type MappedError struct {
+	What string
+	Addr netip.Addr
+}
+
+func (e *MappedError) Error() string {
+	return fmt.Sprintf("%s address %v is IPv4-mapped: write it as %v (IPv4) or give a native IPv6 address",
+		e.What, e.Addr, e.Addr.Unmap())
+}
+
+// Is makes a MappedError an ErrInvalid.
+func (e *MappedError) Is(target error) bool { return target == ErrInvalid }
+
+// Unicast is the kernel's test of a real server's address in
+// ip_vs_new_dest (ip_vs_ctl.c): for IPv4, inet_addr_type must be
+// RTN_UNICAST or RTN_LOCAL (0.0.0.0/8 and 255.255.255.255 are
+// RTN_BROADCAST, 224.0.0.0/4 RTN_MULTICAST); for IPv6, ipv6_addr_type must
+// say unicast and not link-local (the unspecified address and multicast
+// are not unicast).
+func Unicast(a netip.Addr) bool {
+	if a.Is4() {
+		b := a.As4()
+		return b[0] != 0 && !a.IsMulticast() && a != netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	}
+	return !a.IsUnspecified() && !a.IsMulticast() && !a.IsLinkLocalUnicast()
 }
 
 // Validate checks the whole configuration: every service and real server,
