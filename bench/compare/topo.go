@@ -302,7 +302,18 @@ func (b *bed) startTunvs(bin string, links, extra, devs []string) error {
 			return fmt.Errorf("tunvs did not create %s: %w; it said: %s", dev, err, b.output(p))
 		}
 	}
-	return nil
+	// A device appears with its first queue; tunvs opens the others
+	// (--tun-queues) by its name, in its own namespace, so the devices
+	// move only once tunvs has them all: when it serves its metrics.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := scrapeMetrics(b)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tunvs not serving its metrics on %s: %w; it said: %s", flowsMetrics, err, b.output(p))
+		}
+	}
 }
 
 // articleTunvsWiring is the article's segment with tunvs one-armed on it:
