@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 )
 
@@ -77,20 +78,92 @@ func (e *ChangeError) Unwrap() error { return e.Err }
 // Next is r with d applied: the plain-data counterpart of
 // nat.Table.Apply, and the one place a change's preconditions (the
 // service exists, the server does not yet, ...) and contents are
-// checked. r is not changed. A refused change is a *ChangeError.
+// checked. r is not changed. A refused change is a *ChangeError. It
+// costs O(len(r) + len(d)): a 100,000-line rules file is not quadratic.
 func (r Rules) Next(d Diff) (Rules, error) {
-	n := r.Clone()
+	w := newWorking(r)
 	for i, c := range d {
-		if err := n.apply(c); err != nil {
+		if err := w.apply(c); err != nil {
 			return r, &ChangeError{Index: i, Kind: c.Kind, Line: c.Line, Err: err}
 		}
 	}
-	return n, nil
+	return w.rules(), nil
 }
 
-func (r *Rules) apply(c Change) error {
+// ordered is a map that remembers the order keys were added in; a key
+// deleted and added again goes to the end.
+type ordered[K comparable, V any] struct {
+	keys []K
+	vals map[K]*V
+	pos  map[K]int
+}
+
+func newOrdered[K comparable, V any](n int) ordered[K, V] {
+	return ordered[K, V]{vals: make(map[K]*V, n), pos: make(map[K]int, n)}
+}
+
+func (o *ordered[K, V]) get(k K) *V { return o.vals[k] }
+
+func (o *ordered[K, V]) add(k K, v V) {
+	o.pos[k] = len(o.keys)
+	o.keys = append(o.keys, k)
+	o.vals[k] = &v
+}
+
+func (o *ordered[K, V]) del(k K) { delete(o.vals, k) }
+
+func (o *ordered[K, V]) each(f func(*V)) {
+	for i, k := range o.keys {
+		if v, ok := o.vals[k]; ok && o.pos[k] == i {
+			f(v)
+		}
+	}
+}
+
+type workingService struct {
+	Service // Servers unused: see servers
+	servers ordered[netip.AddrPort, Server]
+}
+
+// working is Rules being changed by Next, indexed.
+type working struct {
+	r    Rules // everything but Services
+	svcs ordered[ServiceKey, workingService]
+}
+
+func newWorking(r Rules) *working {
+	w := &working{r: r.Clone(), svcs: newOrdered[ServiceKey, workingService](len(r.Services))}
+	for _, s := range r.Services {
+		w.addService(s)
+	}
+	w.r.Services = nil
+	return w
+}
+
+func (w *working) addService(s Service) {
+	ws := workingService{Service: s, servers: newOrdered[netip.AddrPort, Server](len(s.Servers))}
+	for _, d := range s.Servers {
+		ws.servers.add(d.Addr, d)
+	}
+	ws.Servers = nil
+	w.svcs.add(s.ServiceKey, ws)
+}
+
+func (w *working) rules() Rules {
+	r := w.r
+	r.Services = make([]Service, 0, len(w.svcs.vals))
+	w.svcs.each(func(ws *workingService) {
+		s := ws.Service
+		s.Servers = make([]Server, 0, len(ws.servers.vals))
+		ws.servers.each(func(d *Server) { s.Servers = append(s.Servers, *d) })
+		r.Services = append(r.Services, s)
+	})
+	return r
+}
+
+func (w *working) apply(c Change) error {
 	k := c.Service.ServiceKey
-	svc := r.Service(k)
+	svc := w.svcs.get(k)
 	switch c.Kind {
 	case AddService, EditService:
 		if c.Kind == AddService && svc != nil {
@@ -102,22 +175,20 @@ func (r *Rules) apply(c Change) error {
 		if err := ValidService(&c.Service); err != nil {
 			return err
 		}
+		s := c.Service
+		s.Servers = nil
 		if svc == nil {
-			s := c.Service
-			s.Servers = nil
-			r.Services = append(r.Services, s)
+			w.addService(s)
 			return nil
 		}
-		servers := svc.Servers
-		*svc = c.Service
-		svc.Servers = servers
+		svc.Service = s
 	case DelService:
 		if svc == nil {
 			return fmt.Errorf("%w: %s", ErrNoService, serviceName(k))
 		}
-		r.Services = slices.DeleteFunc(r.Services, func(s Service) bool { return s.ServiceKey == k })
+		w.svcs.del(k)
 	case Clear:
-		r.Services = nil
+		w.svcs = newOrdered[ServiceKey, workingService](0)
 	case AddServer, EditServer, DelServer:
 		if svc == nil {
 			return fmt.Errorf("%w: %s", ErrNoService, serviceName(k))
@@ -127,38 +198,38 @@ func (r *Rules) apply(c Change) error {
 				return err
 			}
 		}
-		old := svc.Server(c.Server.Addr)
+		old := svc.servers.get(c.Server.Addr)
 		switch {
 		case c.Kind == AddServer && old != nil:
 			return fmt.Errorf("%w: %v", ErrDestExists, c.Server.Addr)
 		case c.Kind != AddServer && old == nil:
 			return fmt.Errorf("%w: %v", ErrNoDest, c.Server.Addr)
 		case c.Kind == AddServer:
-			svc.Servers = append(svc.Servers, c.Server)
+			svc.servers.add(c.Server.Addr, c.Server)
 		case c.Kind == EditServer:
 			*old = c.Server
 		default:
-			svc.Servers = slices.DeleteFunc(svc.Servers, func(s Server) bool { return s.Addr == c.Server.Addr })
+			svc.servers.del(c.Server.Addr)
 		}
 	case SetSysctl:
 		if err := validSysctl(c.Sysctl, c.Value); err != nil {
 			return err
 		}
-		if r.Sysctls == nil {
-			r.Sysctls = map[string]int{}
+		if w.r.Sysctls == nil {
+			w.r.Sysctls = map[string]int{}
 		}
-		r.Sysctls[c.Sysctl] = c.Value
+		w.r.Sysctls[c.Sysctl] = c.Value
 	case SetTimeouts:
 		for st, d := range c.Timeouts {
 			if err := validTimeout(st, d); err != nil {
 				return err
 			}
 		}
-		if r.Timeouts == nil {
-			r.Timeouts = Timeouts{}
+		if w.r.Timeouts == nil {
+			w.r.Timeouts = Timeouts{}
 		}
 		for st, d := range c.Timeouts {
-			r.Timeouts[st] = d
+			w.r.Timeouts[st] = d
 		}
 	case Zero:
 		if k != (ServiceKey{}) && svc == nil {
@@ -180,13 +251,14 @@ func (r *Rules) apply(c Change) error {
 // part of the table: the caller restarts them.
 func (old Rules) Diff(new Rules) Diff {
 	var out Diff
+	oldSvcs, newSvcs := old.index(), new.index()
 	for _, s := range old.Services {
-		if new.Service(s.ServiceKey) == nil {
+		if newSvcs[s.ServiceKey] == nil {
 			out = append(out, Change{Kind: DelService, Service: bare(s)})
 		}
 	}
 	for _, ws := range new.Services {
-		hs := old.Service(ws.ServiceKey)
+		hs := oldSvcs[ws.ServiceKey]
 		if hs == nil {
 			out = append(out, Change{Kind: AddService, Service: bare(ws), Line: ws.Line})
 			for _, d := range ws.Servers {
@@ -197,13 +269,14 @@ func (old Rules) Diff(new Rules) Diff {
 		if !sameService(hs, &ws) {
 			out = append(out, Change{Kind: EditService, Service: bare(ws), Line: ws.Line})
 		}
+		hd, wd := hs.index(), ws.index()
 		for _, d := range hs.Servers {
-			if ws.Server(d.Addr) == nil {
+			if wd[d.Addr] == nil {
 				out = append(out, Change{Kind: DelServer, Service: key(ws), Server: d})
 			}
 		}
 		for _, d := range ws.Servers {
-			o := hs.Server(d.Addr)
+			o := hd[d.Addr]
 			switch {
 			case o == nil:
 				out = append(out, Change{Kind: AddServer, Service: key(ws), Server: d, Line: d.Line})
@@ -231,6 +304,22 @@ func (old Rules) Diff(new Rules) Diff {
 		out = append(out, Change{Kind: SetTimeouts, Timeouts: to})
 	}
 	return out
+}
+
+func (r *Rules) index() map[ServiceKey]*Service {
+	m := make(map[ServiceKey]*Service, len(r.Services))
+	for i := range r.Services {
+		m[r.Services[i].ServiceKey] = &r.Services[i]
+	}
+	return m
+}
+
+func (s *Service) index() map[netip.AddrPort]*Server {
+	m := make(map[netip.AddrPort]*Server, len(s.Servers))
+	for i := range s.Servers {
+		m[s.Servers[i].Addr] = &s.Servers[i]
+	}
+	return m
 }
 
 func (r *Rules) sysctl(s Sysctl) int {
