@@ -106,7 +106,11 @@ func runTAPOneArmed(t *testing.T, hairpin bool) {
 
 	m := e.streamsWhole("TAP")
 	fast, delivered := metric(t, m, "tunvs_host_fast_path_total"), metric(t, m, "tunvs_host_delivered_total")
-	t.Logf("bypassed: %d, through the stack: %d", fast, delivered)
+	werr, rerr, drops := metric(t, m, "tunvs_host_write_errors_total"), metric(t, m, "tunvs_host_read_errors_total"), metric(t, m, "tunvs_host_link_drops_total")
+	t.Logf("bypassed: %d, through the stack: %d; write errors %d, read errors %d, link drops %d", fast, delivered, werr, rerr, drops)
+	if werr+rerr+drops != 0 {
+		t.Errorf("write errors %d, read errors %d, link drops %d: want none", werr, rerr, drops)
+	}
 	// Through the stack go ARP and each connection's first packets in
 	// each direction while the next hop is being resolved; everything
 	// else of 5 connections and 12 MiB takes the bypass.
