@@ -37,6 +37,8 @@ const (
 	OpZero
 	OpSetTimeout
 	OpHelp
+	OpStartDaemon
+	OpStopDaemon
 )
 
 // Format selects what a listing shows (ipvsadm's FMT_* bits).
@@ -93,6 +95,9 @@ type Command struct {
 
 	// Timeouts for --set, seconds: tcp, tcpfin, udp.
 	Timeouts [3]int
+
+	// Daemon is --start-daemon's or --stop-daemon's (admin/sync.go).
+	Daemon DaemonArgs
 
 	opts uint32 // ipvsadm's OPT_* bits given, for the legality table
 }
@@ -178,6 +183,7 @@ var cmdNames = map[Op]string{
 	OpAddService: "add-service", OpEditService: "edit-service", OpDelService: "delete-service",
 	OpClear: "flush", OpList: "list", OpAddDest: "add-server", OpDelDest: "delete-server",
 	OpEditDest: "edit-server", OpSetTimeout: "set", OpRestore: "restore", OpSave: "save", OpZero: "zero",
+	OpStartDaemon: "start-daemon", OpStopDaemon: "stop-daemon",
 }
 
 // cmdOpts is ipvsadm's commands_v_options table (without the sync-daemon
@@ -361,6 +367,9 @@ func (p *parser) option(a string) error {
 			p.flagsArg, err = p.next()
 		}
 	default:
+		if ok, err := p.daemonOption(a); ok {
+			return err
+		}
 		return unsupported(a, p.args[p.i])
 	}
 	return err
@@ -374,9 +383,6 @@ func unsupported(a, given string) error {
 		return usagef("-f (firewall-mark services) is not supported: tunvs does not mark packets; use -t or -u")
 	case "--pe":
 		return usagef("--pe (persistence engines, e.g. sip) is not supported by tunvs")
-	case "--start-daemon", "--stop-daemon", "--mcast-interface", "--syncid",
-		"--sync-maxlen", "--mcast-group", "--mcast-port", "--mcast-ttl":
-		return usagef("%s is not supported: tunvs has no connection synchronisation daemon", a)
 	case "-v", "--version":
 		return usagef("%s: tunvsadm speaks ipvsadm v1.31's command line", a)
 	}
@@ -623,6 +629,9 @@ func splitJoined(args []string) ([]string, error) {
 // check applies ipvsadm's rules on which options go with which command
 // (generic_opt_check) and its checks after parsing.
 func (c *Command) check() error {
+	if err := c.checkDaemon(); err != nil {
+		return err
+	}
 	if tbl, ok := cmdOpts[c.Op]; ok {
 		name := cmdNames[c.Op]
 		last := -1

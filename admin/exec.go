@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
@@ -136,6 +137,9 @@ type Env struct {
 	// table's own writer lock (nat.Table.Update) is what keeps every
 	// change whole; Mu is taken before it.
 	Mu *sync.Mutex
+	// Sync, if set, are the connection sync daemons --start-daemon and
+	// --stop-daemon run (nil: they are refused).
+	Sync *ipvssync.Daemons
 }
 
 // ApplyWith is Apply in env. The commands that change the table are one
@@ -191,7 +195,9 @@ func ApplyWith(env Env, cmds []Command, lines []int, w io.Writer) error {
 
 func (c Command) changes() bool {
 	switch c.Op {
-	case OpList, OpSave, OpHelp, OpNone, OpRestore:
+	case OpList, OpSave, OpHelp, OpNone, OpRestore, OpStartDaemon, OpStopDaemon:
+		// The daemons are not in the table: their commands run on
+		// their own (daemonCommand).
 		return false
 	}
 	return true
@@ -339,6 +345,8 @@ func query(env Env, c Command, w io.Writer) error {
 		now = env.Now
 	}
 	switch c.Op {
+	case OpStartDaemon, OpStopDaemon:
+		return daemonCommand(env, c)
 	case OpSave:
 		List(w, t, c.Format|FmtRule)
 	case OpList:
@@ -346,7 +354,10 @@ func query(env Env, c Command, w io.Writer) error {
 		case c.Format&FmtTimeout != 0:
 			ListTimeout(w, t)
 		case c.Format&FmtDaemon != 0:
-			// No sync daemon runs: ipvsadm prints nothing.
+			// Nothing when no sync daemon runs, as ipvsadm.
+			if env.Sync != nil {
+				env.Sync.List(w)
+			}
 		case c.Format&FmtConn != 0:
 			ListConns(w, t, now(), c.Format)
 		case c.HasService:

@@ -95,7 +95,19 @@ func TestParseRefusals(t *testing.T) {
 		{"-A -E -t 10.0.0.1:80", "multiple commands specified"},
 		{"-L --nosuch", "unknown option"},
 		{"-n", "no command specified"},
-		{"--start-daemon master", "not supported"},
+		{"--start-daemon master", "You need to supply the 'mcast-interface' option for the 'start-daemon' command"},
+		{"--start-daemon primary --mcast-interface eth0", "illegal start-daemon parameter specified"},
+		{"--stop-daemon", "requires an argument"},
+		{"--start-daemon master --mcast-interface eth0 -n", "Illegal 'numeric' option with the 'start-daemon' command"},
+		{"--stop-daemon master --mcast-interface eth0", "Illegal 'mcast-interface' option with the 'stop-daemon' command"},
+		{"-L --syncid 3", "Illegal 'syncid' option with the 'list' command"},
+		{"--start-daemon master --mcast-interface eth0 --syncid 256", "illegal syncid specified"},
+		{"--start-daemon master --mcast-interface eth0 --mcast-ttl 0", "illegal mcast-ttl specified"},
+		{"--start-daemon master --mcast-interface eth0 --mcast-port 65536", "illegal mcast-port specified"},
+		{"--start-daemon master --mcast-interface eth0 --sync-maxlen 65508", "illegal sync-maxlen specified"},
+		{"--start-daemon master --mcast-interface eth0 --mcast-group 10.0.0.1", "invalid IPv4 mcast-group `10.0.0.1'"},
+		{"--start-daemon master --mcast-interface eth0 --mcast-group fd00::1", "invalid IPv6 mcast-group `fd00::1'"},
+		{"--start-daemon master --mcast-interface a --mcast-interface b", "multiple 'mcast-interface' options specified"},
 	} {
 		_, err := Parse(strings.Fields(tc.args))
 		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.msg) {

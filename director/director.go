@@ -19,6 +19,7 @@ import (
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/guard"
+	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
@@ -87,6 +88,9 @@ type Director struct {
 	// Health runs the real servers' checks; nil without Config.Health.
 	// Guarded by mu once running (a reload replaces it).
 	Health *health.Manager
+	// Sync are the connection sync daemons (--start-daemon), on the
+	// director's own links.
+	Sync *ipvssync.Daemons
 	// healthCfg is what Health checks (under mu).
 	healthCfg health.Config
 	// Est is the rate estimator (ipvsadm --rate), ticking every 2 s.
@@ -169,7 +173,8 @@ func New(cfg Config) (_ *Director, err error) {
 			return nil, err
 		}
 	}
-	if err := admin.Apply(d.NAT, cfg.Rules, cfg.RuleLines, nil); err != nil {
+	d.Sync = ipvssync.NewDaemons(d.NAT, h, cfg.Now, cfg.Log)
+	if err := admin.ApplyWith(admin.Env{Table: d.NAT, Sync: d.Sync}, cfg.Rules, cfg.RuleLines, nil); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	if err := d.startHealth(cfg.Health); err != nil {
@@ -249,7 +254,7 @@ func (d *Director) AllLinksLost() <-chan struct{} { return d.allLost }
 
 // env is what control requests run in.
 func (d *Director) env() admin.Env {
-	return admin.Env{Table: d.NAT, Est: d.Est, Mu: &d.mu,
+	return admin.Env{Table: d.NAT, Est: d.Est, Mu: &d.mu, Sync: d.Sync,
 		OnChange: func(c admin.Command) { admin.LogEvent(d.log, c) }}
 }
 
@@ -390,6 +395,10 @@ func (d *Director) Close() error {
 	d.mu.Unlock()
 	d.closeOnce.Do(func() { close(d.done) })
 	d.wg.Wait()
+	if d.Sync != nil {
+		// The daemons' sockets are on the stack closed below.
+		d.Sync.Close()
+	}
 	if d.ctl != nil {
 		errs = append(errs, d.ctl.Close())
 	}

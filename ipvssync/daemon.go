@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // The daemons (ip_vs_sync.c's master and backup threads). A master is a
@@ -70,16 +71,9 @@ func ParseRole(s string) (Role, error) {
 	return 0, fmt.Errorf("%w: daemon state %q (master or backup)", ErrInvalid, s)
 }
 
-// Config is a daemon's configuration (struct ipvs_sync_daemon_cfg, what
-// ipvsadm's --start-daemon options set).
-type Config struct {
-	Interface string     // --mcast-interface
-	SyncID    uint8      // --syncid; a backup with 0 takes every id
-	MaxLen    int        // --sync-maxlen; 0: the default
-	Group     netip.Addr // --mcast-group; zero: 224.0.0.81
-	Port      uint16     // --mcast-port; 0: 8848
-	TTL       uint8      // --mcast-ttl; 0: 1
-}
+// Config is a daemon's configuration: the rules model's (what ipvsadm's
+// --start-daemon options set).
+type Config = rules.SyncDaemon
 
 // Errors of the daemons' control.
 var (
@@ -89,15 +83,12 @@ var (
 )
 
 // withDefaults is start_sync_thread's filling in and checking.
-func (c Config) withDefaults(role Role, mtu int) (Config, error) {
-	if c.Interface == "" || len(c.Interface) >= 16 {
-		return c, fmt.Errorf("%w: multicast interface %q", ErrInvalid, c.Interface)
+func withDefaults(c Config, role Role, mtu int) (Config, error) {
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if !c.Group.IsValid() {
 		c.Group = DefaultGroup
-	}
-	if !c.Group.IsMulticast() {
-		return c, fmt.Errorf("%w: %v is not a multicast group", ErrInvalid, c.Group)
 	}
 	if c.Port == 0 {
 		c.Port = DefaultPort
@@ -485,7 +476,7 @@ func (d *Daemons) Start(role Role, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("%w: multicast interface %s: %v", ErrInvalid, cfg.Interface, err)
 	}
-	cfg, err = cfg.withDefaults(role, mtu)
+	cfg, err = withDefaults(cfg, role, mtu)
 	if err != nil {
 		return err
 	}

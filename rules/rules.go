@@ -17,6 +17,7 @@
 package rules
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -122,9 +123,42 @@ type Server struct {
 	Line int
 }
 
-// Sync is the connection sync daemon's configuration (ipvsadm
-// --start-daemon; issue 17). Nothing runs one yet.
-type Sync struct{}
+// Sync is the connection sync daemons' configuration (ipvsadm
+// --start-daemon; package ipvssync runs them): a master, a backup, or
+// both, as the kernel allows. The sync_* knobs are sysctls (SysctlTable).
+type Sync struct {
+	Master *SyncDaemon
+	Backup *SyncDaemon
+}
+
+// SyncDaemon is one daemon's options (the kernel's struct
+// ipvs_sync_daemon_cfg); zero values take the kernel's defaults.
+type SyncDaemon struct {
+	Interface string     // --mcast-interface, required
+	SyncID    uint8      // --syncid; a backup with 0 takes every id
+	MaxLen    int        // --sync-maxlen; 0: 1500 less headers (master), the link's MTU (backup)
+	Group     netip.Addr // --mcast-group; zero: 224.0.0.81
+	Port      uint16     // --mcast-port; 0: 8848
+	TTL       uint8      // --mcast-ttl; 0: 1
+}
+
+// MaxSyncMaxLen is the largest --sync-maxlen ipvsadm takes (65535 less the
+// IPv4 and UDP headers).
+const MaxSyncMaxLen = 65535 - 20 - 8
+
+// Validate checks what ipvsadm and start_sync_thread check.
+func (d *SyncDaemon) Validate() error {
+	if d.Interface == "" || len(d.Interface) >= 16 {
+		return fmt.Errorf("%w: multicast interface %q (1 to 15 characters)", ErrInvalid, d.Interface)
+	}
+	if d.MaxLen < 0 || d.MaxLen > MaxSyncMaxLen {
+		return fmt.Errorf("%w: sync-maxlen %d", ErrInvalid, d.MaxLen)
+	}
+	if d.Group.IsValid() && (!d.Group.IsMulticast() || d.Group.Zone() != "") {
+		return fmt.Errorf("%w: mcast-group %v is not a multicast address", ErrInvalid, d.Group)
+	}
+	return nil
+}
 
 // Rules is the whole configuration of a director.
 type Rules struct {
