@@ -105,14 +105,14 @@ func TestDefaultSocket(t *testing.T) {
 	xdg := t.TempDir()
 	t.Setenv("XDG_RUNTIME_DIR", xdg)
 	want := filepath.Join(xdg, "tunvs.sock")
-	if writableDir("/run") {
+	if WritableDir("/run") {
 		want = "/run/tunvs.sock"
 	}
 	if got := DefaultSocket(); got != want {
 		t.Errorf("DefaultSocket() = %q, want %q", got, want)
 	}
-	if !writableDir(xdg) {
-		t.Errorf("writableDir(%s) = false", xdg)
+	if !WritableDir(xdg) {
+		t.Errorf("WritableDir(%s) = false", xdg)
 	}
 	if ents, _ := os.ReadDir(xdg); len(ents) != 0 {
 		t.Errorf("the probe left %v behind", ents)
@@ -120,11 +120,11 @@ func TestDefaultSocket(t *testing.T) {
 	f := filepath.Join(xdg, "file")
 	os.WriteFile(f, nil, 0o600)
 	for _, d := range []string{f, filepath.Join(xdg, "missing")} {
-		if writableDir(d) {
-			t.Errorf("writableDir(%s) = true", d)
+		if WritableDir(d) {
+			t.Errorf("WritableDir(%s) = true", d)
 		}
 	}
-	if os.Geteuid() != 0 && !writableDir("/run") {
+	if os.Geteuid() != 0 && !WritableDir("/run") {
 		// An XDG_RUNTIME_DIR one cannot write is passed over too.
 		ro := t.TempDir()
 		os.Chmod(ro, 0o500)

@@ -22,10 +22,10 @@ func DefaultSocket() string {
 	if p := os.Getenv("TUNVS_SOCKET"); p != "" {
 		return p
 	}
-	if writableDir("/run") {
+	if WritableDir("/run") {
 		return "/run/tunvs.sock"
 	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && writableDir(d) {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" && WritableDir(d) {
 		return filepath.Join(d, "tunvs.sock")
 	}
 	// The shared temporary directory: the uid in the name keeps users
@@ -33,10 +33,10 @@ func DefaultSocket() string {
 	return filepath.Join(os.TempDir(), fmt.Sprintf("tunvs-%d.sock", os.Getuid()))
 }
 
-// writableDir reports whether this process can create a file in dir, by
+// WritableDir reports whether this process can create a file in dir, by
 // creating (and removing) one: permission bits, read-only mounts, ACLs and
 // user namespaces all have their say, as they will on the socket's bind.
-func writableDir(dir string) bool {
+func WritableDir(dir string) bool {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return false
 	}

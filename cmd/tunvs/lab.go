@@ -7,10 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -148,130 +144,9 @@ func cmdLab(ctx context.Context, args []string) error {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
 	}
 	if *inner {
-		if !netns.Inside() {
-			return errors.New("--inner is for the lab's own sandbox")
-		}
-		if *detach {
-			// Nobody holds the other end of the lifeline once the
-			// starting process returns: the lab must outlive it.
-			os.Unsetenv(netns.EnvLifeline)
-		}
-		return lab.NetnsInner(ctx, cfg, os.Stderr)
+		return labInner(ctx, cfg, *detach)
 	}
 	return labNetns(ctx, cfg, *detach, *walk || *walkAuto, *walkAuto, lf)
-}
-
-// labNetns is the outer half of `tunvs lab --netns`.
-func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto bool, lf logFlags) error {
-	if err := netns.CheckTUN(); err != nil {
-		return err
-	}
-	if err := netns.Probe(ctx, netns.SandboxOptions{}); err != nil {
-		return err
-	}
-	stale, err := lab.Prepare(cfg.StateDir)
-	if err != nil {
-		return err
-	}
-	if stale {
-		fmt.Fprintf(os.Stderr, "removed the state of a lab that is gone (%s)\n", cfg.StateDir)
-	}
-	args := []string{"lab", "--netns", "--inner", "-s", cfg.Scheduler, "-r", strconv.Itoa(cfg.Servers),
-		"--attach", cfg.Attach, "--state-dir", cfg.StateDir, "--log-level", lf.level}
-	if cfg.RSCmd != "" {
-		args = append(args, "--rs-cmd", cfg.RSCmd)
-	}
-	for _, c := range cfg.Checks {
-		args = append(args, "--check="+c)
-	}
-	if detach {
-		args = append(args, "--detach")
-	}
-	opts := netns.SandboxOptions{Args: args, Dir: "/"}
-	var logf *os.File
-	if detach {
-		logf, err = os.OpenFile(filepath.Join(cfg.StateDir, "lab.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			return err
-		}
-		defer logf.Close()
-		opts.Stdout, opts.Stderr = logf, logf
-	} else {
-		opts.Stdout, opts.Stderr = os.Stdout, os.Stderr
-	}
-	// Not ctx: the lab is stopped below, in order, not killed by a
-	// cancelled context.
-	sb, err := netns.Sandbox(context.Background(), opts)
-	if err != nil {
-		lab.RemoveState(cfg.StateDir)
-		return err
-	}
-	// Its own session (detached) or process group (foreground): a Ctrl-C
-	// in the terminal reaches only this process, which stops the lab.
-	sb.Cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: detach, Setpgid: !detach}
-	if err := sb.Start(); err != nil {
-		lab.RemoveState(cfg.StateDir)
-		return err
-	}
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = sb.Wait(); close(exited) }()
-	fail := func(err error) error {
-		lab.Down(cfg.StateDir, 10*time.Second)
-		<-exited
-		lab.RemoveState(cfg.StateDir)
-		return err
-	}
-	st, err := lab.WriteSandbox(cfg.StateDir, sb.Cmd.Process.Pid, 10*time.Second)
-	if err != nil {
-		return fail(err)
-	}
-	if err := lab.WaitReady(ctx, cfg.StateDir, exited, 90*time.Second); err != nil {
-		if detach {
-			if b, rerr := os.ReadFile(filepath.Join(cfg.StateDir, "lab.log")); rerr == nil {
-				err = fmt.Errorf("%w:\n%s", err, b)
-			}
-		}
-		return fail(err)
-	}
-	if st, err = lab.ReadState(cfg.StateDir); err != nil {
-		return fail(err)
-	}
-	lab.Banner(os.Stdout, st, cfg, "tunvs")
-	if walk {
-		fmt.Println()
-		if err := lab.Walk(ctx, st, lab.WalkOptions{Self: cfg.Self, Pause: !walkAuto, In: os.Stdin, Out: os.Stdout, Servers: cfg.Servers}); err != nil {
-			fmt.Fprintf(os.Stderr, "tunvs lab: %v\n", err)
-			if !detach {
-				return fail(err)
-			}
-		}
-	}
-	if detach {
-		fmt.Printf("\nThe lab runs in the background (pid %d, log %s). `tunvs lab down` removes it.\n",
-			st.PID, filepath.Join(cfg.StateDir, "lab.log"))
-		return nil
-	}
-	fmt.Printf("\nThe lab runs until Ctrl-C (or `tunvs lab down` from another terminal).\n")
-	select {
-	case <-exited:
-		lab.RemoveState(cfg.StateDir)
-		if waitErr != nil {
-			return fmt.Errorf("the lab ended: %v", waitErr)
-		}
-		return nil
-	case <-ctx.Done():
-	}
-	fmt.Printf("\nstopping the lab\n")
-	syscall.Kill(st.PID, syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(15 * time.Second):
-		lab.Down(cfg.StateDir, 10*time.Second)
-		<-exited
-	}
-	lab.RemoveState(cfg.StateDir)
-	return nil
 }
 
 func stateFlag(fs *pflag.FlagSet) *string {
@@ -296,15 +171,7 @@ func cmdLabExec(args []string) error {
 	if len(cmd) > 0 && cmd[0] == "--" {
 		cmd = cmd[1:]
 	}
-	st, err := lab.ReadState(*dir)
-	if err != nil {
-		return err
-	}
-	argv, err := st.ExecArgv(host, cmd)
-	if err != nil {
-		return err
-	}
-	return syscall.Exec(argv[0], argv, st.ExecEnv())
+	return labExec(*dir, host, cmd)
 }
 
 func cmdLabDown(args []string) error {
@@ -313,16 +180,7 @@ func cmdLabDown(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	msg, err := lab.Down(*dir, 10*time.Second)
-	if errors.Is(err, lab.ErrNoLab) {
-		fmt.Println(err)
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Println(msg)
-	return nil
+	return labDown(*dir)
 }
 
 func cmdLabWalk(ctx context.Context, args []string) error {
@@ -332,21 +190,7 @@ func cmdLabWalk(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
-	st, err := lab.ReadState(*dir)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	servers := 0
-	for h := range st.Hosts {
-		if strings.HasPrefix(h, "rs") {
-			servers++
-		}
-	}
-	return lab.Walk(ctx, st, lab.WalkOptions{Self: self, Pause: !*auto, In: os.Stdin, Out: os.Stdout, Servers: servers})
+	return labWalk(ctx, *dir, *auto)
 }
 
 func cmdLabCapture(ctx context.Context, args []string) error {
@@ -365,33 +209,8 @@ func cmdLabCapture(ctx context.Context, args []string) error {
 	if fs.NArg() != 2 {
 		return usageError{errors.New("want HOST DEV, e.g. lan tvlab0")}
 	}
-	if os.Getenv("TUNVS_LAB_HOST") == "1" {
-		// Already inside the host (started through exec).
-		return lab.RunCapture(ctx, fs.Arg(1), lab.CaptureFilter{Port: *port, SYNOnly: *syn}, *count, *timeout, syncWriter{os.Stdout})
-	}
-	st, err := lab.ReadState(*dir)
-	if err != nil {
-		return err
-	}
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	cargs := []string{self, "lab", "capture", "--port", strconv.Itoa(int(*port)), "--count", strconv.Itoa(*count), "--timeout", timeout.String()}
-	if *syn {
-		cargs = append(cargs, "--syn")
-	}
-	argv, err := st.ExecArgv(fs.Arg(0), append(cargs, fs.Arg(0), fs.Arg(1)))
-	if err != nil {
-		return err
-	}
-	return syscall.Exec(argv[0], argv, st.ExecEnv())
+	return labCapture(ctx, *dir, fs.Arg(0), fs.Arg(1), *port, *syn, *count, *timeout)
 }
-
-// syncWriter writes each line at once, for readers on a pipe.
-type syncWriter struct{ f *os.File }
-
-func (w syncWriter) Write(b []byte) (int, error) { return w.f.Write(b) }
 
 func cmdLabServe(ctx context.Context, args []string) error {
 	fs := pflag.NewFlagSet("tunvs lab serve", pflag.ContinueOnError)
