@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build lab test check unit race norace bench-smoke fuzz-smoke bench compare clean
+.PHONY: all build lab test check cross unit race norace bench-smoke fuzz-smoke bench compare clean
 
 all: build
 
@@ -19,11 +19,22 @@ lab:
 # run of each fuzz target, the tests that must run without -race, and last
 # every test with the race detector (the namespace end-to-end tests
 # included; they need unshare, user namespaces and /dev/net/tun).
-test: check bench-smoke fuzz-smoke norace race
+test: check cross bench-smoke fuzz-smoke norace race
 
 check:
 	@out=$$(gofmt -l . | grep -v '^vendor/'); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+
+# cross: every package (tests included: go vet compiles them) builds and
+# vets for the systems tunvs promises to build on. Only Linux is run here;
+# the others are cross-compiled and vetted.
+CROSS_TARGETS ?= darwin/amd64 darwin/arm64 windows/amd64 freebsd/amd64 linux/arm64
+cross:
+	@set -e; for t in $(CROSS_TARGETS); do \
+		echo "cross: $$t"; \
+		GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) build $(PKGS); \
+		GOOS=$${t%/*} GOARCH=$${t#*/} $(GO) vet $(PKGS); \
+	done
 
 race:
 	$(GO) test -race -count=1 -timeout 30m $(PKGS)

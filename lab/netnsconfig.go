@@ -94,4 +94,3 @@ func DefaultStateDir() string {
 
 // SocketPath is the director's control socket in a state directory.
 func SocketPath(stateDir string) string { return filepath.Join(stateDir, "tunvs.sock") }
-

@@ -83,4 +83,3 @@ func Fetch(ctx context.Context, url string, hold time.Duration, w io.Writer) err
 	}
 	return nil
 }
-

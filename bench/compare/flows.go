@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The flows workload: how much memory the director needs to hold many

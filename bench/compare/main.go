@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command compare runs the same workloads through every director it can
 // find on this machine, on two namespace topologies (-topology), in one
 // run: the kernel's own IPVS (when /proc/net/ip_vs exists), the kernel's

@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // -profile DIR: tunvs runs with --pprof in its namespace, and during each

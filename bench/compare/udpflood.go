@@ -1,3 +1,5 @@
+//go:build linux
+
 package main
 
 // The UDP small-packet workload: a sender on the client that sends 64-byte

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunvs/tunvs/health"
-	"github.com/tunvs/tunvs/internal/netns"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/sched"
 )

@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/netns"
 	"github.com/tunvs/tunvs/lab"
-	"github.com/tunvs/tunvs/lab/netns"
 )
 
 // labInner is the inner half of `tunvs lab --netns`, in the lab's sandbox.
