@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,8 +128,28 @@ func TestDefaultSocket(t *testing.T) {
 		ro := t.TempDir()
 		os.Chmod(ro, 0o500)
 		t.Setenv("XDG_RUNTIME_DIR", ro)
-		if got, want := DefaultSocket(), filepath.Join(os.TempDir(), fmt.Sprintf("tunvs-%d.sock", os.Getuid())); got != want {
+		if got, want := DefaultSocket(), filepath.Join(os.TempDir(), tempSocketName()); got != want {
 			t.Errorf("read-only XDG_RUNTIME_DIR: %q, want %q", got, want)
+		}
+	}
+}
+
+func TestMapUID(t *testing.T) {
+	for _, c := range []struct {
+		m        string
+		uid, out int
+	}{
+		{"         0          0 4294967295\n", 0, 0},
+		{"         0          0 4294967295\n", 1000, 1000},
+		{"         0      65534          1\n", 0, 65534}, // unshare --map-root-user as nobody
+		{"         0       1000          1\n", 0, 1000},  // ... as uid 1000
+		{"0 100000 65536\n", 42, 100042},                 // a subordinate range
+		{"0 1000 1\n1 100000 65536\n", 5, 100004},        // two ranges
+		{"0 1000 1\n", 7, 7},                             // not mapped
+		{"", 3, 3},
+	} {
+		if got := mapUID(c.m, c.uid); got != c.out {
+			t.Errorf("mapUID(%q, %d) = %d, want %d", c.m, c.uid, got, c.out)
 		}
 	}
 }

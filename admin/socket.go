@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 )
@@ -30,7 +29,7 @@ func DefaultSocket() string {
 	}
 	// The shared temporary directory: the uid in the name keeps users
 	// apart.
-	return filepath.Join(os.TempDir(), fmt.Sprintf("tunvs-%d.sock", os.Getuid()))
+	return filepath.Join(os.TempDir(), tempSocketName())
 }
 
 // WritableDir reports whether this process can create a file in dir, by
