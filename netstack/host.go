@@ -70,6 +70,7 @@ type Counters struct {
 	TooBigSent       atomic.Uint64 // ICMP frag-needed / packet-too-big sent
 	UnreachSent      atomic.Uint64 // ICMP port unreachable sent (no real server)
 	TimeExceededSent atomic.Uint64 // ICMP time exceeded sent (TTL ran out here)
+	ICMPLimited      atomic.Uint64 // ICMP errors not sent: rate limit (see icmpLimiter)
 	LinkDrops        atomic.Uint64 // frames too short or of unknown type
 	GSOPackets       atomic.Uint64 // super-packets read whole (tun.GSODevice)
 	GSOSplit         atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
@@ -94,6 +95,9 @@ type Host struct {
 	closed bool
 
 	nicsByID atomic.Pointer[[]*NIC]
+
+	// icmp rate-limits the ICMP errors the host sends on its own.
+	icmp *icmpLimiter
 	// hops are the bypass's egresses (see hop).
 	hops *hopTable
 
@@ -127,7 +131,8 @@ func New(cfg Config) *Host {
 		// off. Hosts of the lab never talk to themselves through a NIC.
 		HandleLocal: cfg.NAT == nil,
 	})
-	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, hops: hops, nics: map[string]*NIC{}, done: make(chan struct{})}
+	h := &Host{cfg: cfg, s: s, nat: cfg.NAT, hops: hops, nics: map[string]*NIC{}, done: make(chan struct{}),
+		icmp: newICMPLimiter()}
 	if cfg.Capture != nil || cfg.Trace != nil {
 		h.hooks = &hooks{capture: cfg.Capture}
 		if cfg.Trace != nil {
@@ -170,6 +175,12 @@ type NIC struct {
 	txq []*txQueue
 	// gone is set once the device is found gone (see lost).
 	gone atomic.Bool
+	// icmpMu guards icmpBuf and icmpBufs, where the ICMP errors the NIC
+	// sends are built and written from, so that sending one allocates
+	// nothing.
+	icmpMu   sync.Mutex
+	icmpBuf  []byte
+	icmpBufs [1][]byte
 }
 
 // txQueue is one queue of a device that packets leave by.

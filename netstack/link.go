@@ -456,9 +456,21 @@ func (n *NIC) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	n.h.Counters.Delivered.Add(1)
 }
 
+// icmpBuffer locks the NIC's ICMP buffer and returns it, with room for
+// an error quoting as much as IPv6's minimum MTU allows; the caller
+// unlocks n.icmpMu.
+func (n *NIC) icmpBuffer() []byte {
+	n.icmpMu.Lock()
+	if n.icmpBuf == nil {
+		n.icmpBuf = make([]byte, bufOffset+ethHdrLen+1280)
+	}
+	return n.icmpBuf
+}
+
 // replyFrame sends the IP packet at b[bufOffset+ethHdrLen:][:size] back out
 // of n towards whoever sent frame; on a TAP the frame's Ethernet addresses
-// are swapped, so the reply goes to the hop it came from.
+// are swapped, so the reply goes to the hop it came from. b is the NIC's
+// ICMP buffer, n.icmpMu held.
 func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 	off := bufOffset + ethHdrLen
 	end := off + size
@@ -476,14 +488,19 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 	if hk := n.h.hooks; hk != nil && hk.capture != nil {
 		hk.capture.Frame(n.name, n.kind, true, b[off:end])
 	}
-	_, err := n.txq[0].write([][]byte{b[:end]}, off)
+	n.icmpBufs[0] = b[:end]
+	_, err := n.txq[0].write(n.icmpBufs[:], off)
+	n.icmpBufs[0] = nil
 	if err != nil {
 		n.h.Counters.WriteErrors.Add(1)
 	}
 }
 
+// sendTooBig is not rate-limited: the kernel never limits "fragmentation
+// needed" or "packet too big" (see icmpLimiter).
 func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
-	b := make([]byte, bufOffset+ethHdrLen+1280)
+	b := n.icmpBuffer()
+	defer n.icmpMu.Unlock()
 	size := nat.BuildTooBig(b[bufOffset+ethHdrLen:], p, res.Conn.VAddr, res.MTU)
 	if size == 0 {
 		return
@@ -493,11 +510,15 @@ func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
 }
 
 func (n *NIC) sendTimeExceeded(frame []byte, p *nat.Packet) {
+	if !n.h.icmpAllowed(p.Src()) {
+		return
+	}
 	src := n.localAddr(p.V6)
 	if !src.IsValid() {
 		return
 	}
-	b := make([]byte, bufOffset+ethHdrLen+1280)
+	b := n.icmpBuffer()
+	defer n.icmpMu.Unlock()
 	size := nat.BuildTimeExceeded(b[bufOffset+ethHdrLen:], p, src)
 	if size == 0 {
 		return
@@ -507,7 +528,11 @@ func (n *NIC) sendTimeExceeded(frame []byte, p *nat.Packet) {
 }
 
 func (n *NIC) sendUnreachable(frame []byte, p *nat.Packet) {
-	b := make([]byte, bufOffset+ethHdrLen+1280)
+	if !n.h.icmpAllowed(p.Src()) {
+		return
+	}
+	b := n.icmpBuffer()
+	defer n.icmpMu.Unlock()
 	size := nat.BuildPortUnreachable(b[bufOffset+ethHdrLen:], p, p.Dst())
 	if size == 0 {
 		return
