@@ -9,6 +9,7 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/tunvs/tunvs/nat"
@@ -107,8 +108,12 @@ func (r *bypassRig) nicID(name string) tcpip.NICID {
 // neighbour puts a permanent entry in the director's neighbour table.
 func (r *bypassRig) neighbour(nic, addr string, mac [6]byte) {
 	r.t.Helper()
-	a := netip.MustParseAddr(addr).As4()
-	if err := r.h.Stack().AddStaticNeighbor(r.nicID(nic), ipv4.ProtocolNumber, tcpip.AddrFrom4(a), tcpip.LinkAddress(mac[:])); err != nil {
+	a := netip.MustParseAddr(addr)
+	proto, ta := ipv6.ProtocolNumber, tcpip.AddrFrom16(a.As16())
+	if a.Is4() {
+		proto, ta = ipv4.ProtocolNumber, tcpip.AddrFrom4(a.As4())
+	}
+	if err := r.h.Stack().AddStaticNeighbor(r.nicID(nic), proto, ta, tcpip.LinkAddress(mac[:])); err != nil {
 		r.t.Fatalf("add neighbour %s: %v", addr, err)
 	}
 }
@@ -147,7 +152,7 @@ func (r *bypassRig) frame(dst, src [6]byte, pkt []byte) []byte {
 	f := make([]byte, 0, 14+len(pkt))
 	f = append(f, dst[:]...)
 	f = append(f, src[:]...)
-	return append(binary.BigEndian.AppendUint16(f, 0x0800), pkt...)
+	return append(binary.BigEndian.AppendUint16(f, etherType(pkt)), pkt...)
 }
 
 // send makes d hand out frame (with g) and waits for the director's next
@@ -169,21 +174,41 @@ func (r *bypassRig) fromRS(p gsoIn) ([]byte, tun.GSO) {
 	return r.send(r.out, r.frame(r.outMAC, macRS, p.pkt), p.g, r.in)
 }
 
+// etherType is the Ethernet type of an IP packet.
+func etherType(p []byte) uint16 {
+	if p[0]>>4 == 6 {
+		return 0x86dd
+	}
+	return 0x0800
+}
+
 // checkEth checks a written TAP frame's Ethernet header and returns its
 // IP packet.
 func checkEth(t *testing.T, what string, f []byte, dst, src [6]byte) []byte {
 	t.Helper()
-	if len(f) < 14 {
+	if len(f) < 15 {
 		t.Fatalf("%s: frame of %d bytes", what, len(f))
 	}
-	if [6]byte(f[0:6]) != dst || [6]byte(f[6:12]) != src || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
-		t.Fatalf("%s: Ethernet header % x, want to % x from % x, IPv4", what, f[:14], dst, src)
+	if [6]byte(f[0:6]) != dst || [6]byte(f[6:12]) != src || binary.BigEndian.Uint16(f[12:]) != etherType(f[14:]) {
+		t.Fatalf("%s: Ethernet header % x, want to % x from % x, of the packet's IP version", what, f[:14], dst, src)
 	}
 	return f[14:]
 }
 
-// ipDst is an IPv4 packet's destination.
-func ipDst(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(p[16:20])) }
+// ipDst and ipSrc are an IP packet's addresses.
+func ipDst(p []byte) netip.Addr {
+	if p[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(p[24:40]))
+	}
+	return netip.AddrFrom4([4]byte(p[16:20]))
+}
+
+func ipSrc(p []byte) netip.Addr {
+	if p[0]>>4 == 6 {
+		return netip.AddrFrom16([16]byte(p[8:24]))
+	}
+	return netip.AddrFrom4([4]byte(p[12:16]))
+}
 
 // TestTAPBypass sends a connection's packets across a director on TAP
 // devices, two of them and one (hairpin), and checks that they skip the
@@ -202,7 +227,7 @@ func TestTAPBypass(t *testing.T) {
 				t.Fatalf("SYN went to %v", ipDst(ip))
 			}
 			back, _ := r.fromRS(ordinary(gRS, gCli, nattest.SYN|nattest.ACK, 500, nil))
-			if ip := checkEth(t, "SYN-ACK to the client", back, r.peerIn, r.inMAC); ipDst(ip) != gCli.Addr() || netip.AddrFrom4([4]byte(ip[12:16])) != gVIP.Addr() {
+			if ip := checkEth(t, "SYN-ACK to the client", back, r.peerIn, r.inMAC); ipDst(ip) != gCli.Addr() || ipSrc(ip) != gVIP.Addr() {
 				t.Fatalf("SYN-ACK % x", ip[:20])
 			}
 			sp := superPkt(gCli, gVIP, 101, 40, 1400)
@@ -429,5 +454,57 @@ func TestTAPBypassRevalidates(t *testing.T) {
 	next("bypassed packet to the new MAC", isIPTo(macRS2))
 	if h.Counters.FastPath.Load() != fp+1 {
 		t.Fatalf("FastPath %d, want %d: the bypass did not take the new MAC", h.Counters.FastPath.Load(), fp+1)
+	}
+}
+
+// TestTAPBypassIPv6 is the one-armed director over IPv6: the next hops'
+// MACs come from the stack's NDP entries, the frames keep their IPv6
+// type, and super-frames go out whole.
+func TestTAPBypassIPv6(t *testing.T) {
+	var h *netstack.Host
+	tb := nat.New(nat.Config{EgressMTU: func(dst netip.Addr) int { return h.EgressMTU(dst) }})
+	h = netstack.New(netstack.Config{NAT: tb, Forwarding: true, Bypass: true})
+	defer h.Close()
+	lan := newReplayGSO("lan")
+	lan.kind, lan.out = tun.KindTAP, make([]byte, 70000)
+	nic, err := h.AddNIC("lan", lan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"fd00:2::3/64", gVIP6.Addr().String() + "/128"} {
+		if err := h.AddAddress("lan", netip.MustParsePrefix(a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.AddRoute(netip.MustParsePrefix("::/0"), netip.MustParseAddr("fd00:2::200"), ""); err != nil {
+		t.Fatal(err)
+	}
+	r := &bypassRig{t: t, h: h, kind: tun.KindTAP, in: lan, out: lan, peerIn: macRouter}
+	copy(r.inMAC[:], nic.MAC())
+	r.outMAC = r.inMAC
+	r.neighbour("lan", "fd00:2::200", macRouter)
+	r.neighbour("lan", gRS6.Addr().String(), macRS)
+	if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: gVIP6.Addr(), Port: gVIP6.Port(), Scheduler: "rr"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: gVIP6.Addr(), Port: gVIP6.Port()}, nat.DestConfig{Addr: gRS6.Addr(), Port: gRS6.Port(), Weight: 1}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := r.fromClient(ordinary(gCli6, gVIP6, nattest.SYN, 100, nil))
+	if ip := checkEth(t, "SYN to the real server", out, macRS, r.outMAC); ipDst(ip) != gRS6.Addr() {
+		t.Fatalf("SYN went to %v", ipDst(ip))
+	}
+	back, _ := r.fromRS(ordinary(gRS6, gCli6, nattest.SYN|nattest.ACK, 500, nil))
+	if ip := checkEth(t, "SYN-ACK to the client", back, macRouter, r.inMAC); ipDst(ip) != gCli6.Addr() || ipSrc(ip) != gVIP6.Addr() {
+		t.Fatalf("SYN-ACK from %v to %v", ipSrc(ip), ipDst(ip))
+	}
+	sp := superPkt(gCli6, gVIP6, 101, 40, 1400)
+	out, g := r.fromClient(sp)
+	checkEth(t, "super-frame", out, macRS, r.outMAC)
+	if g.Type != tun.GSOTCPv6 || len(out) != 14+len(sp.pkt) {
+		t.Fatalf("super-frame written as %d bytes with %+v, want whole", len(out), g)
+	}
+	if fp, del := h.Counters.FastPath.Load(), h.Counters.Delivered.Load(); fp != 3 || del != 0 {
+		t.Fatalf("FastPath %d, Delivered %d: want every packet bypassed", fp, del)
 	}
 }
