@@ -22,7 +22,7 @@ func ReadRulesFile(data string, checks *health.Parser) ([]Command, []int, error)
 		return nil, nil, err
 	}
 	for i, l := range strings.Split(checkText, "\n") {
-		if err := checks.Line(l); err != nil {
+		if err := checks.LineAt(i+1, l); err != nil {
 			return nil, nil, &health.LineError{Line: i + 1, Text: l, Err: err}
 		}
 	}

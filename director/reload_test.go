@@ -80,7 +80,9 @@ func TestReloadRefusedByteIdentical(t *testing.T) {
 	before, beforeCounters := save(d), counters(d)
 	os.WriteFile(path, []byte("-A -t 10.0.0.100:80 -s wlc\n-a -t 10.0.0.100:80 -r 10.0.0.8 -m\n"+
 		"--check -t 10.0.0.100:80 -r 10.0.0.5:80 tcp\n"), 0o644)
-	if _, err := d.Reload(path); err == nil || !strings.Contains(err.Error(), "not a real server") {
+	// The check's line is named, as a bad ipvsadm line's is.
+	if _, err := d.Reload(path); err == nil || !strings.Contains(err.Error(), "not a real server") ||
+		!strings.HasPrefix(err.Error(), "line 3: ") {
 		t.Fatalf("reload: %v", err)
 	}
 	if save(d) != before || counters(d) != beforeCounters {

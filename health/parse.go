@@ -90,6 +90,14 @@ type Parser struct{ b builder }
 // Line parses one rule (blank and comment lines are fine).
 func (p *Parser) Line(line string) error { return p.b.line(line) }
 
+// LineAt is Line for line n of a rules file: the services and servers it
+// names remember n, for the errors of rules.Rules.Validate.
+func (p *Parser) LineAt(n int, line string) error {
+	p.b.lineNo = n
+	defer func() { p.b.lineNo = 0 }()
+	return p.b.line(line)
+}
+
 // Config is what the lines so far configure.
 func (p *Parser) Config() Config { return p.b.cfg }
 
@@ -124,6 +132,8 @@ func IsCheckLine(line string) bool {
 
 type builder struct {
 	cfg Config
+	// lineNo is the rules file line being read (0: not from a file).
+	lineNo int
 }
 
 func (b *builder) service(proto uint8, vip netip.AddrPort) *ServiceConfig {
@@ -133,7 +143,7 @@ func (b *builder) service(proto uint8, vip netip.AddrPort) *ServiceConfig {
 			return s
 		}
 	}
-	b.cfg.Services = append(b.cfg.Services, ServiceConfig{Proto: proto, VIP: vip})
+	b.cfg.Services = append(b.cfg.Services, ServiceConfig{Proto: proto, VIP: vip, Line: b.lineNo})
 	return &b.cfg.Services[len(b.cfg.Services)-1]
 }
 
@@ -232,7 +242,7 @@ func (b *builder) line(line string) error {
 		if c.Kind == "" && !hasCheck {
 			return errors.New("no check for the real server (a kind, e.g. tcp, or options)")
 		}
-		s.Servers = append(s.Servers, ServerConfig{Addr: server, Check: &c})
+		s.Servers = append(s.Servers, ServerConfig{Addr: server, Check: &c, Line: b.lineNo})
 		return nil
 	}
 	for _, o := range svcOpts {

@@ -164,12 +164,17 @@ type CheckService struct {
 	Expire bool
 
 	Servers []CheckServer
+
+	// Line is the rules file line that first named the service (0:
+	// none), for errors.
+	Line int
 }
 
 // CheckServer is one real server's check (health.ServerConfig).
 type CheckServer struct {
 	Addr  netip.AddrPort // as the service's dest: port 0 is "the client's port"
 	Check *Check         // nil: the service's Default
+	Line  int            // the rules file line (0: none)
 }
 
 // Checks is the health checking of a director (health.Config).

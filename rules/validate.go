@@ -203,53 +203,62 @@ func (r *Rules) ValidateChecks(c Checks) error {
 	seen := map[ServiceKey]bool{}
 	for _, sc := range c.Services {
 		k := sc.key()
-		name := serviceName(k)
 		if seen[k] {
-			return cfgErr("%s configured twice", name)
+			return atLine(sc.Line, cfgErr("%s configured twice", serviceName(k)))
 		}
 		seen[k] = true
-		svc := r.Service(k)
-		if svc == nil {
-			return cfgErr("%s: no such virtual service", name)
+		if line, err := r.validCheckService(&sc); err != nil {
+			return atLine(line, err)
 		}
-		if sc.Quorum < 0 || sc.Hysteresis < 0 || sc.SorryWeight < 0 || sc.SorryWeight > MaxWeight {
-			return cfgErr("%s: quorum, hysteresis and sorry weight must be positive", name)
+	}
+	return nil
+}
+
+// validCheckService checks one service's checks; the line is the one to
+// blame.
+func (r *Rules) validCheckService(sc *CheckService) (int, error) {
+	name := serviceName(sc.key())
+	svc := r.Service(sc.key())
+	if svc == nil {
+		return sc.Line, cfgErr("%s: no such virtual service", name)
+	}
+	if sc.Quorum < 0 || sc.Hysteresis < 0 || sc.SorryWeight < 0 || sc.SorryWeight > MaxWeight {
+		return sc.Line, cfgErr("%s: quorum, hysteresis and sorry weight must be positive", name)
+	}
+	if sc.Sorry.IsValid() && svc.Server(sc.Sorry) != nil {
+		return sc.Line, cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
+	}
+	if sc.Default != nil {
+		if _, err := sc.Default.WithDefaults(); err != nil {
+			return sc.Line, fmt.Errorf("%s: default check: %w", name, err)
 		}
-		if sc.Sorry.IsValid() && svc.Server(sc.Sorry) != nil {
-			return cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
+	}
+	named := map[netip.AddrPort]bool{}
+	for _, s := range sc.Servers {
+		if named[s.Addr] {
+			return s.Line, cfgErr("%s: real server %v configured twice", name, s.Addr)
 		}
-		if sc.Default != nil {
-			if _, err := sc.Default.WithDefaults(); err != nil {
-				return fmt.Errorf("%s: default check: %w", name, err)
-			}
+		named[s.Addr] = true
+		var ck Check
+		if s.Check != nil {
+			ck = *s.Check
+		} else if sc.Default == nil {
+			return s.Line, cfgErr("%s real server %v: no check and no service default", name, s.Addr)
 		}
-		named := map[netip.AddrPort]bool{}
-		for _, s := range sc.Servers {
-			if named[s.Addr] {
-				return cfgErr("%s: real server %v configured twice", name, s.Addr)
-			}
-			named[s.Addr] = true
-			var ck Check
-			if s.Check != nil {
-				ck = *s.Check
-			} else if sc.Default == nil {
-				return cfgErr("%s real server %v: no check and no service default", name, s.Addr)
-			}
-			if err := sc.validServerCheck(svc, s.Addr, ck); err != nil {
-				return err
-			}
+		if err := sc.validServerCheck(svc, s.Addr, ck); err != nil {
+			return s.Line, err
 		}
-		if sc.Default != nil {
-			for _, d := range svc.Servers {
-				if !named[d.Addr] {
-					if err := sc.validServerCheck(svc, d.Addr, Check{}); err != nil {
-						return err
-					}
+	}
+	if sc.Default != nil {
+		for _, d := range svc.Servers {
+			if !named[d.Addr] {
+				if err := sc.validServerCheck(svc, d.Addr, Check{}); err != nil {
+					return sc.Line, err
 				}
 			}
 		}
 	}
-	return nil
+	return 0, nil
 }
 
 func (sc *CheckService) validServerCheck(svc *Service, addr netip.AddrPort, c Check) error {
