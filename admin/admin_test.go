@@ -183,7 +183,7 @@ func TestIPv6Listing(t *testing.T) {
 	mustApply(t, tb,
 		"-A -u [fd00::100]:53 -s wrr",
 		"-a -u [fd00::100]:53 -r [fd00::6]:5353 -m -w 3",
-		"-a -u [fd00::100]:53 -r [fd00::5] -m -w 2",
+		"-a -u [fd00::100]:53 -r fd00::5 -m -w 2",
 		"-A -t 10.1.1.1:443",
 	)
 	var out bytes.Buffer
@@ -305,7 +305,7 @@ func TestSaveClearRestore(t *testing.T) {
 		"-a -t 10.0.0.1:80 -r 10.0.0.2 -m -w 5",
 		"-a -t 10.0.0.1:80 -r 10.0.0.3:8080 -m -w 0",
 		"-A -u [fd00::1]:53 -s rr",
-		"-a -u [fd00::1]:53 -r [fd00::2] -m")
+		"-a -u [fd00::1]:53 -r fd00::2 -m")
 	saved, err := Execute(tb, []string{"-S", "-n"}, "")
 	if err != nil {
 		t.Fatal(err)

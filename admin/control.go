@@ -168,13 +168,10 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	s.mu.Lock()
-	out, err := ExecuteWith(s.env, req.Args, req.Stdin)
+	resp := Serve(s.env, req)
 	s.mu.Unlock()
-	resp := Response{V: ProtocolVersion, Output: out}
-	if err != nil {
-		resp.Error = err.Error()
-		resp.Exit = ExitCode(err)
-		s.log.Info().Strs(FieldArgs, req.Args).Err(err).Msg("control: command refused")
+	if resp.Error != "" {
+		s.log.Info().Strs(FieldArgs, req.Args).Str("error", resp.Error).Msg("control: command refused")
 	} else if isChange(req.Args) {
 		s.log.Info().Strs(FieldArgs, req.Args).Msg("control: table changed")
 	}
@@ -187,7 +184,7 @@ func isChange(args []string) bool {
 		return false
 	}
 	switch c.Op {
-	case OpList, OpSave, OpHelp:
+	case OpList, OpSave, OpHelp, OpVersion:
 		return false
 	}
 	return true

@@ -61,6 +61,10 @@ func ExitCode(err error) int {
 	case err == nil:
 		return 0
 	case errors.Is(err, ErrUsage):
+		var u *usageError
+		if errors.As(err, &u) && u.exit != 0 {
+			return u.exit
+		}
 		return 2
 	case errors.As(err, &e):
 		return e.Exit
@@ -195,7 +199,7 @@ func ApplyWith(env Env, cmds []Command, lines []int, w io.Writer) error {
 
 func (c Command) changes() bool {
 	switch c.Op {
-	case OpList, OpSave, OpHelp, OpNone, OpRestore, OpStartDaemon, OpStopDaemon:
+	case OpList, OpSave, OpHelp, OpVersion, OpNone, OpRestore, OpStartDaemon, OpStopDaemon:
 		// The daemons are not in the table: their commands run on
 		// their own (daemonCommand).
 		return false
@@ -371,6 +375,8 @@ func query(env Env, c Command, w io.Writer) error {
 		}
 	case OpHelp:
 		io.WriteString(w, Usage)
+	case OpVersion:
+		io.WriteString(w, Version)
 	case OpRestore:
 		return usagef("-R reads rules from standard input; send them with the request")
 	}
@@ -423,7 +429,7 @@ virtual-service:
 Options:
   --scheduler    -s scheduler         one of ` + strings.Join(sched.Names(), "|") + `,
                                       the default scheduler is wlc.
-  --persistent   -p [timeout]         persistent service (default 300 s)
+  --persistent   -p [timeout]         persistent service (default 360 s)
   --netmask      -M netmask           persistent granularity mask
   --sched-flags  -b flags             scheduler flags (comma-separated: sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3)
   --ops          -o                   one-packet scheduling (UDP)

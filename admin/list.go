@@ -22,9 +22,23 @@ const (
 // addrPortString is ipvsadm's numeric addrport_to_anyname: a:p, [a]:p.
 func addrPortString(a netip.Addr, port uint16) string {
 	if a.Is6() {
-		return fmt.Sprintf("[%s]:%d", a, port)
+		return fmt.Sprintf("[%s]:%d", ntop(a), port)
 	}
 	return fmt.Sprintf("%s:%d", a, port)
+}
+
+// ntop is glibc's inet_ntop: as netip prints, except that an
+// IPv4-compatible IPv6 address (the first 96 bits zero, the next 16 not)
+// is written ::a.b.c.d, as glibc's inet_ntop6 does.
+func ntop(a netip.Addr) string {
+	if a.Is6() && !a.Is4In6() && a.Zone() == "" {
+		b := a.As16()
+		var zero [12]byte
+		if [12]byte(b[:12]) == zero && (b[12] != 0 || b[13] != 0) {
+			return "::" + netip.AddrFrom4([4]byte(b[12:])).String()
+		}
+	}
+	return a.String()
 }
 
 // ntohlDiff reproduces libipvs's comparison of addresses, a subtraction of
@@ -116,6 +130,8 @@ func printTitle(w io.Writer, f Format) {
 	case f&FmtPersistentConn != 0:
 		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n",
 			"Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
+	case f&FmtTunInfo != 0:
+		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n")
 	case f&FmtRule == 0:
 		fmt.Fprintf(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
@@ -229,14 +245,10 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		}
 		switch {
 		case f&FmtRule != 0:
-			fmt.Fprintf(w, "-a %s -r %s -m -w %d", name, dn, d.Weight())
-			if u := d.UThreshold(); u != 0 {
-				fmt.Fprintf(w, " -x %d", u)
-			}
-			if l := d.LThreshold(); l != 0 {
-				fmt.Fprintf(w, " -y %d", l)
-			}
-			io.WriteString(w, "\n")
+			// ipvsadm 1.31 saves no -x/-y (print_service_entry), so
+			// neither does tunvsadm -S: thresholds do not survive
+			// -S | -R, with either.
+			fmt.Fprintf(w, "-a %s -r %s -m -w %d\n", name, dn, d.Weight())
 		case f&FmtStats != 0:
 			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
@@ -251,6 +263,9 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		case f&FmtPersistentConn != 0:
 			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight(), d.PersistConns(),
 				d.ActiveConns(), d.InactConns())
+		case f&FmtTunInfo != 0:
+			// Every tunvs server is Masq, which has no tunnel: "n/a".
+			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, "Masq", "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
 		default:
 			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, "Masq", d.Weight(), d.ActiveConns(), d.InactConns())
 		}

@@ -133,7 +133,7 @@ func hostName(a netip.Addr) string {
 	if n, ok := names.byAddr[a]; ok {
 		return n
 	}
-	return a.String()
+	return ntop(a)
 }
 
 // portName is port_to_anyname: the name from /etc/services, else the number.

@@ -405,14 +405,18 @@ func runRulesFile(t *testing.T) {
 		"-a -t 10.9.0.100:443 -r 10.9.0.5:443 -m -w 1 -x 100 -y 10",
 	)
 	d.Process.Signal(syscall.SIGHUP)
+	// -S saves no thresholds (as ipvsadm 1.31): --thresholds shows them.
 	want := sorted(
 		"-A -t 10.9.0.100:80 -s rr",
 		"-a -t 10.9.0.100:80 -r 10.9.0.5:80 -m -w 4",
 		"-a -t 10.9.0.100:80 -r 10.9.0.8:80 -m -w 1",
 		"-A -t 10.9.0.100:443 -s wrr -p 120",
-		"-a -t 10.9.0.100:443 -r 10.9.0.5:443 -m -w 1 -x 100 -y 10",
+		"-a -t 10.9.0.100:443 -r 10.9.0.5:443 -m -w 1",
 	)
 	waitFor("reload", func() bool { return save() == want })
+	if out, _ := admAt(t, sock, "", "-L", "-n", "--thresholds", "-t", "10.9.0.100:443"); !strings.Contains(out, "  -> 10.9.0.5:443                 100        10 ") {
+		t.Errorf("thresholds after the reload:\n%s", out)
+	}
 	for _, ev := range []string{`"event":"server_removed"`, `"event":"server_added"`, `"event":"server_edited"`, `"event":"service_removed"`, `"event":"service_added"`, `"changes":6`} {
 		if !strings.Contains(log.String(), ev) {
 			t.Errorf("the reload log lacks %s", ev)

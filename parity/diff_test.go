@@ -1,6 +1,8 @@
 package parity
 
 import (
+	"flag"
+	"os"
 	"strings"
 	"testing"
 )
@@ -73,5 +75,25 @@ list
 		if _, err := Parse("x", strings.NewReader(bad)); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+var update = flag.Bool("update", false, "rewrite generated scenarios")
+
+// TestCLIListCurrent: scenarios/cli_list.txt is what ListCases generates.
+func TestCLIListCurrent(t *testing.T) {
+	const path = "scenarios/cli_list.txt"
+	want := ListCases()
+	if *update {
+		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != want {
+		t.Errorf("%s is stale: go test ./parity -run TestCLIListCurrent -update", path)
 	}
 }

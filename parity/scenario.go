@@ -16,6 +16,14 @@
 //	close SRC:PORT           close a held connection (FIN both ways)
 //	udp SRC:PORT VIP:PORT    one datagram, the real server answers
 //	list                     snapshot `ipvsadm -L -n`
+//	cmd ARGS...              run ipvsadm ARGS (tunvsadm ARGS) and record its
+//	                         exit status, standard output and standard error,
+//	                         all three compared to the letter. Words are split
+//	                         at blanks; 'single quotes' keep blanks and make
+//	                         empty words.
+//	stdin TEXT               a line of standard input for the next cmd (-R)
+//	node_exporter            node_exporter's IPVS series (its own binary on
+//	                         the kernel side, tunvs's metrics here)
 //
 // Topology inside the VM, one set of network namespaces per scenario (IPVS
 // state is per namespace, so scenarios cannot leak into each other): the
@@ -45,7 +53,28 @@ const (
 	StepClose   = "close"
 	StepUDP     = "udp"
 	StepList    = "list"
+	StepCmd     = "cmd"
+	StepStdin   = "stdin"
+	// StepNodeExporter compares node_exporter's IPVS series (Debian's
+	// prometheus-node-exporter in the director's namespace) with tunvs's.
+	StepNodeExporter = "node_exporter"
 )
+
+// NodeExporterMissing is a node_exporter step's outcome when the VM had
+// no node_exporter (parity/setup.sh could not fetch it): not compared.
+const NodeExporterMissing = "node_exporter: not available"
+
+// NodeIPVSLines keeps the node_ipvs_ series of an exposition (samples and
+// their HELP and TYPE lines).
+func NodeIPVSLines(text string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "node_ipvs_") || strings.HasPrefix(l, "# HELP node_ipvs_") || strings.HasPrefix(l, "# TYPE node_ipvs_") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
 
 // Step is one line of a scenario (port ranges already expanded).
 type Step struct {
@@ -55,6 +84,8 @@ type Step struct {
 	Src  netip.AddrPort // tcp, udp, close
 	Dst  netip.AddrPort // tcp, udp
 	Hold bool           // tcp: keep the connection open
+	// Stdin is a cmd step's standard input (the stdin lines before it).
+	Stdin string
 }
 
 // Scenario is a parsed scenario file.
@@ -90,6 +121,24 @@ type Result struct {
 	SetupMs  int64   `json:"setup_ms,omitempty"`
 }
 
+// CmdOutcome is the outcome of a cmd step: everything ipvsadm shows.
+func CmdOutcome(exit int, stdout, stderr string) string {
+	return fmt.Sprintf("exit %d\n--- stdout\n%s--- stderr\n%s", exit, stdout, stderr)
+}
+
+// NeedsNetwork tells whether the scenario sends traffic (tcp or udp steps):
+// only then does it need real servers, clients and VIP addresses. A
+// scenario of commands alone runs in a bare director namespace, and its
+// addresses may be anything (IPv6, odd forms).
+func (sc *Scenario) NeedsNetwork() bool {
+	for _, st := range sc.Steps {
+		if st.Kind == StepTCP || st.Kind == StepUDP {
+			return true
+		}
+	}
+	return false
+}
+
 func (s Step) String() string {
 	switch s.Kind {
 	case StepIPVSAdm:
@@ -104,6 +153,19 @@ func (s Step) String() string {
 		return fmt.Sprintf("udp %v %v", s.Src, s.Dst)
 	case StepClose:
 		return fmt.Sprintf("close %v", s.Src)
+	case StepCmd:
+		q := make([]string, len(s.Args))
+		for i, a := range s.Args {
+			q[i] = a
+			if a == "" || strings.ContainsAny(a, " \t#'") {
+				q[i] = "'" + a + "'"
+			}
+		}
+		in := ""
+		if s.Stdin != "" {
+			in = fmt.Sprintf(" <<< %q", s.Stdin)
+		}
+		return "cmd " + strings.Join(q, " ") + in
 	}
 	return s.Kind
 }
@@ -123,27 +185,43 @@ func Parse(name string, r io.Reader) (*Scenario, error) {
 	sc := &Scenario{Name: name}
 	in := bufio.NewScanner(r)
 	n := 0
+	var stdin strings.Builder
 	for in.Scan() {
 		n++
 		line := in.Text()
-		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = line[:i]
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
 		bad := func(format string, a ...any) error {
 			return fmt.Errorf("%s:%d: %s", name, n, fmt.Sprintf(format, a...))
 		}
+		if line == StepStdin {
+			stdin.WriteString("\n")
+			continue
+		}
+		if rest, ok := strings.CutPrefix(line, StepStdin+" "); ok {
+			// Taken as it is: a rules line may hold anything.
+			stdin.WriteString(rest + "\n")
+			continue
+		}
+		f, err := splitWords(line)
+		if err != nil {
+			return nil, bad("%v", err)
+		}
+		if len(f) == 0 {
+			continue
+		}
+		if f[0] != StepCmd && stdin.Len() > 0 {
+			return nil, bad("stdin lines must come right before a cmd")
+		}
 		switch f[0] {
+		case StepCmd:
+			sc.Steps = append(sc.Steps, Step{Line: n, Kind: StepCmd, Args: f[1:], Stdin: stdin.String()})
+			stdin.Reset()
 		case StepIPVSAdm:
 			sc.Steps = append(sc.Steps, Step{Line: n, Kind: StepIPVSAdm, Args: f[1:]})
-		case StepList:
+		case StepList, StepNodeExporter:
 			if len(f) != 1 {
-				return nil, bad("list takes no arguments")
+				return nil, bad("%s takes no arguments", f[0])
 			}
-			sc.Steps = append(sc.Steps, Step{Line: n, Kind: StepList})
+			sc.Steps = append(sc.Steps, Step{Line: n, Kind: f[0]})
 		case StepClose:
 			if len(f) != 2 {
 				return nil, bad("usage: close SRC:PORT")
@@ -174,7 +252,49 @@ func Parse(name string, r io.Reader) (*Scenario, error) {
 			return nil, bad("unknown step %q", f[0])
 		}
 	}
+	if stdin.Len() > 0 {
+		return nil, fmt.Errorf("%s: stdin lines at the end, with no cmd after them", name)
+	}
 	return sc, in.Err()
+}
+
+// splitWords splits a scenario line at blanks; '#' outside quotes starts a
+// comment; 'single quotes' keep blanks and allow empty words.
+func splitWords(line string) ([]string, error) {
+	var out []string
+	var w strings.Builder
+	inWord, quoted := false, false
+	for _, r := range line {
+		switch {
+		case quoted && r == '\'':
+			quoted = false
+		case quoted:
+			w.WriteRune(r)
+		case r == '\'':
+			quoted, inWord = true, true
+		case r == '#':
+			if inWord {
+				out = append(out, w.String())
+			}
+			return out, nil
+		case r == ' ' || r == '\t':
+			if inWord {
+				out = append(out, w.String())
+				w.Reset()
+				inWord = false
+			}
+		default:
+			w.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quoted {
+		return nil, fmt.Errorf("unterminated quote")
+	}
+	if inWord {
+		out = append(out, w.String())
+	}
+	return out, nil
 }
 
 // parseSrc reads ADDR:PORT or ADDR:P1-P2.

@@ -127,11 +127,31 @@ EOF
 	echo "$stamp" >"$initrd.stamp"
 fi
 
+# node_exporter (Debian's prometheus-node-exporter), for the node_exporter
+# steps: downloaded and unpacked like the kernel, not installed (its
+# package would start a service). Optional: without it those steps are
+# skipped.
+nodeexp=$cache/node-exporter/usr/bin/prometheus-node-exporter
+if [ ! -x "$nodeexp" ]; then
+	rm -rf "$cache/ne-dl" "$cache/node-exporter"
+	mkdir -p "$cache/ne-dl"
+	(cd "$cache/ne-dl" && apt-get download prometheus-node-exporter 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+	deb=$(ls "$cache"/ne-dl/*.deb 2>/dev/null | head -1)
+	if [ -n "$deb" ]; then
+		dpkg-deb -x "$deb" "$cache/node-exporter"
+	else
+		echo "setup: apt-get download prometheus-node-exporter failed: node_exporter steps will be skipped" >&2
+	fi
+	rm -rf "$cache/ne-dl"
+fi
+[ -x "$nodeexp" ] || nodeexp=
+
 cat >"$cache/parity.env" <<EOF
 KVER=$kver
 KERNEL=$vmlinuz
 INITRD=$initrd
 MODDIR=$moddir
+NODE_EXPORTER=$nodeexp
 EOF
 echo "setup: ready ($cache/parity.env)"
 cat "$cache/parity.env"

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
 )
@@ -44,6 +46,12 @@ func RunTunvs(sc *Scenario) Result {
 			if err != nil {
 				ev.Outcome, ev.Detail = "error", err.Error()
 			}
+		case StepCmd:
+			ev.Outcome = r.cmd(st)
+		case StepNodeExporter:
+			var b strings.Builder
+			metrics.WriteNodeIPVS(&b, r.t)
+			ev.Outcome = NodeIPVSLines(b.String())
 		case StepList:
 			var b bytes.Buffer
 			admin.List(&b, r.t, admin.FmtNumeric)
@@ -65,6 +73,16 @@ func RunTunvs(sc *Scenario) Result {
 		res.Events = append(res.Events, ev)
 	}
 	return res
+}
+
+// cmd runs tunvsadm's main (admin.CLI) with the daemon's side of the
+// control socket (admin.Serve) in process, on the manual clock.
+func (r *tunvsRun) cmd(st Step) string {
+	var stdout, stderr strings.Builder
+	env := admin.Env{Table: r.t, Now: func() time.Time { return r.now }}
+	exit := admin.CLI("ipvsadm", st.Args, strings.NewReader(st.Stdin), &stdout, &stderr,
+		func(req admin.Request) (admin.Response, error) { return admin.Serve(env, req), nil })
+	return CmdOutcome(exit, stdout.String(), stderr.String())
 }
 
 // send pushes one packet; it returns the verdict and, for a forwarded

@@ -3,8 +3,6 @@
 package main
 
 import (
-	"errors"
-	"fmt"
 	"io"
 	"os"
 
@@ -27,41 +25,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		rest = append(rest, args[i])
 	}
-	// ipvsadm without arguments lists the table.
-	if len(rest) == 0 {
-		rest = []string{"-L"}
-	}
-	// Refuse a bad command line here, before bothering the daemon.
-	c, err := admin.Parse(rest)
-	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
-		return 2
-	}
-	if c.Op == admin.OpHelp {
-		fmt.Fprint(stdout, admin.Usage)
-		return 0
-	}
-	req := admin.Request{Args: rest}
-	if c.Op == admin.OpRestore {
-		b, err := io.ReadAll(io.LimitReader(stdin, 8<<20))
-		if err != nil {
-			fmt.Fprintf(stderr, "read rules: %v\n", err)
-			return 1
-		}
-		req.Stdin = string(b)
-	}
-	resp, err := admin.Call(socket, req)
-	if err != nil {
-		fmt.Fprintf(stderr, "%v\n", err)
-		if errors.Is(err, admin.ErrNoDaemon) {
-			// ipvsadm's "Can't initialize ipvs" ends with status 2.
-			return 2
-		}
-		return 1
-	}
-	fmt.Fprint(stdout, resp.Output)
-	if resp.Error != "" {
-		fmt.Fprintf(stderr, "%s\n", resp.Error)
-	}
-	return resp.Exit
+	return admin.CLI(os.Args[0], rest, stdin, stdout, stderr, func(req admin.Request) (admin.Response, error) {
+		return admin.Call(socket, req)
+	})
 }

@@ -18,7 +18,7 @@ done
 echo "parity-vm: kernel $(uname -r), schedulers: $(ls /lib/modules/$KVER/kernel/net/netfilter/ipvs/ | tr '\n' ' ')"
 if [ $rc = 0 ]; then
 	# RUN (from /job/env) replaces the scenario run, e.g. the sync capture.
-	${RUN:-/job/ipvsrun -out /job/results.json /job/scenarios/*.txt} >/job/ipvsrun.log 2>&1
+	${RUN:-/job/ipvsrun -out /job/results.json -node-exporter "$NODE_EXPORTER" /job/scenarios/*.txt} >/job/ipvsrun.log 2>&1
 	rc=$?
 	cat /job/ipvsrun.log
 fi

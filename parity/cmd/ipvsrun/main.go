@@ -24,6 +24,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 var (
 	timeout = flag.Duration("timeout", 4*time.Second, "how long a client waits for an answer")
 	verbose = flag.Bool("v", false, "log every command")
+	nodeExp = flag.String("node-exporter", "", "Debian's prometheus-node-exporter binary, for node_exporter steps")
 )
 
 func main() {
@@ -48,9 +50,10 @@ func main() {
 		}
 		return
 	}
-	var results []parity.Result
-	failed := false
-	for i, path := range flag.Args() {
+	results := make([]parity.Result, len(flag.Args()))
+	scs := make([]*parity.Scenario, len(flag.Args()))
+	runOne := func(i int) {
+		path := flag.Arg(i)
 		t0 := time.Now()
 		sc, err := parity.ParseFile(path)
 		var r parity.Result
@@ -59,11 +62,39 @@ func main() {
 		} else {
 			r = run(i, sc)
 		}
+		fmt.Printf("ipvsrun: %s: %d events in %v %s\n", r.Scenario, len(r.Events), time.Since(t0).Round(time.Millisecond), r.Error)
+		results[i] = r
+	}
+	for i, path := range flag.Args() {
+		scs[i], _ = parity.ParseFile(path)
+	}
+	// Scenarios of commands alone (no traffic, so no timing to disturb)
+	// run side by side, one per CPU: under TCG every ipvsadm exec costs
+	// a few hundred milliseconds. Then the others, one at a time.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, max(runtime.NumCPU(), 1))
+	for i, sc := range scs {
+		if sc != nil && !sc.NeedsNetwork() {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				runOne(i)
+			}()
+		}
+	}
+	wg.Wait()
+	for i, sc := range scs {
+		if sc == nil || sc.NeedsNetwork() {
+			runOne(i)
+		}
+	}
+	failed := false
+	for _, r := range results {
 		if r.Error != "" {
 			failed = true
 		}
-		fmt.Printf("ipvsrun: %s: %d events in %v %s\n", r.Scenario, len(r.Events), time.Since(t0).Round(time.Millisecond), r.Error)
-		results = append(results, r)
 	}
 	b, err := json.MarshalIndent(results, "", "  ")
 	if err == nil {
@@ -210,6 +241,11 @@ func (w *world) teardown() {
 func (w *world) setup(i int, sc *parity.Scenario) error {
 	w.dir, w.cli = fmt.Sprintf("d%d", i), fmt.Sprintf("c%d", i)
 	rs, vips := sc.RealServers()
+	if !sc.NeedsNetwork() {
+		// Commands only: a bare director namespace.
+		w.nss = append(w.nss, w.dir)
+		return batch([][]string{{"ip", "netns", "add", w.dir}, {"ip", "-n", w.dir, "link", "set", "lo", "up"}})
+	}
 	cmds := [][]string{
 		{"ip", "netns", "add", w.dir},
 		{"ip", "netns", "add", w.cli},
@@ -401,6 +437,66 @@ func (w *world) tcp(st parity.Step) (outcome, detail string) {
 	return strings.TrimSpace(line), detail
 }
 
+// cmd runs ipvsadm in the director and records all it shows. ipvsadm is
+// run by name so that its argv[0], which its messages print, is "ipvsadm".
+func (w *world) cmd(st parity.Step) string {
+	var out string
+	err := inNS(w.dir, func() error {
+		c := exec.Command("ipvsadm", st.Args...)
+		var stdout, stderr strings.Builder
+		c.Stdin = strings.NewReader(st.Stdin)
+		c.Stdout, c.Stderr = &stdout, &stderr
+		err := c.Run()
+		exit := 0
+		var ee *exec.ExitError
+		switch {
+		case errors.As(err, &ee):
+			exit = ee.ExitCode()
+		case err != nil:
+			return err
+		}
+		out = parity.CmdOutcome(exit, stdout.String(), stderr.String())
+		return nil
+	})
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return out
+}
+
+// nodeExporter runs node_exporter with only its IPVS collector in the
+// director's namespace (it reads /proc/net/ip_vs and ip_vs_stats of the
+// namespace it runs in), fetches /metrics once with busybox wget from
+// the same namespace, and keeps the node_ipvs_ series.
+func (w *world) nodeExporter() (string, string) {
+	if *nodeExp == "" {
+		return parity.NodeExporterMissing, ""
+	}
+	const addr = "127.0.0.1:9100"
+	var proc *exec.Cmd
+	err := inNS(w.dir, func() error {
+		proc = exec.Command(*nodeExp, "--collector.disable-defaults", "--collector.ipvs",
+			"--web.listen-address="+addr, "--log.level=error")
+		return proc.Start()
+	})
+	if err != nil {
+		return "error: " + err.Error(), ""
+	}
+	defer func() {
+		proc.Process.Kill()
+		proc.Wait()
+	}()
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		out, err := shNS(w.dir, "busybox", "wget", "-q", "-O", "-", "http://"+addr+"/metrics")
+		if err == nil {
+			return parity.NodeIPVSLines(out), ""
+		}
+		last = err
+	}
+	return "error: node_exporter did not answer: " + last.Error(), ""
+}
+
 func (w *world) udp(st parity.Step) (outcome, detail string) {
 	var conn *net.UDPConn
 	err := inNS(w.cli, func() error {
@@ -444,6 +540,10 @@ func run(i int, sc *parity.Scenario) (r parity.Result) {
 			if err != nil {
 				ev.Outcome, ev.Detail = "error", err.Error()
 			}
+		case parity.StepCmd:
+			ev.Outcome = w.cmd(st)
+		case parity.StepNodeExporter:
+			ev.Outcome, ev.Detail = w.nodeExporter()
 		case parity.StepList:
 			out, err := shNS(w.dir, "ipvsadm", "-L", "-n")
 			ev.Outcome = out
