@@ -177,6 +177,8 @@ func Write(w io.Writer, src Source) {
 	writeListeners(m, src.Listeners)
 	m.head("tunvs_connections", "gauge", "entries in the connection table")
 	m.val("tunvs_connections", "", uint64(t.Len()))
+	m.head("tunvs_connections_early_dropped_total", "counter", "connections not yet established dropped to make room in a full table")
+	m.val("tunvs_connections_early_dropped_total", "", t.EarlyDrops())
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
 	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
 	m.head("tunvs_services", "gauge", "virtual services")

@@ -14,8 +14,9 @@ const DefaultMaxConns = 1 << 20
 
 // Config configures a Table.
 type Config struct {
-	// MaxConns bounds the table: past it, new connections are refused and
-	// counted (DropTableFull) while existing ones keep working.
+	// MaxConns bounds the table: at it, a new connection takes the place
+	// of one not yet established (earlyDrop); failing that it is refused
+	// and counted (DropTableFull). Established ones keep working.
 	MaxConns int
 	// Timeouts per state; zero entries take the kernel's defaults.
 	Timeouts Timeouts
@@ -128,6 +129,8 @@ type Table struct {
 	n       atomic.Int64
 
 	drops [numDropReasons]atomic.Uint64
+	// earlyDrops counts connections dropped to make room (earlyDrop).
+	earlyDrops atomic.Uint64
 
 	sweepNext atomic.Uint32
 
@@ -373,7 +376,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if !p.VerifyL4Checksum() {
 		return t.drop(DropBadChecksum)
 	}
-	if t.n.Load() >= int64(t.cfg.MaxConns) {
+	if t.n.Load() >= int64(t.cfg.MaxConns) && !t.earlyDrop() {
 		return t.drop(DropTableFull)
 	}
 	sr := t.schedule(svc, p, src, dst, now)
