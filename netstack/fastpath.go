@@ -1,9 +1,11 @@
 package netstack
 
 import (
+	"encoding/binary"
 	"math"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/tun"
@@ -38,6 +40,7 @@ type pending struct {
 	out *txQueue
 	nic *NIC
 	buf []byte
+	off int // where the frame to write starts in buf
 	gso tun.GSO
 }
 
@@ -50,8 +53,10 @@ type pending struct {
 // (in and out of the same TAP) work. It returns false where the stack
 // must handle the packet: the next hop's MAC unknown (the stack resolves
 // it), a TTL about to expire (needs an ICMP error), no route, a frame not
-// addressed to the NIC, a TUN ingress with a TAP egress (no room kept
-// for an Ethernet header in front of the packet).
+// addressed to the NIC, a super-packet from a TUN for a TAP without
+// offloads (cut up, its pieces would have no room for their Ethernet
+// header). From a TUN to a TAP the Ethernet header goes into the
+// headroom in front of the packet; from a TAP to a TUN it is left behind.
 func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
 	h := in.h
 	slot := &res.Conn.Egress[res.Dir]
@@ -65,37 +70,43 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	}
 	hp := h.hops.at(eg)
 	out := hp.nic
-	buf := whole
+	q := out.txq[f.qi%len(out.txq)]
+	// A bridge floods a frame for an address it has not learned to
+	// every port: only those sent to this NIC are routed.
+	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
+		return false
+	}
+	off := bufOffset
 	var mac uint64
-	if in.kind == tun.KindTAP {
-		// A bridge floods a frame for an address it has not learned
-		// to every port: only those sent to this NIC are routed.
-		if string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
+	switch {
+	case out.kind == tun.KindTAP:
+		if mac = hp.mac.Load(); mac == 0 {
 			return false
 		}
-		if out.kind == tun.KindTUN {
-			buf = whole[ethHdrLen:]
-		} else {
-			if mac = hp.mac.Load(); mac == 0 {
+		if in.kind == tun.KindTUN {
+			if g.Pending() && q.gso == nil {
 				return false
 			}
-			if hp.stale.Load() && !hp.used.Load() {
-				hp.used.Store(true)
-			}
+			off = bufOffset - ethHdrLen
 		}
-	} else if out.kind != tun.KindTUN {
-		return false
+		if hp.stale.Load() && !hp.used.Load() {
+			hp.used.Store(true)
+		}
+	case in.kind == tun.KindTAP:
+		off = bufOffset + ethHdrLen
 	}
 	if !p.DecTTL() {
 		return false
 	}
 	if mac != 0 {
-		eth := whole[bufOffset : bufOffset+ethHdrLen]
+		eth := whole[off : off+ethHdrLen]
 		putMAC(eth[0:6], mac)
 		copy(eth[6:12], out.mac)
+		if in.kind == tun.KindTUN {
+			binary.BigEndian.PutUint16(eth[12:], etherTypeOf(p.V6))
+		}
 	}
-	q := out.txq[f.qi%len(out.txq)]
-	f.pend = append(f.pend, pending{out: q, nic: out, buf: buf, gso: g})
+	f.pend = append(f.pend, pending{out: q, nic: out, buf: whole, off: off, gso: g})
 	h.Counters.FastPath.Add(1)
 	return true
 }
@@ -125,55 +136,65 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst))
 }
 
-// flush writes the collected packets, one Write per egress queue.
+// etherTypeOf is the Ethernet type of IPv4 or IPv6.
+func etherTypeOf(v6 bool) uint16 {
+	if v6 {
+		return uint16(header.IPv6ProtocolNumber)
+	}
+	return uint16(header.IPv4ProtocolNumber)
+}
+
+// flush writes the collected packets, one Write per egress queue (and
+// frame offset).
 func (f *fastPath) flush(h *Host) {
 	for len(f.pend) > 0 {
-		out := f.pend[0].out
+		out, off := f.pend[0].out, f.pend[0].off
 		nic := f.pend[0].nic
 		f.bufs, f.gso = f.bufs[:0], f.gso[:0]
 		rest := f.pend[:0]
 		for _, pd := range f.pend {
-			if pd.out != out {
+			if pd.out != out || pd.off != off {
 				rest = append(rest, pd)
 				continue
 			}
 			if pd.gso.Pending() && out.gso == nil {
 				// A device without offloads: what is collected
-				// goes first, then this packet in pieces.
-				f.write(h, nic, out)
-				f.out.split(h, pd.buf, pd.gso, nic.l2(), func(seg []byte) {
+				// goes first, then this packet in pieces (never
+				// one whose frame starts in the headroom: try).
+				f.write(h, nic, out, off)
+				f.out.split(h, pd.buf[off-bufOffset:], pd.gso, nic.l2(), func(seg []byte) {
 					f.bufs = append(f.bufs[:0], seg)
-					f.write(h, nic, out)
+					f.write(h, nic, out, bufOffset)
 				})
 				continue
 			}
 			f.bufs = append(f.bufs, pd.buf)
 			f.gso = append(f.gso, pd.gso)
 		}
-		f.write(h, nic, out)
+		f.write(h, nic, out, off)
 		f.pend = rest
 	}
 	clear(f.bufs[:cap(f.bufs)])
 	f.bufs = f.bufs[:0]
 }
 
-// write sends f.bufs (with f.gso, on a device that takes it) out of q, a
-// queue of nic, and empties them.
-func (f *fastPath) write(h *Host, nic *NIC, q *txQueue) {
+// write sends f.bufs, whose frames start at off, (with f.gso, on a
+// device that takes it) out of q, a queue of nic, and empties them.
+func (f *fastPath) write(h *Host, nic *NIC, q *txQueue, off int) {
 	if len(f.bufs) == 0 {
 		return
 	}
 	if hk := h.hooks; hk != nil && hk.capture != nil {
 		for _, b := range f.bufs {
-			hk.capture.Frame(nic.name, nic.kind, true, b[bufOffset:])
+			hk.capture.Frame(nic.name, nic.kind, true, b[off:])
 		}
 	}
 	var err error
 	q.mu.Lock()
 	if q.gso != nil {
-		_, err = q.gso.WriteGSO(f.bufs, f.gso, bufOffset)
+		_, err = q.gso.WriteGSO(f.bufs, f.gso, off)
 	} else {
-		_, err = q.dev.Write(f.bufs, bufOffset)
+		_, err = q.dev.Write(f.bufs, off)
 	}
 	q.mu.Unlock()
 	if err != nil {

@@ -34,8 +34,8 @@ type Config struct {
 	// Forwarding makes the host route packets that are not its own.
 	Forwarding bool
 	// Bypass lets packets of established connections go from device to
-	// device without entering the stack: TUN to TUN, TAP to TUN, and TAP
-	// to TAP (the same one included) once the stack's neighbour table
+	// device without entering the stack: TUN to TUN, TAP to TUN, and to
+	// a TAP (the same one included) once the stack's neighbour table
 	// knows the next hop's MAC.
 	Bypass bool
 	// NoGSO makes the host read offloaded super-packets from devices

@@ -22,8 +22,9 @@ const (
 	ethHdrLen = 14
 	// bufOffset is the room left in front of every packet buffer, for a
 	// device header (a virtio-net header is 10 or 12 bytes) so that a
-	// packet read from one device can be written to another in place.
-	bufOffset = 16
+	// packet read from one device can be written to another in place,
+	// and, from a TUN to a TAP, an Ethernet header in front of that.
+	bufOffset = 32
 	// maxPacket bounds one packet: the largest IP packet plus a link
 	// header.
 	maxPacket = 65535 + ethHdrLen

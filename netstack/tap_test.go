@@ -30,33 +30,33 @@ var (
 )
 
 // bypassRig is a director with the VIP gVIP and the real server gRS on
-// replay devices: two (client side, real-server side) or, hairpin, one
-// TAP on the real servers' segment with the client behind a router
-// 172.16.1.200, as in the article's one-armed director.
+// replay devices: two (client side, real-server side, each a TUN or a
+// TAP) or, hairpin, one TAP on the real servers' segment with the client
+// behind a router 172.16.1.200, as in the article's one-armed director.
 type bypassRig struct {
-	t       testing.TB
-	h       *netstack.Host
-	kind    tun.Kind
-	in, out *replayGSO // the same device when hairpin
+	t               testing.TB
+	h               *netstack.Host
+	inKind, outKind tun.Kind
+	in, out         *replayGSO // the same device when hairpin
 	// The director's MACs on the client and real-server side, and the
 	// MAC its client-side frames come from (router or client).
 	inMAC, outMAC, peerIn [6]byte
 }
 
-func newBypassRig(t testing.TB, kind tun.Kind, hairpin bool) *bypassRig {
+func newBypassRig(t testing.TB, inKind, outKind tun.Kind, hairpin bool) *bypassRig {
 	t.Helper()
 	var h *netstack.Host
 	tb := nat.New(nat.Config{EgressMTU: func(dst netip.Addr) int { return h.EgressMTU(dst) }})
 	h = netstack.New(netstack.Config{NAT: tb, Forwarding: true, Bypass: true})
 	t.Cleanup(func() { h.Close() })
-	r := &bypassRig{t: t, h: h, kind: kind}
+	r := &bypassRig{t: t, h: h, inKind: inKind, outKind: outKind}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
-	nic := func(name string, addrs ...string) (*replayGSO, [6]byte) {
+	nic := func(name string, kind tun.Kind, addrs ...string) (*replayGSO, [6]byte) {
 		d := newReplayGSO(name)
 		d.kind, d.out = kind, make([]byte, 70000)
 		n, err := h.AddNIC(name, d)
@@ -70,18 +70,20 @@ func newBypassRig(t testing.TB, kind tun.Kind, hairpin bool) *bypassRig {
 	}
 	vip := gVIP.Addr().String() + "/32"
 	if hairpin {
-		r.in, r.inMAC = nic("lan", "172.16.1.3/24", vip)
+		r.in, r.inMAC = nic("lan", inKind, "172.16.1.3/24", vip)
 		r.out, r.outMAC = r.in, r.inMAC
 		must(h.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("172.16.1.200"), ""))
 		r.peerIn = macRouter
 		r.neighbour("lan", "172.16.1.200", macRouter)
 		r.neighbour("lan", rsAddr.String(), macRS)
 	} else {
-		r.in, r.inMAC = nic("client", "10.0.0.1/24", vip)
-		r.out, r.outMAC = nic("rs", "172.16.1.3/24")
+		r.in, r.inMAC = nic("client", inKind, "10.0.0.1/24", vip)
+		r.out, r.outMAC = nic("rs", outKind, "172.16.1.3/24")
 		r.peerIn = macClient
-		if kind == tun.KindTAP {
+		if inKind == tun.KindTAP {
 			r.neighbour("client", gCli.Addr().String(), macClient)
+		}
+		if outKind == tun.KindTAP {
 			r.neighbour("rs", rsAddr.String(), macRS)
 		}
 	}
@@ -143,10 +145,11 @@ func (r *bypassRig) waitNeighbour(addr netip.Addr, state stack.NeighborState) {
 	}
 }
 
-// frame is pkt as it arrives at the director from src (TAP: behind an
-// Ethernet header from src to the director's MAC dst).
-func (r *bypassRig) frame(dst, src [6]byte, pkt []byte) []byte {
-	if r.kind != tun.KindTAP {
+// frame is pkt as it arrives at the director on a device of kind from
+// src (TAP: behind an Ethernet header from src to the director's MAC
+// dst).
+func frame(kind tun.Kind, dst, src [6]byte, pkt []byte) []byte {
+	if kind != tun.KindTAP {
 		return pkt
 	}
 	f := make([]byte, 0, 14+len(pkt))
@@ -164,14 +167,17 @@ func (r *bypassRig) send(d *replayGSO, frame []byte, g tun.GSO, dev *replayGSO) 
 	return dev.out[:dev.outLen], dev.outG
 }
 
+// frameIn is pkt as it arrives from the client side.
+func (r *bypassRig) frameIn(pkt []byte) []byte { return frame(r.inKind, r.inMAC, r.peerIn, pkt) }
+
 // fromClient and fromRS are a packet arriving from the client side and
 // from the real server.
 func (r *bypassRig) fromClient(p gsoIn) ([]byte, tun.GSO) {
-	return r.send(r.in, r.frame(r.inMAC, r.peerIn, p.pkt), p.g, r.out)
+	return r.send(r.in, r.frameIn(p.pkt), p.g, r.out)
 }
 
 func (r *bypassRig) fromRS(p gsoIn) ([]byte, tun.GSO) {
-	return r.send(r.out, r.frame(r.outMAC, macRS, p.pkt), p.g, r.in)
+	return r.send(r.out, frame(r.outKind, r.outMAC, macRS, p.pkt), p.g, r.in)
 }
 
 // etherType is the Ethernet type of an IP packet.
@@ -220,7 +226,7 @@ func ipSrc(p []byte) netip.Addr {
 func TestTAPBypass(t *testing.T) {
 	for _, hairpin := range []bool{false, true} {
 		t.Run(fmt.Sprintf("hairpin=%v", hairpin), func(t *testing.T) {
-			r := newBypassRig(t, tun.KindTAP, hairpin)
+			r := newBypassRig(t, tun.KindTAP, tun.KindTAP, hairpin)
 			h := r.h
 			out, _ := r.fromClient(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
 			if ip := checkEth(t, "SYN to the real server", out, macRS, r.outMAC); ipDst(ip) != gRS.Addr() {
@@ -304,11 +310,11 @@ func TestTAPBypassAllocatesNothing(t *testing.T) {
 	if raceEnabled {
 		t.Skip("allocation counts are not meaningful under the race detector")
 	}
-	r := newBypassRig(t, tun.KindTAP, true)
+	r := newBypassRig(t, tun.KindTAP, tun.KindTAP, true)
 	r.fromClient(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
 	sp := superPkt(gCli, gVIP, 101, 40, 1400)
 	r.fromClient(sp) // warm up: the hop is cached on the first packets
-	frame := r.frame(r.inMAC, r.peerIn, sp.pkt)
+	frame := r.frameIn(sp.pkt)
 	round := func() { r.send(r.in, frame, sp.g, r.out) }
 	fp := r.h.Counters.FastPath.Load()
 	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
@@ -321,15 +327,22 @@ func TestTAPBypassAllocatesNothing(t *testing.T) {
 
 // BenchmarkBypass is the cost of one packet through the bypass (read,
 // NAT, Ethernet rewrite on TAP, write), for a 1400-byte packet and a
-// 40-segment super-packet, on TUN, on TAP and on one TAP (hairpin). The
+// 40-segment super-packet, on TUN, on TAP, on one TAP (hairpin) and
+// between a TUN and a TAP both ways. The
 // replay devices hand the packet over by channel, so the figure includes
 // two goroutine handoffs per packet that a kernel device does not have.
 func BenchmarkBypass(b *testing.B) {
 	for _, rig := range []struct {
 		name    string
-		kind    tun.Kind
+		in, out tun.Kind
 		hairpin bool
-	}{{"tun", tun.KindTUN, false}, {"tap", tun.KindTAP, false}, {"tap-hairpin", tun.KindTAP, true}} {
+	}{
+		{"tun", tun.KindTUN, tun.KindTUN, false},
+		{"tap", tun.KindTAP, tun.KindTAP, false},
+		{"tap-hairpin", tun.KindTAP, tun.KindTAP, true},
+		{"tun-to-tap", tun.KindTUN, tun.KindTAP, false},
+		{"tap-to-tun", tun.KindTAP, tun.KindTUN, false},
+	} {
 		for _, p := range []struct {
 			name string
 			pkt  gsoIn
@@ -338,10 +351,10 @@ func BenchmarkBypass(b *testing.B) {
 			{"super40x1400", superPkt(gCli, gVIP, 101, 40, 1400)},
 		} {
 			b.Run(rig.name+"/"+p.name, func(b *testing.B) {
-				r := newBypassRig(b, rig.kind, rig.hairpin)
+				r := newBypassRig(b, rig.in, rig.out, rig.hairpin)
 				r.fromClient(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
 				r.fromClient(p.pkt)
-				frame := r.frame(r.inMAC, r.peerIn, p.pkt.pkt)
+				frame := r.frameIn(p.pkt.pkt)
 				fp := r.h.Counters.FastPath.Load()
 				b.ReportAllocs()
 				b.SetBytes(int64(len(frame)))
@@ -366,7 +379,7 @@ func BenchmarkBypass(b *testing.B) {
 // the entry is given up, the next packet goes through the stack, whose
 // broadcast ARP finds the new MAC, and the bypass goes on with it.
 func TestTAPBypassRevalidates(t *testing.T) {
-	r := newBypassRig(t, tun.KindTAP, true)
+	r := newBypassRig(t, tun.KindTAP, tun.KindTAP, true)
 	h := r.h
 	lan := r.in
 	lan.frames = make(chan []byte, 64)
@@ -416,7 +429,7 @@ func TestTAPBypassRevalidates(t *testing.T) {
 	bcast := [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	seq := uint32(100)
 	fromClient := func(flags uint8, payload string) {
-		kick(r.frame(r.inMAC, r.peerIn, ordinary(gCli, gVIP, flags, seq, []byte(payload)).pkt))
+		kick(r.frameIn(ordinary(gCli, gVIP, flags, seq, []byte(payload)).pkt))
 		seq += uint32(len(payload))
 		if flags&nattest.SYN != 0 {
 			seq++
@@ -479,7 +492,7 @@ func TestTAPBypassIPv6(t *testing.T) {
 	if err := h.AddRoute(netip.MustParsePrefix("::/0"), netip.MustParseAddr("fd00:2::200"), ""); err != nil {
 		t.Fatal(err)
 	}
-	r := &bypassRig{t: t, h: h, kind: tun.KindTAP, in: lan, out: lan, peerIn: macRouter}
+	r := &bypassRig{t: t, h: h, inKind: tun.KindTAP, outKind: tun.KindTAP, in: lan, out: lan, peerIn: macRouter}
 	copy(r.inMAC[:], nic.MAC())
 	r.outMAC = r.inMAC
 	r.neighbour("lan", "fd00:2::200", macRouter)
@@ -505,6 +518,31 @@ func TestTAPBypassIPv6(t *testing.T) {
 		t.Fatalf("super-frame written as %d bytes with %+v, want whole", len(out), g)
 	}
 	if fp, del := h.Counters.FastPath.Load(), h.Counters.Delivered.Load(); fp != 3 || del != 0 {
+		t.Fatalf("FastPath %d, Delivered %d: want every packet bypassed", fp, del)
+	}
+}
+
+// TestBypassTUNAndTAP crosses a director between a TUN (client side) and
+// a TAP (real servers' side): towards the TAP the Ethernet header is put
+// in the headroom in front of the packet, super-packets whole; back, it
+// is left behind.
+func TestBypassTUNAndTAP(t *testing.T) {
+	r := newBypassRig(t, tun.KindTUN, tun.KindTAP, false)
+	out, _ := r.fromClient(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
+	if ip := checkEth(t, "SYN to the real server", out, macRS, r.outMAC); ipDst(ip) != gRS.Addr() {
+		t.Fatalf("SYN went to %v", ipDst(ip))
+	}
+	back, _ := r.fromRS(ordinary(gRS, gCli, nattest.SYN|nattest.ACK, 500, nil))
+	if back[0]>>4 != 4 || ipDst(back) != gCli.Addr() || ipSrc(back) != gVIP.Addr() {
+		t.Fatalf("SYN-ACK to the TUN: % x", back[:min(len(back), 20)])
+	}
+	sp := superPkt(gCli, gVIP, 101, 40, 1400)
+	out, g := r.fromClient(sp)
+	checkEth(t, "super-packet", out, macRS, r.outMAC)
+	if g.Type != tun.GSOTCPv4 || len(out) != 14+len(sp.pkt) {
+		t.Fatalf("super-packet written as %d bytes with %+v, want whole", len(out), g)
+	}
+	if fp, del := r.h.Counters.FastPath.Load(), r.h.Counters.Delivered.Load(); fp != 3 || del != 0 {
 		t.Fatalf("FastPath %d, Delivered %d: want every packet bypassed", fp, del)
 	}
 }
