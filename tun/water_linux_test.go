@@ -385,3 +385,41 @@ func TestOpenInvalid(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenLinkFallback opens TUN and TAP links the way tunvs run does:
+// with the offloads they are OffloadDevices of their kind; when the
+// kernel refuses the offload device (here: more queues than a TUN/TAP
+// may have, MAX_TAP_QUEUES 256 in drivers/net/tun.c) the link is the
+// plain device, with the refusal told to the warning; an error the plain
+// device has too (a name too long) is returned.
+func TestOpenLinkFallback(t *testing.T) {
+	if !inSandbox(t) {
+		return
+	}
+	for _, kind := range []Kind{KindTUN, KindTAP} {
+		var warned []error
+		warn := func(err error) { warned = append(warned, err) }
+		d, err := OpenLink(Config{Name: "tvlink%d", Kind: kind, MTU: 1500, Up: true, Offload: true}, warn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if od, ok := d.(*OffloadDevice); !ok || od.Kind() != kind || len(warned) != 0 {
+			t.Fatalf("%v with offloads: %T of kind %v, warnings %v", kind, d, d.Kind(), warned)
+		}
+		d.Close()
+
+		d, err = OpenLink(Config{Name: "tvlink%d", Kind: kind, MTU: 1500, Up: true, Offload: true, Queues: 300}, warn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := d.(*waterDevice); !ok || d.Kind() != kind || len(warned) != 1 {
+			t.Fatalf("%v with offloads refused: %T of kind %v, warnings %v", kind, d, d.Kind(), warned)
+		}
+		t.Logf("%v: refused as %v", kind, warned[0])
+		d.Close()
+
+		if _, err := OpenLink(Config{Name: "tvlink-name-far-too-long", Kind: kind, Offload: true}, warn); err == nil || len(warned) != 1 {
+			t.Fatalf("%v with a bad name: err %v, warnings %v", kind, err, warned)
+		}
+	}
+}
