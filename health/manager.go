@@ -18,15 +18,8 @@ import (
 )
 
 // ConnExpirer drops every connection bound to a real server at once, so
-// that the next packet of each flow is scheduled again. The NAT table has
-// no such call yet; the method wanted on *nat.Table is
-//
-//	// ExpireDest removes every connection bound to d (and its
-//	// persistence templates) from the table now, as the kernel's
-//	// expire_nodest_conn does on the next packet; it returns how many.
-//	func (t *Table) ExpireDest(d *Dest) int
-//
-// New uses the table itself when it has that method.
+// that the next packet of each flow is scheduled again: *nat.Table's
+// ExpireDest, which New uses unless Options names another (tests do).
 type ConnExpirer interface {
 	ExpireDest(d *nat.Dest) int
 }
