@@ -316,6 +316,15 @@ func (p *popt) bad(msg string) error {
 	return &usageError{msg: p.badOption() + ": " + msg, exit: 255}
 }
 
+// firstCommands are the commands parse_options's first switch takes, by
+// long name ("list" is both -L and -l).
+var firstCommands = map[string]int{
+	"add-service": cmdAdd, "edit-service": cmdEdit, "delete-service": cmdDel,
+	"add-server": cmdAddDest, "edit-server": cmdEditDest, "delete-server": cmdDelDest,
+	"clear": cmdFlush, "list": cmdList, "zero": cmdZero, "set": cmdTimeout,
+	"restore": cmdRestore, "save": cmdSave,
+}
+
 // ipvsadmParser holds ipvsadm's parse state (struct ipvs_command_entry,
 // options, format).
 type ipvsadmParser struct {
@@ -359,31 +368,10 @@ func (p *ipvsadmParser) parse() (Command, error) {
 	if err != nil || !ok {
 		return *c, tryHelp()
 	}
+	cmd, isCmd := firstCommands[o.o.long]
 	switch {
-	case o.o.short == 'A':
-		p.cmd = cmdAdd
-	case o.o.short == 'E':
-		p.cmd = cmdEdit
-	case o.o.short == 'D':
-		p.cmd = cmdDel
-	case o.o.short == 'a':
-		p.cmd = cmdAddDest
-	case o.o.short == 'e':
-		p.cmd = cmdEditDest
-	case o.o.short == 'd':
-		p.cmd = cmdDelDest
-	case o.o.short == 'C':
-		p.cmd = cmdFlush
-	case o.o.short == 'L', o.o.short == 'l':
-		p.cmd = cmdList
-	case o.o.short == 'Z':
-		p.cmd = cmdZero
-	case o.o.long == "set":
-		p.cmd = cmdTimeout
-	case o.o.short == 'R':
-		p.cmd = cmdRestore
-	case o.o.short == 'S':
-		p.cmd = cmdSave
+	case isCmd:
+		p.cmd = cmd
 	case o.o.long == "start-daemon", o.o.long == "stop-daemon":
 		p.cmd = cmdStartDaemon
 		if o.o.long == "stop-daemon" {
@@ -450,10 +438,27 @@ func (p *ipvsadmParser) parse() (Command, error) {
 	return *c, p.tunvsRefuses()
 }
 
+// listFormats are the listing options: each sets a format bit and is its
+// ipvsadm option.
+var listFormats = map[string]struct {
+	f   Format
+	opt int
+}{
+	"connection": {FmtConn, optConnection}, "numeric": {FmtNumeric, optNumeric},
+	"timeout": {FmtTimeout, optTimeout}, "daemon": {FmtDaemon, optDaemon},
+	"stats": {FmtStats, optStats}, "rate": {FmtRate, optRate},
+	"thresholds": {FmtThresholds, optThresholds}, "persistent-conn": {FmtPersistentConn, optPersistentConn},
+	"nosort": {FmtNoSort, optNoSort}, "exact": {FmtExact, optExact}, "tun-info": {FmtTunInfo, optTunInfo},
+}
+
 // option is one iteration of parse_options's loop.
 func (p *ipvsadmParser) option(o opt) error {
 	c := &p.c
 	name := o.o.long
+	if lf, ok := listFormats[name]; ok {
+		c.Format |= lf.f
+		return p.set(lf.opt)
+	}
 	switch name {
 	case "tcp-service", "udp-service", "sctp-service":
 		if err := p.set(optService); err != nil {
@@ -489,11 +494,7 @@ func (p *ipvsadmParser) option(o opt) error {
 		if err := p.set(optScheduler); err != nil {
 			return err
 		}
-		// IP_VS_SCHEDNAME_MAXLEN - 1.
-		c.Scheduler = o.arg
-		if len(c.Scheduler) > 15 {
-			c.Scheduler = c.Scheduler[:15]
-		}
+		c.Scheduler = truncate(o.arg, 15) // IP_VS_SCHEDNAME_MAXLEN - 1
 	case "persistent":
 		if err := p.set(optPersistent); err != nil {
 			return err
@@ -568,18 +569,8 @@ func (p *ipvsadmParser) option(o opt) error {
 		} else {
 			c.LThreshold, c.HasLThreshold = n, true
 		}
-	case "connection":
-		c.Format |= FmtConn
-		return p.set(optConnection)
-	case "numeric":
-		c.Format |= FmtNumeric
-		return p.set(optNumeric)
 	case "mcast-interface":
-		// IP_VS_IFNAME_MAXLEN - 1.
-		c.Daemon.Config.Interface = o.arg
-		if len(o.arg) > 15 {
-			c.Daemon.Config.Interface = o.arg[:15]
-		}
+		c.Daemon.Config.Interface = truncate(o.arg, 15) // IP_VS_IFNAME_MAXLEN - 1
 		return p.set(optMcast)
 	case "syncid":
 		if err := p.set(optSyncID); err != nil {
@@ -590,32 +581,8 @@ func (p *ipvsadmParser) option(o opt) error {
 			return fail("illegal syncid specified")
 		}
 		c.Daemon.Config.SyncID = uint8(n)
-	case "timeout":
-		c.Format |= FmtTimeout
-		return p.set(optTimeout)
-	case "daemon":
-		c.Format |= FmtDaemon
-		return p.set(optDaemon)
-	case "stats":
-		c.Format |= FmtStats
-		return p.set(optStats)
-	case "rate":
-		c.Format |= FmtRate
-		return p.set(optRate)
-	case "thresholds":
-		c.Format |= FmtThresholds
-		return p.set(optThresholds)
-	case "persistent-conn":
-		c.Format |= FmtPersistentConn
-		return p.set(optPersistentConn)
-	case "nosort":
-		c.Format |= FmtNoSort
-		return p.set(optNoSort)
 	case "sort":
 		// The default; kept for old scripts.
-	case "exact":
-		c.Format |= FmtExact
-		return p.set(optExact)
 	case "ipv6":
 		if !p.fwmark {
 			// fail(2, "-6 used before -f\n"): fail adds another.
@@ -632,10 +599,7 @@ func (p *ipvsadmParser) option(o opt) error {
 		if err := p.set(optSchedFlags); err != nil {
 			return err
 		}
-		p.flags = o.arg
-		if len(p.flags) > 127 {
-			p.flags = p.flags[:127]
-		}
+		p.flags = truncate(o.arg, 127) // sched_flags_arg's size - 1
 	case "mcast-group":
 		if err := p.set(optMcastGroup); err != nil {
 			return err
@@ -678,9 +642,6 @@ func (p *ipvsadmParser) option(o opt) error {
 		case "tun-port":
 			p.tunnel = true
 		}
-	case "tun-info":
-		c.Format |= FmtTunInfo
-		return p.set(optTunInfo)
 	case "tun-type":
 		if err := p.set(optTunType); err != nil {
 			return err
@@ -706,27 +667,38 @@ func (p *ipvsadmParser) option(o opt) error {
 	return nil
 }
 
+// legal is generic_opt_check (and tunnel_opt_check, its copy for tunnel
+// types): tbl's j-th character says whether option optAt(j) is
+// compulsory ('+'), illegal ('x'), exclusive ('1') or optional for the
+// command (or tunnel type) name.
+func (p *ipvsadmParser) legal(tbl string, optAt func(int) int, name, kind string) error {
+	last, count := 0, 0
+	for j := range len(tbl) {
+		k := optAt(j)
+		given := p.opts&(1<<k) != 0
+		switch {
+		case !given && tbl[j] == '+':
+			return fail("You need to supply the '%s' option for the '%s' %s", optNames[k], name, kind)
+		case given && tbl[j] == 'x':
+			return fail("Illegal '%s' option with the '%s' %s", optNames[k], name, kind)
+		case given && tbl[j] == '1':
+			count++
+			if count == 1 {
+				last = k
+				continue
+			}
+			return fail("The option '%s' conflicts with the '%s' option in the '%s' %s", optNames[k], optNames[last], name, kind)
+		}
+	}
+	return nil
+}
+
 // check is process_options's checks after parsing: generic_opt_check,
 // then the command's own.
 func (p *ipvsadmParser) check() error {
 	c := &p.c
-	tbl := commandsVOptions[p.cmd]
-	last, count := 0, 0
-	for j := range numOpts {
-		given := p.opts&(1<<j) != 0
-		switch {
-		case !given && tbl[j] == '+':
-			return fail("You need to supply the '%s' option for the '%s' command", optNames[j], cmdNames[p.cmd])
-		case given && tbl[j] == 'x':
-			return fail("Illegal '%s' option with the '%s' command", optNames[j], cmdNames[p.cmd])
-		case given && tbl[j] == '1':
-			count++
-			if count == 1 {
-				last = j
-				continue
-			}
-			return fail("The option '%s' conflicts with the '%s' option in the '%s' command", optNames[j], optNames[last], cmdNames[p.cmd])
-		}
+	if err := p.legal(commandsVOptions[p.cmd], func(j int) int { return j }, cmdNames[p.cmd], "command"); err != nil {
+		return err
 	}
 	has := func(bits ...int) bool {
 		for _, b := range bits {
@@ -756,23 +728,8 @@ func (p *ipvsadmParser) check() error {
 		if p.tunnel && p.fwd != fwdTunnel {
 			return fail("Tunnel options conflict with forward method")
 		}
-		tt := tunnelTypesVOptions[p.tunType]
-		last, count := 0, 0
-		for j, k := range tunOpts {
-			given := p.opts&(1<<k) != 0
-			switch {
-			case !given && tt[j] == '+':
-				return fail("You need to supply the '%s' option for the '%s' tunnel type", optNames[k], tunNames[p.tunType])
-			case given && tt[j] == 'x':
-				return fail("Illegal '%s' option with the '%s' tunnel type", optNames[k], tunNames[p.tunType])
-			case given && tt[j] == '1':
-				count++
-				if count == 1 {
-					last = k
-					continue
-				}
-				return fail("The option '%s' conflicts with the '%s' option in the '%s' tunnel type", optNames[k], optNames[last], tunNames[p.tunType])
-			}
+		if err := p.legal(tunnelTypesVOptions[p.tunType], func(j int) int { return tunOpts[j] }, tunNames[p.tunType], "tunnel type"); err != nil {
+			return err
 		}
 	case cmdStartDaemon:
 		// DEF_MCAST_IFN.
@@ -824,6 +781,14 @@ func (p *ipvsadmParser) tunvsRefuses() error {
 		c.Weight = 1
 	}
 	return nil
+}
+
+// truncate is what ipvsadm's strncpy into a fixed buffer keeps of s.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // maxTimeout is ipvsadm's MAX_TIMEOUT (31 days).
