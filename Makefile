@@ -79,8 +79,11 @@ clean:
 # installs qemu-system-x86, busybox-static and ipvsadm and fetches Debian's
 # kernel (not installed; unpacked into a cache), then the test boots it
 # under qemu once for every scenario in parity/scenarios/ and diffs the real
-# servers chosen and `ipvsadm -L -n` against tunvs. See parity/README.md.
+# servers chosen and `ipvsadm -L -n` against tunvs, and once more for the
+# sync daemon (TestSync: a kernel master's datagrams against ipvssync's
+# golden vectors; kernel and tunvs as each other's sync master and backup).
+# See parity/README.md.
 .PHONY: ipvs-parity
 ipvs-parity:
 	./parity/setup.sh
-	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 30m -run '^TestIPVSParity$$' -v ./parity/
+	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 30m -run '^(TestIPVSParity|TestSync)$$' -v ./parity/

@@ -16,7 +16,10 @@ import (
 // and the wire format.
 
 // SyncSender receives the connections a sync master sends. Send runs on
-// the packet path: it must not block or allocate.
+// the packet path: it must not block or allocate. It may be called with
+// the table's template lock held (a template kept alive is sent from the
+// sweep), so it must take no lock of the table's; reading the connection
+// (Conn.SyncInfo) is fine.
 type SyncSender interface {
 	Send(c *Conn)
 }

@@ -42,13 +42,25 @@ var (
 func main() {
 	out := flag.String("out", "results.json", "where to write the results")
 	syncDir := flag.String("sync", "", "instead of scenarios, capture a kernel sync master's datagrams into this directory (sync.go)")
+	interopDir := flag.String("sync-interop", "", "instead of scenarios, run kernel and tunvs sync daemons against each other; listings into this directory (interop.go)")
 	flag.Parse()
-	if *syncDir != "" {
-		if err := syncGolden(*syncDir); err != nil {
-			fmt.Fprintln(os.Stderr, "ipvsrun: sync:", err)
-			os.Exit(1)
+	if *syncDir != "" || *interopDir != "" {
+		// Both in one boot when both are asked for: the capture
+		// first, on its own namespaces, then the interop run.
+		rc := 0
+		if *syncDir != "" {
+			if err := syncGolden(*syncDir); err != nil {
+				fmt.Fprintln(os.Stderr, "ipvsrun: sync:", err)
+				rc = 1
+			}
 		}
-		return
+		if *interopDir != "" {
+			if err := syncInterop(*interopDir); err != nil {
+				fmt.Fprintln(os.Stderr, "ipvsrun: sync interop:", err)
+				rc = 1
+			}
+		}
+		os.Exit(rc)
 	}
 	results := make([]parity.Result, len(flag.Args()))
 	scs := make([]*parity.Scenario, len(flag.Args()))

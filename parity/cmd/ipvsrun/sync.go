@@ -165,9 +165,12 @@ func syncServers() error {
 // dialSync connects from the client namespace and sends a line: the SYN,
 // the handshake's ACK and the data are the three client packets after
 // which the master syncs an established connection (sync_threshold 3).
-func dialSync(src, dst string) (*net.TCPConn, error) {
+func dialSync(src, dst string) (*net.TCPConn, error) { return dialFrom("c", src, dst) }
+
+// dialFrom is dialSync from namespace ns.
+func dialFrom(ns, src, dst string) (*net.TCPConn, error) {
 	var conn net.Conn
-	err := inNS("c", func() error {
+	err := inNS(ns, func() error {
 		s, d := netip.MustParseAddrPort(src), netip.MustParseAddrPort(dst)
 		dl := net.Dialer{Timeout: *timeout, LocalAddr: net.TCPAddrFromAddrPort(s), Control: reuse}
 		c, err := dl.Dial("tcp", d.String())
@@ -192,8 +195,11 @@ func dialSync(src, dst string) (*net.TCPConn, error) {
 }
 
 // udpSync sends n datagrams from one client port; the third is synced.
-func udpSync(src, dst string, n int) error {
-	return inNS("c", func() error {
+func udpSync(src, dst string, n int) error { return udpFrom("c", src, dst, n) }
+
+// udpFrom is udpSync from namespace ns.
+func udpFrom(ns, src, dst string, n int) error {
+	return inNS(ns, func() error {
 		c, err := net.DialUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(src)), net.UDPAddrFromAddrPort(netip.MustParseAddrPort(dst)))
 		if err != nil {
 			return err
@@ -267,6 +273,16 @@ func syncStates(base int, v6 bool, held *[]*net.TCPConn) error {
 	return nil
 }
 
+// captureServices are the kernel master's services (syncServers' real
+// server behind each).
+var captureServices = []string{
+	"-A -t 10.0.0.100:80 -s rr", "-a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m",
+	"-A -t 10.0.0.100:81 -s rr", "-a -t 10.0.0.100:81 -r 10.1.0.1:8081 -m",
+	"-A -u 10.0.0.100:53 -s rr", "-a -u 10.0.0.100:53 -r 10.1.0.1:5353 -m",
+	"-A -t 10.0.0.100:443 -s rr -p 360", "-a -t 10.0.0.100:443 -r 10.1.0.1:443 -m",
+	"-A -t [fd00:100::100]:80 -s rr", "-a -t [fd00:100::100]:80 -r [fd01::1]:8080 -m",
+}
+
 // syncGolden runs the capture and writes DIR/v1-N.bin, DIR/v0-N.bin and
 // DIR/master.txt (the master's -Lnc and --daemon listings).
 func syncGolden(dir string) error {
@@ -289,23 +305,9 @@ func syncGolden(dir string) error {
 		return fmt.Errorf("capture: %w", err)
 	}
 	defer capt.pc.Close()
-	script := strings.Join([]string{
-		"-A -t 10.0.0.100:80 -s rr", "-a -t 10.0.0.100:80 -r 10.1.0.1:8080 -m",
-		"-A -t 10.0.0.100:81 -s rr", "-a -t 10.0.0.100:81 -r 10.1.0.1:8081 -m",
-		"-A -u 10.0.0.100:53 -s rr", "-a -u 10.0.0.100:53 -r 10.1.0.1:5353 -m",
-		"-A -t 10.0.0.100:443 -s rr -p 360", "-a -t 10.0.0.100:443 -r 10.1.0.1:443 -m",
-		"-A -t [fd00:100::100]:80 -s rr", "-a -t [fd00:100::100]:80 -r [fd01::1]:8080 -m",
-		"--start-daemon master --mcast-interface sync0 --syncid 5",
-	}, "\n") + "\n"
-	if err := inNS("m", func() error {
-		c := exec.Command("ipvsadm", "-R")
-		c.Stdin = strings.NewReader(script)
-		out, err := c.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("ipvsadm -R: %v: %s", err, out)
-		}
-		return nil
-	}); err != nil {
+	script := strings.Join(append(captureServices,
+		"--start-daemon master --mcast-interface sync0 --syncid 5"), "\n") + "\n"
+	if err := ipvsadmRestore("m", script); err != nil {
 		return err
 	}
 	var held []*net.TCPConn
@@ -343,4 +345,17 @@ func syncGolden(dir string) error {
 	out, _ := shNS("m", "ipvsadm", "-L", "--daemon")
 	fmt.Fprintf(&listing, "# ipvsadm -L --daemon\n%s", out)
 	return os.WriteFile(filepath.Join(dir, "master.txt"), []byte(listing.String()), 0o644)
+}
+
+// ipvsadmRestore runs ipvsadm -R with script in namespace ns.
+func ipvsadmRestore(ns, script string) error {
+	return inNS(ns, func() error {
+		c := exec.Command("ipvsadm", "-R")
+		c.Stdin = strings.NewReader(script)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("ipvsadm -R: %v: %s", err, out)
+		}
+		return nil
+	})
 }
