@@ -37,6 +37,9 @@ const (
 	OpVersion
 	OpStartDaemon
 	OpStopDaemon
+	// OpSetSysctl is tunvs's `--sysctl NAME=VALUE` (not ipvsadm's): a
+	// /proc/sys/net/ipv4/vs knob (rules.SysctlTable).
+	OpSetSysctl
 )
 
 // Format selects what a listing shows (ipvsadm's FMT_* bits).
@@ -56,6 +59,9 @@ const (
 	FmtDaemon
 	FmtRule
 	FmtTunInfo
+	// FmtSysctl is tunvs's `-L --sysctl` (or `--sysctl` alone): the
+	// knobs as `sysctl net.ipv4.vs` prints them.
+	FmtSysctl
 )
 
 // Command is one parsed ipvsadm command line.
@@ -97,6 +103,10 @@ type Command struct {
 
 	// Daemon is --start-daemon's or --stop-daemon's (admin/sync.go).
 	Daemon DaemonArgs
+
+	// Sysctl and SysctlValue are --sysctl NAME=VALUE's.
+	Sysctl      string
+	SysctlValue int
 }
 
 // ErrUsage marks a command line that ipvsadm would refuse.

@@ -36,6 +36,7 @@ const (
 	EventServerQuiesced  = "server_quiesced"
 	EventServerRemoved   = "server_removed"
 	EventCountersZeroed  = "counters_zeroed"
+	EventSysctlSet       = "sysctl_set"
 	EventTimeoutsSet     = "timeouts_set"
 )
 
@@ -108,5 +109,7 @@ func LogEvent(log zerolog.Logger, c Command) {
 		log.Info().Str(FieldEvent, EventCountersZeroed).Msg("counters zeroed")
 	case OpSetTimeout:
 		log.Info().Str(FieldEvent, EventTimeoutsSet).Ints("timeouts", c.Timeouts[:]).Msg("timeouts set")
+	case OpSetSysctl:
+		log.Info().Str(FieldEvent, EventSysctlSet).Str("sysctl", c.Sysctl).Int("value", c.SysctlValue).Msg("sysctl set")
 	}
 }

@@ -99,7 +99,7 @@ func ParseRulesLines(r io.Reader) ([]Command, []int, error) {
 			return nil, nil, &LineError{Line: n, Text: text, Err: err}
 		}
 		switch c.Op {
-		case OpAddService, OpEditService, OpDelService, OpAddDest, OpEditDest, OpDelDest, OpClear, OpSetTimeout, OpZero:
+		case OpAddService, OpEditService, OpDelService, OpAddDest, OpEditDest, OpDelDest, OpClear, OpSetTimeout, OpZero, OpSetSysctl:
 		default:
 			return nil, nil, &LineError{Line: n, Text: text, Err: usagef("not a command a rules file may hold")}
 		}
@@ -253,6 +253,8 @@ func (c Command) Change() rules.Change {
 			}
 		}
 		return rules.Change{Kind: rules.SetTimeouts, Timeouts: to}
+	case OpSetSysctl:
+		return rules.Change{Kind: rules.SetSysctl, Sysctl: c.Sysctl, Value: c.SysctlValue}
 	}
 	return rules.Change{}
 }
@@ -291,6 +293,8 @@ func CommandOf(ch rules.Change) Command {
 		for i, st := range []string{rules.TimeoutTCP, rules.TimeoutTCPFin, rules.TimeoutUDP} {
 			c.Timeouts[i] = int(ch.Timeouts[st] / time.Second)
 		}
+	case rules.SetSysctl:
+		c = Command{Op: OpSetSysctl, Sysctl: ch.Sysctl, SysctlValue: ch.Value}
 	}
 	return c
 }
@@ -298,6 +302,11 @@ func CommandOf(ch rules.Change) Command {
 func natErr(op Op, err error) error {
 	if err == nil {
 		return nil
+	}
+	if op == OpSetSysctl {
+		// Not ipvsadm's: the kernel's sysctl answers EINVAL, and the
+		// knob's range says more.
+		return ipvsErr("--sysctl: "+err.Error(), err)
 	}
 	svcMissing := "No such service"
 	if op == OpAddDest || op == OpEditDest || op == OpDelDest {
@@ -355,6 +364,8 @@ func query(env Env, c Command, w io.Writer) error {
 		List(w, t, c.Format|FmtRule)
 	case OpList:
 		switch {
+		case c.Format&FmtSysctl != 0:
+			ListSysctls(w, t)
 		case c.Format&FmtTimeout != 0:
 			ListTimeout(w, t)
 		case c.Format&FmtDaemon != 0:
@@ -420,6 +431,7 @@ Usage:
   tunvsadm -L|l [virtual-service] [options]
   tunvsadm -Z [virtual-service]
   tunvsadm --set tcp tcpfin udp
+  tunvsadm --sysctl [NAME=VALUE]       (tunvs's) set or list the net.ipv4.vs sysctls
   tunvsadm -h
 
 virtual-service:
@@ -449,6 +461,7 @@ Options:
   --persistent-conn                   output of persistent connection info
   --nosort                            disable sorting output of service/server entries
   --sort                              does nothing, for backwards compatibility
+  --sysctl                            (tunvs's, with -L) the net.ipv4.vs sysctls
 
 Not supported: -g (gatewaying), -i (ipip), -f (fwmark services), --pe, the sync daemon.
 Without -n, names come from /etc/hosts and /etc/services only (no DNS).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // The version and connection-table size ipvsadm prints in its first line.
@@ -290,6 +291,36 @@ func list(w io.Writer, t *nat.Table, f Format, est *Estimator) {
 	printTitle(w, f)
 	for _, s := range svcs {
 		printService(w, s, f, est)
+	}
+	if f&FmtRule != 0 {
+		saveSysctls(w, t)
+	}
+}
+
+// saveSysctls ends -S with the knobs not at the kernel's default, as
+// tunvs's `--sysctl NAME=VALUE` lines (ipvsadm saves none: it has no
+// sysctls), so that -S, then -R or a rules file, gives them back.
+func saveSysctls(w io.Writer, t *nat.Table) {
+	for _, s := range rules.SysctlTable {
+		if v, ok := t.Sysctl(s.Name); ok && v != s.Default {
+			fmt.Fprintf(w, "--sysctl %s=%d\n", s.Name, v)
+		}
+	}
+}
+
+// ListSysctls prints the knobs as `sysctl net.ipv4.vs` does,
+// "net.ipv4.vs.NAME = VALUE", in name order (the order of the kernel's
+// /proc/sys directory). The kernel's one sync_threshold ("3 50") is two
+// here, sync_threshold and sync_period.
+func ListSysctls(w io.Writer, t *nat.Table) {
+	names := make([]string, 0, len(rules.SysctlTable))
+	for _, s := range rules.SysctlTable {
+		names = append(names, s.Name)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		v, _ := t.Sysctl(n)
+		fmt.Fprintf(w, "%s%s = %d\n", sysctlPrefix, n, v)
 	}
 }
 

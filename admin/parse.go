@@ -184,6 +184,8 @@ var poptTable = []poptOption{
 	{"sync-maxlen", 0, argRequired}, {"tun-info", 0, argNone}, {"tun-type", 0, argRequired},
 	{"tun-port", 0, argRequired}, {"tun-nocsum", 0, argNone}, {"tun-csum", 0, argNone},
 	{"tun-remcsum", 0, argNone},
+	// tunvs's own, not ipvsadm's.
+	{"sysctl", 0, argOptional},
 }
 
 // popt's errors (poptStrerror).
@@ -392,6 +394,8 @@ func (p *ipvsadmParser) parse() (Command, error) {
 	case o.o.short == 'v':
 		c.Op = OpVersion
 		return *c, nil
+	case o.o.long == "sysctl":
+		return p.sysctlCommand(o)
 	default:
 		return *c, tryHelp()
 	}
@@ -659,6 +663,15 @@ func (p *ipvsadmParser) option(o opt) error {
 	case "tun-nocsum", "tun-csum", "tun-remcsum":
 		p.tunnel = true
 		return p.set(map[string]int{"tun-nocsum": optTunNoCsum, "tun-csum": optTunCsum, "tun-remcsum": optTunRemCsum}[name])
+	case "sysctl":
+		// tunvs's -L --sysctl; outside -L it is a command of its own.
+		if p.cmd != cmdList {
+			return fail("invalid option `%s'", p.po.badOption())
+		}
+		if o.hasArg {
+			return fail("-L --sysctl lists the sysctls; set one with --sysctl NAME=VALUE")
+		}
+		c.Format |= FmtSysctl
 	default:
 		// A command after the first, -h, -v: popt knows them, ipvsadm's
 		// loop does not.
@@ -741,8 +754,63 @@ func (p *ipvsadmParser) check() error {
 			(has(optTimeout, optDaemon) && has(optPersistentConn)) {
 			return fail("options conflicts in the list command")
 		}
+		if c.Format&FmtSysctl != 0 && p.opts&^(1<<optNumeric) != 0 {
+			return fail("options conflicts in the list command")
+		}
 	}
 	return nil
+}
+
+// sysctlCommand is tunvs's --sysctl as the command (not ipvsadm's):
+// `--sysctl NAME=VALUE` sets a /proc/sys/net/ipv4/vs knob, `--sysctl`
+// alone lists them. Nothing may follow.
+func (p *ipvsadmParser) sysctlCommand(o opt) (Command, error) {
+	c := &p.c
+	c.Op, c.Format = OpList, FmtSysctl
+	if o.hasArg {
+		name, v, err := ParseSysctl(o.arg)
+		if err != nil {
+			return *c, err
+		}
+		c.Op, c.Format, c.Sysctl, c.SysctlValue = OpSetSysctl, 0, name, v
+	}
+	if _, ok, err := p.po.nextOpt(); err != nil {
+		return *c, err
+	} else if ok {
+		return *c, fail("invalid option `%s'", p.po.badOption())
+	}
+	if len(p.po.leftover) > 0 {
+		return *c, fail("unexpected argument %s", p.po.leftover[0])
+	}
+	return *c, nil
+}
+
+// sysctlPrefix is the knobs' name in sysctl(8)'s spelling.
+const sysctlPrefix = "net.ipv4.vs."
+
+// ParseSysctl reads NAME=VALUE for --sysctl: a knob of rules.SysctlTable
+// (also as net.ipv4.vs.NAME) and a value in its range.
+func ParseSysctl(arg string) (string, int, error) {
+	name, val, ok := strings.Cut(arg, "=")
+	name = strings.TrimPrefix(strings.TrimSpace(name), sysctlPrefix)
+	if !ok {
+		return "", 0, fail("--sysctl %s: want NAME=VALUE", arg)
+	}
+	if _, known := rules.LookupSysctl(name); !known {
+		names := make([]string, len(rules.SysctlTable))
+		for i, s := range rules.SysctlTable {
+			names[i] = s.Name
+		}
+		return "", 0, fail("--sysctl %s: no such sysctl (tunvs has %s)", arg, strings.Join(names, ", "))
+	}
+	v, ok := stringToNumber(strings.TrimSpace(val), math.MinInt32, math.MaxInt32)
+	if !ok {
+		return "", 0, fail("--sysctl %s: %q is not a number", arg, val)
+	}
+	if err := rules.ValidSysctl(name, v); err != nil {
+		return "", 0, fail("--sysctl %s: %v", arg, err)
+	}
+	return name, v, nil
 }
 
 // tunvsRefuses refuses, after every check of ipvsadm's has passed, what

@@ -107,6 +107,8 @@ func (c Command) String() string {
 		return fmt.Sprintf("--set %d %d %d", c.Timeouts[0], c.Timeouts[1], c.Timeouts[2])
 	case OpClear:
 		return "-C"
+	case OpSetSysctl:
+		return fmt.Sprintf("--sysctl %s=%d", c.Sysctl, c.SysctlValue)
 	case OpZero:
 		return "-Z"
 	default:

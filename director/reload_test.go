@@ -102,3 +102,29 @@ func TestReloadRefusedByteIdentical(t *testing.T) {
 }
 
 func netipAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+// SIGHUP's reload carries the rules file's --sysctl lines; a refused
+// value names its line and changes nothing; a knob the file no longer
+// names keeps its value (as a file without --set keeps the timeouts).
+func TestReloadSysctls(t *testing.T) {
+	d, _, _ := newDirector(t, testRules+"--sysctl conn_reuse_mode=0\n", Config{})
+	if d.NAT.ConnReuseMode() != 0 {
+		t.Fatalf("conn_reuse_mode at start: %d", d.NAT.ConnReuseMode())
+	}
+	path := filepath.Join(t.TempDir(), "rules")
+	os.WriteFile(path, []byte(testRules+"--sysctl expire_nodest_conn=1\n"), 0o644)
+	if _, err := d.Reload(path); err != nil {
+		t.Fatal(err)
+	}
+	if !d.NAT.ExpireNodestConn() || d.NAT.ConnReuseMode() != 0 {
+		t.Fatalf("after reload: expire_nodest_conn %v conn_reuse_mode %d", d.NAT.ExpireNodestConn(), d.NAT.ConnReuseMode())
+	}
+	before, beforeCounters := save(d), counters(d)
+	os.WriteFile(path, []byte(testRules+"--sysctl expire_nodest_conn=0\n--sysctl sync_ports=6\n"), 0o644)
+	if _, err := d.Reload(path); err == nil || !strings.HasPrefix(err.Error(), "line 5: ") || !strings.Contains(err.Error(), "power of 2") {
+		t.Fatalf("reload: %v", err)
+	}
+	if save(d) != before || counters(d) != beforeCounters || !d.NAT.ExpireNodestConn() {
+		t.Errorf("a refused reload changed the table:\n%s", save(d))
+	}
+}

@@ -54,6 +54,10 @@ func LookupSysctl(name string) (Sysctl, bool) {
 	return Sysctl{}, false
 }
 
+// ValidSysctl says whether knob name may take value v (its range, and
+// sync_ports a power of 2), as Validate and Next do.
+func ValidSysctl(name string, v int) error { return validSysctl(name, v) }
+
 func validSysctl(name string, v int) error {
 	s, ok := LookupSysctl(name)
 	if !ok {

@@ -41,6 +41,11 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
                    servers added, removed, edited); a bad file is refused
                    with its line and reason and nothing changes
   --rule 'LINE'    one ipvsadm command, e.g. '-A -t 10.0.0.1:80 -s rr'; repeatable
+  --sysctl NAME=VALUE
+        an IPVS sysctl (/proc/sys/net/ipv4/vs: expire_nodest_conn,
+        expire_quiescent_template, conn_reuse_mode, sync_*; tunvsadm
+        --sysctl lists them); repeatable, and allowed in the rules file
+        as lines '--sysctl NAME=VALUE'
   --check 'LINE'   a health check of real servers; repeatable, and allowed in
         the rules file as lines starting with --check:
           -t|-u VIP:PORT [-r RIP[:PORT]] [tcp|http|https|udp|ping|misc|none] [KEY=VALUE]...
@@ -77,6 +82,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	rulesFile := fs.String("rules", "", "ipvsadm-save rules file")
 	ruleLines := fs.StringArray("rule", nil, "one ipvsadm command")
 	checkLines := fs.StringArray("check", nil, "one health check rule (see above)")
+	sysctlFlags := fs.StringArray("sysctl", nil, "NAME=VALUE, an IPVS sysctl (see above); repeatable")
 	socket := fs.String("socket", admin.DefaultSocket(), "control socket for tunvsadm (empty: none)")
 	maxConns := fs.Int("max-conns", nat.DefaultMaxConns, "connection table bound")
 	timeouts := fs.String("timeouts", "", "tcp,tcpfin,udp timeouts in seconds, as ipvsadm --set (default 900,120,300)")
@@ -157,6 +163,15 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if len(*ruleLines) > 0 {
 		lines = nil // mixed sources: errors name the command's index
+	}
+	// After the file's commands, so that lines still index them; a
+	// value refused is refused here, before anything runs.
+	for _, kv := range *sysctlFlags {
+		c, err := admin.Parse([]string{"--sysctl=" + kv})
+		if err != nil {
+			return usageError{err}
+		}
+		cmds = append(cmds, c)
 	}
 	for i, l := range *checkLines {
 		if err := checks.Line(l); err != nil {
