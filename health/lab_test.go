@@ -14,17 +14,6 @@ import (
 	"github.com/tunvs/tunvs/nat"
 )
 
-// skipUnderRace: these tests send the client's traffic through the
-// director's NAT and gVisor's forwarding, which trips a race report inside
-// gVisor (see lab/lab_test.go's skipUnderRace). The checks themselves
-// leave from the director's own stack and are tested under -race by the
-// other tests. Run these with `go test ./health/`.
-func skipUnderRace(t *testing.T) {
-	if raceEnabled {
-		t.Skip("client traffic through gVisor forwarding trips the race detector (see lab's skipUnderRace); run without -race")
-	}
-}
-
 // client keeps requesting VIP:8080 and records, per request, when it
 // started, which server answered and whether it failed.
 type client struct {
@@ -78,7 +67,6 @@ func (c *client) since(t0 time.Time) []req {
 // gets no new connection within fall × interval and no request fails after
 // that; once it is back it takes traffic again after rise × interval.
 func TestLabFailover(t *testing.T) {
-	skipUnderRace(t)
 	for _, tc := range []struct {
 		name   string
 		check  Check
@@ -193,7 +181,6 @@ func udpAsk(t *testing.T, tl *testLab, c net.Conn) string {
 // has taken the server out; with expire (needs nat.Table.ExpireDest) the
 // flow's next datagram is scheduled to a live server.
 func TestLabUDPExpire(t *testing.T) {
-	skipUnderRace(t)
 	for _, expire := range []bool{false, true} {
 		name := "no expire"
 		if expire {
@@ -207,7 +194,7 @@ func TestLabUDPExpire(t *testing.T) {
 			events := make(chan Event, 64)
 			m, err := New(Config{Services: []ServiceConfig{{
 				Proto: nat.ProtoUDP, VIP: testVIP, OnFail: Inhibit, Expire: expire,
-				Default: &Check{Kind: KindUDP, Payload: []byte("hc"), Expect: []byte("hc"), Interval: tInterval, Timeout: tTimeout, Fall: 2, Rise: 2},
+				Default: &Check{Kind: KindUDP, Payload: []byte("hc"), Expect: []byte("hc"), Interval: tInterval, Timeout: tUDPTimeout, Fall: 2, Rise: 2},
 			}}}, tl.opts(t, events))
 			if err != nil {
 				t.Fatal(err)

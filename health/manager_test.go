@@ -17,12 +17,15 @@ import (
 )
 
 // The checks run on the test lab's manual clock, so the interval costs no
-// time and the tests assert exact clock times. The timeout is real (it
-// bounds a probe's network I/O): a UDP check of a stopped server waits it
-// out, and a check that passes must finish within it on a loaded machine.
+// time and the tests assert exact clock times. The timeouts are real (they
+// bound a probe's network I/O): a check that passes must finish within
+// tTimeout under the race detector on a loaded machine, and a UDP check of
+// a stopped server waits tUDPTimeout out (no error comes back), so the UDP
+// tests keep it short.
 const (
-	tInterval = time.Second
-	tTimeout  = 250 * time.Millisecond
+	tInterval   = time.Second
+	tTimeout    = time.Second
+	tUDPTimeout = 250 * time.Millisecond
 )
 
 // A TCP check with inhibit: the server that stops listening gets weight 0
@@ -238,7 +241,7 @@ func TestExpireCalled(t *testing.T) {
 	o.Expirer = fe
 	m, err := New(Config{Services: []ServiceConfig{{
 		Proto: nat.ProtoUDP, VIP: testVIP, OnFail: Inhibit, Expire: true,
-		Default: &Check{Kind: KindUDP, Payload: []byte("hc"), Expect: []byte("hc"), Interval: tInterval, Timeout: tTimeout, Fall: 2, Rise: 1},
+		Default: &Check{Kind: KindUDP, Payload: []byte("hc"), Expect: []byte("hc"), Interval: tInterval, Timeout: tUDPTimeout, Fall: 2, Rise: 1},
 	}}}, o)
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,6 @@ import (
 )
 
 func TestLabRoundRobin(t *testing.T) {
-	skipUnderRace(t)
 	var out bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -46,7 +45,6 @@ func TestLabRoundRobin(t *testing.T) {
 // sed and nq count only active connections (none, between requests), ovf
 // fills the first server up to its weight, twos is random.
 func TestLabSchedulers(t *testing.T) {
-	skipUnderRace(t)
 	for _, name := range sched.Names() {
 		t.Run(name, func(t *testing.T) {
 			l, err := New(Config{Scheduler: name, Servers: 3})
@@ -81,20 +79,5 @@ func TestLabSchedulers(t *testing.T) {
 				t.Errorf("table counts %d connections, want 12", total)
 			}
 		})
-	}
-}
-
-// skipUnderRace skips tests that drive NATed traffic through gVisor's IP
-// forwarding (the lab's Ethernet links do not take the bypass). Under
-// -race, gVisor v0.0.0-20260905035102 reports a read in
-// ipv4.forwardPacketWithRoute (the TTL of the packet being forwarded)
-// against a later write into the same pooled buffer chunk by another host.
-// It persists with tunvs's own reference to the packet deliberately leaked,
-// and plain forwarding without NAT does not show it, so the report is
-// about gVisor's buffer reuse on that path, not a race in tunvs. These
-// tests run without -race in `make test` (target lab-norace).
-func skipUnderRace(t *testing.T) {
-	if raceEnabled {
-		t.Skip("gVisor forwarding trips the race detector (see skipUnderRace); run without -race by make test")
 	}
 }

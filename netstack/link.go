@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
@@ -448,7 +447,7 @@ func (n *NIC) deliver(proto tcpip.NetworkProtocolNumber, frame []byte) {
 	if d == nil {
 		return
 	}
-	pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(frame)})
+	pkb := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: n.stackPayload(frame)})
 	if n.kind == tun.KindTAP {
 		proto = 0 // the ethernet endpoint reads the type from the header
 	}
