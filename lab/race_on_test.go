@@ -1,6 +1,0 @@
-//go:build race
-
-package lab
-
-// raceEnabled: see skipUnderRace.
-const raceEnabled = true
