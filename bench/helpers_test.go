@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/tunvs/tunvs/internal/csum/csumtest"
 )
 
 // watchdog calls fire once if its progress counter does not move for
@@ -49,20 +51,9 @@ func (w *watchdog) Stop() {
 	<-w.done
 }
 
-// csum is the ones' complement sum of b added to s, folded to 16 bits.
-func csum(b []byte, s uint32) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return s
-}
+// csum is the ones' complement sum of b added to s, folded to 16 bits
+// (the reference, csumtest).
+func csum(b []byte, s uint32) uint32 { return uint32(csumtest.Fold(csumtest.Sum(b, s))) }
 
 // setClient4 rewrites the source address and port of an IPv4 TCP packet
 // without options (as nattest builds them) and recomputes its checksums,

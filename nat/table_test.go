@@ -369,21 +369,10 @@ func TestMalformedCounted(t *testing.T) {
 	f := nattest.TCP(cli, vip, S, 0)
 	binary.BigEndian.PutUint16(f[6:], 0x2000) // MF
 	f[10], f[11] = 0, 0
-	binary.BigEndian.PutUint16(f[10:], ^ipsum(f[:20]))
+	binary.BigEndian.PutUint16(f[10:], nattest.Checksum(f[:20], 0))
 	if r := e.tb.Process(f, &e.p, e.now); r.Reason != nat.DropFragment {
 		t.Errorf("fragment: %+v", r)
 	}
-}
-
-func ipsum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
 }
 
 // ICMP errors about a connection are translated both ways, inner header

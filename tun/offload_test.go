@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/tunvs/tunvs/internal/csum/csumtest"
 )
 
 // Hand-built packets and checks for the split and coalesce code. The
@@ -17,23 +19,11 @@ var (
 	v6Dst = []byte{0xfd, 0, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2}
 )
 
-func naiveSum(b []byte) uint32 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-	}
-	return s
-}
-
-func naiveFold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
-}
+// naiveSum and naiveFold are the reference checksum (csumtest).
+var (
+	naiveSum  = func(b []byte) uint32 { return csumtest.Sum(b, 0) }
+	naiveFold = csumtest.Fold
+)
 
 // l4Checksum computes the TCP/UDP checksum of IP packet p from scratch,
 // with the checksum field taken as zero.

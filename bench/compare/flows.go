@@ -43,6 +43,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/csum"
 )
 
 const (
@@ -186,26 +188,10 @@ func flowPacket(p []byte, src, dst [4]byte, sport, dport uint16) {
 	for i := 8; i < len(u); i++ {
 		u[i] = byte(i)
 	}
-	// Pseudo-header, then the UDP header and payload.
-	var sum uint32
-	for i := 12; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(p[i:]))
-	}
-	sum += unix.IPPROTO_UDP + uint32(len(u))
-	for i := 0; i+1 < len(u); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(u[i:]))
-	}
-	if len(u)%2 == 1 {
-		sum += uint32(u[len(u)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	cs := ^uint16(sum)
-	if cs == 0 {
-		cs = 0xffff
-	}
-	binary.BigEndian.PutUint16(u[6:], cs)
+	// The pseudo-header sum in the checksum field, completed as a device
+	// completes a partial checksum (zero sent as 0xFFFF).
+	binary.BigEndian.PutUint16(u[6:], csum.Fold(csum.PseudoIP(p, false, unix.IPPROTO_UDP, len(u))))
+	csum.Finish(p, 20, 6)
 }
 
 // flowFigures is what one measurement of the flows workload found.

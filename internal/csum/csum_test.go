@@ -6,25 +6,15 @@ import (
 	"math/rand"
 	"net/netip"
 	"testing"
+
+	"github.com/tunvs/tunvs/internal/csum/csumtest"
 )
 
-// refSum is the plainest RFC 1071 sum: 16-bit words, carry added back at
-// every step. The tests check the code under test against it, and build
-// their packets with it.
-func refSum(b []byte) uint32 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(b[i])<<8 | uint32(b[i+1])
-		s = s&0xffff + s>>16
-	}
-	if len(b)%2 == 1 {
-		s += uint32(b[len(b)-1]) << 8
-		s = s&0xffff + s>>16
-	}
-	return s
-}
+// refSum and refChecksum are the reference (csumtest) the code under test
+// is checked against; refSum's result is folded.
+func refSum(b []byte) uint32 { return uint32(csumtest.Fold(csumtest.Sum(b, 0))) }
 
-func refChecksum(b []byte) uint16 { return ^uint16(refSum(b)) }
+func refChecksum(b []byte) uint16 { return csumtest.Checksum(b, 0) }
 
 func allZeroBytes(b []byte) bool {
 	for _, c := range b {

@@ -6,6 +6,8 @@ package nattest
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/tunvs/tunvs/internal/csum/csumtest"
 )
 
 // TCP flags.
@@ -31,23 +33,12 @@ type Seg struct {
 	DF   bool
 }
 
-func sum(b []byte, s uint32) uint32 {
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s > 0xffff {
-		s = s>>16 + s&0xffff
-	}
-	return uint16(s)
-}
+// The checksums of the packets built here come from the reference
+// implementation, not from the code under test.
+var (
+	sum  = csumtest.Sum
+	fold = csumtest.Fold
+)
 
 // Build returns the packet.
 func Build(s Seg) []byte {
@@ -137,7 +128,7 @@ func AP(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 // Checksum is the Internet checksum of b, starting from a partial sum (a
 // pseudo-header's, say), complemented and ready to store.
-func Checksum(b []byte, initial uint32) uint16 { return ^fold(sum(b, initial)) }
+func Checksum(b []byte, initial uint32) uint16 { return csumtest.Checksum(b, initial) }
 
 // Echo builds an ICMP (IPv4) or ICMPv6 echo request with the given TTL
 // (hop limit; 0 means 64).
@@ -177,5 +168,5 @@ func Echo(src, dst netip.Addr, ttl uint8) []byte {
 
 // PseudoSum is the partial sum of a TCP/UDP/ICMPv6 pseudo-header.
 func PseudoSum(src, dst []byte, proto uint8, length int) uint32 {
-	return sum(dst, sum(src, 0)) + uint32(proto) + uint32(length)
+	return csumtest.Pseudo(src, dst, proto, length)
 }
