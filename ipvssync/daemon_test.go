@@ -15,6 +15,7 @@ import (
 
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // memNet is an in-process multicast network: what a sender writes to a
@@ -23,6 +24,7 @@ type memNet struct {
 	mu        sync.Mutex
 	listeners map[netip.AddrPort][]*memListener
 	sent      [][]byte
+	sentTo    map[netip.AddrPort]int
 }
 
 func (n *memNet) LinkMTU(ifname string) (int, error) {
@@ -40,6 +42,10 @@ type memSender struct {
 func (s memSender) Write(b []byte) (int, error) {
 	s.n.mu.Lock()
 	s.n.sent = append(s.n.sent, append([]byte(nil), b...))
+	if s.n.sentTo == nil {
+		s.n.sentTo = map[netip.AddrPort]int{}
+	}
+	s.n.sentTo[s.g]++
 	ls := append([]*memListener(nil), s.n.listeners[s.g]...)
 	s.n.mu.Unlock()
 	for _, l := range ls {
@@ -221,5 +227,111 @@ func TestMasterSendAllocs(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() { m.Send(conn) })
 	if allocs != 0 {
 		t.Errorf("Send: %v allocations", allocs)
+	}
+}
+
+// nullNet is a Transport whose sockets take datagrams and drop them,
+// allocating nothing.
+type nullNet struct{ memNet }
+
+type nullSender struct{}
+
+func (nullSender) Write(b []byte) (int, error) { return len(b), nil }
+func (nullSender) Close() error                { return nil }
+
+func (*nullNet) MulticastSender(string, netip.AddrPort, uint8) (io.WriteCloser, error) {
+	return nullSender{}, nil
+}
+
+// TestMasterPathAllocs: with a master running and every client packet
+// sent (sync_threshold 0, sync_period 1), the packet path allocates
+// nothing anywhere in the process: records packed, full buffers handed to
+// the sender and recycled.
+func TestMasterPathAllocs(t *testing.T) {
+	tb := director(t)
+	if err := tb.Apply(rules.Diff{
+		{Kind: rules.SetSysctl, Sysctl: "sync_threshold", Value: 0},
+		{Kind: rules.SetSysctl, Sysctl: "sync_period", Value: 1},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	d := NewDaemons(tb, &nullNet{}, nil, zerolog.Nop())
+	defer d.Close()
+	if err := d.Start(Master, Config{Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	var p nat.Packet
+	c := nattest.AP("10.9.0.1:1000")
+	tb.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, 0)
+	conn, _ := tb.Lookup(6, c, tvip)
+	tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, 0)
+	in := nattest.TCP(c, tvip, nattest.ACK, 10)
+	b := make([]byte, len(in))
+	m := d.Master()
+	allocs := testing.AllocsPerRun(5000, func() {
+		copy(b, in)
+		if tb.Process(b, &p, 0).Verdict != nat.Forward {
+			panic("not forwarded")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("packet path with a sync master: %v allocations a packet", allocs)
+	}
+	if n := m.Stats.Records.Load(); n < 5000 {
+		t.Errorf("only %d records packed", n)
+	}
+}
+
+// TestSyncPorts: with sync_ports 2 the master sends on ports 8848 and 8849
+// (by connection) and the backup listens on both.
+func TestSyncPorts(t *testing.T) {
+	net := &memNet{}
+	mt, bt := director(t), director(t)
+	for _, tb := range []*nat.Table{mt, bt} {
+		if err := tb.Apply(rules.Diff{{Kind: rules.SetSysctl, Sysctl: "sync_ports", Value: 2}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	md := NewDaemons(mt, net, nil, zerolog.Nop())
+	bd := NewDaemons(bt, net, nil, zerolog.Nop())
+	defer md.Close()
+	defer bd.Close()
+	if err := bd.Start(Backup, Config{Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := md.Start(Master, Config{Interface: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	net.mu.Lock()
+	ports := len(net.listeners)
+	net.mu.Unlock()
+	if ports != 2 {
+		t.Fatalf("backup listens on %d ports", ports)
+	}
+	m := md.Master()
+	m.mu.Lock()
+	m.flush = 0
+	m.mu.Unlock()
+	var p nat.Packet
+	for i := range 64 {
+		c := netip.AddrPortFrom(netip.MustParseAddr("10.9.0.1"), uint16(1000+i))
+		mt.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, 0)
+		conn, _ := mt.Lookup(6, c, tvip)
+		mt.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, 0)
+		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 0), &p, 0)
+		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 10), &p, 0)
+	}
+	for deadline := time.Now().Add(10 * time.Second); bt.Len() < 64 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if bt.Len() != 64 {
+		t.Fatalf("backup has %d of 64", bt.Len())
+	}
+	net.mu.Lock()
+	defer net.mu.Unlock()
+	for _, port := range []string{"224.0.0.81:8848", "224.0.0.81:8849"} {
+		if net.sentTo[netip.MustParseAddrPort(port)] == 0 {
+			t.Errorf("nothing sent to %s: %v", port, net.sentTo)
+		}
 	}
 }
