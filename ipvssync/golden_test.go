@@ -8,6 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tunvs/tunvs/nat"
 )
 
 // The golden vectors in testdata/kernel are datagrams a Linux 6.1 IPVS
@@ -152,5 +155,64 @@ func TestKernelGolden(t *testing.T) {
 	}
 	if !strings.Contains(string(master), "master sync daemon (mcast=sync0, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)") {
 		t.Errorf("master.txt: no daemon line:\n%s", master)
+	}
+}
+
+// TestKernelGoldenApplied: the kernel's own datagrams, given to a tunvs
+// backup, make the connections the kernel master listed (master.txt),
+// tuples, states and templates; version 0's, which carry no timeout,
+// with the timeout of their state.
+func TestKernelGoldenApplied(t *testing.T) {
+	dir := filepath.Join("testdata", "kernel")
+	tb := nat.New(nat.Config{})
+	b := &BackupDaemon{tb: tb, cfg: Config{SyncID: 5, MaxLen: 1472}}
+	now := time.Unix(1_000_000, 0).UnixNano()
+	files, _ := filepath.Glob(filepath.Join(dir, "v*.bin"))
+	var m Message
+	for _, f := range files {
+		p, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Process(&m, p, len(p), now)
+	}
+	if b.Stats.Refused.Load() != 0 || b.Stats.Messages.Load() != uint64(len(files)) {
+		t.Fatalf("%d of %d messages applied, %d records refused", b.Stats.Messages.Load(), len(files), b.Stats.Refused.Load())
+	}
+	got := map[string]bool{}
+	tb.Conns(func(c *nat.Conn) {
+		i := c.Info()
+		got[fmt.Sprintf("%s %s %v %v %v", nat.ProtoName(i.Proto), i.State, i.Client, i.Virtual, i.Dest)] = true
+		if !c.Synced() {
+			t.Errorf("%v not marked synced", i)
+		}
+	})
+	// The master's last listing: every entry but those that closed
+	// after the capture (CLOSE, 10 s) must be on the backup.
+	master, err := os.ReadFile(filepath.Join(dir, "master.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(master)
+	s = s[strings.LastIndex(s, "# after the version 0 pass"):]
+	n := 0
+	for _, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) != 6 || (f[0] != "TCP" && f[0] != "UDP") || f[2] == "CLOSE" {
+			continue
+		}
+		k := strings.Join([]string{f[0], f[2], f[3], f[4], f[5]}, " ")
+		if !got[k] {
+			t.Errorf("the backup lacks the master's %s", k)
+		}
+		n++
+	}
+	if n < 10 {
+		t.Errorf("only %d entries compared", n)
+	}
+	// A version 0 record has no timeout: its state's.
+	c, _ := tb.Lookup(6, netip.MustParseAddrPort("10.0.0.2:41000"), netip.MustParseAddrPort("10.0.0.100:80"))
+	if c == nil || c.Expires().Sub(time.Unix(0, now)) != nat.DefaultTimeouts[nat.StateEstablished] {
+		t.Errorf("version 0 connection: %+v", c)
 	}
 }
