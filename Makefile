@@ -77,6 +77,17 @@ compare:
 clean:
 	rm -rf bin
 
+# reliability: what an attacker or a fault does to a running director, in
+# network namespaces, as root and as uid 65534: a spoofed SYN flood against
+# a table bounded at 10,000 at 20k/s and at the fastest rate one sender
+# makes, descriptor exhaustion of the control socket, a link's device
+# deleted under it. Each prints its FIGURES. About 5 minutes; not part of
+# `make test`.
+.PHONY: reliability
+reliability:
+	TUNVS_RELIABILITY=1 $(GO) test -count=1 -timeout 30m -v -run '^(TestSYNFlood|TestDeviceLoss)$$' ./e2e/
+	$(GO) test -count=1 -v -run '^TestControlSurvivesFdExhaustion$$' ./admin/
+
 # ipvs-parity: the differential test against kernel IPVS. parity/setup.sh
 # installs qemu-system-x86, busybox-static and ipvsadm and fetches Debian's
 # kernel (not installed; unpacked into a cache), then the test boots it

@@ -201,10 +201,14 @@ func New(cfg Config) (_ *Director, err error) {
 		}
 		cfg.Log.Info().Str("addr", d.metricsLn.Addr().String()).Msg("metrics listening")
 	}
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		d.Est.Run(d.NAT, d.done)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.returnMemory()
 	}()
 	// The drop counts are taken now, not when the goroutine first runs,
 	// so that no drop goes unlogged.

@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptrace"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tunvs/tunvs/nat/nattest"
+)
+
+// The reliability suite (make reliability) is long; it runs only when
+// TUNVS_RELIABILITY is set.
+const envReliability = "TUNVS_RELIABILITY"
+
+// floodRates are the flood's packets a second; 0 is as fast as one
+// sender goroutine can write them.
+var floodRates = []int{20000, 0}
+
+// A spoofed SYN flood against a bounded table (--max-conns 10000, the
+// issue's case): clients' new connections during the flood, an
+// established connection's requests, the table's size and the daemon's
+// RSS before, during and after. Figures are printed; the targets are
+// checked: at least 99% of new connections succeed, the established one
+// loses nothing, the table stays within its bound.
+func TestSYNFlood(t *testing.T) {
+	if os.Getenv(envReliability) == "" {
+		t.Skip("set " + envReliability + "=1 (make reliability)")
+	}
+	inSandboxes(t, func(t *testing.T) {
+		for _, rate := range floodRates {
+			name := "max"
+			if rate > 0 {
+				name = strconv.Itoa(rate)
+			}
+			t.Run(name, func(t *testing.T) { runSYNFlood(t, rate) })
+		}
+	})
+}
+
+func rssKB(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return -1
+}
+
+// conns is the table's size, from tunvsadm -L -n (the ActiveConn and
+// InActConn columns of every real server).
+func (e *env) conns() int {
+	n := 0
+	for _, l := range strings.Split(e.adm("-L", "-n"), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 6 && f[0] == "->" {
+			a, _ := strconv.Atoi(f[4])
+			b, _ := strconv.Atoi(f[5])
+			n += a + b
+		}
+	}
+	return n
+}
+
+func runSYNFlood(t *testing.T, rate int) {
+	const (
+		maxConns = 10000
+		floodFor = 10 * time.Second
+	)
+	e := setup(t, opts{extra: []string{fmt.Sprintf("--max-conns=%d", maxConns),
+		// The flood's half-open entries drain in 10 s instead of the
+		// kernel's 60 so that the suite ends in bounded time.
+		"--state-timeout=SYN_RECV=10s"}})
+	pid := e.daemon.Process.Pid
+	c := e.httpClient()
+	get(t, c, "http://172.16.1.100/") // warm up
+	rssBefore := rssKB(pid)
+
+	// The established connection: one keep-alive connection, a request
+	// every 100 ms through the flood.
+	var estOK, estFail, estNew atomic.Int64
+	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		MaxConnsPerHost: 1, IdleConnTimeout: time.Minute,
+		DialContext: c.Transport.(*http.Transport).DialContext}}
+	if resp, err := keep.Get("http://172.16.1.100/"); err != nil {
+		t.Fatal(err)
+	} else {
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), floodFor)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			tr := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+				if !i.Reused {
+					estNew.Add(1)
+				}
+			}}
+			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), tr), "GET", "http://172.16.1.100/", nil)
+			if resp, err := keep.Do(req); err == nil {
+				// Read to the end, or the connection is not reused.
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				estOK.Add(1)
+			} else {
+				estFail.Add(1)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	// The flood: spoofed SYNs from 10.1.0.0/16 written by a raw socket
+	// in the client's namespace, out of its link to the director.
+	var sent atomic.Int64
+	var floodErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		floodErr = e.client.Do(func() error {
+			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
+			if err != nil {
+				return err
+			}
+			defer syscall.Close(fd)
+			dst := &syscall.SockaddrInet4{Addr: vip4.As4()}
+			vip := netip.AddrPortFrom(vip4, 80)
+			pkts := make([][]byte, 4096)
+			for i := range pkts {
+				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), uint16(1024+i))
+				pkts[i] = nattest.TCP(src, vip, nattest.SYN, 0)
+			}
+			start := time.Now()
+			for i := 0; ctx.Err() == nil; i++ {
+				p := pkts[i%len(pkts)]
+				// Vary the source port so each SYN is a new flow.
+				p[20], p[21] = byte(i>>8), byte(i)
+				csum(p)
+				if err := syscall.Sendto(fd, p, 0, dst); err != nil && err != syscall.ENOBUFS {
+					return err
+				}
+				n := sent.Add(1)
+				if rate > 0 {
+					if ahead := time.Duration(n)*time.Second/time.Duration(rate) - time.Since(start); ahead > time.Millisecond {
+						time.Sleep(ahead)
+					}
+				}
+			}
+			return nil
+		})
+	}()
+
+	// Clients: new connections, two at a time, through the flood.
+	time.Sleep(time.Second) // let the flood fill the table
+	var newOK, newFail atomic.Int64
+	nc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: c.Transport.(*http.Transport).DialContext}}
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				if resp, err := nc.Get("http://172.16.1.100/"); err == nil {
+					resp.Body.Close()
+					newOK.Add(1)
+				} else {
+					newFail.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(floodFor / 2)
+	during := e.conns()
+	rssDuring := rssKB(pid)
+	wg.Wait()
+	if floodErr != nil {
+		t.Fatalf("flood: %v", floodErr)
+	}
+	// The flood's entries time out: SYN_RECV is 10 s here, but each
+	// SYN-ACK the real servers retransmit to the spoofed sources (for
+	// about a minute) refreshes its entry, as in the kernel.
+	drainStart := time.Now()
+	after := e.conns()
+	for after > 20 && time.Since(drainStart) < 2*time.Minute {
+		time.Sleep(time.Second)
+		after = e.conns()
+	}
+	drained := time.Since(drainStart).Round(time.Second)
+	time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
+	rssAfter := rssKB(pid)
+	total := newOK.Load() + newFail.Load()
+	pct := 100 * float64(newOK.Load()) / float64(max(total, 1))
+	t.Logf("FIGURES rate=%s sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d",
+		rateName(rate), sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
+		estOK.Load(), estFail.Load(), estNew.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter)
+	if pct < 99 {
+		t.Errorf("%.2f%% of new connections succeeded during the flood, want >= 99%%", pct)
+	}
+	if estFail.Load() != 0 || estNew.Load() != 0 {
+		t.Errorf("the established connection lost %d requests and was reopened %d times", estFail.Load(), estNew.Load())
+	}
+	if rssAfter > rssBefore*12/10 {
+		t.Errorf("RSS %d kB after the flood drained, more than 20%% over %d kB before", rssAfter, rssBefore)
+	}
+	if during > maxConns {
+		t.Errorf("table at %d, past its bound %d", during, maxConns)
+	}
+}
+
+func rateName(r int) string {
+	if r == 0 {
+		return "max"
+	}
+	return strconv.Itoa(r)
+}
+
+// csum recomputes an IPv4 TCP packet's TCP checksum (20-byte IP header).
+func csum(p []byte) {
+	p[36], p[37] = 0, 0
+	var s uint32
+	add := func(b []byte) {
+		for i := 0; i+1 < len(b); i += 2 {
+			s += uint32(b[i])<<8 | uint32(b[i+1])
+		}
+		if len(b)%2 == 1 {
+			s += uint32(b[len(b)-1]) << 8
+		}
+	}
+	add(p[12:20])
+	s += 6 + uint32(len(p)-20)
+	add(p[20:])
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	c := ^uint16(s)
+	p[36], p[37] = byte(c>>8), byte(c)
+}
