@@ -455,18 +455,32 @@ var listFormats = map[string]struct {
 	"nosort": {FmtNoSort, optNoSort}, "exact": {FmtExact, optExact}, "tun-info": {FmtTunInfo, optTunInfo},
 }
 
-// option is one iteration of parse_options's loop.
+// option is one iteration of parse_options's loop: a listing flag, or an
+// option of one of the groups below.
 func (p *ipvsadmParser) option(o opt) error {
-	c := &p.c
-	name := o.o.long
-	if lf, ok := listFormats[name]; ok {
-		c.Format |= lf.f
+	if lf, ok := listFormats[o.o.long]; ok {
+		p.c.Format |= lf.f
 		return p.set(lf.opt)
 	}
+	for _, f := range []func(opt) (bool, error){p.serviceOption, p.serverOption, p.syncOption, p.tunnelOption, p.otherOption} {
+		if handled, err := f(o); handled {
+			return err
+		}
+	}
+	// A command after the first, -h, -v: popt knows them, ipvsadm's
+	// loop does not.
+	return fail("invalid option `%s'", p.po.badOption())
+}
+
+// serviceOption parses an option about the virtual service (its address,
+// scheduler, persistence, netmask) and reports whether o was one.
+func (p *ipvsadmParser) serviceOption(o opt) (bool, error) {
+	c := &p.c
+	name := o.o.long
 	switch name {
 	case "tcp-service", "udp-service", "sctp-service":
 		if err := p.set(optService); err != nil {
-			return err
+			return true, err
 		}
 		c.Proto = nat.ProtoTCP
 		if name == "udp-service" {
@@ -475,7 +489,7 @@ func (p *ipvsadmParser) option(o opt) error {
 		p.sctp = name == "sctp-service"
 		a, port, hasPort, ok := parseService(o.arg, c.Proto)
 		if !ok {
-			return fail("illegal virtual server address[:port] specified")
+			return true, fail("illegal virtual server address[:port] specified")
 		}
 		c.Addr, c.HasService, p.svcV6 = a, true, a.Is6()
 		if hasPort {
@@ -486,56 +500,68 @@ func (p *ipvsadmParser) option(o opt) error {
 		}
 	case "fwmark-service":
 		if err := p.set(optService); err != nil {
-			return err
+			return true, err
 		}
 		n, err := strconv.ParseInt(o.arg, 10, 64)
 		if err != nil || n <= 0 || n > math.MaxUint32 {
-			return fail("invalid fwmark value `%s' specified", o.arg)
+			return true, fail("invalid fwmark value `%s' specified", o.arg)
 		}
 		p.fwmark, p.svcV6 = true, false
 		c.Proto = nat.ProtoTCP
 	case "scheduler":
 		if err := p.set(optScheduler); err != nil {
-			return err
+			return true, err
 		}
 		c.Scheduler = truncate(o.arg, 15) // IP_VS_SCHEDNAME_MAXLEN - 1
 	case "persistent":
 		if err := p.set(optPersistent); err != nil {
-			return err
+			return true, err
 		}
 		c.Persistent, c.PersistTimeout = true, defaultPersistTimeout
 		if o.hasArg {
 			n, err := parseTimeout(o.arg, 1)
 			if err != nil {
-				return err
+				return true, err
 			}
 			c.PersistTimeout = n
 		}
 	case "netmask":
 		if err := p.set(optNetmask); err != nil {
-			return err
+			return true, err
 		}
 		if !p.svcV6 {
 			m, ok := inetAton(o.arg)
 			if !ok {
 				if m, ok = lookupHost(o.arg); !ok || !m.Is4() {
-					return fail("illegal virtual server persistent mask specified")
+					return true, fail("illegal virtual server persistent mask specified")
 				}
 			}
 			p.mask = m
 		} else {
 			p.mask6 = atoi(o.arg)
 			if p.mask6 < 1 || p.mask6 > 128 {
-				return fail("illegal ipv6 netmask specified")
+				return true, fail("illegal ipv6 netmask specified")
 			}
 		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// serverOption parses an option about a real server (its address,
+// forwarding method, weight, thresholds) and reports whether o was one.
+func (p *ipvsadmParser) serverOption(o opt) (bool, error) {
+	c := &p.c
+	name := o.o.long
+	switch name {
 	case "real-server":
 		if err := p.set(optServer); err != nil {
-			return err
+			return true, err
 		}
 		a, port, hasPort, ok := parseService(o.arg, c.Proto)
 		if !ok {
-			return fail("illegal real server address[:port] specified")
+			return true, fail("illegal real server address[:port] specified")
 		}
 		c.DestAddr, c.HasDest, p.destV6 = a, true, a.Is6()
 		c.DestPort = c.Port
@@ -544,16 +570,16 @@ func (p *ipvsadmParser) option(o opt) error {
 		}
 	case "masquerading", "gatewaying", "ipip":
 		if err := p.set(optForward); err != nil {
-			return err
+			return true, err
 		}
 		p.fwd = map[string]int{"masquerading": fwdMasq, "gatewaying": fwdRoute, "ipip": fwdTunnel}[name]
 	case "weight":
 		if err := p.set(optWeight); err != nil {
-			return err
+			return true, err
 		}
 		n, ok := stringToNumber(o.arg, 0, nat.MaxWeight)
 		if !ok {
-			return fail("illegal weight specified")
+			return true, fail("illegal weight specified")
 		}
 		c.Weight, c.HasWeight = n, true
 	case "u-threshold", "l-threshold":
@@ -562,61 +588,54 @@ func (p *ipvsadmParser) option(o opt) error {
 			bit, what = optLThreshold, "l_threshold"
 		}
 		if err := p.set(bit); err != nil {
-			return err
+			return true, err
 		}
 		n, ok := stringToNumber(o.arg, 0, math.MaxInt32)
 		if !ok {
-			return fail("illegal %s specified", what)
+			return true, fail("illegal %s specified", what)
 		}
 		if bit == optUThreshold {
 			c.UThreshold, c.HasUThreshold = n, true
 		} else {
 			c.LThreshold, c.HasLThreshold = n, true
 		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// syncOption parses an option of the connection synchronisation daemon
+// and reports whether o was one.
+func (p *ipvsadmParser) syncOption(o opt) (bool, error) {
+	c := &p.c
+	name := o.o.long
+	switch name {
 	case "mcast-interface":
 		c.Daemon.Config.Interface = truncate(o.arg, 15) // IP_VS_IFNAME_MAXLEN - 1
-		return p.set(optMcast)
+		return true, p.set(optMcast)
 	case "syncid":
 		if err := p.set(optSyncID); err != nil {
-			return err
+			return true, err
 		}
 		n, ok := stringToNumber(o.arg, 0, 255)
 		if !ok {
-			return fail("illegal syncid specified")
+			return true, fail("illegal syncid specified")
 		}
 		c.Daemon.Config.SyncID = uint8(n)
-	case "sort":
-		// The default; kept for old scripts.
-	case "ipv6":
-		if !p.fwmark {
-			// fail(2, "-6 used before -f\n"): fail adds another.
-			return fail("-6 used before -f\n")
-		}
-		p.svcV6 = true
-	case "ops":
-		c.OnePacket = true
-		return p.set(optOnePacket)
-	case "pe":
-		p.pe = true
-		return p.set(optPE)
-	case "sched-flags":
-		if err := p.set(optSchedFlags); err != nil {
-			return err
-		}
-		p.flags = truncate(o.arg, 127) // sched_flags_arg's size - 1
 	case "mcast-group":
 		if err := p.set(optMcastGroup); err != nil {
-			return err
+			return true, err
 		}
 		// inet_pton of the family a ':' picks, then IN6_IS_ADDR_MULTICAST
 		// or IN_MULTICAST.
 		a, err := netip.ParseAddr(o.arg)
 		if strings.Contains(o.arg, ":") {
 			if err != nil || !a.Is6() || a.Zone() != "" || !a.IsMulticast() {
-				return fail("invalid IPv6 mcast-group `%s'", o.arg)
+				return true, fail("invalid IPv6 mcast-group `%s'", o.arg)
 			}
 		} else if err != nil || !a.Is4() || !a.IsMulticast() {
-			return fail("invalid IPv4 mcast-group `%s'", o.arg)
+			return true, fail("invalid IPv4 mcast-group `%s'", o.arg)
 		}
 		c.Daemon.Config.Group = a
 	case "mcast-port", "mcast-ttl", "sync-maxlen", "tun-port":
@@ -630,11 +649,11 @@ func (p *ipvsadmParser) option(o opt) error {
 			"tun-port":    {optTunPort, 65535, "illegal tunnel port specified"},
 		}[name]
 		if err := p.set(lim.bit); err != nil {
-			return err
+			return true, err
 		}
 		n, ok := stringToNumber(o.arg, 1, lim.max)
 		if !ok {
-			return fail("%s", lim.msg)
+			return true, fail("%s", lim.msg)
 		}
 		switch name {
 		case "mcast-port":
@@ -646,9 +665,20 @@ func (p *ipvsadmParser) option(o opt) error {
 		case "tun-port":
 			p.tunnel = true
 		}
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// tunnelOption parses an option of a real server's IP-IP tunnel and
+// reports whether o was one.
+func (p *ipvsadmParser) tunnelOption(o opt) (bool, error) {
+	name := o.o.long
+	switch name {
 	case "tun-type":
 		if err := p.set(optTunType); err != nil {
-			return err
+			return true, err
 		}
 		p.tunType = -1
 		for i, n := range tunNames {
@@ -657,27 +687,56 @@ func (p *ipvsadmParser) option(o opt) error {
 			}
 		}
 		if p.tunType < 0 {
-			return fail("illegal tunnel type specified")
+			return true, fail("illegal tunnel type specified")
 		}
 		p.tunnel = true
 	case "tun-nocsum", "tun-csum", "tun-remcsum":
 		p.tunnel = true
-		return p.set(map[string]int{"tun-nocsum": optTunNoCsum, "tun-csum": optTunCsum, "tun-remcsum": optTunRemCsum}[name])
+		return true, p.set(map[string]int{"tun-nocsum": optTunNoCsum, "tun-csum": optTunCsum, "tun-remcsum": optTunRemCsum}[name])
+	default:
+		return false, nil
+	}
+	return true, nil
+}
+
+// otherOption parses the other options (service flags, -6, the listing's
+// --sysctl) and reports whether o was one.
+func (p *ipvsadmParser) otherOption(o opt) (bool, error) {
+	c := &p.c
+	name := o.o.long
+	switch name {
+	case "sort":
+		// The default; kept for old scripts.
+	case "ipv6":
+		if !p.fwmark {
+			// fail(2, "-6 used before -f\n"): fail adds another.
+			return true, fail("-6 used before -f\n")
+		}
+		p.svcV6 = true
+	case "ops":
+		c.OnePacket = true
+		return true, p.set(optOnePacket)
+	case "pe":
+		p.pe = true
+		return true, p.set(optPE)
+	case "sched-flags":
+		if err := p.set(optSchedFlags); err != nil {
+			return true, err
+		}
+		p.flags = truncate(o.arg, 127) // sched_flags_arg's size - 1
 	case "sysctl":
 		// tunvs's -L --sysctl; outside -L it is a command of its own.
 		if p.cmd != cmdList {
-			return fail("invalid option `%s'", p.po.badOption())
+			return true, fail("invalid option `%s'", p.po.badOption())
 		}
 		if o.hasArg {
-			return fail("-L --sysctl lists the sysctls; set one with --sysctl NAME=VALUE")
+			return true, fail("-L --sysctl lists the sysctls; set one with --sysctl NAME=VALUE")
 		}
 		c.Format |= FmtSysctl
 	default:
-		// A command after the first, -h, -v: popt knows them, ipvsadm's
-		// loop does not.
-		return fail("invalid option `%s'", p.po.badOption())
+		return false, nil
 	}
-	return nil
+	return true, nil
 }
 
 // legal is generic_opt_check (and tunnel_opt_check, its copy for tunnel
