@@ -363,7 +363,8 @@ func (b *BackupDaemon) read(pc net.PacketConn) {
 	for {
 		n, _, err := pc.ReadFrom(buf)
 		if err != nil {
-			if !errors.Is(err, net.ErrClosed) {
+			// A closed socket (gonet says EOF) is the daemon stopping.
+			if !errors.Is(err, net.ErrClosed) && !errors.Is(err, io.EOF) {
 				b.log.Warn().Err(err).Msg("sync backup: receive failed")
 			}
 			return
