@@ -3,6 +3,7 @@ package nat
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tunvs/tunvs/rules"
@@ -147,6 +148,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s = &Service{Proto: c.Service.Proto, Addr: c.Service.Addr, Port: c.Service.Port, sched: sc,
 			cfg: serviceConfig(c.Service)}
 		s.updateLocked()
+		s.setLocalAddrs(c.Service.LocalAddrs)
 		idx := w.own()
 		idx.byKey[k] = s
 		idx.order = append(idx.order, s)
@@ -159,6 +161,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.mu.Lock()
 		old := s.cfg
 		s.cfg = serviceConfig(c.Service)
+		s.setLocalAddrs(c.Service.LocalAddrs)
 		if s.sched.Name() != sc.Name() || old.SchedFlags != s.cfg.SchedFlags {
 			s.sched = sc
 			s.updateLocked()
@@ -193,6 +196,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.mu.Lock()
 		d := s.dests[s.findLocked(c.Server.Addr.Addr(), c.Server.Addr.Port())]
 		d.weight.Store(int32(c.Server.Weight))
+		d.fullNAT.Store(c.Server.Method == rules.FullNAT)
 		d.setThresholds(c.Server.UThreshold, c.Server.LThreshold)
 		s.updateLocked()
 		s.mu.Unlock()
@@ -261,6 +265,7 @@ func (w *writer) addDest(s *Service, c rules.Server) {
 		d.svc.Store(s)
 	}
 	d.weight.Store(int32(c.Weight))
+	d.fullNAT.Store(c.Method == rules.FullNAT)
 	d.setThresholds(c.UThreshold, c.LThreshold)
 	d.removed.Store(false)
 	s.dests = append([]*Dest{d}, s.dests...)
@@ -301,7 +306,7 @@ func (t *Table) rulesLocked() rules.Rules {
 }
 
 func (d *Dest) rule() rules.Server {
-	return rules.Server{Addr: d.AddrPort(), Method: rules.Masquerade, Weight: d.Weight(),
+	return rules.Server{Addr: d.AddrPort(), Method: d.Method(), Weight: d.Weight(),
 		UThreshold: d.UThreshold(), LThreshold: d.LThreshold()}
 }
 
@@ -309,17 +314,18 @@ func (d *Dest) rule() rules.Server {
 func (c ServiceConfig) rule() rules.Service {
 	return rules.Service{ServiceKey: ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port},
 		Scheduler: c.Scheduler, SchedFlags: c.SchedFlags, Persistent: c.Persistent,
-		PersistTimeout: c.PersistTimeout, PersistMaskBits: c.PersistMaskBits, OnePacket: c.OnePacket}
+		PersistTimeout: c.PersistTimeout, PersistMaskBits: c.PersistMaskBits, OnePacket: c.OnePacket,
+		LocalAddrs: slices.Clone(c.LocalAddrs)}
 }
 
 func serviceConfig(r rules.Service) ServiceConfig {
 	return ServiceConfig{Proto: r.Proto, Addr: r.Addr, Port: r.Port, Scheduler: r.Scheduler,
 		SchedFlags: r.SchedFlags, Persistent: r.Persistent, PersistTimeout: r.PersistTimeout,
-		PersistMaskBits: r.PersistMaskBits, OnePacket: r.OnePacket}
+		PersistMaskBits: r.PersistMaskBits, OnePacket: r.OnePacket, LocalAddrs: slices.Clone(r.LocalAddrs)}
 }
 
 func (c DestConfig) rule() rules.Server {
-	return rules.Server{Addr: netip.AddrPortFrom(c.Addr, c.Port), Method: rules.Masquerade, Weight: c.Weight,
+	return rules.Server{Addr: netip.AddrPortFrom(c.Addr, c.Port), Method: c.Method, Weight: c.Weight,
 		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
 }
 

@@ -94,6 +94,9 @@ const (
 	flagOnePacket
 	// flagSynced: IP_VS_CONN_F_SYNC, made by the sync backup.
 	flagSynced
+	// flagFullNAT: a full-NAT connection, allocated as a fnatConn (set
+	// before the connection is published, never cleared).
+	flagFullNAT
 )
 
 func (c *Conn) hasFlag(f uint32) bool { return c.flags.Load()&f != 0 }
@@ -106,7 +109,10 @@ func (c *Conn) setFlag(f uint32) { c.flags.Or(f) }
 // than stored: 76 bytes less per connection.
 func (c *Conn) inKey() key { return makeKey(c.Proto, c.CAddr, c.CPort, c.VAddr, c.VPort) }
 
-func (c *Conn) outKey() key { return makeKey(c.Proto, c.DAddr, c.DPort, c.CAddr, c.CPort) }
+func (c *Conn) outKey() key {
+	la, lp := c.local()
+	return makeKey(c.Proto, c.DAddr, c.DPort, la, lp)
+}
 
 // Service returns the connection's virtual service.
 func (c *Conn) Service() *Service { return c.svc }
@@ -151,6 +157,9 @@ type ConnInfo struct {
 	// Template is a persistence template (IP_VS_CONN_F_TEMPLATE), listed
 	// by -Lnc with client port 0.
 	Template bool
+	// Local is a full-NAT connection's local address and port, what the
+	// real server sees as its client; invalid for masquerading.
+	Local netip.AddrPort
 }
 
 // Info snapshots the connection. A template lists as the kernel's: the
@@ -169,5 +178,6 @@ func (c *Conn) Info() ConnInfo {
 		State:    c.State(),
 		Expires:  c.Expires(),
 		Template: c.template,
+		Local:    c.Local(),
 	}
 }

@@ -95,8 +95,9 @@ func (m *connMap) locate(k *key) (*shard, uint32) {
 // without building the key.
 func (m *connMap) has(c *Conn, k *key) bool {
 	if m.out {
-		return k.sport == c.DPort && k.dport == c.CPort && k.proto == c.Proto &&
-			k.src == c.DAddr.As16() && k.dst == c.CAddr.As16()
+		la, lp := c.local()
+		return k.sport == c.DPort && k.dport == lp && k.proto == c.Proto &&
+			k.src == c.DAddr.As16() && k.dst == la.As16()
 	}
 	return k.sport == c.CPort && k.dport == c.VPort && k.proto == c.Proto &&
 		k.src == c.CAddr.As16() && k.dst == c.VAddr.As16()
@@ -203,20 +204,39 @@ func (s *shard) resize(n int) {
 
 // insert adds c under both keys; false if either is taken or the table is
 // full. Lock order: the in shard, then the out shard.
-func (t *Table) insert(c *Conn) bool {
+func (t *Table) insert(c *Conn) bool { return t.insertKeys(c) == inserted }
+
+// insertResult says what insertKeys did.
+type insertResult uint8
+
+const (
+	inserted insertResult = iota
+	inTaken               // the client-side key is another connection's
+	outTaken              // a full-NAT connection's reply key is taken
+	tableFull
+)
+
+// insertKeys is insert saying why it refused. The reply key of a full-NAT
+// connection must be free: it is the local port being allocated, and two
+// connections sharing it would mix their replies.
+func (t *Table) insertKeys(c *Conn) insertResult {
 	ik, ok := c.inKey(), c.outKey()
 	si, hi := t.in.locate(&ik)
 	so, ho := t.out.locate(&ok)
 	si.mu.Lock()
 	defer si.mu.Unlock()
 	if t.in.find(si, &ik, hi) >= 0 {
-		return false
+		return inTaken
 	}
 	so.mu.Lock()
 	defer so.mu.Unlock()
+	j := t.out.find(so, &ok, ho)
+	if j >= 0 && c.hasFlag(flagFullNAT) {
+		return outTaken
+	}
 	if t.n.Add(1) > int64(t.cfg.MaxConns) {
 		t.n.Add(-1)
-		return false
+		return tableFull
 	}
 	si.add(c, hi)
 	// The reply key may be held by an older connection: the same client
@@ -226,12 +246,12 @@ func (t *Table) insert(c *Conn) bool {
 	// the older one keeps its own client-side key. (When the newer one
 	// goes first, the older one's replies are no longer matched; the
 	// kernel would find it further down the chain. It is in TIME_WAIT.)
-	if j := t.out.find(so, &ok, ho); j >= 0 {
+	if j >= 0 {
 		so.cs[j] = c
 	} else {
 		so.add(c, ho)
 	}
-	return true
+	return inserted
 }
 
 // remove takes c out of the table and releases it from its dest's counts

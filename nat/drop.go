@@ -21,6 +21,7 @@ const (
 	DropMartian                    // to a service from a source no host may use (0/8, 127/8, multicast, broadcast, class E; ::, ::1, ff00::/8, ::ffff:0:0/96)
 	DropOwnSource                  // to a service from the director's own address (VIP, DIP) or a real server's
 	DropRoutingHeader              // IPv6 to a service with a Routing header (types 0-4)
+	DropNoLocalPort                // full NAT: no local address, or no free port on any, for a new connection
 	numDropReasons
 )
 
@@ -40,6 +41,7 @@ var dropNames = [numDropReasons]string{
 	DropMartian:         "martian_source",
 	DropOwnSource:       "own_source",
 	DropRoutingHeader:   "routing_header",
+	DropNoLocalPort:     "no_local_port",
 }
 
 func (r DropReason) String() string {

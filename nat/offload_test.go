@@ -11,6 +11,7 @@ import (
 
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // Tests of Table.ProcessOffload: packets whose transport checksum a
@@ -27,14 +28,27 @@ var (
 // with one real server (offRS4, offRS6) on another port, so that DNAT
 // rewrites address and port.
 func offloadTable(t testing.TB, egressMTU func(netip.Addr) int) *nat.Table {
+	return offloadTableMethod(t, egressMTU, rules.Masquerade)
+}
+
+// offloadTableMethod is offloadTable with real servers of method m; for
+// full NAT, each service has two local addresses (lad4, lad6).
+func offloadTableMethod(t testing.TB, egressMTU func(netip.Addr) int, m rules.Method) *nat.Table {
 	t.Helper()
 	tb := nat.New(nat.Config{EgressMTU: egressMTU, Seed: 7})
 	for _, proto := range []uint8{6, 17} {
 		for _, s := range [][2]netip.AddrPort{{offVIP4, offRS4}, {offVIP6, offRS6}} {
-			if _, err := tb.AddService(nat.ServiceConfig{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port(), Scheduler: "rr"}); err != nil {
+			var lads []netip.Addr
+			if m == rules.FullNAT {
+				lads = lad4
+				if s[0].Addr().Is6() {
+					lads = lad6
+				}
+			}
+			if _, err := tb.AddService(nat.ServiceConfig{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port(), Scheduler: "rr", LocalAddrs: lads}); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := tb.AddDest(nat.ServiceKey{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port()}, nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1}); err != nil {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: proto, Addr: s[0].Addr(), Port: s[0].Port()}, nat.DestConfig{Addr: s[1].Addr(), Port: s[1].Port(), Weight: 1, Method: m}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -90,67 +104,79 @@ func randAddr(rng *rand.Rand, v6 bool) netip.Addr {
 // fully checksummed: DNAT and SNAT, IPv4 and IPv6, TCP and UDP, for many
 // address pairs (so that ones' complement carries go every way), with and
 // without SegLen.
+//
+// For full NAT, ports change on both sides too: a partial checksum holds
+// only the pseudo-header (addresses and length), as the kernel's
+// inet_proto_csum_replace4 with pseudohdr true adjusts it, and a port is
+// in the TCP or UDP header the device sums itself, so a port change needs
+// no adjustment; the comparison with the ordinary path, whose checksum is
+// finished, checks that.
 func TestProcessOffloadPartialMatchesProcess(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, v6 := range []bool{false, true} {
-		for _, proto := range []uint8{6, 17} {
-			for _, dir := range []nat.Dir{nat.DirIn, nat.DirOut} {
-				name := fmt.Sprintf("v6=%v/proto=%d/dir=%d", v6, proto, dir)
-				t.Run(name, func(t *testing.T) {
-					vip, rs := offVIP4, offRS4
-					if v6 {
-						vip, rs = offVIP6, offRS6
-					}
-					tb := offloadTable(t, nil)
-					now := time.Unix(1_000_000, 0).UnixNano()
-					for i := range 64 {
-						c := netip.AddrPortFrom(randAddr(rng, v6), uint16(1024+rng.IntN(60000)))
-						conn := open(t, tb, proto, c, vip, now)
-						if conn.DAddr != rs.Addr() || conn.DPort != rs.Port() {
-							t.Fatalf("connection to %v:%d", conn.DAddr, conn.DPort)
+	for _, m := range []rules.Method{rules.Masquerade, rules.FullNAT} {
+		for _, v6 := range []bool{false, true} {
+			for _, proto := range []uint8{6, 17} {
+				for _, dir := range []nat.Dir{nat.DirIn, nat.DirOut} {
+					name := fmt.Sprintf("%v/v6=%v/proto=%d/dir=%d", m, v6, proto, dir)
+					t.Run(name, func(t *testing.T) {
+						vip, rs := offVIP4, offRS4
+						if v6 {
+							vip, rs = offVIP6, offRS6
 						}
-						src, dst := c, vip
-						if dir == nat.DirOut {
-							src, dst = rs, c
-						}
-						payload := make([]byte, 1+rng.IntN(4000)) // odd lengths too
-						for j := range payload {
-							payload[j] = byte(rng.Uint32())
-						}
-						full := nattest.Build(nattest.Seg{Src: src, Dst: dst, Proto: proto, Flags: nattest.ACK | nattest.PSH,
-							Seq: rng.Uint32(), Ack: rng.Uint32(), Payload: payload, DF: true, TTL: 64})
-						part := bytes.Clone(full)
-						start, off := nattest.Partial(part)
+						tb := offloadTableMethod(t, nil, m)
+						now := time.Unix(1_000_000, 0).UnixNano()
+						for i := range 64 {
+							c := netip.AddrPortFrom(randAddr(rng, v6), uint16(1024+rng.IntN(60000)))
+							conn := open(t, tb, proto, c, vip, now)
+							if conn.DAddr != rs.Addr() || conn.DPort != rs.Port() {
+								t.Fatalf("connection to %v:%d", conn.DAddr, conn.DPort)
+							}
+							src, dst := c, vip
+							if dir == nat.DirOut {
+								src, dst = rs, c
+								if conn.FullNAT() {
+									dst = conn.Local()
+								}
+							}
+							payload := make([]byte, 1+rng.IntN(4000)) // odd lengths too
+							for j := range payload {
+								payload[j] = byte(rng.Uint32())
+							}
+							full := nattest.Build(nattest.Seg{Src: src, Dst: dst, Proto: proto, Flags: nattest.ACK | nattest.PSH,
+								Seq: rng.Uint32(), Ack: rng.Uint32(), Payload: payload, DF: true, TTL: 64})
+							part := bytes.Clone(full)
+							start, off := nattest.Partial(part)
 
-						var p nat.Packet
-						r := tb.Process(full, &p, now)
-						if r.Verdict != nat.Forward || r.Dir != dir || !p.VerifyL4Checksum() {
-							t.Fatalf("Process: %+v, checksum ok %v", r, p.VerifyL4Checksum())
+							var p nat.Packet
+							r := tb.Process(full, &p, now)
+							if r.Verdict != nat.Forward || r.Dir != dir || !p.VerifyL4Checksum() {
+								t.Fatalf("Process: %+v, checksum ok %v", r, p.VerifyL4Checksum())
+							}
+							o := nat.Offload{PartialCsum: true}
+							if i%2 == 1 {
+								o.SegLen = start + 20 + 1000 // a super-packet of 1000-byte segments
+							}
+							r = tb.ProcessOffload(part, &p, now, o)
+							if r.Verdict != nat.Forward || r.Dir != dir {
+								t.Fatalf("ProcessOffload: %+v", r)
+							}
+							// The field still holds a pseudo-header sum: that
+							// of the rewritten header.
+							want := bytes.Clone(full)
+							nattest.Partial(want)
+							if got, w := binary.BigEndian.Uint16(part[start+off:]), binary.BigEndian.Uint16(want[start+off:]); got != w && got^w != 0xffff {
+								t.Fatalf("client %v: partial sum %#04x after rewrite, want %#04x", c, got, w)
+							}
+							nattest.Finish(part, start, off)
+							if !sameModuloZero(part, full, start+off) {
+								t.Fatalf("client %v: partial path gave\n% x\nfull path gave\n% x", c, part, full)
+							}
+							if !nattest.L4ChecksumOK(part) || (!v6 && !nattest.IPv4HeaderOK(part)) {
+								t.Fatalf("client %v: checksums wrong after finishing", c)
+							}
 						}
-						o := nat.Offload{PartialCsum: true}
-						if i%2 == 1 {
-							o.SegLen = start + 20 + 1000 // a super-packet of 1000-byte segments
-						}
-						r = tb.ProcessOffload(part, &p, now, o)
-						if r.Verdict != nat.Forward || r.Dir != dir {
-							t.Fatalf("ProcessOffload: %+v", r)
-						}
-						// The field still holds a pseudo-header sum: that
-						// of the rewritten header.
-						want := bytes.Clone(full)
-						nattest.Partial(want)
-						if got, w := binary.BigEndian.Uint16(part[start+off:]), binary.BigEndian.Uint16(want[start+off:]); got != w && got^w != 0xffff {
-							t.Fatalf("client %v: partial sum %#04x after rewrite, want %#04x", c, got, w)
-						}
-						nattest.Finish(part, start, off)
-						if !sameModuloZero(part, full, start+off) {
-							t.Fatalf("client %v: partial path gave\n% x\nfull path gave\n% x", c, part, full)
-						}
-						if !nattest.L4ChecksumOK(part) || (!v6 && !nattest.IPv4HeaderOK(part)) {
-							t.Fatalf("client %v: checksums wrong after finishing", c)
-						}
-					}
-				})
+					})
+				}
 			}
 		}
 	}
@@ -262,30 +288,36 @@ func TestProcessOffloadMTUUsesSegLen(t *testing.T) {
 // The per-packet path of an established flow's super-packets, partial
 // checksum and SegLen set, both directions, allocates nothing.
 func TestProcessOffloadAllocatesNothing(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
-		vip, rs, c := offVIP4, offRS4, nattest.AP("10.1.2.3:4444")
-		if v6 {
-			vip, rs, c = offVIP6, offRS6, nattest.AP("[fd01::3]:4444")
-		}
-		tb := offloadTable(t, func(netip.Addr) int { return 1500 })
-		open(t, tb, 6, c, vip, 0)
-		in := nattest.Build(nattest.Seg{Src: c, Dst: vip, Proto: 6, Flags: nattest.ACK, Seq: 5, Size: 64000, DF: true})
-		out := nattest.Build(nattest.Seg{Src: rs, Dst: c, Proto: 6, Flags: nattest.ACK, Seq: 5, Size: 64000, DF: true})
-		nattest.Partial(in)
-		nattest.Partial(out)
-		hdr, _, _ := nattest.L4(in)
-		o := nat.Offload{SegLen: hdr + 20 + 1400, PartialCsum: true}
-		bi, bo := make([]byte, len(in)), make([]byte, len(out))
-		var p nat.Packet
-		allocs := testing.AllocsPerRun(1000, func() {
-			copy(bi, in)
-			copy(bo, out)
-			if tb.ProcessOffload(bi, &p, 0, o).Verdict != nat.Forward || tb.ProcessOffload(bo, &p, 0, o).Verdict != nat.Forward {
-				panic("not forwarded")
+	for _, m := range []rules.Method{rules.Masquerade, rules.FullNAT} {
+		for _, v6 := range []bool{false, true} {
+			vip, rs, c := offVIP4, offRS4, nattest.AP("10.1.2.3:4444")
+			if v6 {
+				vip, rs, c = offVIP6, offRS6, nattest.AP("[fd01::3]:4444")
 			}
-		})
-		if allocs != 0 {
-			t.Errorf("v6=%v: super-packet path allocates %.1f per packet pair", v6, allocs)
+			tb := offloadTableMethod(t, func(netip.Addr) int { return 1500 }, m)
+			conn := open(t, tb, 6, c, vip, 0)
+			to := c
+			if conn.FullNAT() {
+				to = conn.Local()
+			}
+			in := nattest.Build(nattest.Seg{Src: c, Dst: vip, Proto: 6, Flags: nattest.ACK, Seq: 5, Size: 64000, DF: true})
+			out := nattest.Build(nattest.Seg{Src: rs, Dst: to, Proto: 6, Flags: nattest.ACK, Seq: 5, Size: 64000, DF: true})
+			nattest.Partial(in)
+			nattest.Partial(out)
+			hdr, _, _ := nattest.L4(in)
+			o := nat.Offload{SegLen: hdr + 20 + 1400, PartialCsum: true}
+			bi, bo := make([]byte, len(in)), make([]byte, len(out))
+			var p nat.Packet
+			allocs := testing.AllocsPerRun(1000, func() {
+				copy(bi, in)
+				copy(bo, out)
+				if tb.ProcessOffload(bi, &p, 0, o).Verdict != nat.Forward || tb.ProcessOffload(bo, &p, 0, o).Verdict != nat.Forward {
+					panic("not forwarded")
+				}
+			})
+			if allocs != 0 {
+				t.Errorf("%v v6=%v: super-packet path allocates %.1f per packet pair", m, v6, allocs)
+			}
 		}
 	}
 }

@@ -108,6 +108,9 @@ type ServiceConfig struct {
 	// server's reply then finds no connection and is not translated: it
 	// passes (Verdict Pass) with the real server's address as its source.
 	OnePacket bool
+	// LocalAddrs are the local addresses of the service's full-NAT real
+	// servers (DPVS's --add-laddr); see rules.Service.LocalAddrs.
+	LocalAddrs []netip.Addr
 }
 
 // DestConfig is what `ipvsadm -a/-e` sets for a real server.
@@ -118,6 +121,8 @@ type DestConfig struct {
 	// UThreshold and LThreshold are -x and -y: connection thresholds
 	// (0: none).
 	UThreshold, LThreshold int
+	// Method is Masquerade (the zero value) or FullNAT.
+	Method rules.Method
 }
 
 // Service is a virtual service and its real servers.
@@ -139,6 +144,8 @@ type Service struct {
 	flow sched.Flow
 	// cfg is the configuration as last set by -A/-E (under mu).
 	cfg ServiceConfig
+	// laddrs is cfg.LocalAddrs for the packet path (fullnat.go).
+	laddrs atomic.Pointer[laddrPool]
 }
 
 // Config returns the service's configuration as -A/-E last set it, the
@@ -176,6 +183,9 @@ type Dest struct {
 	active  atomic.Int32
 	total   atomic.Int32 // every connection bound to the dest, active or not
 	removed atomic.Bool
+	// fullNAT: new connections to the dest are full NAT (-a/-e
+	// --fullnat); a connection keeps the method it was made with.
+	fullNAT atomic.Bool
 
 	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
 	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under

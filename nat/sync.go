@@ -79,6 +79,12 @@ func syncTick(ns int64) uint32 { return uint32(ns >> 22) }
 // syncIn is ip_vs_in_hook's end: count the client's packet and, on a
 // master, sync the connection. Runs on the packet path.
 func (t *Table) syncIn(c *Conn, now int64) {
+	if c.hasFlag(flagFullNAT) {
+		// The IPVS sync message has no field for the local tuple: a
+		// backup cannot take a full-NAT connection over (DPVS syncs
+		// them in its own format), so none is sent.
+		return
+	}
 	h := t.sync.sender.Load()
 	one := c.hasFlag(flagOnePacket)
 	var pkts int

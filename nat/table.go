@@ -57,6 +57,10 @@ type Config struct {
 	// reuse) concerns only connections without output (DR, tunnel), never
 	// NAT, so it changes nothing here.
 	ConnReuseMode int
+
+	// LocalPortMin and LocalPortMax are the ports full NAT allocates on
+	// each local address (0: DefaultLocalPortMin, DefaultLocalPortMax).
+	LocalPortMin, LocalPortMax uint16
 }
 
 // ConnReuseOff as Config.ConnReuseMode is conn_reuse_mode=0.
@@ -168,6 +172,15 @@ func New(cfg Config) *Table {
 		var b [8]byte
 		_, _ = rand.Read(b[:])
 		cfg.Seed = binary.LittleEndian.Uint64(b[:]) | 1
+	}
+	if cfg.LocalPortMin == 0 {
+		cfg.LocalPortMin = DefaultLocalPortMin
+	}
+	if cfg.LocalPortMax == 0 {
+		cfg.LocalPortMax = DefaultLocalPortMax
+	}
+	if cfg.LocalPortMax < cfg.LocalPortMin {
+		cfg.LocalPortMin, cfg.LocalPortMax = cfg.LocalPortMax, cfg.LocalPortMin
 	}
 	t := &Table{cfg: cfg}
 	to := cfg.Timeouts.withDefaults()
@@ -389,7 +402,16 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		r.Unreachable = true
 		return r
 	}
-	c := &Conn{
+	// A full-NAT connection is a fnatConn (fullnat.go); a one-packet
+	// connection is never in the table, so no local port could be held
+	// for its reply: it is masqueraded.
+	var f *fnatConn
+	c := new(Conn)
+	if d.fullNAT.Load() && !sr.ops {
+		f = new(fnatConn)
+		c = &f.Conn
+	}
+	*c = Conn{
 		Proto: p.Proto,
 		CAddr: src, CPort: p.SrcPort,
 		VAddr: dst, VPort: p.DstPort,
@@ -424,9 +446,21 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		t.unbind(c)
 		return r
 	}
-	if !t.insert(c) {
+	ins := inserted
+	if f != nil {
+		c.flags.Store(flagFullNAT)
+		ins = t.insertFullNAT(f, svc)
+	} else {
+		ins = t.insertKeys(c)
+	}
+	if ins != inserted {
 		if sr.ct != nil {
 			sr.ct.nControl.Add(-1)
+		}
+		if ins == outTaken {
+			// Every local tuple tried is taken: refused and counted,
+			// as DPVS's dp_vs_laddr_bind fails with EDPVS_RESOURCE.
+			return t.drop(DropNoLocalPort)
 		}
 		// Another goroutine made the same connection first (or the table
 		// filled meanwhile): use what is there, if anything.
@@ -487,11 +521,17 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 	n := uint64(p.Len())
 	if dir == DirIn {
 		c.dest.countIn(n)
+		if c.hasFlag(flagFullNAT) {
+			p.SetSrc(c.local())
+		}
 		p.SetDst(c.DAddr, c.DPort)
 		t.syncIn(c, now)
 	} else {
 		c.dest.countOut(n)
 		p.SetSrc(c.VAddr, c.VPort)
+		if c.hasFlag(flagFullNAT) {
+			p.SetDst(c.CAddr, c.CPort)
+		}
 	}
 	return Result{Verdict: Forward, Dir: dir, Conn: c}
 }
@@ -534,6 +574,14 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 		// VIP:vport -> client: hand it to the real server.
 		t.countICMP(c, DirIn, p)
 		p.SetInnerSrc(c.DAddr, c.DPort)
+		if c.hasFlag(flagFullNAT) {
+			// The real server sent its segment to LADDR:lport, and
+			// has no route to whoever reported the error: both come
+			// from LADDR, as DPVS's fnat ICMP handling does.
+			la, lp := c.local()
+			p.SetInnerDst(la, lp)
+			p.SetSrc(la, 0)
+		}
 		p.SetDst(c.DAddr, 0)
 		return Result{Verdict: Forward, Dir: DirIn, Conn: c}
 	}
@@ -543,6 +591,12 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 		// must see it come from, and quote, the VIP.
 		t.countICMP(c, DirOut, p)
 		p.SetInnerDst(c.VAddr, c.VPort)
+		if c.hasFlag(flagFullNAT) {
+			// The quote is LADDR:lport -> RS; the client sent
+			// client -> VIP, and the error goes to it.
+			p.SetInnerSrc(c.CAddr, c.CPort)
+			p.SetDst(c.CAddr, 0)
+		}
 		p.SetSrc(c.VAddr, 0)
 		return Result{Verdict: Forward, Dir: DirOut, Conn: c}
 	}

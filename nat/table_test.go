@@ -500,6 +500,9 @@ func FuzzProcess(f *testing.F) {
 		nattest.UDP(cli, vip, []byte("hello")),
 		nattest.TCP(cli6, vip6, S, 0),
 		nattest.UDP(cli6, vip6, []byte("hello")),
+		nattest.TCP(cli, fnVIP, S, 0),
+		nattest.UDP(cli6, fnVIP6, []byte("hello")),
+		nattest.TCP(netip.AddrPortFrom(rs1, 8080), netip.AddrPortFrom(lad4[0], 40000), S|A, 0),
 	}
 	var op nat.Packet
 	nat.Parse(nattest.Build(nattest.Seg{Src: cli, Dst: netip.AddrPortFrom(rs1, 8080), Proto: 6, Size: 600}), &op)
@@ -510,9 +513,13 @@ func FuzzProcess(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		tb := nat.New(nat.Config{MaxConns: 16, Seed: 7})
+		// One local port: full NAT's replies have a known address.
+		tb := nat.New(nat.Config{MaxConns: 16, Seed: 7, LocalPortMin: 40000, LocalPortMax: 40000})
 		twoServers("rr", 6)(tb)
 		twoServers6(tb)
+		// Full NAT, TCP over IPv4 and UDP over IPv6.
+		fullNATService(t, tb, 6, fnVIP, lad4[:1], rs1)
+		fullNATService(t, tb, 17, fnVIP6, lad6[:1], rs6)
 		// Persistence, one-packet scheduling and a port-zero service,
 		// on the UDP seeds.
 		tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip.Addr(), Port: 80, Scheduler: "rr", Persistent: true, PersistMaskBits: 24, OnePacket: true})
@@ -529,6 +536,10 @@ func FuzzProcess(f *testing.F) {
 		r := tb.Process(b, &p, 1)
 		if len(b) != before {
 			t.Fatal("length changed")
+		}
+		if r.Verdict == nat.Forward && r.Dir == nat.DirIn && r.Conn.FullNAT() && p.Proto != 1 && p.Proto != 58 &&
+			(p.Src() != r.Conn.Local().Addr() || p.SrcPort != r.Conn.Local().Port()) {
+			t.Fatalf("full NAT: source %v:%d, want the local tuple %v", p.Src(), p.SrcPort, r.Conn.Local())
 		}
 		if r.Verdict == nat.Forward && valid && !p.VerifyL4Checksum() {
 			t.Fatalf("a valid packet has a bad checksum after the rewrite")

@@ -58,18 +58,25 @@ type ServerKey struct {
 // Method is a real server's forwarding method (ipvsadm -m, -g, -i).
 type Method uint8
 
-// The forwarding methods. Only masquerading exists today; full NAT
-// (issue 15) is the next one, and goes here.
+// The forwarding methods.
 const (
 	// Masquerade is -m, NAT: the destination is rewritten to the real
 	// server, and the replies' source back to the VIP.
 	Masquerade Method = iota
+	// FullNAT is DPVS's --fullnat: the client's address and port are
+	// rewritten too, to one of the service's local addresses
+	// (Service.LocalAddrs) and a port of the director's, so the real
+	// server's replies come back to the director whatever its routes.
+	FullNAT
 )
 
+// String is the method as ipvsadm (and DPVS's, for full NAT) lists it.
 func (m Method) String() string {
 	switch m {
 	case Masquerade:
 		return "Masq"
+	case FullNAT:
+		return "FullNat"
 	}
 	return "method?"
 }
@@ -90,9 +97,9 @@ type Service struct {
 	// OnePacket is -o/--ops.
 	OnePacket bool
 
-	// LocalAddrs is the service's pool of director addresses for full
-	// NAT (issue 15; DPVS's --add-laddr). Empty today: Validate refuses
-	// any until the method exists.
+	// LocalAddrs is the service's pool of director addresses for its
+	// full-NAT real servers (DPVS's --add-laddr), of the service's
+	// family, in the order they were added.
 	LocalAddrs []netip.Addr
 
 	// Servers in the order they were added (oldest first, as a rules

@@ -36,6 +36,28 @@ func TestValidateAccepts(t *testing.T) {
 	if err := r.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// Full NAT: a server of each method, and local addresses.
+	r.Services[0].Servers[0].Method = FullNAT
+	r.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("192.168.1.250"), netip.MustParseAddr("192.168.1.251")}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Adding or removing a local address is an edit of the service, which
+// keeps its servers; a method change is an edit of the server.
+func TestDiffFullNAT(t *testing.T) {
+	a := sample()
+	b := a.Clone()
+	b.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("192.168.1.250")}
+	b.Services[0].Servers[1].Method = FullNAT
+	d := a.Diff(b)
+	if len(d) != 2 || d[0].Kind != EditService || d[1].Kind != EditServer {
+		t.Fatalf("diff %+v", d)
+	}
+	if next, err := a.Next(d); err != nil || !reflect.DeepEqual(next.Services[0], b.Services[0]) {
+		t.Fatalf("next %+v, %v", next.Services[0], err)
+	}
 }
 
 // Every refusal Validate knows, each naming the line it came from.
@@ -50,7 +72,16 @@ func TestValidateRefuses(t *testing.T) {
 		{"zone", func(r *Rules) { r.Services[0].Addr = netip.MustParseAddr("fe80::1%eth0") }, ErrInvalid},
 		{"mask", func(r *Rules) { r.Services[0].PersistMaskBits = 33 }, ErrInvalid},
 		{"persist", func(r *Rules) { r.Services[0].PersistTimeout = -1 }, ErrInvalid},
-		{"laddr", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{vip} }, ErrInvalid},
+		{"laddr is the vip", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{vip} }, ErrInvalid},
+		{"laddr family", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{vip6} }, ErrInvalid},
+		{"laddr multicast", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("224.0.0.1")} }, ErrInvalid},
+		{"laddr mapped", func(r *Rules) {
+			r.Services[0].Addr = vip6
+			r.Services[0].Servers = nil
+			r.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("::ffff:10.9.9.9")}
+		}, ErrInvalid},
+		{"laddr twice", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{rs3.Addr(), rs3.Addr()} }, ErrLocalAddrExists},
+		{"method", func(r *Rules) { r.Services[0].Servers[0].Method = FullNAT + 1 }, ErrInvalid},
 		{"twice", func(r *Rules) { r.Services[1].ServiceKey = web }, ErrServiceExists},
 		{"family", func(r *Rules) { r.Services[0].Addr = vip6 }, ErrInvalid},
 		{"weight", func(r *Rules) { r.Services[0].Servers[1].Weight = MaxWeight + 1 }, ErrInvalid},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 
 	"github.com/tunvs/tunvs/sched"
 )
@@ -17,6 +18,10 @@ var (
 	ErrDestExists    = errors.New("destination already exists")
 	ErrNoDest        = errors.New("no such destination")
 	ErrInvalid       = errors.New("invalid argument")
+	// The local-address errors are DPVS's (EDPVS_EXIST, EDPVS_NOTEXIST
+	// from --add-laddr and --del-laddr).
+	ErrLocalAddrExists = errors.New("local address already exists")
+	ErrNoLocalAddr     = errors.New("no such local address")
 	// ErrRange is the kernel's ERANGE for thresholds (ip_vs_add_dest,
 	// ip_vs_edit_dest); it also matches ErrInvalid.
 	ErrRange = rangeError{}
@@ -64,8 +69,34 @@ func ValidService(s *Service) error {
 	if s.PersistMaskBits < 0 || s.PersistMaskBits > s.Addr.BitLen() {
 		return fmt.Errorf("%w: persistence netmask /%d", ErrInvalid, s.PersistMaskBits)
 	}
-	if len(s.LocalAddrs) > 0 {
-		return fmt.Errorf("%w: local addresses need full NAT, which tunvs does not have yet", ErrInvalid)
+	for i, a := range s.LocalAddrs {
+		if err := ValidLocalAddr(s, a); err != nil {
+			return err
+		}
+		if slices.Contains(s.LocalAddrs[:i], a) {
+			return fmt.Errorf("%w: local address %v given twice", ErrLocalAddrExists, a)
+		}
+	}
+	return nil
+}
+
+// ValidLocalAddr checks a full-NAT local address of service s. Its
+// family is the service's: a real server of one family cannot answer an
+// address of the other, and translating between families (NAT64) is not
+// done. The service's own address is refused: its replies and its
+// clients' packets would share one address and port space.
+func ValidLocalAddr(s *Service, a netip.Addr) error {
+	if !a.IsValid() || a.Zone() != "" || !Unicast(a) {
+		return fmt.Errorf("%w: local address %v is not a unicast address", ErrInvalid, a)
+	}
+	if err := NotMapped("local", a); err != nil {
+		return err
+	}
+	if a.Is4() != s.Addr.Is4() {
+		return fmt.Errorf("%w: local address %v is not of the service's address family", ErrInvalid, a)
+	}
+	if a == s.Addr {
+		return fmt.Errorf("%w: local address %v is the service's own address", ErrInvalid, a)
 	}
 	return nil
 }
@@ -86,7 +117,7 @@ func ValidServer(svc ServiceKey, d *Server) error {
 		// IPVS allows mixed families only for tunnel mode.
 		return fmt.Errorf("%w: real server %v is not of the service's address family", ErrInvalid, a)
 	}
-	if d.Method != Masquerade {
+	if d.Method != Masquerade && d.Method != FullNAT {
 		return fmt.Errorf("%w: forwarding method %v", ErrInvalid, d.Method)
 	}
 	if d.Weight < 0 || d.Weight > MaxWeight {

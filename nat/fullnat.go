@@ -1,0 +1,128 @@
+package nat
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/tunvs/tunvs/rules"
+)
+
+// Full NAT is DPVS's FULLNAT (src/ipvs/ip_vs_proto_tcp.c tcp_fnat_in_handler,
+// ip_vs_laddr.c): on the way in, the client's address and port become one of
+// the service's local addresses (LADDR) and a port of the director's, and
+// the destination the real server's; on the way out the reverse. The real
+// server sees the director as its client and answers it, whatever its own
+// routes. One connection entry holds the four tuples: client -> VIP (the in
+// key), real server -> LADDR:lport (the out key), and the two rewrites.
+
+// The local ports full NAT allocates: DPVS's sa_pool default range
+// (1025..65535, sa_pool.c).
+const (
+	DefaultLocalPortMin = 1025
+	DefaultLocalPortMax = 65535
+)
+
+// maxPortAttempts bounds the ports tried per local address for a new
+// connection, as the kernel's NAT bounds its search
+// (nf_nat_l4proto_unique_tuple, net/netfilter/nf_nat_core.c: at most 128
+// attempts from a random offset): a nearly full pool refuses a new
+// connection a little early rather than scan 64k ports on every SYN.
+const maxPortAttempts = 128
+
+// fnatConn is a full-NAT connection: the Conn and its local tuple in one
+// allocation. Conn stays at 160 bytes for masquerading; a Conn with
+// flagFullNAT is always the first field of a fnatConn (the kernel's
+// container_of), which local reads.
+type fnatConn struct {
+	Conn
+	laddr netip.Addr
+	lport uint16
+}
+
+// local is the address and port the real server sees as the client: the
+// local tuple for full NAT, the client's own for masquerading.
+func (c *Conn) local() (netip.Addr, uint16) {
+	if c.hasFlag(flagFullNAT) {
+		f := (*fnatConn)(unsafe.Pointer(c))
+		return f.laddr, f.lport
+	}
+	return c.CAddr, c.CPort
+}
+
+// FullNAT reports whether c is a full-NAT connection.
+func (c *Conn) FullNAT() bool { return c.hasFlag(flagFullNAT) }
+
+// Local is a full-NAT connection's local address and port; the zero
+// AddrPort for masquerading.
+func (c *Conn) Local() netip.AddrPort {
+	if !c.FullNAT() {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(c.local())
+}
+
+// Method is the dest's forwarding method for new connections.
+func (d *Dest) Method() rules.Method {
+	if d.fullNAT.Load() {
+		return rules.FullNAT
+	}
+	return rules.Masquerade
+}
+
+// laddrPool is a service's local addresses, swapped whole on -E; next is
+// the round-robin position (DPVS's laddr_curr).
+type laddrPool struct {
+	addrs []netip.Addr
+	next  atomic.Uint32
+}
+
+func (s *Service) setLocalAddrs(a []netip.Addr) {
+	if len(a) == 0 {
+		s.laddrs.Store(nil)
+		return
+	}
+	s.laddrs.Store(&laddrPool{addrs: append([]netip.Addr(nil), a...)})
+}
+
+// LocalAddrs is the service's local addresses (--get-laddr).
+func (s *Service) LocalAddrs() []netip.Addr {
+	if p := s.laddrs.Load(); p != nil {
+		return append([]netip.Addr(nil), p.addrs...)
+	}
+	return nil
+}
+
+// localPorts is the table's local port range.
+func (t *Table) localPorts() (lo, n uint32) {
+	lo, hi := uint32(t.cfg.LocalPortMin), uint32(t.cfg.LocalPortMax)
+	return lo, hi - lo + 1
+}
+
+// insertFullNAT picks the local tuple of f and inserts it: the service's
+// local addresses in turn (DPVS's laddr_get round robin), on each up to
+// maxPortAttempts ports from a random offset, until one whose reply key
+// (real server, LADDR:lport) no connection holds. A port is thereby
+// unique per local address and real server, and is free again when the
+// connection leaves the table. outTaken means no local tuple was free
+// (or the service has no local address).
+func (t *Table) insertFullNAT(f *fnatConn, svc *Service) insertResult {
+	pool := svc.laddrs.Load()
+	if pool == nil || len(pool.addrs) == 0 {
+		return outTaken
+	}
+	lo, n := t.localPorts()
+	tries := min(n, maxPortAttempts)
+	for range pool.addrs {
+		f.laddr = pool.addrs[(pool.next.Add(1)-1)%uint32(len(pool.addrs))]
+		off := rand.Uint32()
+		for i := range tries {
+			f.lport = uint16(lo + (off+i)%n)
+			if r := t.insertKeys(&f.Conn); r != outTaken {
+				return r
+			}
+		}
+	}
+	return outTaken
+}
