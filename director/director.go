@@ -18,6 +18,7 @@ import (
 
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/internal/clock"
 	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/metrics"
@@ -60,9 +61,11 @@ type Config struct {
 	Health health.Config
 	// Socket, if set, is where the control socket listens.
 	Socket string
-	// Now is the clock in Unix nanoseconds (tests inject one).
-	Now func() int64
-	Log zerolog.Logger
+	// Clock is the director's one clock: the time the NAT table and the
+	// sync daemons read (netstack.Config.Now) and the health checks'
+	// timers; nil is the real clock (tests inject one).
+	Clock clock.Clock
+	Log   zerolog.Logger
 
 	// Trace, if set, receives every packet's walk through the director
 	// (arrived, matched service, scheduled, DNAT/SNAT, routed or bypass),
@@ -93,6 +96,7 @@ type Director struct {
 	Sync *ipvssync.Daemons
 	// healthCfg is what Health checks (under mu).
 	healthCfg health.Config
+	clock     clock.Clock
 	// Est is the rate estimator (ipvsadm --rate), ticking every 2 s.
 	Est *admin.Estimator
 	ctl *admin.Server
@@ -115,11 +119,12 @@ func New(cfg Config) (_ *Director, err error) {
 	var h *netstack.Host
 	// The table asks the host for egress MTUs; the host exists only
 	// after the table, so the callback reaches it through d.
-	d := &Director{log: cfg.Log, Est: admin.NewEstimator(), done: make(chan struct{}), allLost: make(chan struct{})}
+	d := &Director{log: cfg.Log, Est: admin.NewEstimator(), done: make(chan struct{}), allLost: make(chan struct{}), clock: clock.Or(cfg.Clock)}
+	now := func() int64 { return d.clock.Now().UnixNano() }
 	natCfg := cfg.NAT
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
 	d.NAT = nat.New(natCfg)
-	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: cfg.Now, Log: cfg.Log,
+	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: now, Log: cfg.Log,
 		Trace: cfg.Trace, TraceRate: cfg.TraceRate, OnLinkLost: d.linkLost}
 	if cfg.Pcap != "" {
 		kinds := map[string]tun.Kind{}
@@ -173,7 +178,7 @@ func New(cfg Config) (_ *Director, err error) {
 			return nil, err
 		}
 	}
-	d.Sync = ipvssync.NewDaemons(d.NAT, h, cfg.Now, cfg.Log)
+	d.Sync = ipvssync.NewDaemons(d.NAT, h, now, cfg.Log)
 	if err := admin.ApplyWith(admin.Env{Table: d.NAT, Sync: d.Sync}, cfg.Rules, cfg.RuleLines, nil); err != nil {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
@@ -337,7 +342,7 @@ func (d *Director) startHealth(cfg health.Config) error {
 	if len(cfg.Services) == 0 {
 		return nil
 	}
-	m, err := health.New(cfg, health.Options{Table: d.NAT, Stack: d.Host.Stack(), Log: d.log})
+	m, err := health.New(cfg, health.Options{Table: d.NAT, Stack: d.Host.Stack(), Log: d.log, Clock: d.clock})
 	if err != nil {
 		return err
 	}
