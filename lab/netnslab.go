@@ -67,7 +67,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	var procs []*exec.Cmd
+	var procs []*labProc
 	defer func() {
 		// The daemon first, so that it closes its device cleanly.
 		for i := len(procs) - 1; i >= 0; i-- {
@@ -158,7 +158,8 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	if err := daemon.Start(); err != nil {
 		return fmt.Errorf("lab: start the director: %w", err)
 	}
-	procs = append(procs, daemon)
+	dproc := startedProc(daemon)
+	procs = append(procs, dproc)
 	if err := netns.WaitLink(topo.Root(), DirectorDev, 10*time.Second); err != nil {
 		return fmt.Errorf("lab: the director did not create %s (see %s): %w", DirectorDev, dlog.Name(), err)
 	}
@@ -196,7 +197,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		if err := c.Start(); err != nil {
 			return fmt.Errorf("lab: start the server on %s: %w", rs, err)
 		}
-		procs = append(procs, c)
+		procs = append(procs, startedProc(c))
 	}
 	for i, rs := range rss {
 		if err := waitListen(ctx, rs, netip.AddrPortFrom(RealServerAddr(i), 80), 15*time.Second); err != nil {
@@ -224,29 +225,43 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		return err
 	}
 
-	done := make(chan error, 1)
-	go func() { done <- daemon.Wait() }()
 	select {
 	case <-ctx.Done():
 		return nil
-	case err := <-done:
-		procs = procs[1:]
-		return fmt.Errorf("lab: the director exited: %v (see %s)", err, dlog.Name())
+	case <-dproc.done:
+		return fmt.Errorf("lab: the director exited: %v (see %s)", dproc.err, dlog.Name())
 	}
 }
 
-func stopProc(c *exec.Cmd) {
-	if c.Process == nil {
-		return
-	}
-	c.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.Wait(); close(done) }()
+// labProc is a started process of the lab and the one Wait on it. Wait
+// must not be called twice: a second Wait racing the first blocks for
+// good on exec.Cmd's internal result channel, which only one of them
+// receives (this made Ctrl-C take the outer process's 15 s fallback).
+type labProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // Wait's result, once done is closed
+}
+
+func startedProc(c *exec.Cmd) *labProc {
+	p := &labProc{cmd: c, done: make(chan struct{})}
+	go func() { p.err = c.Wait(); close(p.done) }()
+	return p
+}
+
+// stopProc asks p to stop (SIGTERM) and waits for it, killing it after 5 s.
+func stopProc(p *labProc) {
 	select {
-	case <-done:
+	case <-p.done:
+		return
+	default:
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
 	case <-time.After(5 * time.Second):
-		c.Process.Kill()
-		<-done
+		p.cmd.Process.Kill()
+		<-p.done
 	}
 }
 

@@ -137,10 +137,17 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	select {
 	case <-exited:
 	case <-time.After(15 * time.Second):
+		// The lab's first process should stop in well under a second;
+		// this fallback is a bug to be told of, not a way to stop.
 		lab.Down(cfg.StateDir, 10*time.Second)
 		<-exited
+		lab.RemoveState(cfg.StateDir)
+		return errors.New("the lab did not stop within 15 s of SIGTERM: killed it")
 	}
 	lab.RemoveState(cfg.StateDir)
+	if waitErr != nil {
+		return fmt.Errorf("the lab stopped with an error: %v", waitErr)
+	}
 	return nil
 }
 
