@@ -208,6 +208,9 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		return err
 	}
 
+	if err := labBin(cfg.StateDir, cfg.Self); err != nil {
+		return err
+	}
 	// Tell the outer process (and exec) where everything is.
 	var b strings.Builder
 	names := make([]string, 0, len(hosts))
@@ -604,10 +607,18 @@ func RemoveState(dir string) error {
 	known := map[string]bool{"sandbox": true, "hosts": true, "ready": true, "tunvs.sock": true, "nft-unavailable": true}
 	for _, e := range ents {
 		n := e.Name()
+		if n == "bin" && e.IsDir() {
+			// The director's ipvsadm (labBin), and nothing else.
+			if b, err := os.ReadDir(filepath.Join(dir, n)); err != nil || len(b) > 1 || len(b) == 1 && b[0].Name() != "ipvsadm" {
+				return fmt.Errorf("lab: %s holds %s, which is not the lab's: not removing it", dir, n)
+			}
+			continue
+		}
 		if !known[n] && !strings.HasSuffix(n, ".log") && !strings.HasSuffix(n, ".tmp") || e.IsDir() {
 			return fmt.Errorf("lab: %s holds %s, which is not the lab's: not removing it", dir, n)
 		}
 	}
+	os.Remove(filepath.Join(dir, "bin", "ipvsadm"))
 	for _, e := range ents {
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
@@ -642,18 +653,44 @@ func (s *State) ExecArgv(host string, argv []string) ([]string, error) {
 		argv = []string{sh}
 	}
 	wd, _ := os.Getwd()
-	out := []string{nsenter, "--preserve-credentials", "-U", "-m", "-t", strconv.Itoa(s.PID), "--",
+	out := []string{nsenter, "--preserve-credentials", "-U", "-m", "-p", "-t", strconv.Itoa(s.PID), "--",
 		nsenter, "--net=/proc/" + strconv.Itoa(pid) + "/ns/net", "--",
 		// Entering a mount namespace moves to its root directory; come
 		// back to where the user was, if it exists there.
 		"/bin/sh", "-c", `cd "$0" 2>/dev/null; exec "$@"`, wd}
+	if host == HostDir {
+		// The article's commands as typed: ipvsadm is tunvsadm there.
+		out[len(out)-2] = `cd "$0" 2>/dev/null; PATH="$TUNVS_LAB_BIN:$PATH"; exec "$@"`
+	}
 	return append(out, argv...), nil
+}
+
+// labBin makes the state directory's bin/ipvsadm, a symbolic link to
+// tunvsadm (from PATH, else beside self), which `tunvs lab exec director`
+// puts first in PATH. Without a tunvsadm there is no link.
+func labBin(stateDir, self string) error {
+	adm, err := exec.LookPath("tunvsadm")
+	if err != nil {
+		adm = filepath.Join(filepath.Dir(self), "tunvsadm")
+		if _, err := os.Stat(adm); err != nil {
+			return nil
+		}
+	}
+	if adm, err = filepath.Abs(adm); err != nil {
+		return err
+	}
+	dir := filepath.Join(stateDir, "bin")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(dir, "ipvsadm"))
+	return os.Symlink(adm, filepath.Join(dir, "ipvsadm"))
 }
 
 // ExecEnv is the environment for commands run with ExecArgv: tunvsadm
 // finds the lab's director.
 func (s *State) ExecEnv() []string {
-	return append(os.Environ(), "TUNVS_SOCKET="+SocketPath(s.Dir), "TUNVS_LAB_HOST=1")
+	return append(os.Environ(), "TUNVS_SOCKET="+SocketPath(s.Dir), "TUNVS_LAB_HOST=1", "TUNVS_LAB_BIN="+filepath.Join(s.Dir, "bin"))
 }
 
 // HostNames lists the lab's hosts in a stable order.

@@ -162,6 +162,35 @@ func TestNetnsLab(t *testing.T) {
 				// Four connections so far: the fifth goes to rs2 again.
 				checkWalk(t, walk, "172.16.1.6")
 
+				// The article's commands as typed: ipvsadm in the
+				// director is tunvsadm.
+				if o, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "director", "--", "ipvsadm", "-L", "-n"); err != nil || !strings.Contains(o, "TCP  172.16.1.100:80 rr") {
+					t.Errorf("ipvsadm -L -n in the director: %v\n%s", err, o)
+				}
+				// ps and kill work in a host (the lab's /proc): stop
+				// rs1's server, the one process in rs1's network
+				// namespace listening on :80; rs1 then refuses and rs2
+				// answers.
+				ps, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--", "ps", "-o", "pid,args", "-e")
+				if err != nil || !strings.Contains(ps, "Proxy01 Real Server") {
+					t.Fatalf("ps in rs1: %v\n%s", err, ps)
+				}
+				if o, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--",
+					"sh", "-c", `pkill --ns $$ --nslist net -f "[l]ab serve"`); err != nil {
+					t.Fatalf("pkill in rs1: %v\n%s", err, o)
+				}
+				var answers []string
+				for range 2 {
+					got, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "client", "--",
+						"curl", "-sS", "-m", "10", "http://10.0.0.200/")
+					if err == nil {
+						answers = append(answers, strings.TrimSpace(got))
+					}
+				}
+				if len(answers) != 1 || answers[0] != "Proxy02 Real Server" {
+					t.Errorf("after rs1's server was killed: answers %q, want one from Proxy02 and one refused", answers)
+				}
+
 				msg, err := down()
 				if err != nil || !strings.Contains(msg, "lab stopped") {
 					t.Fatalf("tunvs lab down: %v\n%s", err, msg)
