@@ -111,6 +111,20 @@ func director(t *testing.T) *nat.Table {
 	return tb
 }
 
+// establish makes n connections from 10.9.0.1:1000... through tb, each
+// established and at its third client packet, when a master sends it.
+func establish(tb *nat.Table, n int, now int64) {
+	var p nat.Packet
+	for i := range n {
+		c := netip.AddrPortFrom(netip.MustParseAddr("10.9.0.1"), uint16(1000+i))
+		tb.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, now)
+		conn, _ := tb.Lookup(6, c, tvip)
+		tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, now)
+		tb.Process(nattest.TCP(c, tvip, nattest.ACK, 0), &p, now)
+		tb.Process(nattest.TCP(c, tvip, nattest.ACK, 10), &p, now)
+	}
+}
+
 // listing is the -Lnc view of a table without expiry: proto, state,
 // client, virtual, destination, sorted.
 func listing(tb *nat.Table) string {
@@ -168,15 +182,7 @@ func TestMasterToBackup(t *testing.T) {
 	m.flush = 0
 	m.mu.Unlock()
 
-	var p nat.Packet
-	for i := range 20 {
-		c := netip.AddrPortFrom(netip.MustParseAddr("10.9.0.1"), uint16(1000+i))
-		mt.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, clock)
-		conn, _ := mt.Lookup(6, c, tvip)
-		mt.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, clock)
-		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 0), &p, clock)
-		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 10), &p, clock)
-	}
+	establish(mt, 20, clock)
 	deadline := time.Now().Add(10 * time.Second)
 	for bt.Len() < 20 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -312,15 +318,7 @@ func TestSyncPorts(t *testing.T) {
 	m.mu.Lock()
 	m.flush = 0
 	m.mu.Unlock()
-	var p nat.Packet
-	for i := range 64 {
-		c := netip.AddrPortFrom(netip.MustParseAddr("10.9.0.1"), uint16(1000+i))
-		mt.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, 0)
-		conn, _ := mt.Lookup(6, c, tvip)
-		mt.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, 0)
-		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 0), &p, 0)
-		mt.Process(nattest.TCP(c, tvip, nattest.ACK, 10), &p, 0)
-	}
+	establish(mt, 64, 0)
 	for deadline := time.Now().Add(10 * time.Second); bt.Len() < 64 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -287,17 +287,7 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 		if t.n.Load() >= int64(t.cfg.MaxConns) {
 			return t.syncFull()
 		}
-		d, svc := t.syncDest(s)
-		c = &Conn{
-			Proto: s.Proto,
-			CAddr: s.CAddr, CPort: s.CPort,
-			VAddr: s.VAddr, VPort: s.VPort,
-			DAddr: s.DAddr, DPort: s.DPort,
-			svc: svc, dest: d,
-			inactive: s.Inactive,
-			state:    s.State,
-		}
-		c.flags.Store(flagSynced)
+		c = t.newSynced(s)
 		if mtu := t.cfg.EgressMTU; mtu != nil {
 			c.mtu[DirIn] = mtu16(mtu(s.DAddr))
 			c.mtu[DirOut] = mtu16(mtu(s.CAddr))
@@ -312,9 +302,9 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 		} else {
 			// ip_vs_bind_dest of a synced connection keeps the
 			// activity the master sent.
-			d.bindConn()
+			c.dest.bindConn()
 			if !s.Inactive {
-				d.active.Add(1)
+				c.dest.active.Add(1)
 			}
 			return nil
 		}
@@ -334,6 +324,28 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 	c.mu.Unlock()
 	t.syncTimeout(c, s, now)
 	return nil
+}
+
+// newSynced is ip_vs_conn_new for a synced connection or template, bound
+// to the dest syncDest finds; not yet in the table.
+func (t *Table) newSynced(s *SyncedConn) *Conn {
+	d, svc := t.syncDest(s)
+	c := &Conn{
+		Proto: s.Proto,
+		CAddr: s.CAddr, CPort: s.CPort,
+		VAddr: s.VAddr, VPort: s.VPort,
+		DAddr: s.DAddr, DPort: s.DPort,
+		svc: svc, dest: d,
+		template: s.Template,
+		// Templates are bound inactive and stay so.
+		inactive: s.Inactive || s.Template,
+		state:    s.State,
+	}
+	if s.Template {
+		c.state = StateNone // a template's state is its assured bit
+	}
+	c.flags.Store(flagSynced)
+	return c
 }
 
 func (t *Table) syncFull() error {
@@ -398,21 +410,10 @@ func (t *Table) applySyncTemplate(s *SyncedConn, now int64) error {
 		if t.n.Load() >= int64(t.cfg.MaxConns) {
 			return t.syncFull()
 		}
-		d, svc := t.syncDest(s)
-		ct = &Conn{
-			Proto: s.Proto,
-			CAddr: s.CAddr, CPort: s.CPort,
-			VAddr: s.VAddr, VPort: s.VPort,
-			DAddr: s.DAddr, DPort: s.DPort,
-			svc: svc, dest: d,
-			template: true,
-			inactive: true,
-			state:    StateNone,
-		}
-		ct.flags.Store(flagSynced)
+		ct = t.newSynced(s)
 		t.tpls[sh][tk] = ct
 		t.n.Add(1)
-		d.persist.Add(1)
+		ct.dest.persist.Add(1)
 	}
 	if s.State == StateAssured {
 		ct.setFlag(flagAssured)
