@@ -296,6 +296,12 @@ func (d *Director) Reload(path string) ([]admin.Command, error) {
 	if err != nil {
 		return nil, err
 	}
+	return d.ReloadRules(want)
+}
+
+// ReloadRules is Reload with the configuration already read and
+// validated (a keepalived.conf's, package keepalived).
+func (d *Director) ReloadRules(want rules.Rules) ([]admin.Command, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old := d.Health
@@ -305,7 +311,7 @@ func (d *Director) Reload(path string) ([]admin.Command, error) {
 		d.Health = nil
 	}
 	var cmds []admin.Command
-	err = d.NAT.Update(func(tx *nat.Tx) error {
+	err := d.NAT.Update(func(tx *nat.Tx) error {
 		diff := tx.Rules().Diff(want)
 		if testHookReload != nil {
 			diff = testHookReload(diff)

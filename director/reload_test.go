@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/keepalived"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/rules"
 )
@@ -126,5 +127,57 @@ func TestReloadSysctls(t *testing.T) {
 	}
 	if save(d) != before || counters(d) != beforeCounters || !d.NAT.ExpireNodestConn() {
 		t.Errorf("a refused reload changed the table:\n%s", save(d))
+	}
+}
+
+// SIGHUP with --keepalived-conf: the file reread, the difference applied
+// (a real server added, a weight changed), the checks restarted; a file
+// refused changes nothing.
+func TestReloadKeepalived(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keepalived.conf")
+	conf := func(w2 int, extra string) string {
+		return fmt.Sprintf(`virtual_server 10.0.0.100 80 {
+	lb_algo rr
+	real_server 10.0.0.5 80 {
+		TCP_CHECK {
+			warmup 3600
+		}
+	}
+	real_server 10.0.0.6 80 {
+		weight %d
+	}
+%s}
+`, w2, extra)
+	}
+	os.WriteFile(path, []byte(conf(2, "")), 0o644)
+	kc, err := keepalived.Load(path, keepalived.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _, _ := newDirector(t, testRules, Config{})
+	if save(d) != "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.5:80 -m -w 1\n-a -t 10.0.0.100:80 -r 10.0.0.6:80 -m -w 2\n" {
+		t.Fatalf("start:\n%s", save(d))
+	}
+	if _, err := d.ReloadRules(kc.Rules); err != nil || d.Health == nil {
+		t.Fatalf("same file: %v, health %v", err, d.Health)
+	}
+	os.WriteFile(path, []byte(conf(5, "\treal_server 10.0.0.7 80 {\n\t}\n")), 0o644)
+	if kc, err = keepalived.Load(path, keepalived.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := d.ReloadRules(kc.Rules)
+	if err != nil || len(cmds) != 2 {
+		t.Fatalf("reload: %v %v", cmds, err)
+	}
+	want := "-A -t 10.0.0.100:80 -s rr\n-a -t 10.0.0.100:80 -r 10.0.0.5:80 -m -w 1\n-a -t 10.0.0.100:80 -r 10.0.0.6:80 -m -w 5\n-a -t 10.0.0.100:80 -r 10.0.0.7:80 -m -w 1\n"
+	if save(d) != want {
+		t.Fatalf("after reload:\n%s", save(d))
+	}
+	os.WriteFile(path, []byte(conf(5, "\tlb_kind TUN\n")), 0o644)
+	if _, err := keepalived.Load(path, keepalived.Options{}); err == nil || !strings.Contains(err.Error(), path+":11: ") {
+		t.Fatalf("TUN: %v", err)
+	}
+	if save(d) != want {
+		t.Errorf("a refused file changed the table:\n%s", save(d))
 	}
 }

@@ -140,3 +140,17 @@ func TestLabRefusesBadFlags(t *testing.T) {
 		t.Errorf("-r 95: %v\n%.2000s", err, out)
 	}
 }
+
+// A keepalived.conf that tunvs cannot honour is refused with its file and
+// line before any device is opened; with --rules it is a usage error.
+func TestKeepalivedConfRefused(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "keepalived.conf")
+	os.WriteFile(f, []byte("virtual_server 10.0.0.1 80 {\n  lb_kind DR\n}\n"), 0o644)
+	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--keepalived-conf", f})
+	if err == nil || !strings.Contains(err.Error(), f+":2: ") || !strings.Contains(err.Error(), "lb_kind DR") {
+		t.Errorf("got %v, want an error naming %s:2 and lb_kind DR", err, f)
+	}
+	if code := realMain([]string{"run", "--link", "name=t0", "--keepalived-conf", f, "--rules", f}); code != 2 {
+		t.Errorf("--rules with --keepalived-conf: exit %d, want 2", code)
+	}
+}

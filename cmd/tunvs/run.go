@@ -20,8 +20,10 @@ import (
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/director"
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/keepalived"
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -40,6 +42,18 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
                    rereads it and applies only the difference (services and
                    servers added, removed, edited); a bad file is refused
                    with its line and reason and nothing changes
+  --keepalived-conf FILE
+                   keepalived's configuration: its virtual_server(_group)s,
+                   real_servers and checkers (TCP_CHECK, HTTP_GET, SSL_GET,
+                   MISC_CHECK, UDP_CHECK, PING_CHECK) become the rules and
+                   checks; include, comments, @ID conditional lines and
+                   $PARAMETERs as keepalived reads them. What tunvs does not
+                   do (VRRP, scripts, unknown keywords) is a warning naming
+                   the file and line; DR/TUN, fwmark services and bad
+                   values are refused. SIGHUP rereads it. Not with --rules
+  --keepalived-id ID
+                   keepalived's -i (config id) for @ID lines (default: the
+                   host name up to its first dot)
   --rule 'LINE'    one ipvsadm command, e.g. '-A -t 10.0.0.1:80 -s rr'; repeatable
   --sysctl NAME=VALUE
         an IPVS sysctl (/proc/sys/net/ipv4/vs: expire_nodest_conn,
@@ -80,6 +94,8 @@ func cmdRun(ctx context.Context, args []string) error {
 	links := fs.StringArray("link", nil, "device spec (see above)")
 	routes := fs.StringArray("route", nil, "route spec (see above)")
 	rulesFile := fs.String("rules", "", "ipvsadm-save rules file")
+	kaFile := fs.String("keepalived-conf", "", "keepalived.conf to read the services, real servers and checks from (see above)")
+	kaID := fs.String("keepalived-id", "", "keepalived's config id for @ID lines (default: the host name)")
 	ruleLines := fs.StringArray("rule", nil, "one ipvsadm command")
 	checkLines := fs.StringArray("check", nil, "one health check rule (see above)")
 	sysctlFlags := fs.StringArray("sysctl", nil, "NAME=VALUE, an IPVS sysctl (see above); repeatable")
@@ -142,6 +158,18 @@ func cmdRun(ctx context.Context, args []string) error {
 	var cmds []admin.Command
 	var lines []int
 	var checks health.Parser
+	if *kaFile != "" && *rulesFile != "" {
+		return usageError{fmt.Errorf("--rules and --keepalived-conf: give one (SIGHUP rereads it)")}
+	}
+	var kaChecks []rules.CheckService
+	if *kaFile != "" {
+		kc, err := loadKeepalived(*kaFile, *kaID, log)
+		if err != nil {
+			return err
+		}
+		cmds = admin.Commands(rules.Rules{}.Diff(kc))
+		kaChecks = kc.Checks.Services
+	}
 	if *rulesFile != "" {
 		data, err := os.ReadFile(*rulesFile)
 		if err != nil {
@@ -179,9 +207,11 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 	}
 	// The rules and checks together, validated as one configuration.
+	hc := checks.Config()
+	hc.Services = append(hc.Services, kaChecks...)
 	want, err := admin.RulesOf(cmds, lines)
 	if err == nil {
-		want.Checks = checks.Config()
+		want.Checks = hc
 		err = want.Validate()
 	}
 	if err != nil {
@@ -226,7 +256,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
 		Bypass: *bypass, NoGSO: !*gso, Socket: *socket, Log: log,
 		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
-		Health: checks.Config(),
+		Health: hc,
 	}
 	if *trace {
 		dcfg.Trace = os.Stderr
@@ -251,7 +281,11 @@ func cmdRun(ctx context.Context, args []string) error {
 			lost = errors.New("every link's device is gone")
 			loop = false
 		case <-hup:
-			reload(d, *rulesFile, log)
+			if *kaFile != "" {
+				reloadKeepalived(d, *kaFile, *kaID, log)
+			} else {
+				reload(d, *rulesFile, log)
+			}
 		}
 	}
 	log.Info().Int("conns", d.NAT.Len()).Msg("shutting down")
@@ -275,6 +309,32 @@ func reload(d *director.Director, path string, log zerolog.Logger) {
 		return
 	}
 	log.Info().Str(admin.FieldFile, path).Int(admin.FieldChanges, len(changes)).Msg("SIGHUP: rules reloaded")
+}
+
+// loadKeepalived reads a keepalived.conf, its warnings logged.
+func loadKeepalived(path, id string, log zerolog.Logger) (rules.Rules, error) {
+	kc, err := keepalived.Load(path, keepalived.Options{ConfigID: id})
+	if err != nil {
+		return rules.Rules{}, err
+	}
+	for _, w := range kc.Warnings {
+		log.Warn().Str(admin.FieldFile, w.File).Int(admin.FieldLine, w.Line).Msg(w.Msg)
+	}
+	return kc.Rules, nil
+}
+
+// reloadKeepalived is SIGHUP with --keepalived-conf: the file again, only
+// the difference applied; a refused file changes nothing.
+func reloadKeepalived(d *director.Director, path, id string, log zerolog.Logger) {
+	want, err := loadKeepalived(path, id, log)
+	if err == nil {
+		var changes []admin.Command
+		if changes, err = d.ReloadRules(want); err == nil {
+			log.Info().Str(admin.FieldFile, path).Int(admin.FieldChanges, len(changes)).Msg("SIGHUP: keepalived.conf reloaded")
+			return
+		}
+	}
+	log.Error().Str(admin.FieldFile, path).Err(err).Msg("SIGHUP: keepalived.conf refused, nothing changed")
 }
 
 type linkSpec struct {
