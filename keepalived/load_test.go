@@ -83,7 +83,6 @@ func TestSamples(t *testing.T) {
 	}
 }
 
-
 // tunvs's own file: include, conditional lines with two config ids,
 // parameters, groups with ranges, and the keywords the samples lack.
 func TestOwnConfig(t *testing.T) {
