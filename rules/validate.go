@@ -107,12 +107,6 @@ func ValidServer(svc ServiceKey, d *Server) error {
 	if !a.IsValid() || a.Zone() != "" {
 		return fmt.Errorf("%w: real server address %v", ErrInvalid, a)
 	}
-	if err := NotMapped("real server", a); err != nil {
-		return err
-	}
-	if !Unicast(a) {
-		return fmt.Errorf("%w: real server %v is not a unicast address", ErrInvalid, a)
-	}
 	if a.Is4() != svc.Addr.Is4() {
 		// IPVS allows mixed families only for tunnel mode.
 		return fmt.Errorf("%w: real server %v is not of the service's address family", ErrInvalid, a)
@@ -129,6 +123,14 @@ func ValidServer(svc ServiceKey, d *Server) error {
 	}
 	if d.LThreshold > d.UThreshold {
 		return fmt.Errorf("%w: lower threshold is higher than upper threshold", ErrRange)
+	}
+	// ip_vs_add_dest checks the thresholds (-ERANGE) before
+	// ip_vs_new_dest looks at the address (-EINVAL).
+	if err := NotMapped("real server", a); err != nil {
+		return err
+	}
+	if !Unicast(a) {
+		return fmt.Errorf("%w: real server %v is not a unicast address", ErrInvalid, a)
 	}
 	return nil
 }
