@@ -148,7 +148,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s = &Service{Proto: c.Service.Proto, Addr: c.Service.Addr, Port: c.Service.Port, sched: sc,
 			cfg: serviceConfig(c.Service)}
 		s.updateLocked()
-		s.setLocalAddrs(c.Service.LocalAddrs)
+		s.setLocalAddrs(s.cfg.LocalAddrs)
 		idx := w.own()
 		idx.byKey[k] = s
 		idx.order = append(idx.order, s)
@@ -160,8 +160,9 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		// once; a scheduler that ignores the flags starts afresh).
 		s.mu.Lock()
 		old := s.cfg
+		laddrs := s.cfg.LocalAddrs
 		s.cfg = serviceConfig(c.Service)
-		s.setLocalAddrs(c.Service.LocalAddrs)
+		s.cfg.LocalAddrs = laddrs // -E keeps them: see rules.AddLocalAddr
 		if s.sched.Name() != sc.Name() || old.SchedFlags != s.cfg.SchedFlags {
 			s.sched = sc
 			s.updateLocked()
@@ -215,6 +216,17 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.updateLocked()
 		s.mu.Unlock()
 		w.expire = true
+	case rules.AddLocalAddr, rules.DelLocalAddr:
+		// Connections keep their local address and port; a removed
+		// address takes no new ones (DPVS's dp_vs_laddr_del).
+		s.mu.Lock()
+		if c.Kind == rules.AddLocalAddr {
+			s.cfg.LocalAddrs = append(slices.Clip(s.cfg.LocalAddrs), c.LocalAddr)
+		} else {
+			s.cfg.LocalAddrs = slices.DeleteFunc(slices.Clone(s.cfg.LocalAddrs), func(a netip.Addr) bool { return a == c.LocalAddr })
+		}
+		s.setLocalAddrs(s.cfg.LocalAddrs)
+		s.mu.Unlock()
 	case rules.SetSysctl:
 		sysctlOf(c.Sysctl).set(t, c.Value)
 	case rules.SetTimeouts:

@@ -39,6 +39,7 @@ type fnatConn struct {
 	Conn
 	laddr netip.Addr
 	lport uint16
+	ls    *laddrStat
 }
 
 // local is the address and port the real server sees as the client: the
@@ -71,27 +72,76 @@ func (d *Dest) Method() rules.Method {
 	return rules.Masquerade
 }
 
-// laddrPool is a service's local addresses, swapped whole on -E; next is
-// the round-robin position (DPVS's laddr_curr).
+// laddrPool is a service's local addresses, swapped whole when one is
+// added or removed; next is the round-robin position (DPVS's
+// laddr_curr).
 type laddrPool struct {
-	addrs []netip.Addr
+	addrs []*laddrStat
 	next  atomic.Uint32
 }
 
+// laddrStat is a local address and its counters, as DPVS's
+// ip_vs_laddr_entry has them for --get-laddr: ports found taken while
+// allocating (port_conflict) and connections using it (conn_counts).
+type laddrStat struct {
+	addr      netip.Addr
+	conflicts atomic.Uint64
+	conns     atomic.Int64
+}
+
+// setLocalAddrs makes a's pool; an address kept keeps its counters.
+// s.mu or the table's writer lock is held.
 func (s *Service) setLocalAddrs(a []netip.Addr) {
 	if len(a) == 0 {
 		s.laddrs.Store(nil)
 		return
 	}
-	s.laddrs.Store(&laddrPool{addrs: append([]netip.Addr(nil), a...)})
+	old := map[netip.Addr]*laddrStat{}
+	if p := s.laddrs.Load(); p != nil {
+		for _, l := range p.addrs {
+			old[l.addr] = l
+		}
+	}
+	p := &laddrPool{addrs: make([]*laddrStat, len(a))}
+	for i, addr := range a {
+		if p.addrs[i] = old[addr]; p.addrs[i] == nil {
+			p.addrs[i] = &laddrStat{addr: addr}
+		}
+	}
+	s.laddrs.Store(p)
 }
 
-// LocalAddrs is the service's local addresses (--get-laddr).
-func (s *Service) LocalAddrs() []netip.Addr {
-	if p := s.laddrs.Load(); p != nil {
-		return append([]netip.Addr(nil), p.addrs...)
+// LocalAddrStat is a local address of a service and its counters.
+type LocalAddrStat struct {
+	Addr netip.Addr
+	// Conflicts counts the ports found taken while allocating one.
+	Conflicts uint64
+	// Conns is the connections using the address now.
+	Conns int64
+}
+
+// LocalAddrs is the service's local addresses in the order they were
+// added, with their counters (--get-laddr).
+func (s *Service) LocalAddrs() []LocalAddrStat {
+	p := s.laddrs.Load()
+	if p == nil {
+		return nil
 	}
-	return nil
+	r := make([]LocalAddrStat, len(p.addrs))
+	for i, l := range p.addrs {
+		r[i] = LocalAddrStat{Addr: l.addr, Conflicts: l.conflicts.Load(), Conns: l.conns.Load()}
+	}
+	return r
+}
+
+// unbindLocal releases a full-NAT connection's hold on its local address
+// (its port is free once the connection is out of the table).
+func (c *Conn) unbindLocal() {
+	if c.hasFlag(flagFullNAT) {
+		if f := (*fnatConn)(unsafe.Pointer(c)); f.ls != nil {
+			f.ls.conns.Add(-1)
+		}
+	}
 }
 
 // localPorts is the table's local port range.
@@ -115,14 +165,26 @@ func (t *Table) insertFullNAT(f *fnatConn, svc *Service) insertResult {
 	lo, n := t.localPorts()
 	tries := min(n, maxPortAttempts)
 	for range pool.addrs {
-		f.laddr = pool.addrs[(pool.next.Add(1)-1)%uint32(len(pool.addrs))]
+		l := pool.addrs[(pool.next.Add(1)-1)%uint32(len(pool.addrs))]
+		f.laddr, f.ls = l.addr, l
+		// Counted before the insert: the connection may be removed
+		// (and uncounted) as soon as it is in the table.
+		l.conns.Add(1)
 		off := rand.Uint32()
 		for i := range tries {
 			f.lport = uint16(lo + (off+i)%n)
-			if r := t.insertKeys(&f.Conn); r != outTaken {
+			r := t.insertKeys(&f.Conn)
+			if r != outTaken {
+				if r != inserted {
+					l.conns.Add(-1)
+					f.ls = nil
+				}
 				return r
 			}
+			l.conflicts.Add(1)
 		}
+		l.conns.Add(-1)
 	}
+	f.ls = nil
 	return outTaken
 }

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -135,10 +136,26 @@ func TestFullNATPortAllocation(t *testing.T) {
 			if tc.conns == 0 {
 				return
 			}
+			// --get-laddr's counters: the connections per address, and
+			// the ports found taken (the refused SYN tried them all).
+			var conns int64
+			var conflicts uint64
+			for _, l := range tb.Service(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}).LocalAddrs() {
+				conns += l.Conns
+				conflicts += l.Conflicts
+			}
+			if conns != int64(tc.conns) || conflicts < uint64(tc.conns) {
+				t.Errorf("local address counters: %d connections, %d conflicts", conns, conflicts)
+			}
 			// Expired connections give their ports back.
 			tb.SweepAll(int64(1e18))
 			if tb.Len() != 0 {
 				t.Fatalf("%d connections after expiry", tb.Len())
+			}
+			for _, l := range tb.Service(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}).LocalAddrs() {
+				if l.Conns != 0 {
+					t.Errorf("%v: %d connections after expiry", l.Addr, l.Conns)
+				}
 			}
 			for i := range tc.conns {
 				c := netip.AddrPortFrom(cli.Addr(), uint16(2000+i))
@@ -273,3 +290,59 @@ var (
 	fnVIP  = nattest.AP("172.16.1.100:443")
 	fnVIP6 = nattest.AP("[fd00::100]:53")
 )
+
+// --add-laddr and --del-laddr through the table: -E keeps the local
+// addresses, a removed one takes no new connection, the rules round-trip.
+func TestFullNATLocalAddrChanges(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	fullNATService(t, tb, 6, vip, nil, rs1)
+	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}}
+	var p nat.Packet
+	if r := tb.Process(nattest.TCP(cli, vip, S, 0), &p, 1); r.Reason != nat.DropNoLocalPort {
+		t.Fatalf("without a local address: %+v", r)
+	}
+	if err := tb.Apply(rules.Diff{{Kind: rules.AddLocalAddr, Service: k, LocalAddr: lad4[0]}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Apply(rules.Diff{{Kind: rules.AddLocalAddr, Service: k, LocalAddr: lad4[0]}}); !errors.Is(err, rules.ErrLocalAddrExists) {
+		t.Fatalf("twice: %v", err)
+	}
+	if err := tb.Apply(rules.Diff{{Kind: rules.AddLocalAddr, Service: k, LocalAddr: lad6[0]}}); !errors.Is(err, rules.ErrInvalid) {
+		t.Fatalf("IPv6 local address of an IPv4 service: %v", err)
+	}
+	if err := tb.EditService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: 80, Scheduler: "wlc"}); err != nil {
+		t.Fatal(err)
+	}
+	r := tb.Process(nattest.TCP(cli, vip, S, 0), &p, 1)
+	if r.Verdict != nat.Forward || r.Conn.Local().Addr() != lad4[0] {
+		t.Fatalf("after --add-laddr and -E: %+v", r)
+	}
+	// A client may not use a local address.
+	if r := tb.Process(nattest.TCP(netip.AddrPortFrom(lad4[0], 999), vip, S, 0), &p, 1); r.Reason != nat.DropOwnSource {
+		t.Fatalf("from a local address: %+v", r)
+	}
+	got := tb.Rules()
+	if s := got.Service(k.ServiceKey); len(s.LocalAddrs) != 1 || s.Servers[0].Method != rules.FullNAT {
+		t.Fatalf("rules %+v", s)
+	}
+	if err := tb.Apply(rules.Diff{{Kind: rules.DelLocalAddr, Service: k, LocalAddr: lad4[0]}}); err != nil {
+		t.Fatal(err)
+	}
+	if r := tb.Process(nattest.TCP(nattest.AP("10.0.0.10:1"), vip, S, 0), &p, 1); r.Reason != nat.DropNoLocalPort {
+		t.Fatalf("after --del-laddr: %+v", r)
+	}
+	// The connection made before keeps its local tuple.
+	out := nattest.TCP(netip.AddrPortFrom(rs1, 8080), r0Local(t, tb), S|A, 0)
+	if r := tb.Process(out, &p, 2); r.Verdict != nat.Forward || p.Dst() != cli.Addr() {
+		t.Fatalf("reply after --del-laddr: %+v", r)
+	}
+}
+
+func r0Local(t *testing.T, tb *nat.Table) netip.AddrPort {
+	t.Helper()
+	c, _ := tb.Lookup(6, cli, vip)
+	if c == nil {
+		t.Fatal("connection gone")
+	}
+	return c.Local()
+}

@@ -81,7 +81,7 @@ func (t *Table) ownAddrs(idx *svcIndex) map[[16]byte]struct{} {
 	for _, s := range idx.order {
 		if p := s.laddrs.Load(); p != nil {
 			for _, a := range p.addrs {
-				own[a.As16()] = struct{}{}
+				own[a.addr.As16()] = struct{}{}
 			}
 		}
 		for _, d := range s.Dests() {

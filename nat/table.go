@@ -485,6 +485,7 @@ func (t *Table) unbind(c *Conn) {
 		c.dest.active.Add(-1)
 	}
 	c.mu.Unlock()
+	c.unbindLocal()
 	c.dest.unbindConn()
 	if c.control != nil {
 		c.control.nControl.Add(-1)

@@ -23,11 +23,17 @@ const (
 	// Zero zeroes counters (-Z): not configuration, but a rules file or
 	// a batch may hold it between changes, so it is applied in order.
 	Zero
+	// AddLocalAddr and DelLocalAddr add or remove a full-NAT local
+	// address of a service (DPVS's --add-laddr, --del-laddr). EditService
+	// leaves the local addresses alone, as -E does.
+	AddLocalAddr
+	DelLocalAddr
 )
 
 var kindNames = [...]string{AddService: "add service", EditService: "edit service", DelService: "delete service",
 	Clear: "clear", AddServer: "add server", EditServer: "edit server", DelServer: "delete server",
-	SetSysctl: "set sysctl", SetTimeouts: "set timeouts", Zero: "zero"}
+	SetSysctl: "set sysctl", SetTimeouts: "set timeouts", Zero: "zero",
+	AddLocalAddr: "add local address", DelLocalAddr: "delete local address"}
 
 func (k ChangeKind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -50,6 +56,8 @@ type Change struct {
 	Value  int
 	// Timeouts for SetTimeouts: only the states given change.
 	Timeouts Timeouts
+	// LocalAddr for AddLocalAddr and DelLocalAddr.
+	LocalAddr netip.Addr
 	// Line is the rules file line the change came from (0: none).
 	Line int
 }
@@ -181,7 +189,26 @@ func (w *working) apply(c Change) error {
 			w.addService(s)
 			return nil
 		}
+		s.LocalAddrs = svc.LocalAddrs
 		svc.Service = s
+	case AddLocalAddr, DelLocalAddr:
+		if svc == nil {
+			return fmt.Errorf("%w: %s", ErrNoService, serviceName(k))
+		}
+		i := slices.Index(svc.LocalAddrs, c.LocalAddr)
+		switch {
+		case c.Kind == AddLocalAddr && i >= 0:
+			return fmt.Errorf("%w: %v", ErrLocalAddrExists, c.LocalAddr)
+		case c.Kind == AddLocalAddr:
+			if err := ValidLocalAddr(&svc.Service, c.LocalAddr); err != nil {
+				return err
+			}
+			svc.LocalAddrs = append(slices.Clip(svc.LocalAddrs), c.LocalAddr)
+		case i < 0:
+			return fmt.Errorf("%w: %v", ErrNoLocalAddr, c.LocalAddr)
+		default:
+			svc.LocalAddrs = slices.Delete(slices.Clone(svc.LocalAddrs), i, i+1)
+		}
 	case DelService:
 		if svc == nil {
 			return fmt.Errorf("%w: %s", ErrNoService, serviceName(k))
@@ -269,6 +296,16 @@ func (old Rules) Diff(new Rules) Diff {
 		if !sameService(hs, &ws) {
 			out = append(out, Change{Kind: EditService, Service: bare(ws), Line: ws.Line})
 		}
+		for _, a := range hs.LocalAddrs {
+			if !slices.Contains(ws.LocalAddrs, a) {
+				out = append(out, Change{Kind: DelLocalAddr, Service: key(ws), LocalAddr: a, Line: ws.Line})
+			}
+		}
+		for _, a := range ws.LocalAddrs {
+			if !slices.Contains(hs.LocalAddrs, a) {
+				out = append(out, Change{Kind: AddLocalAddr, Service: key(ws), LocalAddr: a, Line: ws.Line})
+			}
+		}
 		hd, wd := hs.index(), ws.index()
 		for _, d := range hs.Servers {
 			if wd[d.Addr] == nil {
@@ -336,11 +373,12 @@ func bare(s Service) Service {
 
 func key(s Service) Service { return Service{ServiceKey: s.ServiceKey} }
 
-// sameService compares what -E changes. Persistence settings count only
-// with -p, as ipvsadm sends them only then.
+// sameService compares what -E changes (not the local addresses: see
+// AddLocalAddr). Persistence settings count only with -p, as ipvsadm
+// sends them only then.
 func sameService(a, b *Service) bool {
 	if a.SchedulerName() != b.SchedulerName() || a.SchedFlags != b.SchedFlags ||
-		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket || !slices.Equal(a.LocalAddrs, b.LocalAddrs) {
+		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket {
 		return false
 	}
 	if !a.Persistent {

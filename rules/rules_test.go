@@ -44,19 +44,38 @@ func TestValidateAccepts(t *testing.T) {
 	}
 }
 
-// Adding or removing a local address is an edit of the service, which
-// keeps its servers; a method change is an edit of the server.
+// A local address added is its own change, which keeps the service and
+// its servers; a method change is an edit of the server. -E keeps the
+// local addresses; deleting one not there is refused.
 func TestDiffFullNAT(t *testing.T) {
 	a := sample()
 	b := a.Clone()
 	b.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("192.168.1.250")}
 	b.Services[0].Servers[1].Method = FullNAT
 	d := a.Diff(b)
-	if len(d) != 2 || d[0].Kind != EditService || d[1].Kind != EditServer {
+	if len(d) != 2 || d[0].Kind != AddLocalAddr || d[1].Kind != EditServer {
 		t.Fatalf("diff %+v", d)
 	}
 	if next, err := a.Next(d); err != nil || !reflect.DeepEqual(next.Services[0], b.Services[0]) {
 		t.Fatalf("next %+v, %v", next.Services[0], err)
+	}
+	next, _ := a.Next(d)
+	e := Diff{{Kind: EditService, Service: Service{ServiceKey: web, Scheduler: "wlc"}}}
+	if n2, err := next.Next(e); err != nil || len(n2.Services[0].LocalAddrs) != 1 {
+		t.Fatalf("-E: %+v, %v", n2.Services[0], err)
+	}
+	for _, c := range []struct {
+		ch   Change
+		want error
+	}{
+		{Change{Kind: DelLocalAddr, Service: Service{ServiceKey: web}, LocalAddr: vip6}, ErrNoLocalAddr},
+		{Change{Kind: AddLocalAddr, Service: Service{ServiceKey: web}, LocalAddr: netip.MustParseAddr("192.168.1.250")}, ErrLocalAddrExists},
+		{Change{Kind: AddLocalAddr, Service: Service{ServiceKey: web}, LocalAddr: vip6}, ErrInvalid},
+		{Change{Kind: AddLocalAddr, Service: Service{ServiceKey: dns}, LocalAddr: vip}, ErrInvalid},
+	} {
+		if _, err := next.Next(Diff{c.ch}); !errors.Is(err, c.want) {
+			t.Errorf("%v %v: %v, want %v", c.ch.Kind, c.ch.LocalAddr, err, c.want)
+		}
 	}
 }
 
