@@ -46,7 +46,7 @@ func TestSysctlSetAndList(t *testing.T) {
 		}
 		want += fmt.Sprintf("net.ipv4.vs.%s = %d\n", n, v)
 	}
-	if !strings.HasPrefix(want, "net.ipv4.vs.conn_reuse_mode = 0\nnet.ipv4.vs.expire_nodest_conn = 1\n") {
+	if !strings.Contains(want, "net.ipv4.vs.conn_reuse_mode = 0\n") || !strings.Contains(want, "net.ipv4.vs.expire_nodest_conn = 1\n") {
 		t.Fatalf("want:\n%s", want)
 	}
 	for _, args := range [][]string{{"--sysctl"}, {"-L", "--sysctl"}, {"-L", "-n", "--sysctl"}} {

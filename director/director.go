@@ -206,10 +206,14 @@ func New(cfg Config) (_ *Director, err error) {
 		}
 		cfg.Log.Info().Str("addr", d.metricsLn.Addr().String()).Msg("metrics listening")
 	}
-	d.wg.Add(3)
+	d.wg.Add(4)
 	go func() {
 		defer d.wg.Done()
 		d.Est.Run(d.NAT, d.done)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.defend(now)
 	}()
 	go func() {
 		defer d.wg.Done()

@@ -179,6 +179,8 @@ func Write(w io.Writer, src Source) {
 	m.val("tunvs_connections", "", uint64(t.Len()))
 	m.head("tunvs_connections_early_dropped_total", "counter", "connections not yet established dropped to make room in a full table")
 	m.val("tunvs_connections_early_dropped_total", "", t.EarlyDrops())
+	m.head("tunvs_connections_defense_dropped_total", "counter", "connections dropped by drop_entry (ip_vs_random_dropentry)")
+	m.val("tunvs_connections_defense_dropped_total", "", t.DefenseDropped())
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
 	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
 	m.head("tunvs_services", "gauge", "virtual services")

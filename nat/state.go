@@ -158,11 +158,36 @@ var tcpStates = [2][4][numTCPStates]State{
 	},
 }
 
-// nextTCPState is the kernel's set_tcp_state transition for one packet.
-func nextTCPState(cur State, dir tcpDir, flags uint8) State {
+// tcpStatesDOS is the kernel's tcp_states_dos, the table secure_tcp
+// switches to (tcp_timeout_change): a client's ACK no longer takes a
+// SYN_RECV connection to ESTABLISHED, only the real server's answer does
+// (OUTPUT); a SYN on SYN_RECV or SYNACK goes to SYNACK. A spoofed
+// handshake then never earns ESTABLISHED's 15-minute timeout.
+var tcpStatesDOS = [2][4][numTCPStates]State{
+	tcpInput: {
+		//   sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
+		{sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA}, // syn
+		{sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sSA}, // fin
+		{sES, sES, sSS, sSR, sFW, sTW, sCL, sCW, sCL, sLI, sSA}, // ack
+		{sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL}, // rst
+	},
+	tcpOutput: {
+		{sSS, sES, sSS, sSA, sSS, sSS, sSS, sSS, sSS, sLI, sSA}, // syn
+		{sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW}, // fin
+		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES}, // ack
+		{sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL}, // rst
+	},
+}
+
+// nextTCPState is the kernel's set_tcp_state transition for one packet,
+// in the secure_tcp table when dos is set.
+func nextTCPState(cur State, dir tcpDir, flags uint8, dos bool) State {
 	ev := tcpEvent(flags)
 	if ev < 0 || cur >= numTCPStates {
 		return StateClose
+	}
+	if dos {
+		return tcpStatesDOS[dir][ev][cur]
 	}
 	return tcpStates[dir][ev][cur]
 }

@@ -53,6 +53,18 @@ var sysctls = map[string]sysctl{
 		get: func(t *Table) int { return int(t.sync.version.Load()) },
 		set: func(t *Table, v int) { t.sync.version.Store(int32(v)) },
 	},
+	"amemthresh": {
+		get: func(t *Table) int { return int(t.defense.amemthresh.Load()) },
+		set: func(t *Table, v int) { t.defense.amemthresh.Store(int32(v)) },
+	},
+	"drop_entry": {
+		get: func(t *Table) int { return int(t.defense.dropEntry.Load()) },
+		set: func(t *Table, v int) { t.defense.dropEntry.Store(int32(v)) },
+	},
+	"secure_tcp": {
+		get: func(t *Table) int { return int(t.defense.secureTCP.Load()) },
+		set: func(t *Table, v int) { t.defense.secureTCP.Store(int32(v)) },
+	},
 	"sync_ports": {
 		get: func(t *Table) int { return int(t.sync.ports.Load()) },
 		set: func(t *Table, v int) { t.sync.ports.Store(int32(v)) },

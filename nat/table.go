@@ -135,6 +135,8 @@ type Table struct {
 	drops [numDropReasons]atomic.Uint64
 	// earlyDrops counts connections dropped to make room (earlyDrop).
 	earlyDrops atomic.Uint64
+	// defense is the flood defences' state (defense.go).
+	defense defense
 
 	sweepNext atomic.Uint32
 
@@ -199,6 +201,7 @@ func New(cfg Config) *Table {
 	switch {
 	case cfg.ConnReuseMode == 0:
 		t.connReuseMode.Store(1)
+		t.defense.amemthresh.Store(1024)
 	case cfg.ConnReuseMode > 0:
 		t.connReuseMode.Store(int32(cfg.ConnReuseMode))
 	}
@@ -511,7 +514,7 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		if dir == DirOut {
 			td = tcpOutput
 		}
-		c.setTCPState(td, p.TCPFlags, to)
+		c.setTCPState(td, p.TCPFlags, to, t.defense.dos.Load())
 	} else {
 		c.timeout.Store(int64(to[StateUDP]))
 		if dir == DirOut && c.control != nil && !c.control.hasFlag(flagAssured) {
@@ -539,9 +542,9 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 
 // setTCPState is the kernel's set_tcp_state: move along the state table and
 // keep the dest's active count in step.
-func (c *Conn) setTCPState(dir tcpDir, flags uint8, to *Timeouts) {
+func (c *Conn) setTCPState(dir tcpDir, flags uint8, to *Timeouts, dos bool) {
 	c.mu.Lock()
-	ns := nextTCPState(c.state, dir, flags)
+	ns := nextTCPState(c.state, dir, flags, dos)
 	if ns != c.state && !c.dead {
 		if !c.inactive && !ns.active() {
 			c.dest.active.Add(-1)

@@ -42,6 +42,15 @@ var SysctlTable = []Sysctl{
 		Doc: "the sync protocol version a master sends"},
 	{Name: "sync_ports", Default: 1, Min: 1, Max: 64,
 		Doc: "how many ports from the sync port the daemons use (a power of 2)"},
+	// The flood defences (ip_vs_ctl.c update_defense_level, run every
+	// second): "memory is short" is the host's free and buffer memory
+	// below amemthresh pages.
+	{Name: "amemthresh", Default: 1024, Min: 0, Max: math.MaxInt32,
+		Doc: "pages of free memory below which the defences of mode 1 or 2 turn on"},
+	{Name: "drop_entry", Default: 0, Min: 0, Max: 3,
+		Doc: "drop entries at random (half-open first) every second: 0 never, 1/2 when memory is short, 3 always"},
+	{Name: "secure_tcp", Default: 0, Min: 0, Max: 3,
+		Doc: "the TCP state table that needs the real server's answer to establish: 0 never, 1/2 when memory is short, 3 always"},
 }
 
 // LookupSysctl finds a knob by name.

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package director
+
+func availPages() int { return noMemInfo }
