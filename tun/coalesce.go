@@ -71,18 +71,8 @@ func parseTCPSeg(p []byte) (tcpSeg, bool) {
 // IP headers except length, ID and checksum; same ports, ACK, window,
 // urgent pointer and options; flags equal except PSH.
 func sameFlow(p []byte, pt tcpSeg, q []byte, qt tcpSeg) bool {
-	if pt.v6 != qt.v6 || pt.hdrLen != qt.hdrLen || pt.l4 != qt.l4 {
+	if pt.v6 != qt.v6 || pt.hdrLen != qt.hdrLen || pt.l4 != qt.l4 || !sameIPHeader(p, q, pt.l4, pt.v6) {
 		return false
-	}
-	if pt.v6 {
-		if string(p[0:4]) != string(q[0:4]) || string(p[6:40]) != string(q[6:40]) {
-			return false
-		}
-	} else {
-		if p[0] != q[0] || p[1] != q[1] || string(p[6:10]) != string(q[6:10]) ||
-			string(p[12:pt.l4]) != string(q[12:pt.l4]) {
-			return false
-		}
 	}
 	a, b := p[pt.l4:pt.hdrLen], q[qt.l4:qt.hdrLen]
 	return string(a[0:4]) == string(b[0:4]) && // ports
@@ -97,6 +87,17 @@ func sameFlow(p []byte, pt tcpSeg, q []byte, qt tcpSeg) bool {
 // segment with PSH, at one smaller than the first, at a gap in sequence
 // numbers or a change of flow, or when the IP packet would exceed 65535
 // bytes.
+// sameIPHeader reports whether the IP headers of p and q (l4 bytes long,
+// the same version) are identical except length, ID and checksum, as the
+// packets of one super-packet must be.
+func sameIPHeader(p, q []byte, l4 int, v6 bool) bool {
+	if v6 {
+		return string(p[0:4]) == string(q[0:4]) && string(p[6:40]) == string(q[6:40])
+	}
+	return p[0] == q[0] && p[1] == q[1] && string(p[6:10]) == string(q[6:10]) &&
+		string(p[12:l4]) == string(q[12:l4])
+}
+
 func coalesceRun(pkts [][]byte, offset int) int {
 	p := pkts[0][offset:]
 	pt, ok := parseTCPSeg(p)
@@ -158,14 +159,22 @@ func coalesce(dst []byte, pkts [][]byte, offset int) int {
 	}
 	if pt.v6 {
 		h.gsoType = vnetGSOTCPv6
-		binary.BigEndian.PutUint16(sp[4:], uint16(n-40))
-	} else {
-		binary.BigEndian.PutUint16(sp[2:], uint16(n))
-		csum.SetIPv4Header(sp[:pt.l4])
 	}
+	setIPLength(sp, pt.l4, pt.v6)
 	h.encode(dst)
 	tcp := sp[pt.l4:]
 	tcp[13] = flags
 	binary.BigEndian.PutUint16(tcp[16:], csum.Fold(csum.PseudoIP(sp, pt.v6, protoTCP, len(tcp))))
 	return virtioNetHdrLen + n
+}
+
+// setIPLength sets the length of super-packet sp in its IP header (l4
+// bytes long), and for IPv4 the header checksum.
+func setIPLength(sp []byte, l4 int, v6 bool) {
+	if v6 {
+		binary.BigEndian.PutUint16(sp[4:], uint16(len(sp)-40))
+		return
+	}
+	binary.BigEndian.PutUint16(sp[2:], uint16(len(sp)))
+	csum.SetIPv4Header(sp[:l4])
 }

@@ -111,6 +111,10 @@ type offloadQueue struct {
 	closed atomic.Bool
 	c      offloadCounters
 
+	// uso says the kernel takes UDP super-packets (TUN_F_USO4/6): runs of
+	// datagrams are coalesced on write then, as TCP segments always are.
+	uso bool
+
 	// Read side (Read is never called concurrently with Read).
 	rbuf  []byte
 	split splitter
@@ -236,7 +240,7 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		return nil, fmt.Errorf("configure %s: %w", name, err)
 	}
 	for _, q := range d.queues {
-		q.name, q.mtu = name, mtu
+		q.name, q.mtu, q.uso = name, mtu, d.uso
 	}
 	d.offloadQueue = d.queues[0]
 	return d, nil
@@ -717,7 +721,7 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 	}
 	done := 0
 	for done < len(bufs) {
-		run := 1
+		run, udp := 1, false
 		if gso[done].Type == GSONone {
 			end := done + 1
 			for end < len(bufs) && gso[end].Type == GSONone {
@@ -728,11 +732,19 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 			}
 			if end-done > 1 {
 				run = coalesceRun(bufs[done:end], offset+l2)
+				if run == 1 && q.uso {
+					udp = true
+					run = coalesceRunUDP(bufs[done:end], offset+l2)
+				}
 			}
 		}
 		var pkt []byte
 		if run > 1 {
-			pkt = q.wbuf[:l2+coalesce(q.wbuf[l2:], bufs[done:done+run], offset+l2)]
+			fill := coalesce
+			if udp {
+				fill = coalesceUDP
+			}
+			pkt = q.wbuf[:l2+fill(q.wbuf[l2:], bufs[done:done+run], offset+l2)]
 			if l2 > 0 {
 				// The virtio header goes in front of the run's
 				// Ethernet header, counting from it.
