@@ -61,6 +61,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 50000x ./health/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime 50000x ./tun/
 	$(GO) test -run '^$$' -fuzz '^FuzzCoalesce$$' -fuzztime 100000x ./tun/
+	$(GO) test -run '^$$' -fuzz '^FuzzCoalesceUDP$$' -fuzztime 50000x ./tun/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitter$$' -fuzztime 50000x ./tun/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 200000x ./ipvssync/
 
