@@ -4,13 +4,38 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build lab test check cross unit race norace bench-smoke fuzz-smoke bench compare clean
+.PHONY: all build install docs lab test check cross unit race norace bench-smoke fuzz-smoke bench compare clean
 
 all: build
 
 build:
 	$(GO) build -o bin/tunvs ./cmd/tunvs
 	$(GO) build -o bin/tunvsadm ./cmd/tunvsadm
+
+# install: the binaries, man pages, bash and zsh completion and the systemd
+# unit, under $(DESTDIR)$(PREFIX) (PREFIX=/usr for a package, DESTDIR for
+# staging). `go install ./cmd/...` installs just the two binaries.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR ?= $(PREFIX)/share/zsh/site-functions
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 bin/tunvs bin/tunvsadm $(DESTDIR)$(BINDIR)/
+	install -m 0644 docs/man/tunvs.8 docs/man/tunvsadm.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 docs/completion/tunvs.bash $(DESTDIR)$(BASHCOMPDIR)/tunvs
+	install -m 0644 docs/completion/tunvsadm.bash $(DESTDIR)$(BASHCOMPDIR)/tunvsadm
+	install -m 0644 docs/completion/zsh/_tunvs docs/completion/zsh/_tunvsadm $(DESTDIR)$(ZSHCOMPDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' contrib/systemd/tunvs.service > $(DESTDIR)$(UNITDIR)/tunvs.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/tunvs.service
+
+# docs: the man pages and completions, generated from the flags the
+# binaries parse (cmd/tunvs's TestGeneratedDocs fails when they drift).
+docs:
+	$(GO) run ./cmd/tunvs gen-docs docs
 
 lab:
 	$(GO) run ./cmd/tunvs lab

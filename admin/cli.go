@@ -24,7 +24,7 @@ func CLI(prog string, args []string, stdin io.Reader, stdout, stderr io.Writer, 
 	}
 	switch c.Op {
 	case OpHelp:
-		fmt.Fprint(stdout, Usage)
+		fmt.Fprint(stdout, Usage+"\n"+ClientUsage)
 		return 0
 	case OpVersion:
 		fmt.Fprint(stdout, Version)

@@ -94,3 +94,12 @@ func DefaultStateDir() string {
 
 // SocketPath is the director's control socket in a state directory.
 func SocketPath(stateDir string) string { return filepath.Join(stateDir, "tunvs.sock") }
+
+// HostNamesFor lists the namespace lab's hosts with n real servers.
+func HostNamesFor(n int) []string {
+	h := []string{HostClient, HostRouter, HostDir, HostLan}
+	for i := range n {
+		h = append(h, RealServerHost(i))
+	}
+	return h
+}

@@ -70,7 +70,11 @@ func cmdLab(ctx context.Context, args []string) error {
 	fs.MarkHidden("inner")
 	var lf logFlags
 	lf.register(fs, "warn")
-	fs.Usage = func() { fmt.Fprint(os.Stderr, labHelp+fs.FlagUsages()) }
+	docDefault(fs, "state-dir", stateDirDoc)
+	completeWith(fs, "state-dir", "dirs")
+	completeWith(fs, "scheduler", sched.Names()...)
+	completeWith(fs, "attach", "tap", "tun")
+	setUsage(fs, labHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -148,17 +152,53 @@ func cmdLab(ctx context.Context, args []string) error {
 	return labNetns(ctx, cfg, *detach, *walk || *walkAuto, *walkAuto, lf)
 }
 
+// stateDirDoc describes lab.DefaultStateDir's choice.
+const stateDirDoc = "$TUNVS_LAB_DIR, else $XDG_RUNTIME_DIR/tunvs-lab if writable, else $TMPDIR/tunvs-lab-UID"
+
 func stateFlag(fs *pflag.FlagSet) *string {
-	return fs.String("state-dir", lab.DefaultStateDir(), "the lab's state directory")
+	s := fs.String("state-dir", lab.DefaultStateDir(), "the lab's state directory")
+	docDefault(fs, "state-dir", stateDirDoc)
+	completeWith(fs, "state-dir", "dirs")
+	return s
 }
+
+const (
+	labExecHelp = `Usage: tunvs lab exec HOST [-- CMD ARGS...]
+
+Runs CMD (default: $SHELL) in HOST of the running namespace lab: its
+network namespace, in the lab's user, mount and PID namespaces (so ps and
+kill see the lab's processes). TUNVS_SOCKET is set, so tunvsadm talks to
+the lab's director; in the director, ipvsadm is tunvsadm.
+
+Flags:
+`
+	labDownHelp = `Usage: tunvs lab down
+
+Stops the namespace lab and removes its state (also after a crash).
+
+Flags:
+`
+	labWalkHelp = `Usage: tunvs lab walk [--auto]
+
+Follows one connection through the running namespace lab, step by step,
+with the packets captured at every host on its way.
+
+Flags:
+`
+	labCaptureHelp = `Usage: tunvs lab capture HOST DEV
+
+Prints IPv4 packets on device DEV of HOST, as tcpdump -nn would (tcpdump
+itself cannot drop privileges inside the lab's user namespace).
+
+Flags:
+`
+)
 
 func cmdLabExec(args []string) error {
 	fs := pflag.NewFlagSet("tunvs lab exec", pflag.ContinueOnError)
 	dir := stateFlag(fs)
 	fs.SetInterspersed(false)
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: tunvs lab exec HOST [-- CMD ARGS...]\n\nRuns CMD (default: $SHELL) in HOST's network namespace of the running lab.\nTUNVS_SOCKET is set, so tunvsadm talks to the lab's director.\n\n%s", fs.FlagUsages())
-	}
+	setUsage(fs, labExecHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -176,6 +216,7 @@ func cmdLabExec(args []string) error {
 func cmdLabDown(args []string) error {
 	fs := pflag.NewFlagSet("tunvs lab down", pflag.ContinueOnError)
 	dir := stateFlag(fs)
+	setUsage(fs, labDownHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -186,6 +227,7 @@ func cmdLabWalk(ctx context.Context, args []string) error {
 	fs := pflag.NewFlagSet("tunvs lab walk", pflag.ContinueOnError)
 	dir := stateFlag(fs)
 	auto := fs.Bool("auto", false, "no pauses")
+	setUsage(fs, labWalkHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}
@@ -199,9 +241,7 @@ func cmdLabCapture(ctx context.Context, args []string) error {
 	syn := fs.Bool("syn", false, "only TCP SYN and SYN-ACK")
 	count := fs.IntP("count", "c", 0, "stop after this many packets")
 	timeout := fs.Duration("timeout", 0, "stop after this long")
-	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: tunvs lab capture HOST DEV\n\nPrints IPv4 packets on device DEV of HOST, as tcpdump -nn would (tcpdump itself\ncannot drop privileges inside the lab's user namespace).\n\n%s", fs.FlagUsages())
-	}
+	setUsage(fs, labCaptureHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

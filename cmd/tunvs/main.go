@@ -13,6 +13,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/pflag"
+
+	"github.com/tunvs/tunvs/internal/buildinfo"
 )
 
 const usage = `tunvs: a userspace IPVS-style NAT director
@@ -21,6 +23,7 @@ Usage:
   tunvs lab [flags]     the LVS-NAT lab in one process, no privileges needed
   tunvs run [flags]     the director on TUN/TAP devices
   tunvs help            this text
+  tunvs --version       the version, commit and Go toolchain it was built from
 
 Run "tunvs lab -h" or "tunvs run -h" for the flags.
 `
@@ -45,6 +48,11 @@ func realMain(args []string) int {
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return 0
+	case "--version", "version":
+		fmt.Println(buildinfo.String("tunvs"))
+		return 0
+	case "gen-docs":
+		err = cmdGenDocs(ctx, args[1:])
 	default:
 		fmt.Fprintf(os.Stderr, "tunvs: unknown command %q\n\n%s", args[0], usage)
 		return 2

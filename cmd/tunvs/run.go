@@ -117,7 +117,10 @@ func cmdRun(ctx context.Context, args []string) error {
 	traceRate := fs.Int("trace-rate", 50, "packets traced per second at most (then a summary line)")
 	var lf logFlags
 	lf.register(fs, "info")
-	fs.Usage = func() { fmt.Fprint(os.Stderr, runHelp+fs.FlagUsages()) }
+	docDefault(fs, "socket", admin.DefaultSocketDoc)
+	completeWith(fs, "rules", "files")
+	completeWith(fs, "pcap", "files")
+	setUsage(fs, runHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
 	}

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"os"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/internal/buildinfo"
 )
 
 func main() {
@@ -22,6 +24,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			socket = args[i+1]
 			i++
 			continue
+		}
+		if args[i] == "--version" || args[i] == "-v" {
+			fmt.Fprintln(stdout, buildinfo.String("tunvsadm"))
+			return 0
 		}
 		rest = append(rest, args[i])
 	}
