@@ -40,6 +40,11 @@ const (
 	// OpSetSysctl is tunvs's `--sysctl NAME=VALUE` (not ipvsadm's): a
 	// /proc/sys/net/ipv4/vs knob (rules.SysctlTable).
 	OpSetSysctl
+	// DPVS's --add-laddr, --del-laddr, --get-laddr: a service's full-NAT
+	// local addresses (-z).
+	OpAddLocalAddr
+	OpDelLocalAddr
+	OpGetLocalAddr
 )
 
 // Format selects what a listing shows (ipvsadm's FMT_* bits).
@@ -95,6 +100,11 @@ type Command struct {
 	UThreshold, LThreshold int
 	HasUThreshold          bool
 	HasLThreshold          bool
+	// FullNAT is --fullnat (DPVS's forwarding method) instead of -m.
+	FullNAT bool
+
+	// LocalAddr is -z/--laddr.
+	LocalAddr netip.Addr
 
 	Format Format
 

@@ -99,7 +99,8 @@ func ParseRulesLines(r io.Reader) ([]Command, []int, error) {
 			return nil, nil, &LineError{Line: n, Text: text, Err: err}
 		}
 		switch c.Op {
-		case OpAddService, OpEditService, OpDelService, OpAddDest, OpEditDest, OpDelDest, OpClear, OpSetTimeout, OpZero, OpSetSysctl:
+		case OpAddService, OpEditService, OpDelService, OpAddDest, OpEditDest, OpDelDest, OpClear, OpSetTimeout, OpZero, OpSetSysctl,
+			OpAddLocalAddr, OpDelLocalAddr:
 		default:
 			return nil, nil, &LineError{Line: n, Text: text, Err: usagef("not a command a rules file may hold")}
 		}
@@ -199,7 +200,7 @@ func ApplyWith(env Env, cmds []Command, lines []int, w io.Writer) error {
 
 func (c Command) changes() bool {
 	switch c.Op {
-	case OpList, OpSave, OpHelp, OpVersion, OpNone, OpRestore, OpStartDaemon, OpStopDaemon:
+	case OpList, OpSave, OpHelp, OpVersion, OpNone, OpRestore, OpStartDaemon, OpStopDaemon, OpGetLocalAddr:
 		// The daemons are not in the table: their commands run on
 		// their own (daemonCommand).
 		return false
@@ -214,6 +215,9 @@ func (c Command) Change() rules.Change {
 	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}}
 	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight,
 		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
+	if c.FullNAT {
+		srv.Method = rules.FullNAT
+	}
 	switch c.Op {
 	case OpAddService, OpEditService:
 		kind := rules.AddService
@@ -255,6 +259,10 @@ func (c Command) Change() rules.Change {
 		return rules.Change{Kind: rules.SetTimeouts, Timeouts: to}
 	case OpSetSysctl:
 		return rules.Change{Kind: rules.SetSysctl, Sysctl: c.Sysctl, Value: c.SysctlValue}
+	case OpAddLocalAddr:
+		return rules.Change{Kind: rules.AddLocalAddr, Service: k, LocalAddr: c.LocalAddr}
+	case OpDelLocalAddr:
+		return rules.Change{Kind: rules.DelLocalAddr, Service: k, LocalAddr: c.LocalAddr}
 	}
 	return rules.Change{}
 }
@@ -284,6 +292,10 @@ func CommandOf(ch rules.Change) Command {
 		c.Weight, c.HasWeight = d.Weight, true
 		c.UThreshold, c.LThreshold = d.UThreshold, d.LThreshold
 		c.HasUThreshold, c.HasLThreshold = d.UThreshold != 0, d.LThreshold != 0
+		c.FullNAT = d.Method == rules.FullNAT
+	case rules.AddLocalAddr, rules.DelLocalAddr:
+		c.Op = map[rules.ChangeKind]Op{rules.AddLocalAddr: OpAddLocalAddr, rules.DelLocalAddr: OpDelLocalAddr}[ch.Kind]
+		c.LocalAddr = ch.LocalAddr
 	case rules.Clear:
 		c = Command{Op: OpClear}
 	case rules.Zero:
@@ -323,6 +335,11 @@ func natErr(op Op, err error) error {
 		return ipvsErr("No such destination", err)
 	case errors.Is(err, sched.ErrUnknown):
 		return ipvsErr("Scheduler or persistence engine not found", err)
+	case errors.Is(err, rules.ErrLocalAddrExists):
+		// DPVS's ipvs_strerror for --add-laddr's EDPVS_EXIST.
+		return ipvsErr("local address already exists", err)
+	case errors.Is(err, rules.ErrNoLocalAddr):
+		return ipvsErr("local address does not exist", err)
 	case errors.Is(err, rules.ErrRange):
 		// ip_vs_add_dest/ip_vs_edit_dest: -ERANGE.
 		return ipvsErr("Numerical result out of range", err)
@@ -362,6 +379,16 @@ func query(env Env, c Command, w io.Writer) error {
 		return daemonCommand(env, c)
 	case OpSave:
 		List(w, t, c.Format|FmtRule)
+	case OpGetLocalAddr:
+		if !c.HasService {
+			ListLocalAddrs(w, t.Services(), true)
+			return nil
+		}
+		s := t.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port})
+		if s == nil {
+			return &Error{Msg: "No such service", Exit: exitFailed, Err: nat.ErrNoService}
+		}
+		ListLocalAddrs(w, []*nat.Service{s}, true)
 	case OpList:
 		switch {
 		case c.Format&FmtSysctl != 0:
@@ -426,11 +453,14 @@ Usage:
   tunvsadm -C
   tunvsadm -R
   tunvsadm -S [-n]
-  tunvsadm -a|e virtual-service -r server-address [-m] [-w weight] [-x upper-threshold] [-y lower-threshold]
+  tunvsadm -a|e virtual-service -r server-address [-m|--fullnat] [-w weight] [-x upper-threshold] [-y lower-threshold]
   tunvsadm -d virtual-service -r server-address
   tunvsadm -L|l [virtual-service] [options]
   tunvsadm -Z [virtual-service]
   tunvsadm --set tcp tcpfin udp
+  tunvsadm --add-laddr|-P virtual-service -z local-address      (DPVS's) a full-NAT local address
+  tunvsadm --del-laddr|-Q virtual-service -z local-address
+  tunvsadm --get-laddr|-G [virtual-service]
   tunvsadm --sysctl [NAME=VALUE]       (tunvs's) set or list the net.ipv4.vs sysctls
   tunvsadm -h
 
@@ -446,6 +476,7 @@ Options:
   --sched-flags  -b flags             scheduler flags (comma-separated: sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3)
   --ops          -o                   one-packet scheduling (UDP)
   --real-server  -r server-address    server-address is host (and port)
+  --fullnat                           full NAT (DPVS's): the server sees a local address, not the client
   --masquerading -m                   masquerading (NAT), the only method tunvs has
   --weight       -w weight            capacity of real server
   --u-threshold  -x uthreshold        upper threshold of connections

@@ -234,6 +234,17 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		}
 	}
 	b.WriteByte('\n')
+	if f&FmtRule != 0 {
+		// DPVS's -S saves no local addresses; tunvsadm does, after the
+		// service and before its servers, so that -S | -R round-trips.
+		opt := "-t"
+		if s.Proto == nat.ProtoUDP {
+			opt = "-u"
+		}
+		for _, l := range s.LocalAddrs() {
+			fmt.Fprintf(&b, "--add-laddr %s %s -z %s\n", opt, addrPortString(s.Addr, s.Port), l.Addr)
+		}
+	}
 	io.WriteString(w, b.String())
 	dests := s.Dests()
 	if f&FmtNoSort == 0 {
@@ -249,7 +260,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			// ipvsadm 1.31 saves no -x/-y (print_service_entry), so
 			// neither does tunvsadm -S: thresholds do not survive
 			// -S | -R, with either.
-			fmt.Fprintf(w, "-a %s -r %s -m -w %d\n", name, dn, d.Weight())
+			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", name, dn, methodFlag(d.Method() == rules.FullNAT), d.Weight())
 		case f&FmtStats != 0:
 			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
@@ -265,10 +276,10 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight(), d.PersistConns(),
 				d.ActiveConns(), d.InactConns())
 		case f&FmtTunInfo != 0:
-			// Every tunvs server is Masq, which has no tunnel: "n/a".
-			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, "Masq", "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
+			// Masq and FullNat have no tunnel: "n/a".
+			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, d.Method(), "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
 		default:
-			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, "Masq", d.Weight(), d.ActiveConns(), d.InactConns())
+			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Method(), d.Weight(), d.ActiveConns(), d.InactConns())
 		}
 	}
 }
@@ -389,4 +400,33 @@ func trimLines(s string) string {
 		lines[i] = strings.TrimRight(l, " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// methodFlag is a real server's method as -S and the logs write it: -m,
+// or DPVS's --fullnat (its -b is ipvsadm 1.31's --sched-flags).
+func methodFlag(fullNAT bool) string {
+	if fullNAT {
+		return "--fullnat"
+	}
+	return "-m"
+}
+
+// ListLocalAddrs prints services' local addresses as DPVS's ipvsadm
+// --get-laddr does (list_laddrs): a title, then per service its
+// address and the number of local addresses, and a line per address
+// with the ports found taken while allocating (CONFLICTS) and the
+// connections using it (CONNS).
+func ListLocalAddrs(w io.Writer, svcs []*nat.Service, title bool) {
+	var b strings.Builder
+	if title {
+		fmt.Fprintf(&b, "%-20s %-8s %-20s %-10s %-10s\n", "VIP:VPORT", "TOTAL", "LADDR", "CONFLICTS", "CONNS")
+	}
+	for _, s := range svcs {
+		ls := s.LocalAddrs()
+		fmt.Fprintf(&b, "%-20s %-8d \n", addrPortString(s.Addr, s.Port), len(ls))
+		for _, l := range ls {
+			fmt.Fprintf(&b, "%-20s %-8s %-20s %-10d %-10d\n", "", "", l.Addr, l.Conflicts, l.Conns)
+		}
+	}
+	io.WriteString(w, b.String())
 }

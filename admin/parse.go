@@ -33,6 +33,7 @@ const (
 	fwdMasq
 	fwdRoute
 	fwdTunnel
+	fwdFullNAT // DPVS's --fullnat
 )
 
 // ipvsadm's OPT_* bits, in the order of its optnames table.
@@ -71,6 +72,9 @@ const (
 	optTunNoCsum
 	optTunCsum
 	optTunRemCsum
+	// optLocalAddr is DPVS's -z/--laddr (OPT_LOCAL_ADDRESS), after
+	// ipvsadm 1.31's own.
+	optLocalAddr
 	numOpts
 )
 
@@ -81,6 +85,7 @@ var optNames = [numOpts]string{
 	"thresholds", "persistent-conn", "nosort", "syncid", "exact", "ops", "pe",
 	"sched-flags", "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen",
 	"tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum",
+	"laddr",
 }
 
 // ipvsadm's commands (CMD_*), in the order of its cmdnames table.
@@ -99,13 +104,18 @@ const (
 	cmdRestore
 	cmdSave
 	cmdZero
+	// DPVS's local-address commands (CMD_ADDLADDR, CMD_DELLADDR,
+	// CMD_GETLADDR), after ipvsadm 1.31's own.
+	cmdAddLaddr
+	cmdDelLaddr
+	cmdGetLaddr
 	numCmds
 )
 
 var cmdNames = [numCmds]string{
 	"add-service", "edit-service", "delete-service", "flush", "list",
 	"add-server", "delete-server", "edit-server", "set", "start-daemon",
-	"stop-daemon", "restore", "save", "zero",
+	"stop-daemon", "restore", "save", "zero", "add-laddr", "del-laddr", "get-laddr",
 }
 
 var cmdOps = [numCmds]Op{
@@ -113,6 +123,7 @@ var cmdOps = [numCmds]Op{
 	cmdList: OpList, cmdAddDest: OpAddDest, cmdDelDest: OpDelDest, cmdEditDest: OpEditDest,
 	cmdTimeout: OpSetTimeout, cmdStartDaemon: OpStartDaemon, cmdStopDaemon: OpStopDaemon,
 	cmdRestore: OpRestore, cmdSave: OpSave, cmdZero: OpZero,
+	cmdAddLaddr: OpAddLocalAddr, cmdDelLaddr: OpDelLocalAddr, cmdGetLaddr: OpGetLocalAddr,
 }
 
 // commandsVOptions is ipvsadm's commands_v_options table: '+'
@@ -120,20 +131,24 @@ var cmdOps = [numCmds]Op{
 var commandsVOptions = [numCmds]string{
 	// -n -c svc -s -p -M -r fwd -w -x -y -mc tot dmn -st -rt thr -pc srt
 	// sid -ex ops -pe -b grp port ttl size tinf type tprt nocs csum remc
-	cmdAdd:         "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
-	cmdEdit:        "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxx",
-	cmdDel:         "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdFlush:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdList:        " 11xxxxxxxxx11       xxxxxxx xxxxx",
-	cmdAddDest:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
-	cmdDelDest:     "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdEditDest:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     ",
-	cmdTimeout:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdStartDaemon: "xxxxxxxxxxx xxxxxxx xxxx    xxxxxx",
-	cmdStopDaemon:  "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxx",
-	cmdRestore:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdSave:        " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdZero:        "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	// laddr (DPVS's column, and its rows for the laddr commands)
+	cmdAdd:         "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx",
+	cmdEdit:        "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx",
+	cmdDel:         "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdFlush:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdList:        " 11xxxxxxxxx11       xxxxxxx xxxxxx",
+	cmdAddDest:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     x",
+	cmdDelDest:     "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdEditDest:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     x",
+	cmdTimeout:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdStartDaemon: "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxx",
+	cmdStopDaemon:  "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxx",
+	cmdRestore:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdSave:        " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdZero:        "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdAddLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+",
+	cmdDelLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+",
+	cmdGetLaddr:    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 }
 
 // The tunnel types and their options (tunnel_types_v_options).
@@ -184,6 +199,10 @@ var poptTable = []poptOption{
 	{"sync-maxlen", 0, argRequired}, {"tun-info", 0, argNone}, {"tun-type", 0, argRequired},
 	{"tun-port", 0, argRequired}, {"tun-nocsum", 0, argNone}, {"tun-csum", 0, argNone},
 	{"tun-remcsum", 0, argNone},
+	// DPVS's ipvsadm: --fullnat is its -b, which is ipvsadm 1.31's
+	// --sched-flags, so it is long only here.
+	{"add-laddr", 'P', argNone}, {"del-laddr", 'Q', argNone}, {"get-laddr", 'G', argNone},
+	{"fullnat", 0, argNone}, {"laddr", 'z', argRequired},
 	// tunvs's own, not ipvsadm's.
 	{"sysctl", 0, argOptional},
 }
@@ -325,6 +344,7 @@ var firstCommands = map[string]int{
 	"add-server": cmdAddDest, "edit-server": cmdEditDest, "delete-server": cmdDelDest,
 	"clear": cmdFlush, "list": cmdList, "zero": cmdZero, "set": cmdTimeout,
 	"restore": cmdRestore, "save": cmdSave,
+	"add-laddr": cmdAddLaddr, "del-laddr": cmdDelLaddr, "get-laddr": cmdGetLaddr,
 }
 
 // ipvsadmParser holds ipvsadm's parse state (struct ipvs_command_entry,
@@ -568,11 +588,12 @@ func (p *ipvsadmParser) serverOption(o opt) (bool, error) {
 		if hasPort {
 			c.DestPort = port
 		}
-	case "masquerading", "gatewaying", "ipip":
+	case "masquerading", "gatewaying", "ipip", "fullnat":
 		if err := p.set(optForward); err != nil {
 			return true, err
 		}
-		p.fwd = map[string]int{"masquerading": fwdMasq, "gatewaying": fwdRoute, "ipip": fwdTunnel}[name]
+		p.fwd = map[string]int{"masquerading": fwdMasq, "gatewaying": fwdRoute, "ipip": fwdTunnel, "fullnat": fwdFullNAT}[name]
+		c.FullNAT = p.fwd == fwdFullNAT
 	case "weight":
 		if err := p.set(optWeight); err != nil {
 			return true, err
@@ -707,6 +728,16 @@ func (p *ipvsadmParser) otherOption(o opt) (bool, error) {
 	switch name {
 	case "sort":
 		// The default; kept for old scripts.
+	case "laddr":
+		if err := p.set(optLocalAddr); err != nil {
+			return true, err
+		}
+		// DPVS parses it as a service address (a port is ignored).
+		a, _, _, ok := parseService(o.arg, nat.ProtoTCP)
+		if !ok {
+			return true, fail("illegal local address")
+		}
+		c.LocalAddr = a
 	case "ipv6":
 		if !p.fwmark {
 			// fail(2, "-6 used before -f\n"): fail adds another.

@@ -111,6 +111,8 @@ func (c Command) String() string {
 		return fmt.Sprintf("--sysctl %s=%d", c.Sysctl, c.SysctlValue)
 	case OpZero:
 		return "-Z"
+	case OpAddLocalAddr, OpDelLocalAddr:
+		s = map[Op]string{OpAddLocalAddr: "--add-laddr", OpDelLocalAddr: "--del-laddr"}[c.Op]
 	default:
 		return fmt.Sprintf("op %d", c.Op)
 	}
@@ -128,8 +130,11 @@ func (c Command) String() string {
 	if c.HasDest {
 		s += " -r " + addrPortString(c.DestAddr, c.DestPort)
 		if c.Op != OpDelDest {
-			s += fmt.Sprintf(" -m -w %d", c.Weight)
+			s += fmt.Sprintf(" %s -w %d", methodFlag(c.FullNAT), c.Weight)
 		}
+	}
+	if c.LocalAddr.IsValid() {
+		s += " -z " + c.LocalAddr.String()
 	}
 	return s
 }
