@@ -141,16 +141,16 @@ func (e *linkEP) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Error) {
 	for i := range bufs {
 		bufs[i] = bufs[i][:cap(bufs[i])]
 	}
+	// What the device wrote is what is reported: a partial write is not a
+	// whole one (the stack counts the rest as not sent).
 	if err != nil {
 		n.h.Counters.WriteErrors.Add(1)
-		if written == 0 {
-			if errors.Is(err, tun.ErrClosed) {
-				return 0, &tcpip.ErrClosedForSend{}
-			}
-			return 0, &tcpip.ErrAborted{}
+		if errors.Is(err, tun.ErrClosed) {
+			return written, &tcpip.ErrClosedForSend{}
 		}
+		return written, &tcpip.ErrAborted{}
 	}
-	return len(list), nil
+	return written, nil
 }
 
 // copyPacket flattens pkt into b without allocating.

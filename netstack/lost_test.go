@@ -10,7 +10,10 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"gvisor.dev/gvisor/pkg/buffer"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"github.com/tunvs/tunvs/nat/nattest"
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -95,4 +98,38 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// partialDev writes the first packet of each batch and fails the rest.
+type partialDev struct{ tun.Device }
+
+func (d *partialDev) Write(bufs [][]byte, off int) (int, error) {
+	if len(bufs) > 1 {
+		return 1, syscall.ENOBUFS
+	}
+	return len(bufs), nil
+}
+
+// WritePackets reports what the device wrote, not the whole batch.
+func TestWritePacketsPartial(t *testing.T) {
+	h := New(Config{})
+	defer h.Close()
+	a, _ := tun.NewPair(tun.KindTUN, 1500)
+	n, err := h.AddNIC("a", &partialDev{Device: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list stack.PacketBufferList
+	for range 3 {
+		list.PushBack(stack.NewPacketBuffer(stack.PacketBufferOptions{
+			Payload: buffer.MakeWithData(nattest.TCP(nattest.AP("10.0.0.1:1"), nattest.AP("10.0.0.2:2"), nattest.SYN, 0))}))
+	}
+	defer list.DecRef()
+	got, terr := n.ep.WritePackets(list)
+	if got != 1 || terr == nil {
+		t.Errorf("WritePackets = %d, %v; want 1 and an error", got, terr)
+	}
+	if h.Counters.WriteErrors.Load() != 1 {
+		t.Errorf("WriteErrors = %d", h.Counters.WriteErrors.Load())
+	}
 }
