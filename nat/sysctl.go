@@ -28,6 +28,10 @@ var sysctls = map[string]sysctl{
 		get: func(t *Table) int { return int(t.connReuseMode.Load()) },
 		set: func(t *Table, v int) { t.connReuseMode.Store(int32(max(v, 0))) },
 	},
+	"sloppy_tcp": {
+		get: func(t *Table) int { return b2i(t.sloppyTCP.Load()) },
+		set: func(t *Table, v int) { t.sloppyTCP.Store(v != 0) },
+	},
 	// The sync daemon's (sync.go).
 	"sync_threshold": {
 		get: func(t *Table) int { return int(t.sync.threshold.Load()) },

@@ -147,6 +147,7 @@ type Table struct {
 	expireNodest   atomic.Bool
 	expireQuiesTpl atomic.Bool
 	connReuseMode  atomic.Int32
+	sloppyTCP      atomic.Bool // sloppy_tcp
 
 	// Removed dests kept for their connections and for revival by a
 	// later AddDest (the kernel's dest_trash), under trashMu.
@@ -378,11 +379,14 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if r := t.martian(p, src); r != DropNone {
 		return t.drop(r)
 	}
-	if p.Proto == ProtoTCP && (p.TCPFlags&tcpSYN == 0 || p.TCPFlags&tcpRST != 0) {
+	if p.Proto == ProtoTCP && ((p.TCPFlags&tcpSYN == 0 && !t.sloppyTCP.Load()) || p.TCPFlags&tcpRST != 0) {
 		// Only a SYN opens a TCP connection, never with RST
-		// (tcp_conn_schedule without sloppy_tcp); the stack answers the
-		// rest with a reset, as the kernel's does for a local address
-		// without a socket.
+		// (tcp_conn_schedule: "(th->syn || sysctl_sloppy_tcp(ipvs)) &&
+		// !th->rst"); the stack answers the rest with a reset, as the
+		// kernel's does for a local address without a socket. With
+		// sloppy_tcp any other packet is scheduled too, and the state
+		// table takes it from NONE (an ACK to ESTABLISHED, as the
+		// kernel's tcp_states does).
 		return Result{Verdict: Pass}
 	}
 	if p.SrcPort == ftpDataPort {

@@ -25,6 +25,12 @@ var SysctlTable = []Sysctl{
 		Doc: "invalidate persistence templates of a real server of weight 0"},
 	{Name: "conn_reuse_mode", Default: 1, Min: 0, Max: 3,
 		Doc: "a SYN finding a TIME_WAIT or CLOSE connection is scheduled as new"},
+	// tcp_conn_schedule: with sloppy_tcp any TCP packet but a RST may
+	// open a connection, so a flow that arrives mid-stream (at another
+	// director behind ECMP, or after a failover) is scheduled and goes
+	// on. UDP needs no such knob: every datagram may open one.
+	{Name: "sloppy_tcp", Default: 0, Min: 0, Max: 1,
+		Doc: "a TCP packet other than a SYN (never a RST) may open a connection"},
 	// The sync daemon's knobs (ip_vs_sync.c). The kernel sets
 	// sync_threshold and sync_period as one sysctl, "sync_threshold = 3
 	// 50"; here they are two.

@@ -74,7 +74,7 @@ func TestBadCommandLines(t *testing.T) {
 		{"run", "--link", "name=t0", "--busy-poll", "-1us"},
 		{"run", "--link", "name=t0", "--check", "-t 10.0.0.1:80 http interval=nope"},
 		{"run", "--link", "name=t0", "--sysctl", "conn_reuse_mode=4"},
-		{"run", "--link", "name=t0", "--sysctl", "sloppy_tcp=1"},
+		{"run", "--link", "name=t0", "--sysctl", "nat_icmp_send=1"},
 		{"run", "--link", "name=t0", "--sysctl", "-1"},
 		{"nosuch"},
 	} {
