@@ -71,9 +71,7 @@ func TestDropEntry(t *testing.T) {
 	}
 	for i := range 50 {
 		c := netip.AddrPortFrom(netip.MustParseAddr("10.0.2.1"), uint16(1000+i))
-		e.in(c, S)
-		e.out(c, S|A)
-		e.in(c, A)
+		e.handshake(c)
 		for range 10 {
 			e.in(c, A) // more than 8 packets in: never dropped
 		}
@@ -81,9 +79,7 @@ func TestDropEntry(t *testing.T) {
 	}
 	for i := range 50 {
 		c := netip.AddrPortFrom(netip.MustParseAddr("10.0.3.1"), uint16(1000+i))
-		e.in(c, S)
-		e.out(c, S|A)
-		e.in(c, A)
+		e.handshake(c)
 		idle = append(idle, c)
 	}
 	left := func(cs []netip.AddrPort) int {

@@ -13,6 +13,15 @@ func spoofed(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), uint16(1024+i%60000))
 }
 
+// handshake takes client c's connection through SYN, SYN-ACK and ACK, and
+// returns the verdict on the ACK.
+func (e *env) handshake(c netip.AddrPort) nat.Result {
+	e.t.Helper()
+	e.in(c, S)
+	e.out(c, S|A)
+	return e.in(c, A)
+}
+
 // A table full of a SYN flood's half-open entries still lets clients
 // connect (each new SYN takes the place of a half-open entry), and never
 // drops an established connection. It used to refuse every new client
@@ -24,9 +33,7 @@ func TestEarlyDropUnderSYNFlood(t *testing.T) {
 	var est []netip.AddrPort
 	for i := range 100 {
 		c := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.10"), uint16(30000+i))
-		e.in(c, S)
-		e.out(c, S|A)
-		if r := e.in(c, A); r.Verdict != nat.Forward {
+		if r := e.handshake(c); r.Verdict != nat.Forward {
 			t.Fatalf("established %d: %+v", i, r)
 		}
 		est = append(est, c)
@@ -84,9 +91,7 @@ func TestEarlyDropSparesEstablished(t *testing.T) {
 	e := newEnv(t, nat.Config{MaxConns: 50}, twoServers("rr", 6))
 	for i := range 50 {
 		c := netip.AddrPortFrom(netip.MustParseAddr("10.0.0.10"), uint16(30000+i))
-		e.in(c, S)
-		e.out(c, S|A)
-		e.in(c, A)
+		e.handshake(c)
 	}
 	for i := range 200 {
 		if r := e.tb.Process(nattest.TCP(spoofed(i), vip, S, 0), &e.p, e.now); r.Reason != nat.DropTableFull {
