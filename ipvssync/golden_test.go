@@ -14,9 +14,9 @@ import (
 )
 
 // The golden vectors in testdata/kernel are datagrams a Linux 6.1 IPVS
-// sync master sent (Debian's kernel under qemu): parity's TestSyncGolden
+// sync master sent (Debian's kernel under qemu): parity's TestSync
 // makes them (TUNVS_PARITY=1 TUNVS_SYNC_GOLDEN_WRITE=1 go test -run
-// TestSyncGolden ./parity/; what the VM does is parity/cmd/ipvsrun/sync.go),
+// TestSync ./parity/; what the VM does is parity/cmd/ipvsrun/sync.go),
 // and runs TestKernelGolden against each fresh capture with
 // TUNVS_SYNC_GOLDEN_DIR set. v1-N.bin were sent with sync_version=1,
 // v0-N.bin with 0; master.txt has the master's -Lnc and -L --daemon.

@@ -18,7 +18,7 @@ package main
 //
 // Connections go through each master; then both directors' -Lnc are
 // written to DIR (kernel.txt, tunvs.txt), with their -L --daemon, for
-// parity's TestSyncInterop to compare.
+// parity's TestSync (interop) to compare.
 
 import (
 	"fmt"
