@@ -93,6 +93,11 @@ type opts struct {
 	clientAdvmss, rsAdvmss bool
 	// extra are more tunvs run arguments.
 	extra []string
+	// fullNAT: every real server is --fullnat, each service has a local
+	// address (lad4, lad6) on the real servers' network, and the real
+	// servers have no route but their own network's: none to the
+	// client's.
+	fullNAT bool
 }
 
 func bin(name string) string { return filepath.Join(os.Getenv(envBin), name) }
@@ -174,14 +179,22 @@ func setup(t *testing.T, o opts) *env {
 		"--rule", fmt.Sprintf("-A -u %s:53 -s rr", vip4),
 		"--rule", fmt.Sprintf("-A -t [%s]:80 -s rr", vip6),
 	}
+	method := "-m"
+	if o.fullNAT {
+		method = "--fullnat"
+		args = append(args,
+			"--rule", fmt.Sprintf("--add-laddr -t %s:80 -z %s", vip4, lad4),
+			"--rule", fmt.Sprintf("--add-laddr -u %s:53 -z %s", vip4, lad4),
+			"--rule", fmt.Sprintf("--add-laddr -t [%s]:80 -z %s", vip6, lad6))
+	}
 	for _, r := range e.rss {
 		args = append(args,
 			fmt.Sprintf("--link=name=%s,mtu=%d,addr=172.16.1.3/32,addr=fd00:2::3/128", r.dev, o.rsMTU),
 			fmt.Sprintf("--route=%s/32,dev=%s", r.v4, r.dev),
 			fmt.Sprintf("--route=%s/128,dev=%s", r.v6, r.dev),
-			"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, r.v4),
-			"--rule", fmt.Sprintf("-a -u %s:53 -r %s:5353 -m", vip4, r.v4),
-			"--rule", fmt.Sprintf("-a -t [%s]:80 -r [%s]:8080 -m", vip6, r.v6),
+			"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 %s", vip4, r.v4, method),
+			"--rule", fmt.Sprintf("-a -u %s:53 -r %s:5353 %s", vip4, r.v4, method),
+			"--rule", fmt.Sprintf("-a -t [%s]:80 -r [%s]:8080 %s", vip6, r.v6, method),
 		)
 	}
 	args = append(args, o.extra...)
@@ -210,8 +223,10 @@ func setup(t *testing.T, o opts) *env {
 		must(r.host.LinkUp(r.dev))
 		must(r.host.AddAddr(r.dev, r.v4.String()+"/24"))
 		must(r.host.AddAddr(r.dev, r.v6.String()+"/64"))
-		must(r.host.AddRoute(append([]string{"default", "dev", r.dev}, advmss(o.rsAdvmss)...)...))
-		must(r.host.AddRoute(append([]string{"::/0", "dev", r.dev}, advmss(o.rsAdvmss)...)...))
+		if !o.fullNAT {
+			must(r.host.AddRoute(append([]string{"default", "dev", r.dev}, advmss(o.rsAdvmss)...)...))
+			must(r.host.AddRoute(append([]string{"::/0", "dev", r.dev}, advmss(o.rsAdvmss)...)...))
+		}
 		e.startServers(r)
 	}
 	return e
