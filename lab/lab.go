@@ -71,6 +71,14 @@ type Config struct {
 	// Trace, if set, receives each packet's walk through the director.
 	Trace io.Writer
 	Log   zerolog.Logger
+	// Rules, if set, replace the article's rules (a service on VIP:80
+	// with every real server); the client still asks http://VIP/.
+	Rules []admin.Command
+	// Socket, if set, is the director's control socket, for tunvsadm.
+	Socket string
+	// Stay keeps Run's lab up after its requests, answering tunvsadm on
+	// Socket, until its context ends.
+	Stay bool
 }
 
 // Lab is a running in-process lab.
@@ -115,6 +123,9 @@ func New(cfg Config) (_ *Lab, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Rules != nil {
+		cmds = cfg.Rules
+	}
 	l.Director, err = director.New(director.Config{
 		Links: []director.Link{
 			{Name: "eth0", Dev: clientNet.Port("director-eth0", cfg.MTU), Addrs: []netip.Prefix{DirClient}},
@@ -125,6 +136,7 @@ func New(cfg Config) (_ *Lab, err error) {
 		Health: cfg.Health,
 		Trace:  cfg.Trace,
 		Log:    cfg.Log,
+		Socket: cfg.Socket,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("lab: director: %w", err)
@@ -234,8 +246,12 @@ func Run(ctx context.Context, cfg Config, n int, w io.Writer) error {
 		return err
 	}
 	defer l.Close()
-	fmt.Fprintf(w, "LVS-NAT lab: client %s, director %s (DIP %s, VIP %s), %d real servers, scheduler %s\n\n",
-		ClientAddr.Addr(), DirClient.Addr(), DIP.Addr(), VIP, len(l.Servers), l.NAT().Services()[0].SchedulerName())
+	rules := "scheduler " + cfg.Scheduler
+	if cfg.Rules != nil {
+		rules = fmt.Sprintf("%d rules given", len(cfg.Rules))
+	}
+	fmt.Fprintf(w, "LVS-NAT lab: client %s, director %s (DIP %s, VIP %s), %d real servers, %s\n\n",
+		ClientAddr.Addr(), DirClient.Addr(), DIP.Addr(), VIP, len(l.Servers), rules)
 	for i := range n {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		body, err := l.Get(rctx)
@@ -253,5 +269,9 @@ func Run(ctx context.Context, cfg Config, n int, w io.Writer) error {
 	admin.List(w, l.NAT(), admin.FmtNumeric|admin.FmtStats)
 	fmt.Fprintf(w, "\n$ tunvsadm -Lnc\n")
 	admin.ListConns(w, l.NAT(), time.Now(), admin.FmtNumeric)
+	if cfg.Stay && cfg.Socket != "" {
+		fmt.Fprintf(w, "\nThe lab stays up until Ctrl-C; its director answers tunvsadm on %s:\n  tunvsadm --socket %s -L -n\n", cfg.Socket, cfg.Socket)
+		<-ctx.Done()
+	}
 	return nil
 }

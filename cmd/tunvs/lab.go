@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/sched"
@@ -66,12 +67,18 @@ func cmdLab(ctx context.Context, args []string) error {
 	walk := fs.Bool("walk", false, "with --netns: then walk one connection through the lab, pausing at each step")
 	walkAuto := fs.Bool("walk-auto", false, "with --netns: the walk without pauses")
 	stateDir := fs.String("state-dir", lab.DefaultStateDir(), "with --netns: the lab's state directory")
+	stay := fs.Bool("stay", false, "in-process lab: stay up after the requests, answering tunvsadm on --socket, until Ctrl-C")
+	socket := fs.String("socket", admin.DefaultSocket(), "in-process lab: the director's control socket, with --stay")
+	rulesFile := fs.String("rules", "", "in-process lab: ipvsadm-save rules instead of the article's (the client still asks http://172.16.1.100/)")
+	ruleLines := fs.StringArray("rule", nil, "in-process lab: one ipvsadm command, instead of the article's rules; repeatable")
 	inner := fs.Bool("inner", false, "")
 	fs.MarkHidden("inner")
 	var lf logFlags
 	lf.register(fs, "warn")
 	docDefault(fs, "state-dir", stateDirDoc)
 	completeWith(fs, "state-dir", "dirs")
+	docDefault(fs, "socket", admin.DefaultSocketDoc)
+	completeWith(fs, "rules", "files")
 	completeWith(fs, "scheduler", sched.Names()...)
 	completeWith(fs, "attach", "tap", "tun")
 	setUsage(fs, labHelp)
@@ -114,7 +121,17 @@ func cmdLab(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log}
+		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log, Stay: *stay}
+		if *stay {
+			lc.Socket = *socket
+		}
+		if *rulesFile != "" || len(*ruleLines) > 0 {
+			cmds, _, err := ruleCommands(*rulesFile, *ruleLines, &hp)
+			if err != nil {
+				return err
+			}
+			lc.Rules, lc.Health = cmds, hp.Config()
+		}
 		if *trace {
 			lc.Trace = os.Stdout
 		}
@@ -125,6 +142,10 @@ func cmdLab(ctx context.Context, args []string) error {
 	for f, instead := range map[string]string{
 		"requests": "make requests with `tunvs lab exec client -- curl -s http://10.0.0.200/`",
 		"trace":    "see the director's packets with `tunvs lab capture lan tvlab0` or `tunvs lab walk`",
+		"stay":     "the lab stays up until Ctrl-C or `tunvs lab down` anyway",
+		"socket":   "the director's socket is in the state directory (see the banner)",
+		"rules":    "change the director's rules with `tunvs lab exec director -- tunvsadm ...`",
+		"rule":     "change the director's rules with `tunvs lab exec director -- tunvsadm ...`",
 	} {
 		if fs.Changed(f) {
 			name := "--" + f

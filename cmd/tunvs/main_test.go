@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tunvs/tunvs/admin"
 )
 
 // buildTunvs builds the command into a directory any user may read, so it
@@ -152,5 +155,47 @@ func TestKeepalivedConfRefused(t *testing.T) {
 	}
 	if code := realMain([]string{"run", "--link", "name=t0", "--keepalived-conf", f, "--rules", f}); code != 2 {
 		t.Errorf("--rules with --keepalived-conf: exit %d, want 2", code)
+	}
+}
+
+// The in-process lab takes rules and, with --stay, stays up answering
+// tunvsadm on its control socket until interrupted.
+func TestLabStaysAndTakesRules(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := buildTunvs(t)
+	sock := filepath.Join(t.TempDir(), "lab.sock")
+	cmd := exec.Command(bin, "lab", "-n", "2", "--stay", "--socket", sock,
+		"--rule", "-A -t 172.16.1.100:80 -s wrr",
+		"--rule", "-a -t 172.16.1.100:80 -r 172.16.1.5 -m -w 3",
+		"--rule", "-a -t 172.16.1.100:80 -r 172.16.1.6 -m")
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	var listing string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		resp, err := admin.Call(sock, admin.Request{Args: []string{"-L", "-n"}})
+		if err == nil && strings.Contains(resp.Output, "TCP  172.16.1.100:80 wrr") {
+			listing = resp.Output
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the lab does not answer on %s: %v\n%s", sock, err, out.String())
+		}
+	}
+	// Both requests were made, one to each server (wrr, weights 3 and 1).
+	if !strings.Contains(listing, "-> 172.16.1.5:80                Masq    3      0          1") {
+		t.Errorf("listing:\n%s", listing)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGINT: %v\n%s", err, out.String())
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("the socket is left behind: %v", err)
 	}
 }

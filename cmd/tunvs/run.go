@@ -173,25 +173,12 @@ func cmdRun(ctx context.Context, args []string) error {
 		cmds = admin.Commands(rules.Rules{}.Diff(kc))
 		kaChecks = kc.Checks.Services
 	}
-	if *rulesFile != "" {
-		data, err := os.ReadFile(*rulesFile)
-		if err != nil {
-			return err
-		}
-		c, ln, err := admin.ReadRulesFile(string(data), &checks)
-		if err != nil {
-			return fmt.Errorf("%s: %w", *rulesFile, err)
-		}
-		cmds = append(cmds, c...)
-		lines = append(lines, ln...)
+	c, ln, err := ruleCommands(*rulesFile, *ruleLines, &checks)
+	if err != nil {
+		return err
 	}
-	for i, l := range *ruleLines {
-		c, err := admin.Parse(strings.Fields(l))
-		if err != nil {
-			return usageError{fmt.Errorf("--rule #%d %q: %w", i+1, l, err)}
-		}
-		cmds = append(cmds, c)
-	}
+	cmds = append(cmds, c...)
+	lines = append(lines, ln...)
 	if len(*ruleLines) > 0 {
 		lines = nil // mixed sources: errors name the command's index
 	}
@@ -477,4 +464,29 @@ func deviceHint(err error) error {
 		return fmt.Errorf("%w\n(creating a TUN/TAP device needs CAP_NET_ADMIN: run as root, or as an ordinary user inside\n `unshare --user --map-root-user --net`, as the README shows)", err)
 	}
 	return fmt.Errorf("%w\n(opening a TUN/TAP device needs administrator rights on %s)", err, runtime.GOOS)
+}
+
+// ruleCommands reads the rules of --rules FILE (its --check lines into
+// checks) and --rule LINEs, in that order, for tunvs run and tunvs lab.
+// lines are the file's line numbers of its commands.
+func ruleCommands(file string, ruleLines []string, checks *health.Parser) (cmds []admin.Command, lines []int, err error) {
+	if file != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, nil, err
+		}
+		c, ln, err := admin.ReadRulesFile(string(data), checks)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", file, err)
+		}
+		cmds, lines = c, ln
+	}
+	for i, l := range ruleLines {
+		c, err := admin.Parse(strings.Fields(l))
+		if err != nil {
+			return nil, nil, usageError{fmt.Errorf("--rule #%d %q: %w", i+1, l, err)}
+		}
+		cmds = append(cmds, c)
+	}
+	return cmds, lines, nil
 }
