@@ -132,7 +132,6 @@ func TestRefused(t *testing.T) {
 		{vs + "delay_loop soon\n}\n", "main.conf:2: keepalived.conf: delay_loop: \"soon\" is not a number of seconds"},
 		{vs + "real_server 10.0.0.2 80 {\n}\nreal_server 10.0.0.2 80 {\n}\n}\n", "main.conf:4: keepalived.conf: real_server 10.0.0.2:80 configured twice"},
 		{vs + "}\n" + vs + "}\n", "main.conf:3: keepalived.conf: virtual_server 10.0.0.1 80 configured twice (first at "},
-		{"virtual_server 10.0.0.1 0 {\n}\n", "main.conf:1: keepalived.conf: virtual_server 10.0.0.1: port 0 needs persistence_timeout"},
 		{"virtual_server group NOPE {\n}\n", "main.conf:1: keepalived.conf: virtual_server group NOPE: no such virtual_server_group"},
 		{vs, "main.conf:1: keepalived.conf: '{' is never closed"},
 		{"}\n", "main.conf:1: keepalived.conf: '}' without '{'"},
@@ -159,6 +158,7 @@ func TestReading(t *testing.T) {
 	os.WriteFile(p, []byte(`$PORT=80
 virtual_server 10.0.0.1 $PORT
 {
+	protocol TCP
 	real_server 10.0.0.2 ${PORT} { ! comment
 		MISC_CHECK {
 			misc_path "/bin/echo a#b !c $UNDEF"   # comment

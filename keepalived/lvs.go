@@ -35,6 +35,9 @@ const (
 	defaultDelayLoop      = 60 * time.Second // virtual_server's delay_loop
 	defaultConnectTimeout = 5 * time.Second  // a checker's connect_timeout
 	defaultRetry          = 1                // a checker's retry
+	// IPVS_SVC_PERSISTENT_TIMEOUT (libipvs.h), persistence without a
+	// timeout.
+	defaultPersistTimeout = 360 * time.Second
 )
 
 // Load reads the keepalived configuration at path, its includes too, and
@@ -258,11 +261,21 @@ func (m *mapper) virtualServer(s stmt) error {
 		keys = []groupEntry{{s.Pos, a, port}}
 	}
 	vs := vsConf{delayLoop: defaultDelayLoop, retry: -1}
-	vs.svc.Proto = rules.ProtoTCP
 	for _, k := range s.block {
 		if err := m.vsKeyword(&vs, k); err != nil {
 			return err
 		}
+	}
+	// keepalived's validate_check_config (check_data.c) mends what the
+	// kernel would take otherwise, and says so; so does tunvs.
+	if vs.svc.Proto == 0 {
+		// "the kernel defaults to UDP, so set it explicitly"
+		m.warnf(s.Pos, "no protocol set: UDP, as keepalived defaults to")
+		vs.svc.Proto = rules.ProtoUDP
+	}
+	if vs.svc.OnePacket && vs.svc.Proto != rules.ProtoUDP {
+		m.warnf(s.Pos, "ops is for UDP only: off, as keepalived resets it")
+		vs.svc.OnePacket = false
 	}
 	for i, g := range keys {
 		if err := m.emit(s, &vs, g, i == 0); err != nil {
@@ -294,6 +307,11 @@ func (m *mapper) vsKeyword(vs *vsConf, k stmt) error {
 			return errAt(k.Pos, "persistence_granularity %q: want a contiguous netmask or a prefix length", k.arg(1))
 		}
 		vs.svc.PersistMaskBits = bits
+		if !vs.svc.Persistent {
+			// check_parser.c's handler: persistence with the default
+			// timeout, IPVS_SVC_PERSISTENT_TIMEOUT.
+			vs.svc.Persistent, vs.svc.PersistTimeout = true, defaultPersistTimeout
+		}
 	case "protocol":
 		switch strings.ToUpper(k.arg(1)) {
 		case "TCP":
@@ -589,7 +607,8 @@ func (m *mapper) emit(s stmt, vs *vsConf, g groupEntry, first bool) error {
 		svc.PersistMaskBits = 0
 	}
 	if svc.Port == 0 && !svc.Persistent {
-		return errAt(g.Pos, "virtual_server %v: port 0 needs persistence_timeout (as ipvsadm: zero port for a non-persistent service)", g.addr)
+		warnf(g.Pos, "virtual_server %v: zero port only valid for persistent services: persistence_timeout %d, as keepalived sets", g.addr, defaultPersistTimeout/time.Second)
+		svc.Persistent, svc.PersistTimeout = true, defaultPersistTimeout
 	}
 	if err := rules.ValidService(&svc); err != nil {
 		return errAt(g.Pos, "virtual_server %v: %v", netip.AddrPortFrom(g.addr, g.port), err)

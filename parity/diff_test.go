@@ -97,3 +97,17 @@ func TestCLIListCurrent(t *testing.T) {
 		t.Errorf("%s is stale: go test ./parity -run TestCLIListCurrent -update", path)
 	}
 }
+
+// The keepalived scenario's tunvs side loads its configuration without
+// error (the kernel's side needs the VM: make ipvs-parity).
+func TestKeepalivedStepTunvs(t *testing.T) {
+	sc, err := ParseFile("scenarios/keepalived_lvs.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := RunTunvs(sc)
+	if len(r.Events) != 1 || strings.HasPrefix(r.Events[0].Outcome, "error") || !strings.Contains(r.Events[0].Outcome, "10.1.0.2:80") {
+		t.Fatalf("%+v", r.Events)
+	}
+	t.Logf("%s\nwarnings: %s", r.Events[0].Outcome, r.Events[0].Detail)
+}

@@ -24,6 +24,11 @@
 //	stdin TEXT               a line of standard input for the next cmd (-R)
 //	node_exporter            node_exporter's IPVS series (its own binary on
 //	                         the kernel side, tunvs's metrics here)
+//	keepalived               the stdin lines before it are a keepalived.conf:
+//	                         keepalived 2.2 (Debian's, checkers only) loads it
+//	                         into the kernel, tunvs's package keepalived into
+//	                         the table; `-L -n` and `-L -n --thresholds` of
+//	                         both are compared
 //
 // Topology inside the VM, one set of network namespaces per scenario (IPVS
 // state is per namespace, so scenarios cannot leak into each other): the
@@ -58,6 +63,9 @@ const (
 	// StepNodeExporter compares node_exporter's IPVS series (Debian's
 	// prometheus-node-exporter in the director's namespace) with tunvs's.
 	StepNodeExporter = "node_exporter"
+	// StepKeepalived loads the stdin lines before it as a keepalived.conf
+	// (keepalived itself on the kernel side, package keepalived here).
+	StepKeepalived = "keepalived"
 )
 
 // NodeExporterMissing is a node_exporter step's outcome when the VM had
@@ -119,6 +127,11 @@ type Result struct {
 	Events   []Event `json:"events"`
 	Error    string  `json:"error,omitempty"` // setup failure (VM side)
 	SetupMs  int64   `json:"setup_ms,omitempty"`
+}
+
+// KeepalivedOutcome is a keepalived step's outcome: the listings.
+func KeepalivedOutcome(list, thresholds string) string {
+	return "--- -L -n\n" + TrimListing(list) + "\n--- -L -n --thresholds\n" + TrimListing(thresholds) + "\n"
 }
 
 // CmdOutcome is the outcome of a cmd step: everything ipvsadm shows.
@@ -208,8 +221,8 @@ func Parse(name string, r io.Reader) (*Scenario, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if f[0] != StepCmd && stdin.Len() > 0 {
-			return nil, bad("stdin lines must come right before a cmd")
+		if f[0] != StepCmd && f[0] != StepKeepalived && stdin.Len() > 0 {
+			return nil, bad("stdin lines must come right before a cmd or keepalived")
 		}
 		switch f[0] {
 		case StepCmd:
@@ -217,6 +230,12 @@ func Parse(name string, r io.Reader) (*Scenario, error) {
 			stdin.Reset()
 		case StepIPVSAdm:
 			sc.Steps = append(sc.Steps, Step{Line: n, Kind: StepIPVSAdm, Args: f[1:]})
+		case StepKeepalived:
+			if len(f) != 1 || stdin.Len() == 0 {
+				return nil, bad("keepalived takes no arguments; its configuration is the stdin lines before it")
+			}
+			sc.Steps = append(sc.Steps, Step{Line: n, Kind: StepKeepalived, Stdin: stdin.String()})
+			stdin.Reset()
 		case StepList, StepNodeExporter:
 			if len(f) != 1 {
 				return nil, bad("%s takes no arguments", f[0])

@@ -37,6 +37,11 @@ command -v ipvsadm >/dev/null 2>&1 || [ -x /usr/sbin/ipvsadm ] || need+=(ipvsadm
 command -v depmod >/dev/null 2>&1 || [ -x /usr/sbin/depmod ] || need+=(kmod)
 command -v cpio >/dev/null 2>&1 || need+=(cpio)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# keepalived: the keepalived scenario's oracle (keepalived_lvs.txt); the VM
+# runs the host's binary, in the foreground, checkers only. Installing it
+# starts nothing where systemd does not run; where it does, the package's
+# unit needs /etc/keepalived/keepalived.conf, which this does not write.
+command -v keepalived >/dev/null 2>&1 || [ -x /usr/sbin/keepalived ] || need+=(keepalived)
 updated=
 if [ ${#need[@]} -gt 0 ]; then
 	echo "setup: installing ${need[*]}"

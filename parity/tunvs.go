@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/keepalived"
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
@@ -56,6 +59,8 @@ func RunTunvs(sc *Scenario) Result {
 			var b bytes.Buffer
 			admin.List(&b, r.t, admin.FmtNumeric)
 			ev.Outcome = b.String()
+		case StepKeepalived:
+			ev.Outcome, ev.Detail = r.keepalived(st)
 		case StepTCP:
 			ev.Outcome, ev.Detail = r.tcp(st)
 		case StepUDP:
@@ -182,4 +187,30 @@ func (r *tunvsRun) udp(st Step) (string, string) {
 		return "error: reply not forwarded: " + res.Reason.String(), ""
 	}
 	return rs.String(), ""
+}
+
+// keepalived loads the step's keepalived.conf into the table as tunvs run
+// --keepalived-conf does (the checks are not run: the scenarios' checkers
+// are ones that pass), and lists it as KeepalivedOutcome.
+func (r *tunvsRun) keepalived(st Step) (string, string) {
+	dir, err := os.MkdirTemp("", "parity-keepalived")
+	if err != nil {
+		return "error: " + err.Error(), ""
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "keepalived.conf")
+	if err := os.WriteFile(path, []byte(st.Stdin), 0o644); err != nil {
+		return "error: " + err.Error(), ""
+	}
+	kc, err := keepalived.Load(path, keepalived.Options{})
+	if err != nil {
+		return "error: " + err.Error(), ""
+	}
+	if err := r.t.Apply(r.t.Rules().Diff(kc.Rules)); err != nil {
+		return "error: " + err.Error(), ""
+	}
+	var l, th bytes.Buffer
+	admin.List(&l, r.t, admin.FmtNumeric)
+	admin.List(&th, r.t, admin.FmtNumeric|admin.FmtThresholds)
+	return KeepalivedOutcome(l.String(), th.String()), fmt.Sprint(kc.Warnings)
 }

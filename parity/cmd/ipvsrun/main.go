@@ -476,6 +476,67 @@ func (w *world) cmd(st parity.Step) string {
 	return out
 }
 
+// keepalived runs Debian's keepalived (checkers only, in the foreground)
+// in the director's namespace on the step's configuration, waits until
+// the listing has services and has not changed for two seconds, lists,
+// and stops it (keepalived then removes its services).
+func (w *world) keepalived(i int, st parity.Step) (string, string) {
+	dir := fmt.Sprintf("/tmp/keepalived-%d", i)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "error: " + err.Error(), ""
+	}
+	conf := dir + "/keepalived.conf"
+	if err := os.WriteFile(conf, []byte(st.Stdin), 0o644); err != nil {
+		return "error: " + err.Error(), ""
+	}
+	var proc *exec.Cmd
+	logf, err := os.Create(dir + "/log")
+	if err != nil {
+		return "error: " + err.Error(), ""
+	}
+	defer logf.Close()
+	logText := func() string { b, _ := os.ReadFile(dir + "/log"); return string(b) }
+	err = inNS(w.dir, func() error {
+		proc = exec.Command("keepalived", "-C", "-n", "-l", "-G", "-f", conf,
+			"-p", dir+"/keepalived.pid", "-c", dir+"/checkers.pid", "-r", dir+"/vrrp.pid")
+		proc.Stdout, proc.Stderr = logf, logf
+		return proc.Start()
+	})
+	if err != nil {
+		return "error: keepalived: " + err.Error(), ""
+	}
+	defer func() {
+		proc.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { proc.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			proc.Process.Kill()
+			<-done
+		}
+	}()
+	last, since := "", time.Now()
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		out, err := shNS(w.dir, "ipvsadm", "-L", "-n")
+		if err != nil {
+			return "error: ipvsadm: " + err.Error(), logText()
+		}
+		if out != last {
+			last, since = out, time.Now()
+			continue
+		}
+		if strings.Count(out, "\n") > 3 && time.Since(since) >= 2*time.Second {
+			th, err := shNS(w.dir, "ipvsadm", "-L", "-n", "--thresholds")
+			if err != nil {
+				return "error: ipvsadm: " + err.Error(), logText()
+			}
+			return parity.KeepalivedOutcome(out, th), logText()
+		}
+	}
+	return "error: keepalived's services did not settle", last + logText()
+}
+
 // nodeExporter runs node_exporter with only its IPVS collector in the
 // director's namespace (it reads /proc/net/ip_vs and ip_vs_stats of the
 // namespace it runs in), fetches /metrics once with busybox wget from
@@ -556,6 +617,8 @@ func run(i int, sc *parity.Scenario) (r parity.Result) {
 			ev.Outcome = w.cmd(st)
 		case parity.StepNodeExporter:
 			ev.Outcome, ev.Detail = w.nodeExporter()
+		case parity.StepKeepalived:
+			ev.Outcome, ev.Detail = w.keepalived(i, st)
 		case parity.StepList:
 			out, err := shNS(w.dir, "ipvsadm", "-L", "-n")
 			ev.Outcome = out
