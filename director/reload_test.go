@@ -138,6 +138,7 @@ func TestReloadKeepalived(t *testing.T) {
 	conf := func(w2 int, extra string) string {
 		return fmt.Sprintf(`virtual_server 10.0.0.100 80 {
 	lb_algo rr
+	protocol TCP
 	real_server 10.0.0.5 80 {
 		TCP_CHECK {
 			warmup 3600
@@ -174,7 +175,7 @@ func TestReloadKeepalived(t *testing.T) {
 		t.Fatalf("after reload:\n%s", save(d))
 	}
 	os.WriteFile(path, []byte(conf(5, "\tlb_kind TUN\n")), 0o644)
-	if _, err := keepalived.Load(path, keepalived.Options{}); err == nil || !strings.Contains(err.Error(), path+":11: ") {
+	if _, err := keepalived.Load(path, keepalived.Options{}); err == nil || !strings.Contains(err.Error(), path+":12: ") {
 		t.Fatalf("TUN: %v", err)
 	}
 	if save(d) != want {
