@@ -57,7 +57,8 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
   --rule 'LINE'    one ipvsadm command, e.g. '-A -t 10.0.0.1:80 -s rr'; repeatable
   --sysctl NAME=VALUE
         an IPVS sysctl (/proc/sys/net/ipv4/vs: expire_nodest_conn,
-        expire_quiescent_template, conn_reuse_mode, sync_*; tunvsadm
+        expire_quiescent_template, conn_reuse_mode, sloppy_tcp,
+        amemthresh, drop_entry, secure_tcp, sync_*; tunvsadm
         --sysctl lists them); repeatable, and allowed in the rules file
         as lines '--sysctl NAME=VALUE'
   --check 'LINE'   a health check of real servers; repeatable, and allowed in
