@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -91,9 +92,12 @@ type Command struct {
 	OnePacket bool
 
 	// The real server (-r), if given.
-	HasDest   bool
-	DestAddr  netip.Addr
-	DestPort  uint16
+	HasDest  bool
+	DestAddr netip.Addr
+	DestPort uint16
+	// Method is the real server's forwarding method: -m (the zero
+	// value, and what tunvs takes when none is given) or -g.
+	Method    rules.Method
 	Weight    int
 	HasWeight bool
 	// UThreshold and LThreshold are -x and -y.

@@ -213,7 +213,7 @@ func (c Command) changes() bool {
 // its default (weight 1, no thresholds), as ipvsadm does.
 func (c Command) Change() rules.Change {
 	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}}
-	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight,
+	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight, Method: c.Method,
 		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
 	if c.FullNAT {
 		srv.Method = rules.FullNAT
@@ -290,6 +290,7 @@ func CommandOf(ch rules.Change) Command {
 		d := ch.Server
 		c.HasDest, c.DestAddr, c.DestPort = true, d.Addr.Addr(), d.Addr.Port()
 		c.Weight, c.HasWeight = d.Weight, true
+		c.Method = d.Method
 		c.UThreshold, c.LThreshold = d.UThreshold, d.LThreshold
 		c.HasUThreshold, c.HasLThreshold = d.UThreshold != 0, d.LThreshold != 0
 		c.FullNAT = d.Method == rules.FullNAT
@@ -477,7 +478,8 @@ Options:
   --ops          -o                   one-packet scheduling (UDP)
   --real-server  -r server-address    server-address is host (and port)
   --fullnat                           full NAT (DPVS's): the server sees a local address, not the client
-  --masquerading -m                   masquerading (NAT), the only method tunvs has
+  --gatewaying   -g                   gatewaying (direct routing), on TAP links
+  --masquerading -m                   masquerading (NAT), the default in tunvs
   --weight       -w weight            capacity of real server
   --u-threshold  -x uthreshold        upper threshold of connections
   --l-threshold  -y lthreshold        lower threshold of connections
@@ -494,6 +496,6 @@ Options:
   --sort                              does nothing, for backwards compatibility
   --sysctl                            (tunvs's, with -L) the net.ipv4.vs sysctls
 
-Not supported: -g (gatewaying), -i (ipip), -f (fwmark services), --pe, the sync daemon.
+Not supported: -i (ipip), -f (fwmark services), --pe, the sync daemon.
 Without -n, names come from /etc/hosts and /etc/services only (no DNS).
 `

@@ -260,7 +260,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			// ipvsadm 1.31 saves no -x/-y (print_service_entry), so
 			// neither does tunvsadm -S: thresholds do not survive
 			// -S | -R, with either.
-			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", name, dn, methodFlag(d.Method() == rules.FullNAT), d.Weight())
+			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", name, dn, methodFlag(d.Method()), d.Weight())
 		case f&FmtStats != 0:
 			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
@@ -276,7 +276,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight(), d.PersistConns(),
 				d.ActiveConns(), d.InactConns())
 		case f&FmtTunInfo != 0:
-			// Masq and FullNat have no tunnel: "n/a".
+			// Masq, FullNat and Route have no tunnel: "n/a".
 			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, d.Method(), "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
 		default:
 			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Method(), d.Weight(), d.ActiveConns(), d.InactConns())
@@ -403,10 +403,14 @@ func trimLines(s string) string {
 }
 
 // methodFlag is a real server's method as -S and the logs write it: -m,
-// or DPVS's --fullnat (its -b is ipvsadm 1.31's --sched-flags).
-func methodFlag(fullNAT bool) string {
-	if fullNAT {
+// -g (ipvsadm's fwd_switch), or DPVS's --fullnat (its -b is ipvsadm
+// 1.31's --sched-flags).
+func methodFlag(m rules.Method) string {
+	switch m {
+	case rules.FullNAT:
 		return "--fullnat"
+	case rules.Route:
+		return "-g"
 	}
 	return "-m"
 }

@@ -181,3 +181,31 @@ func TestNonNumeric(t *testing.T) {
 		t.Errorf("names not resolved:\n%s", save(tb))
 	}
 }
+
+// A direct-routing real server lists as ipvsadm lists it: Route, with the
+// service's port; -S saves it with -g, and -R of that makes it again.
+func TestRouteListing(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	mustApply(t, tb, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 10.0.0.2 -g -w 2", "-a -t 10.0.0.1:80 -r 10.0.0.3:8080 -m")
+	for _, c := range []struct{ args, want string }{
+		{"-L -n", "  -> 10.0.0.2:80                  Route   2      0          0         \n"},
+		{"-L -n --tun-info", "  -> 10.0.0.2:80                  Route   n/a           2      0          0         \n"},
+		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 2\n"},
+	} {
+		out, err := Execute(tb, strings.Fields(c.args), "")
+		if err != nil {
+			t.Fatalf("%s: %v", c.args, err)
+		}
+		if !strings.Contains(out, c.want) {
+			t.Errorf("%s: no line %q in\n%s", c.args, c.want, out)
+		}
+	}
+	saved, _ := Execute(tb, []string{"-S", "-n"}, "")
+	tb2 := nat.New(nat.Config{})
+	if _, err := Execute(tb2, []string{"-R"}, saved); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := Execute(tb2, []string{"-S", "-n"}, ""); again != saved {
+		t.Errorf("-S | -R | -S: got\n%s\nwant\n%s", again, saved)
+	}
+}

@@ -914,10 +914,11 @@ func (p *ipvsadmParser) tunvsRefuses() error {
 		return fail("--sctp-service is not supported: tunvs balances TCP and UDP")
 	case p.pe:
 		return fail("--pe (persistence engines, e.g. sip) is not supported by tunvs")
-	case p.fwd == fwdRoute:
-		return fail("-g (direct routing, gatewaying) is not supported: tunvs is a NAT director; use -m")
 	case p.fwd == fwdTunnel:
 		return fail("-i (IP-IP tunnelling) is not supported: tunvs is a NAT director; use -m")
+	}
+	if p.fwd == fwdRoute {
+		c.Method = rules.Route
 	}
 	if p.opts&(1<<optNetmask) != 0 {
 		if !p.svcV6 {

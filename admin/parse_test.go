@@ -8,6 +8,7 @@ import (
 
 	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -60,6 +61,13 @@ func TestParseForms(t *testing.T) {
 		{"-e -t 10.0.0.1:80 -r 10.0.0.2 -w 0", func(c Command) bool { return c.Op == OpEditDest && c.HasWeight && c.Weight == 0 }},
 		{"-d -u [fd00::1]:53 -r fd00::2", func(c Command) bool { return c.Op == OpDelDest && c.DestPort == 53 }},
 		{"-v", func(c Command) bool { return c.Op == OpVersion }},
+		// -g: the real server's port is the service's (ipvsadm's
+		// "if (ce.dest.conn_flags != IP_VS_CONN_F_MASQ) ce.dest.port =
+		// ce.svc.port").
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -g -w 2", func(c Command) bool {
+			return c.Op == OpAddDest && c.Method == rules.Route && c.DestPort == 80 && c.Change().Server.Method == rules.Route
+		}},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -m", func(c Command) bool { return c.Method == rules.Masquerade }},
 		// ipvsadm's DEF_MCAST_IFN when --mcast-interface is not given.
 		{"--start-daemon master", func(c Command) bool {
 			return c.Op == OpStartDaemon && c.Daemon.Role == ipvssync.Master && c.Daemon.Config.Interface == "eth0"
@@ -86,7 +94,6 @@ func TestParseForms(t *testing.T) {
 func TestParseRefusals(t *testing.T) {
 	for _, tc := range []struct{ args, msg string }{
 		{"-A -f 1 -s rr", "not supported"},
-		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -g", "not supported"},
 		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i", "not supported"},
 		{"-A -u 10.0.0.1:53 --pe sip", "not supported"},
 		{"-A -t 10.0.0.1:80 -o", "One-Packet Scheduling is only for UDP virtual services"},

@@ -130,7 +130,7 @@ func (c Command) String() string {
 	if c.HasDest {
 		s += " -r " + addrPortString(c.DestAddr, c.DestPort)
 		if c.Op != OpDelDest {
-			s += fmt.Sprintf(" %s -w %d", methodFlag(c.FullNAT), c.Weight)
+			s += fmt.Sprintf(" %s -w %d", methodFlag(c.Change().Server.Method), c.Weight)
 		}
 	}
 	if c.LocalAddr.IsValid() {

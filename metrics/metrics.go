@@ -199,6 +199,7 @@ func Write(w io.Writer, src Source) {
 			{"time_exceeded_sent", "ICMP time exceeded sent", c.TimeExceededSent.Load()},
 			{"icmp_rate_limited", "ICMP errors not sent: rate limit (icmp_ratelimit, icmp_msgs_per_sec)", c.ICMPLimited.Load()},
 			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
+			{"route_drops", "direct-routing (-g) packets not sent: real server not on a TAP segment, or its MAC unresolved", c.RouteDrops.Load()},
 			{"gso_packets", "offloaded super-packets read whole from a TUN or TAP device and NATed as one", c.GSOPackets.Load()},
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},

@@ -198,6 +198,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		d := s.dests[s.findLocked(c.Server.Addr.Addr(), c.Server.Addr.Port())]
 		d.weight.Store(int32(c.Server.Weight))
 		d.fullNAT.Store(c.Server.Method == rules.FullNAT)
+		d.route.Store(c.Server.Method == rules.Route)
 		d.setThresholds(c.Server.UThreshold, c.Server.LThreshold)
 		s.updateLocked()
 		s.mu.Unlock()
@@ -278,6 +279,7 @@ func (w *writer) addDest(s *Service, c rules.Server) {
 	}
 	d.weight.Store(int32(c.Weight))
 	d.fullNAT.Store(c.Method == rules.FullNAT)
+	d.route.Store(c.Method == rules.Route)
 	d.setThresholds(c.UThreshold, c.LThreshold)
 	d.removed.Store(false)
 	s.dests = append([]*Dest{d}, s.dests...)

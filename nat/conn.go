@@ -97,7 +97,20 @@ const (
 	// flagFullNAT: a full-NAT connection, allocated as a fnatConn (set
 	// before the connection is published, never cleared).
 	flagFullNAT
+	// flagRoute: a direct-routing connection (IP_VS_CONN_F_DROUTE),
+	// never rewritten; set before it is published, never cleared.
+	flagRoute
+	// flagNoOutput: IP_VS_CONN_F_NOOUTPUT, set on a direct-routing
+	// connection that has seen no packet from its real server: its TCP
+	// states follow the client's packets alone (the INPUT-ONLY table).
+	// The first packet the other way clears it, as set_tcp_state does.
+	flagNoOutput
 )
+
+// Routed reports whether the connection is direct routing (-g): its
+// packets from the client leave unchanged, to the real server's Ethernet
+// address.
+func (c *Conn) Routed() bool { return c.hasFlag(flagRoute) }
 
 func (c *Conn) hasFlag(f uint32) bool { return c.flags.Load()&f != 0 }
 

@@ -69,6 +69,9 @@ func (d *Dest) Method() rules.Method {
 	if d.fullNAT.Load() {
 		return rules.FullNAT
 	}
+	if d.route.Load() {
+		return rules.Route
+	}
 	return rules.Masquerade
 }
 

@@ -186,6 +186,8 @@ type Dest struct {
 	// fullNAT: new connections to the dest are full NAT (-a/-e
 	// --fullnat); a connection keeps the method it was made with.
 	fullNAT atomic.Bool
+	// route: new connections to the dest are direct routing (-g).
+	route atomic.Bool
 
 	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
 	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under

@@ -93,12 +93,14 @@ func (t Timeouts) withDefaults() Timeouts {
 
 // tcpDir selects a third of the transition table, as the kernel's
 // tcp_state_off: client-to-server packets are INPUT, server-to-client
-// OUTPUT. (INPUT-ONLY is for DR and tunnel modes, which tunvs does not do.)
+// OUTPUT; INPUT-ONLY is for the client's packets of a direct-routing
+// connection that has seen nothing of its server (IP_VS_CONN_F_NOOUTPUT).
 type tcpDir uint8
 
 const (
-	tcpInput  tcpDir = 0
-	tcpOutput tcpDir = 1
+	tcpInput     tcpDir = 0
+	tcpOutput    tcpDir = 1
+	tcpInputOnly tcpDir = 2
 )
 
 // tcp flag bits as in the TCP header.
@@ -142,7 +144,7 @@ const (
 
 // tcpStates is the kernel's tcp_states table (not the secure_tcp one):
 // [direction][event][current state] -> next state.
-var tcpStates = [2][4][numTCPStates]State{
+var tcpStates = [3][4][numTCPStates]State{
 	tcpInput: {
 		//   sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
 		{sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR}, // syn
@@ -156,6 +158,12 @@ var tcpStates = [2][4][numTCPStates]State{
 		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES}, // ack
 		{sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL}, // rst
 	},
+	tcpInputOnly: {
+		{sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR}, // syn
+		{sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW}, // fin
+		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES}, // ack
+		{sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL}, // rst
+	},
 }
 
 // tcpStatesDOS is the kernel's tcp_states_dos, the table secure_tcp
@@ -163,7 +171,7 @@ var tcpStates = [2][4][numTCPStates]State{
 // SYN_RECV connection to ESTABLISHED, only the real server's answer does
 // (OUTPUT); a SYN on SYN_RECV or SYNACK goes to SYNACK. A spoofed
 // handshake then never earns ESTABLISHED's 15-minute timeout.
-var tcpStatesDOS = [2][4][numTCPStates]State{
+var tcpStatesDOS = [3][4][numTCPStates]State{
 	tcpInput: {
 		//   sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA
 		{sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSA}, // syn
@@ -176,6 +184,12 @@ var tcpStatesDOS = [2][4][numTCPStates]State{
 		{sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW}, // fin
 		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES}, // ack
 		{sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL}, // rst
+	},
+	tcpInputOnly: {
+		{sSA, sES, sES, sSR, sSA, sSA, sSA, sSA, sSA, sSA, sSA}, // syn
+		{sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW}, // fin
+		{sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES}, // ack
+		{sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL}, // rst
 	},
 }
 

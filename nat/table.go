@@ -414,7 +414,8 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	// for its reply: it is masqueraded.
 	var f *fnatConn
 	c := new(Conn)
-	if d.fullNAT.Load() && !sr.ops {
+	route := d.route.Load()
+	if d.fullNAT.Load() && !sr.ops && !route {
 		f = new(fnatConn)
 		c = &f.Conn
 	}
@@ -427,6 +428,9 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		control:  sr.ct,
 		inactive: true, // every connection starts inactive (ip_vs_ctl.c conn_flags)
 		state:    StateNone,
+	}
+	if route {
+		c.flags.Store(flagRoute | flagNoOutput)
 	}
 	to := t.timeouts.Load()
 	if p.Proto == ProtoUDP {
@@ -448,7 +452,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		d.bindConn()
 		d.Stats.Conns.Add(1)
 		svc.Stats.Conns.Add(1)
-		c.flags.Store(flagOnePacket)
+		c.flags.Or(flagOnePacket)
 		r := t.forward(c, DirIn, p, now)
 		t.unbind(c)
 		return r
@@ -517,6 +521,11 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		td := tcpInput
 		if dir == DirOut {
 			td = tcpOutput
+			if c.hasFlag(flagNoOutput) {
+				c.flags.And(^uint32(flagNoOutput))
+			}
+		} else if c.hasFlag(flagNoOutput) {
+			td = tcpInputOnly
 		}
 		c.setTCPState(td, p.TCPFlags, to, t.defense.dos.Load())
 	} else {
@@ -527,6 +536,17 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 	}
 	c.expires.Store(now + c.timeout.Load())
 	n := uint64(p.Len())
+	if c.hasFlag(flagRoute) {
+		// ip_vs_dr_xmit: the packet leaves as it came; the host sends it
+		// to the real server's Ethernet address.
+		if dir == DirIn {
+			c.dest.countIn(n)
+			t.syncIn(c, now)
+		} else {
+			c.dest.countOut(n)
+		}
+		return Result{Verdict: Forward, Dir: dir, Conn: c}
+	}
 	if dir == DirIn {
 		c.dest.countIn(n)
 		if c.hasFlag(flagFullNAT) {
@@ -581,6 +601,12 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 		// Error from the client side about a reply we sent as
 		// VIP:vport -> client: hand it to the real server.
 		t.countICMP(c, DirIn, p)
+		if c.hasFlag(flagRoute) {
+			// ip_vs_icmp_xmit: not masqueraded, the error goes on
+			// unchanged by the connection's own transmitter, to the
+			// real server that sent the quoted reply.
+			return Result{Verdict: Forward, Dir: DirIn, Conn: c}
+		}
 		p.SetInnerSrc(c.DAddr, c.DPort)
 		if c.hasFlag(flagFullNAT) {
 			// The real server sent its segment to LADDR:lport, and

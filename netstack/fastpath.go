@@ -3,6 +3,7 @@ package netstack
 import (
 	"encoding/binary"
 	"math"
+	"net/netip"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -61,8 +62,13 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	h := in.h
 	slot := &res.Conn.Egress[res.Dir]
 	eg := slot.Load()
+	routed := res.Conn.Routed()
 	if eg == 0 {
-		eg = h.resolveEgress(p)
+		if routed {
+			eg = h.resolveDirect(res.Conn.DAddr)
+		} else {
+			eg = h.resolveEgress(p)
+		}
 		slot.Store(eg)
 	}
 	if eg == noBypass {
@@ -95,7 +101,9 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	case in.kind == tun.KindTAP:
 		off = bufOffset + ethHdrLen
 	}
-	if !p.DecTTL() {
+	// ip_vs_dr_xmit sends the packet on as the director's own output,
+	// not forwarded: the TTL is left alone.
+	if !routed && !p.DecTTL() {
 		return false
 	}
 	if mac != 0 {
@@ -134,6 +142,24 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 		next = r.RemoteAddress()
 	}
 	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst))
+}
+
+// resolveDirect finds the hop of a direct-routing real server: a TAP
+// NIC whose segment holds dst itself (a connected route, no gateway), as
+// ip_vs_dr_xmit needs the real server on a link of the director's
+// (__ip_vs_get_out_rt with IP_VS_RT_MODE_KNOWN_NH: the next hop is the
+// real server). Anything else is noBypass and the packet is dropped.
+func (h *Host) resolveDirect(dst netip.Addr) uint32 {
+	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
+	if e != nil {
+		return noBypass
+	}
+	defer r.Release()
+	out := h.nicByID(r.NICID())
+	if out == nil || out.kind != tun.KindTAP || r.NextHop().Len() != 0 || fromTCPIP(r.LocalAddress()) == dst {
+		return noBypass
+	}
+	return h.egressHop(out, r.RemoteAddress(), r.LocalAddress(), protoOf(dst))
 }
 
 // etherTypeOf is the Ethernet type of IPv4 or IPv6.

@@ -72,10 +72,15 @@ type Counters struct {
 	TimeExceededSent atomic.Uint64 // ICMP time exceeded sent (TTL ran out here)
 	ICMPLimited      atomic.Uint64 // ICMP errors not sent: rate limit (see icmpLimiter)
 	LinkDrops        atomic.Uint64 // frames too short or of unknown type
-	GSOPackets       atomic.Uint64 // super-packets read whole (tun.GSODevice)
-	GSOSplit         atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
-	ReadErrors       atomic.Uint64
-	WriteErrors      atomic.Uint64
+	// RouteDrops are packets of direct-routing (-g) connections that
+	// could not be sent: the real server not on a directly connected TAP
+	// segment, or its Ethernet address not yet resolved (the resolution
+	// is started; the client's retransmission goes).
+	RouteDrops  atomic.Uint64
+	GSOPackets  atomic.Uint64 // super-packets read whole (tun.GSODevice)
+	GSOSplit    atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
+	ReadErrors  atomic.Uint64
+	WriteErrors atomic.Uint64
 }
 
 // Host is a gVisor stack with NICs on tun.Devices.

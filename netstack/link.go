@@ -405,6 +405,14 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 				return
 			}
 		case nat.Forward:
+			if res.Conn.Routed() && res.Dir == nat.DirIn {
+				// Direct routing: the packet, still addressed to the
+				// VIP, must not reach the stack, which owns the VIP.
+				if !f.try(n, res, p, whole, g) {
+					h.Counters.RouteDrops.Add(1)
+				}
+				return
+			}
 			if h.cfg.Bypass && f.try(n, res, p, whole, g) {
 				if tr != nil {
 					tr.traceBypass(h, res)

@@ -68,6 +68,12 @@ const (
 	// (Service.LocalAddrs) and a port of the director's, so the real
 	// server's replies come back to the director whatever its routes.
 	FullNAT
+	// Route is -g, direct routing (IP_VS_CONN_F_DROUTE): the packet is
+	// not rewritten; it goes out on the real server's segment to the
+	// real server's Ethernet address, and the real server, which holds
+	// the VIP itself, answers the client directly. Only a TAP link has
+	// Ethernet addresses to rewrite.
+	Route
 )
 
 // String is the method as ipvsadm (and DPVS's, for full NAT) lists it.
@@ -77,6 +83,8 @@ func (m Method) String() string {
 		return "Masq"
 	case FullNAT:
 		return "FullNat"
+	case Route:
+		return "Route"
 	}
 	return "method?"
 }

@@ -100,7 +100,7 @@ func TestValidateRefuses(t *testing.T) {
 			r.Services[0].LocalAddrs = []netip.Addr{netip.MustParseAddr("::ffff:10.9.9.9")}
 		}, ErrInvalid},
 		{"laddr twice", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{rs3.Addr(), rs3.Addr()} }, ErrLocalAddrExists},
-		{"method", func(r *Rules) { r.Services[0].Servers[0].Method = FullNAT + 1 }, ErrInvalid},
+		{"method", func(r *Rules) { r.Services[0].Servers[0].Method = Route + 1 }, ErrInvalid},
 		{"twice", func(r *Rules) { r.Services[1].ServiceKey = web }, ErrServiceExists},
 		{"family", func(r *Rules) { r.Services[0].Addr = vip6 }, ErrInvalid},
 		{"weight", func(r *Rules) { r.Services[0].Servers[1].Weight = MaxWeight + 1 }, ErrInvalid},

@@ -111,7 +111,7 @@ func ValidServer(svc ServiceKey, d *Server) error {
 		// IPVS allows mixed families only for tunnel mode.
 		return fmt.Errorf("%w: real server %v is not of the service's address family", ErrInvalid, a)
 	}
-	if d.Method != Masquerade && d.Method != FullNAT {
+	if d.Method != Masquerade && d.Method != FullNAT && d.Method != Route {
 		return fmt.Errorf("%w: forwarding method %v", ErrInvalid, d.Method)
 	}
 	if d.Weight < 0 || d.Weight > MaxWeight {
