@@ -41,7 +41,30 @@ var (
 	DIP        = netip.MustParsePrefix("172.16.1.3/24")
 	VIP        = netip.MustParseAddr("172.16.1.100")
 	LabNet     = netip.MustParsePrefix("172.16.1.0/24")
+	// LocalAddr is the director's full-NAT local address (--fwd
+	// fullnat): what the real servers see as their client.
+	LocalAddr = netip.MustParseAddr("172.16.1.250")
+	// LabGateway is the real servers' own gateway in the in-process
+	// full-NAT lab: not the director (nothing answers there; the
+	// servers need no route to the client).
+	LabGateway = netip.MustParseAddr("172.16.1.1")
 )
+
+// serverRules are the lab's ipvsadm rules, servers added in order, as one
+// would type them (so with rr the first connection goes to the last one
+// added); with fullNAT, DPVS's spelling.
+func serverRules(scheduler string, servers int, fullNAT bool) []string {
+	rules := []string{fmt.Sprintf("-A -t %s:80 -s %s", VIP, scheduler)}
+	method := "-m"
+	if fullNAT {
+		method = "--fullnat"
+		rules = append(rules, fmt.Sprintf("--add-laddr -t %s:80 -z %s", VIP, LocalAddr))
+	}
+	for i := range servers {
+		rules = append(rules, fmt.Sprintf("-a -t %s:80 -r %s %s", VIP, RealServerAddr(i), method))
+	}
+	return rules
+}
 
 // RealServerAddr is the address of real server i (0-based): 172.16.1.5,
 // 172.16.1.6, ...
@@ -79,6 +102,10 @@ type Config struct {
 	// Stay keeps Run's lab up after its requests, answering tunvsadm on
 	// Socket, until its context ends.
 	Stay bool
+	// FullNAT makes the real servers full NAT (DPVS's FULLNAT): the
+	// director owns LocalAddr, the servers see it as their client, and
+	// their gateway is their own (LabGateway), not the director.
+	FullNAT bool
 }
 
 // Lab is a running in-process lab.
@@ -113,12 +140,8 @@ func New(cfg Config) (_ *Lab, err error) {
 	clientNet, labNet := tun.NewSwitch(), tun.NewSwitch()
 	l.switches = []*tun.Switch{clientNet, labNet}
 
-	// The rules of the article, servers added in order, as one would type
-	// them (so with rr the first connection goes to the last one added).
-	rules := []string{fmt.Sprintf("-A -t %s:80 -s %s", VIP, cfg.Scheduler)}
-	for i := range cfg.Servers {
-		rules = append(rules, fmt.Sprintf("-a -t %s:80 -r %s -m", VIP, RealServerAddr(i)))
-	}
+	// The rules of the article.
+	rules := serverRules(cfg.Scheduler, cfg.Servers, cfg.FullNAT)
 	cmds, err := admin.ParseRules(strings.NewReader(strings.Join(rules, "\n")))
 	if err != nil {
 		return nil, err
@@ -129,7 +152,7 @@ func New(cfg Config) (_ *Lab, err error) {
 	l.Director, err = director.New(director.Config{
 		Links: []director.Link{
 			{Name: "eth0", Dev: clientNet.Port("director-eth0", cfg.MTU), Addrs: []netip.Prefix{DirClient}},
-			{Name: "eth1", Dev: labNet.Port("director-eth1", cfg.MTU), Addrs: []netip.Prefix{DIP, netip.PrefixFrom(VIP, 32)}},
+			{Name: "eth1", Dev: labNet.Port("director-eth1", cfg.MTU), Addrs: labAddrs(cfg.FullNAT)},
 		},
 		Rules:  cmds,
 		Bypass: cfg.Bypass,
@@ -156,8 +179,13 @@ func New(cfg Config) (_ *Lab, err error) {
 			return nil, err
 		}
 		// The real servers' gateway is the VIP: every reply passes
-		// back through the director.
-		if err := h.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), VIP, ""); err != nil {
+		// back through the director. With full NAT it is their own:
+		// their replies go to the local address, on their segment.
+		gw := VIP
+		if cfg.FullNAT {
+			gw = LabGateway
+		}
+		if err := h.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), gw, ""); err != nil {
 			return nil, err
 		}
 		ln, err := h.ListenTCP(netip.AddrPortFrom(RealServerAddr(i), 80))
@@ -175,6 +203,16 @@ func New(cfg Config) (_ *Lab, err error) {
 		go srv.Serve(ln)
 	}
 	return l, nil
+}
+
+// labAddrs are the director's addresses on the lab segment: the DIP, the
+// VIP and, with full NAT, the local address.
+func labAddrs(fullNAT bool) []netip.Prefix {
+	a := []netip.Prefix{DIP, netip.PrefixFrom(VIP, 32)}
+	if fullNAT {
+		a = append(a, netip.PrefixFrom(LocalAddr, 32))
+	}
+	return a
 }
 
 func hostOn(h *netstack.Host, dev tun.Device, addr netip.Prefix) error {
@@ -250,8 +288,12 @@ func Run(ctx context.Context, cfg Config, n int, w io.Writer) error {
 	if cfg.Rules != nil {
 		rules = fmt.Sprintf("%d rules given", len(cfg.Rules))
 	}
-	fmt.Fprintf(w, "LVS-NAT lab: client %s, director %s (DIP %s, VIP %s), %d real servers, %s\n\n",
-		ClientAddr.Addr(), DirClient.Addr(), DIP.Addr(), VIP, len(l.Servers), rules)
+	kind := "LVS-NAT lab"
+	if cfg.FullNAT {
+		kind = fmt.Sprintf("Full-NAT lab (local address %s, the real servers' gateway %s)", LocalAddr, LabGateway)
+	}
+	fmt.Fprintf(w, "%s: client %s, director %s (DIP %s, VIP %s), %d real servers, %s\n\n",
+		kind, ClientAddr.Addr(), DirClient.Addr(), DIP.Addr(), VIP, len(l.Servers), rules)
 	for i := range n {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		body, err := l.Get(rctx)
@@ -269,6 +311,10 @@ func Run(ctx context.Context, cfg Config, n int, w io.Writer) error {
 	admin.List(w, l.NAT(), admin.FmtNumeric|admin.FmtStats)
 	fmt.Fprintf(w, "\n$ tunvsadm -Lnc\n")
 	admin.ListConns(w, l.NAT(), time.Now(), admin.FmtNumeric)
+	if cfg.FullNAT {
+		fmt.Fprintf(w, "\n$ tunvsadm --get-laddr\n")
+		admin.ListLocalAddrs(w, l.NAT().Services(), true)
+	}
 	if cfg.Stay && cfg.Socket != "" {
 		fmt.Fprintf(w, "\nThe lab stays up until Ctrl-C; its director answers tunvsadm on %s:\n  tunvsadm --socket %s -L -n\n", cfg.Socket, cfg.Socket)
 		<-ctx.Done()

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/sched"
 )
 
@@ -79,5 +80,34 @@ func TestLabSchedulers(t *testing.T) {
 				t.Errorf("table counts %d connections, want 12", total)
 			}
 		})
+	}
+}
+
+// The in-process lab with full NAT: the real servers' gateway is not the
+// director (nothing answers at LabGateway), yet every request is served,
+// each connection holding the local address.
+func TestLabFullNAT(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	l, err := New(Config{FullNAT: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i, want := range []string{"Proxy02", "Proxy01", "Proxy02", "Proxy01"} {
+		got, err := l.Get(ctx)
+		if err != nil || got != want+" Real Server" {
+			t.Fatalf("request %d: %q, %v", i+1, got, err)
+		}
+	}
+	n := 0
+	l.NAT().Conns(func(c *nat.Conn) {
+		if c.Local().Addr() != LocalAddr {
+			t.Errorf("connection %+v without the local address", c.Info())
+		}
+		n++
+	})
+	if n != 4 {
+		t.Errorf("%d connections, want 4", n)
 	}
 }

@@ -56,6 +56,10 @@ type NetnsConfig struct {
 	StateDir string
 	// Self is the tunvs executable (for `tunvs run` and `tunvs lab serve`).
 	Self string
+	// FullNAT: the real servers are full NAT (--fwd fullnat), the
+	// director owns LocalAddr, and the real servers' default route is
+	// the router's, not the director's.
+	FullNAT bool
 }
 
 func (c *NetnsConfig) defaults() error {

@@ -111,8 +111,13 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		must(topo.Veth(rs, "eth0", lan, port, 0))
 		ports = append(ports, port)
 		must(rs.AddAddr("eth0", netip.PrefixFrom(RealServerAddr(i), 24).String()))
-		// The real servers' gateway is the VIP, on the director.
-		must(rs.AddRoute("default", "via", VIP.String()))
+		// The real servers' gateway is the VIP, on the director; with
+		// full NAT it is their own, the router.
+		gw := VIP.String()
+		if cfg.FullNAT {
+			gw = RouterLab.Addr().String()
+		}
+		must(rs.AddRoute("default", "via", gw))
 	}
 	must(lan.Bridge(BridgeDev, ports...))
 	if err != nil {
@@ -133,21 +138,24 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		return e
 	}
 	defer dlog.Close()
-	args := []string{"run", "--socket", SocketPath(cfg.StateDir), "--log-level", "info",
-		"--rule", fmt.Sprintf("-A -t %s:80 -s %s", VIP, cfg.Scheduler)}
-	for i := range cfg.Servers {
-		args = append(args, "--rule", fmt.Sprintf("-a -t %s:80 -r %s -m", VIP, RealServerAddr(i)))
+	args := []string{"run", "--socket", SocketPath(cfg.StateDir), "--log-level", "info"}
+	for _, r := range serverRules(cfg.Scheduler, cfg.Servers, cfg.FullNAT) {
+		args = append(args, "--rule", r)
+	}
+	laddr := ""
+	if cfg.FullNAT {
+		laddr = fmt.Sprintf(",addr=%s/32", LocalAddr)
 	}
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}
 	if cfg.Attach == "tap" {
 		args = append(args,
-			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s,addr=%s/32", DirectorDev, DIP, VIP),
+			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s,addr=%s/32%s", DirectorDev, DIP, VIP, laddr),
 			"--route=default,via="+RouterLab.Addr().String())
 	} else {
 		args = append(args,
-			fmt.Sprintf("--link=name=%s,kind=tun,addr=%s/32,addr=%s/32", DirectorDev, DIP.Addr(), VIP),
+			fmt.Sprintf("--link=name=%s,kind=tun,addr=%s/32,addr=%s/32%s", DirectorDev, DIP.Addr(), VIP, laddr),
 			fmt.Sprintf("--route=%s,dev=%s", LabNet, DirectorDev),
 			fmt.Sprintf("--route=default,dev=%s", DirectorDev))
 	}
@@ -171,7 +179,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		must(lan.LinkUp(DirectorDev))
 	} else {
 		must(lan.LinkUp(DirectorDev))
-		must(tunAttach(lan))
+		must(tunAttach(lan, cfg.FullNAT))
 	}
 	if err != nil {
 		return err
@@ -300,7 +308,7 @@ func routerDNAT(ctx context.Context, router *netns.Host) error {
 // arrives from the bridge for those, and everything the real servers send
 // off the segment, into the TUN device, and forwards what the director
 // writes to the bridge or the router.
-func tunAttach(lan *netns.Host) error {
+func tunAttach(lan *netns.Host, fullNAT bool) error {
 	steps := [][]string{
 		{"addr", "add", LanGateway.String(), "dev", BridgeDev},
 		{"route", "add", DIP.Addr().String() + "/32", "dev", DirectorDev},
@@ -313,6 +321,13 @@ func tunAttach(lan *netns.Host) error {
 		{"route", "add", LabNet.String(), "dev", BridgeDev, "table", "100"},
 		{"route", "add", DIP.Addr().String() + "/32", "dev", DirectorDev, "table", "100"},
 		{"route", "add", VIP.String() + "/32", "dev", DirectorDev, "table", "100"},
+	}
+	if fullNAT {
+		// The local address is the director's too: the bridge answers
+		// ARP for it (proxy_arp) and routes it into the TUN.
+		steps = append(steps,
+			[]string{"route", "add", LocalAddr.String() + "/32", "dev", DirectorDev},
+			[]string{"route", "add", LocalAddr.String() + "/32", "dev", DirectorDev, "table", "100"})
 	}
 	for _, s := range steps {
 		if err := lan.IP(s...); err != nil {

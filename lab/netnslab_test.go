@@ -446,3 +446,37 @@ func readFile(dir, name string) string {
 	b, _ := os.ReadFile(filepath.Join(dir, name))
 	return string(b)
 }
+
+// `tunvs lab --netns --fwd fullnat`, on a TAP and on a TUN: the real
+// servers keep their own default route (the router), and still every
+// request is served; they see the director's local address, not the
+// client.
+func TestNetnsLabFullNAT(t *testing.T) {
+	bin, users := netnsLabPrereqs(t)
+	tunvs := filepath.Join(bin, "tunvs")
+	for _, u := range users {
+		for _, attach := range []string{"tap", "tun"} {
+			t.Run(u.name+"/"+attach, func(t *testing.T) {
+				sd := labStateDir(t)
+				out, err := labRun(t, u, 2*time.Minute, tunvs, "lab", "--netns", "--detach", "--fwd", "fullnat", "--attach", attach, "--state-dir", sd)
+				if err != nil {
+					t.Fatalf("tunvs lab --netns --fwd fullnat: %v\n%s", err, out)
+				}
+				defer labRun(t, u, time.Minute, tunvs, "lab", "down", "--state-dir", sd)
+				if r, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--", "ip", "route", "show", "default"); err != nil || !strings.Contains(r, "via "+RouterLab.Addr().String()) {
+					t.Fatalf("rs1's default route: %q (%v), want via the router", r, err)
+				}
+				for i, w := range []string{"Proxy02 Real Server", "Proxy01 Real Server"} {
+					got, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "client", "--",
+						"curl", "-sS", "-m", "10", "http://10.0.0.200/")
+					if err != nil || strings.TrimSpace(got) != w {
+						t.Fatalf("curl #%d from the client: %q (%v), want %q\ndirector log:\n%s", i+1, got, err, w, readFile(sd, "director.log"))
+					}
+				}
+				if l := readFile(sd, "rs1.log"); !strings.Contains(l, LocalAddr.String()+":") || strings.Contains(l, "10.0.0.10:") {
+					t.Errorf("rs1's log does not show the local address only:\n%s", l)
+				}
+			})
+		}
+	}
+}

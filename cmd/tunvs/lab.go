@@ -71,6 +71,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	socket := fs.String("socket", admin.DefaultSocket(), "in-process lab: the director's control socket, with --stay")
 	rulesFile := fs.String("rules", "", "in-process lab: ipvsadm-save rules instead of the article's (the client still asks http://172.16.1.100/)")
 	ruleLines := fs.StringArray("rule", nil, "in-process lab: one ipvsadm command, instead of the article's rules; repeatable")
+	fwd := fs.String("fwd", "masq", "forwarding method of the real servers: masq (NAT: their gateway is the director) or fullnat (DPVS's full NAT: they keep their own gateway and see the director's local address "+lab.LocalAddr.String()+")")
 	inner := fs.Bool("inner", false, "")
 	fs.MarkHidden("inner")
 	var lf logFlags
@@ -81,6 +82,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	completeWith(fs, "rules", "files")
 	completeWith(fs, "scheduler", sched.Names()...)
 	completeWith(fs, "attach", "tap", "tun")
+	completeWith(fs, "fwd", "masq", "fullnat")
 	setUsage(fs, labHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -96,6 +98,10 @@ func cmdLab(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
+	if *fwd != "masq" && *fwd != "fullnat" {
+		return usageError{fmt.Errorf("--fwd %q: want masq or fullnat", *fwd)}
+	}
+	fullNAT := *fwd == "fullnat"
 	if *n < 0 || *n > 100000 {
 		return usageError{fmt.Errorf("--requests %d: want 0 to 100000", *n)}
 	}
@@ -121,9 +127,12 @@ func cmdLab(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log, Stay: *stay}
+		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log, Stay: *stay, FullNAT: fullNAT}
 		if *stay {
 			lc.Socket = *socket
+		}
+		if (*rulesFile != "" || len(*ruleLines) > 0) && fullNAT {
+			return usageError{fmt.Errorf("--fwd fullnat writes the article's rules with --fullnat; with --rules or --rule, write --fullnat and --add-laddr -z %s yourself", lab.LocalAddr)}
 		}
 		if *rulesFile != "" || len(*ruleLines) > 0 {
 			cmds, _, err := ruleCommands(*rulesFile, *ruleLines, &hp)
@@ -163,7 +172,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self}
+	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT}
 	if *attach != "tap" && *attach != "tun" {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
 	}

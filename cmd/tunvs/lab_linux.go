@@ -51,6 +51,9 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	if cfg.RSCmd != "" {
 		args = append(args, "--rs-cmd", cfg.RSCmd)
 	}
+	if cfg.FullNAT {
+		args = append(args, "--fwd", "fullnat")
+	}
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}
