@@ -111,31 +111,9 @@ func FuzzCoalesceUDP(f *testing.F) {
 		}
 		dst := make([]byte, readBufSize)
 		m := coalesceUDP(dst, pkts[:n], 0)
-		var s splitter
-		if err := s.load(dst[:m]); err != nil {
-			t.Fatalf("own super-packet rejected: %v", err)
-		}
-		buf := make([]byte, readBufSize)
-		for i := 0; i < n; i++ {
-			k, err := s.next(buf)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pu, _ := parseUDPDgram(pkts[i])
-			got, want := bytes.Clone(buf[:k]), bytes.Clone(pkts[i])
-			if len(got) != len(want) {
-				t.Fatalf("datagram %d: %d bytes, want %d", i, len(got), len(want))
-			}
-			for _, x := range [][]byte{got, want} {
-				if !pu.v6 {
-					copy(x[4:6], []byte{0, 0})
-					copy(x[10:12], []byte{0, 0})
-				}
-				copy(x[pu.l4+6:pu.l4+8], []byte{0, 0})
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("datagram %d differs:\n% x\nwant\n% x", i, got, want)
-			}
-		}
+		checkSplitsBack(t, dst[:m], pkts[:n], func(p []byte) (bool, int) {
+			pu, _ := parseUDPDgram(p)
+			return pu.v6, pu.l4 + 6
+		})
 	})
 }
