@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // tunvs run --keepalived-conf as an ordinary user in a user and network
@@ -21,21 +19,7 @@ import (
 // tunvs refuses (lb_kind DR) and SIGHUP: nothing changes; and a sysctl set
 // and listed through tunvsadm.
 func TestKeepalivedConfDaemon(t *testing.T) {
-	if netns.Inside() {
-		t.Skip("makes its own user namespace")
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		netns.Unavailable(t, "needs unshare (util-linux)")
-	}
-	var asUser []string
-	if os.Geteuid() == 0 {
-		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
-			netns.Unavailable(t, "needs setpriv (util-linux) to run as uid 65534")
-		}
-		asUser = []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"}
-	}
+	unshare, asUser := ordinaryUser(t)
 	outerNet, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,28 @@ import (
 	"github.com/tunvs/tunvs/internal/netns"
 )
 
+// ordinaryUser is for tests that make their own user namespace with
+// unshare as an ordinary user: unshare's path, and the command prefix that
+// drops to uid 65534 when the test runs as root (none otherwise).
+func ordinaryUser(t *testing.T) (unshare string, asUser []string) {
+	t.Helper()
+	if netns.Inside() {
+		t.Skip("makes its own user namespace")
+	}
+	unshare, err := exec.LookPath("unshare")
+	if err != nil {
+		netns.Unavailable(t, "needs unshare (util-linux)")
+	}
+	if os.Geteuid() == 0 {
+		setpriv, err := exec.LookPath("setpriv")
+		if err != nil {
+			netns.Unavailable(t, "needs setpriv (util-linux) to run as uid 65534")
+		}
+		asUser = []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"}
+	}
+	return unshare, asUser
+}
+
 // readmeBlock returns the first ```sh block after heading in README.md,
 // verbatim, comments dropped.
 func readmeBlock(t *testing.T, heading string) []string {
@@ -59,21 +81,7 @@ func readmeBlock(t *testing.T, heading string) []string {
 // must find the same one, both inside the namespace and from outside it
 // (another terminal of the same user).
 func TestReadmeDaemonAsOrdinaryUser(t *testing.T) {
-	if netns.Inside() {
-		t.Skip("makes its own user namespace")
-	}
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		netns.Unavailable(t, "needs unshare (util-linux)")
-	}
-	var asUser []string
-	if os.Geteuid() == 0 {
-		setpriv, err := exec.LookPath("setpriv")
-		if err != nil {
-			netns.Unavailable(t, "needs setpriv (util-linux) to run as uid 65534")
-		}
-		asUser = []string{setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"}
-	}
+	unshare, asUser := ordinaryUser(t)
 	cmds := readmeBlock(t, "## The daemon: `tunvs run`")
 	if len(cmds) != 2 || !strings.HasPrefix(cmds[0], "tunvs run ") || cmds[1] != "tunvsadm -L -n" {
 		t.Fatalf("README's daemon example changed; this test runs `tunvs run ...` then `tunvsadm -L -n`, found:\n%s", strings.Join(cmds, "\n---\n"))
