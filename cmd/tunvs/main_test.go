@@ -126,6 +126,8 @@ func TestLabRefusesBadFlags(t *testing.T) {
 		{[]string{"--netns", "-r", "0"}, "-r 0: want 1 to 40 real servers"},
 		{[]string{"--netns", "-n", "3"}, "-n/--requests is for the in-process lab"},
 		{[]string{"--netns", "--trace"}, "--trace is for the in-process lab"},
+		{[]string{"--netns", "--stay"}, "--stay is for the in-process lab"},
+		{[]string{"--netns", "--rule", "-C"}, "--rule is for the in-process lab"},
 	} {
 		cmd := exec.Command(bin, append([]string{"lab"}, c.args...)...)
 		out, err := cmd.CombinedOutput()
