@@ -414,38 +414,7 @@ func runDirector(t *testing.T) {
 	e.drain(20 * time.Second)
 
 	// UDP: 100 datagrams from 100 client sockets, echoed from the VIP.
-	ucounts := map[string]int{}
-	for i := range 100 {
-		var conn net.Conn
-		// Distinct source ports: an ephemeral port the kernel hands out
-		// again within the UDP timeout would join the old connection
-		// (rightly, as with IPVS) and skew the count.
-		if err := e.client.Do(func() (err error) {
-			d := net.Dialer{LocalAddr: &net.UDPAddr{IP: cip4.AsSlice(), Port: 20000 + i}}
-			conn, err = d.Dial("udp4", "172.16.1.100:53")
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		msg := fmt.Sprintf("ping %d", i)
-		var reply string
-		for try := 0; try < 3 && reply == ""; try++ {
-			conn.Write([]byte(msg))
-			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, 256)
-			n, err := conn.Read(buf)
-			if err == nil {
-				reply = string(buf[:n])
-			}
-		}
-		// A connected UDP socket only accepts datagrams from the VIP.
-		name, rest, _ := strings.Cut(reply, ":")
-		if rest != msg {
-			t.Fatalf("datagram %d: reply %q", i, reply)
-		}
-		ucounts[name]++
-		conn.Close()
-	}
+	ucounts := e.udpEcho(100, 20000)
 	if ucounts["RS1"] != 50 || ucounts["RS2"] != 50 {
 		t.Errorf("UDP rr split %v, want 50/50", ucounts)
 	}
@@ -469,6 +438,45 @@ func runDirector(t *testing.T) {
 		t.Errorf("duplicate real server accepted: %v %s", err, out)
 	}
 	e.drain(20 * time.Second)
+}
+
+// udpEcho sends n datagrams to the VIP's UDP service, each from its own
+// client port (base, base+1, ...), and counts the real servers that
+// echoed them. Distinct source ports: an ephemeral port the kernel hands
+// out again within the UDP timeout would join the old connection
+// (rightly, as with IPVS) and skew the count.
+func (e *env) udpEcho(n, base int) map[string]int {
+	t := e.t
+	t.Helper()
+	counts := map[string]int{}
+	for i := range n {
+		var conn net.Conn
+		if err := e.client.Do(func() (err error) {
+			d := net.Dialer{LocalAddr: &net.UDPAddr{IP: cip4.AsSlice(), Port: base + i}}
+			conn, err = d.Dial("udp4", "172.16.1.100:53")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf("ping %d", i)
+		var reply string
+		for try := 0; try < 3 && reply == ""; try++ {
+			conn.Write([]byte(msg))
+			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			buf := make([]byte, 256)
+			if n, err := conn.Read(buf); err == nil {
+				reply = string(buf[:n])
+			}
+		}
+		// A connected UDP socket only accepts datagrams from the VIP.
+		name, rest, _ := strings.Cut(reply, ":")
+		if rest != msg {
+			t.Fatalf("datagram %d: reply %q", i, reply)
+		}
+		counts[name]++
+		conn.Close()
+	}
+	return counts
 }
 
 // upload posts data to a real server through the VIP, which answers with

@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -62,33 +61,7 @@ func runFullNAT(t *testing.T) {
 
 	// UDP echo: 10 datagrams from 10 client sockets; the real server
 	// answers the local address, the client hears the VIP.
-	ucounts := map[string]int{}
-	for i := range 10 {
-		var conn net.Conn
-		if err := e.client.Do(func() (err error) {
-			d := net.Dialer{LocalAddr: &net.UDPAddr{IP: cip4.AsSlice(), Port: 21000 + i}}
-			conn, err = d.Dial("udp4", "172.16.1.100:53")
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		msg := fmt.Sprintf("ping %d", i)
-		var reply string
-		for try := 0; try < 3 && reply == ""; try++ {
-			conn.Write([]byte(msg))
-			conn.SetReadDeadline(time.Now().Add(2 * time.Second))
-			buf := make([]byte, 256)
-			if n, err := conn.Read(buf); err == nil {
-				reply = string(buf[:n])
-			}
-		}
-		name, rest, _ := strings.Cut(reply, ":")
-		if rest != msg {
-			t.Fatalf("datagram %d: reply %q", i, reply)
-		}
-		ucounts[name]++
-		conn.Close()
-	}
+	ucounts := e.udpEcho(10, 21000)
 	if ucounts["RS1"] != 5 || ucounts["RS2"] != 5 {
 		t.Errorf("UDP rr split %v, want 5/5", ucounts)
 	}
@@ -122,8 +95,9 @@ func runFullNATDownload(t *testing.T) {
 // TestFullNATTAP: the director one-armed on a TAP, on the real server's
 // segment beside a router to the client; the real server has no route
 // beyond its segment, none to the client's network. The director owns
-// the local address on the TAP (it answers ARP for it). Requests succeed, the server sees the local address, and
-// the kernels' TSO streams cross whole through the full-NAT rewrite.
+// the local address on the TAP (it answers ARP for it). Requests
+// succeed, the server sees the local address, and the kernels' TSO
+// streams cross whole through the full-NAT rewrite.
 func TestFullNATTAP(t *testing.T) {
 	inSandboxes(t, runFullNATTAP)
 }

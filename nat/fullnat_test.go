@@ -9,6 +9,7 @@ import (
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
 	"github.com/tunvs/tunvs/rules"
+	"github.com/tunvs/tunvs/sched"
 )
 
 var (
@@ -217,14 +218,22 @@ func TestFullNATICMP(t *testing.T) {
 	}
 }
 
-// An established full-NAT connection's packets allocate nothing.
-func TestFullNATAllocatesNothing(t *testing.T) {
-	tb := nat.New(nat.Config{})
+// establishedFullNAT is a table with one full-NAT connection of cli and a
+// segment of size bytes of it each way.
+func establishedFullNAT(t testing.TB, size int) (tb *nat.Table, in, out []byte) {
+	tb = nat.New(nat.Config{})
 	fullNATService(t, tb, 6, vip, lad4, rs1)
 	var p nat.Packet
 	r := tb.Process(nattest.TCP(cli, vip, S, 0), &p, 0)
-	in := nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, Size: 1400})
-	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: r.Conn.Local(), Proto: 6, Flags: A, Size: 1400})
+	in = nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, Size: size})
+	out = nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: r.Conn.Local(), Proto: 6, Flags: A, Size: size})
+	return tb, in, out
+}
+
+// An established full-NAT connection's packets allocate nothing.
+func TestFullNATAllocatesNothing(t *testing.T) {
+	tb, in, out := establishedFullNAT(t, 1400)
+	var p nat.Packet
 	bi, bo := make([]byte, len(in)), make([]byte, len(out))
 	allocs := testing.AllocsPerRun(1000, func() {
 		copy(bi, in)
@@ -265,12 +274,8 @@ func TestFullNATPersistence(t *testing.T) {
 
 // The full-NAT rewrite of an established connection, both directions.
 func BenchmarkFullNAT(b *testing.B) {
-	tb := nat.New(nat.Config{})
-	fullNATService(b, tb, 6, vip, lad4, rs1)
+	tb, in, out := establishedFullNAT(b, 1500)
 	var p nat.Packet
-	r := tb.Process(nattest.TCP(cli, vip, S, 0), &p, 0)
-	in := nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, Size: 1500})
-	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: r.Conn.Local(), Proto: 6, Flags: A, Size: 1500})
 	bi, bo := make([]byte, len(in)), make([]byte, len(out))
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()
@@ -345,4 +350,28 @@ func r0Local(t *testing.T, tb *nat.Table) netip.AddrPort {
 		t.Fatal("connection gone")
 	}
 	return c.Local()
+}
+
+// Every scheduler opens full-NAT connections: the method is the real
+// server's, the choice the scheduler's.
+func TestFullNATEveryScheduler(t *testing.T) {
+	for _, name := range sched.Names() {
+		tb := nat.New(nat.Config{})
+		if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: 80, Scheduler: name, LocalAddrs: lad4}); err != nil {
+			t.Fatal(err)
+		}
+		for _, rs := range []netip.Addr{rs1, rs2} {
+			if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs, Port: 80, Weight: 1, Method: rules.FullNAT}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var p nat.Packet
+		for i := range 4 {
+			c := netip.AddrPortFrom(cli.Addr(), uint16(5000+i))
+			r := tb.Process(nattest.TCP(c, vip, S, 0), &p, 1)
+			if r.Verdict != nat.Forward || !r.Conn.FullNAT() || p.Src() != r.Conn.Local().Addr() {
+				t.Fatalf("%s, connection %d: %+v", name, i, r)
+			}
+		}
+	}
 }
