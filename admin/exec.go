@@ -341,6 +341,14 @@ func natErr(op Op, err error) error {
 		return ipvsErr("local address already exists", err)
 	case errors.Is(err, rules.ErrNoLocalAddr):
 		return ipvsErr("local address does not exist", err)
+	case errors.Is(err, rules.ErrNoDirectRoute):
+		// Not ipvsadm's (the kernel takes any -g server and finds out
+		// packet by packet): the host's reason.
+		var ce *rules.ChangeError
+		if errors.As(err, &ce) {
+			return ipvsErr(ce.Err.Error(), err)
+		}
+		return ipvsErr(err.Error(), err)
 	case errors.Is(err, rules.ErrRange):
 		// ip_vs_add_dest/ip_vs_edit_dest: -ERANGE.
 		return ipvsErr("Numerical result out of range", err)

@@ -123,6 +123,7 @@ func New(cfg Config) (_ *Director, err error) {
 	now := func() int64 { return d.clock.Now().UnixNano() }
 	natCfg := cfg.NAT
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
+	natCfg.DirectRoute = func(dst netip.Addr) error { return h.CheckDirect(dst) }
 	d.NAT = nat.New(natCfg)
 	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: now, Log: cfg.Log,
 		Trace: cfg.Trace, TraceRate: cfg.TraceRate, OnLinkLost: d.linkLost}

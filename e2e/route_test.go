@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -93,6 +94,15 @@ func runRouteOneArmed(t *testing.T) {
 		if !strings.Contains(list, fmt.Sprintf("  -> %-28s Route   1 ", a.String()+":8080")) {
 			t.Errorf("-L -n does not list %v as Route:\n%s", a, list)
 		}
+	}
+	// A -g real server off the TAP segment (behind the router) is
+	// refused, with the reason, and nothing changes.
+	out, err := exec.Command(bin("tunvsadm"), "--socket", e.sock, "-a", "-t", svc, "-r", cip4.String(), "-g").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "through a gateway") {
+		t.Errorf("-g to a server behind the router: %v\n%s", err, out)
+	}
+	if after := e.adm("-L", "-n"); after != list {
+		t.Errorf("a refused -g changed the table:\n%s", after)
 	}
 	m := e.metrics()
 	fast, delivered, drops := metric(t, m, "tunvs_host_fast_path_total"), metric(t, m, "tunvs_host_delivered_total"), metric(t, m, "tunvs_host_route_drops_total")

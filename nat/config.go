@@ -76,6 +76,12 @@ func (tx *Tx) Apply(d rules.Diff) error {
 	}
 	scheds := make([]sched.Scheduler, len(d))
 	for i, c := range d {
+		if dr := t.cfg.DirectRoute; dr != nil && c.Server.Method == rules.Route &&
+			(c.Kind == rules.AddServer || c.Kind == rules.EditServer) {
+			if err := dr(c.Server.Addr.Addr()); err != nil {
+				return &rules.ChangeError{Index: i, Kind: c.Kind, Line: c.Line, Err: err}
+			}
+		}
 		if c.Kind == rules.AddService || c.Kind == rules.EditService {
 			sc, err := sched.NewWithFlags(c.Service.SchedulerName(), c.Service.SchedFlags)
 			if err != nil {

@@ -2,6 +2,10 @@ package nat_test
 
 import (
 	"bytes"
+	"errors"
+	"net/netip"
+	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/tunvs/tunvs/nat"
@@ -81,5 +85,34 @@ func TestRouteAllocatesNothing(t *testing.T) {
 		}
 	}); n != 0 {
 		t.Errorf("%v allocations per direct-routing packet", n)
+	}
+}
+
+// The host's DirectRoute refuses a -g real server it cannot reach on an
+// Ethernet segment: the change is refused with its reason and the table
+// is as it was; -m for the same address is taken.
+func TestRouteRefusedByHost(t *testing.T) {
+	tb := nat.New(nat.Config{DirectRoute: func(dst netip.Addr) error {
+		if dst == rs2 {
+			return errors.New("it is reached by a TUN link")
+		}
+		return nil
+	}})
+	k := rules.Service{ServiceKey: svcKey(), Scheduler: "rr"}
+	ok := rules.Diff{{Kind: rules.AddService, Service: k},
+		{Kind: rules.AddServer, Service: k, Server: rules.Server{Addr: netip.AddrPortFrom(rs1, 80), Method: rules.Route, Weight: 1}}}
+	if err := tb.Apply(ok); err != nil {
+		t.Fatal(err)
+	}
+	before := tb.Rules()
+	err := tb.Apply(rules.Diff{{Kind: rules.AddServer, Service: k, Server: rules.Server{Addr: netip.AddrPortFrom(rs2, 80), Method: rules.Route, Weight: 1}}})
+	if err == nil || !strings.Contains(err.Error(), "TUN link") {
+		t.Fatalf("-g behind a TUN: %v", err)
+	}
+	if !reflect.DeepEqual(tb.Rules(), before) {
+		t.Error("a refused change changed the table")
+	}
+	if err := tb.Apply(rules.Diff{{Kind: rules.AddServer, Service: k, Server: rules.Server{Addr: netip.AddrPortFrom(rs2, 80), Weight: 1}}}); err != nil {
+		t.Errorf("-m: %v", err)
 	}
 }

@@ -27,6 +27,12 @@ type Config struct {
 	// packets with Verdict TooBig, as IPVS checks the MTU before it
 	// rewrites (ip_vs_nat_xmit).
 	EgressMTU func(dst netip.Addr) int
+	// DirectRoute, if set, says whether a direct-routing (-g) real
+	// server at dst can be reached: Apply refuses a -g server it
+	// refuses, with its error (the host knows its links; the kernel's
+	// ip_vs_dr_xmit finds out packet by packet, and so does the host
+	// still when routes change later).
+	DirectRoute func(dst netip.Addr) error
 
 	// The IPVS sysctls (net.ipv4.vs.*) that change how connections of
 	// removed or quiesced real servers and persistence templates are

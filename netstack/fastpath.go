@@ -2,6 +2,8 @@ package netstack
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"math"
 	"net/netip"
 
@@ -9,6 +11,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -150,16 +153,51 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 // (__ip_vs_get_out_rt with IP_VS_RT_MODE_KNOWN_NH: the next hop is the
 // real server). Anything else is noBypass and the packet is dropped.
 func (h *Host) resolveDirect(dst netip.Addr) uint32 {
+	out, local, err := h.directNIC(dst)
+	if err != nil {
+		return noBypass
+	}
+	return h.egressHop(out, toTCPIP(dst), local, protoOf(dst))
+}
+
+// Why a real server cannot be direct routing (directNIC).
+var (
+	errDirectNoRoute = errors.New("no route to it")
+	errDirectLocal   = errors.New("it is an address of the director's")
+	errDirectGateway = errors.New("it is reached through a gateway, not on a directly connected segment")
+	errDirectTUN     = errors.New("it is reached by a TUN link, which has no Ethernet addresses")
+)
+
+// directNIC is the TAP NIC on whose segment dst is, and the director's
+// address there; or why there is none.
+func (h *Host) directNIC(dst netip.Addr) (*NIC, tcpip.Address, error) {
 	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
 	if e != nil {
-		return noBypass
+		return nil, tcpip.Address{}, errDirectNoRoute
 	}
 	defer r.Release()
 	out := h.nicByID(r.NICID())
-	if out == nil || out.kind != tun.KindTAP || r.NextHop().Len() != 0 || fromTCPIP(r.LocalAddress()) == dst {
-		return noBypass
+	switch {
+	case out == nil || r.NICID() == 0:
+		return nil, tcpip.Address{}, errDirectNoRoute
+	case fromTCPIP(r.LocalAddress()) == dst:
+		return nil, tcpip.Address{}, errDirectLocal
+	case r.NextHop().Len() != 0:
+		return nil, tcpip.Address{}, errDirectGateway
+	case out.kind != tun.KindTAP:
+		return nil, tcpip.Address{}, fmt.Errorf("%w (%s)", errDirectTUN, out.name)
 	}
-	return h.egressHop(out, r.RemoteAddress(), r.LocalAddress(), protoOf(dst))
+	return out, r.LocalAddress(), nil
+}
+
+// CheckDirect says whether dst can be a direct-routing (-g) real server:
+// on the segment of one of the host's TAP links, as the table's
+// nat.Config.DirectRoute asks before it takes one.
+func (h *Host) CheckDirect(dst netip.Addr) error {
+	if _, _, err := h.directNIC(dst); err != nil {
+		return fmt.Errorf("%w (-g) to %v: %w; -g needs the real server on the segment of a TAP link", rules.ErrNoDirectRoute, dst, err)
+	}
+	return nil
 }
 
 // etherTypeOf is the Ethernet type of IPv4 or IPv6.

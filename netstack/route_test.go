@@ -3,6 +3,7 @@ package netstack_test
 import (
 	"encoding/binary"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,5 +118,27 @@ func waitCounter(t *testing.T, c interface{ Load() uint64 }, n uint64) {
 		if time.Now().After(deadline) {
 			t.Fatalf("counter at %d, want %d", c.Load(), n)
 		}
+	}
+}
+
+// CheckDirect takes a real server on a TAP link's segment only, and says
+// why not otherwise.
+func TestCheckDirect(t *testing.T) {
+	r := newBypassRig(t, tun.KindTAP, tun.KindTAP, true)
+	if err := r.h.CheckDirect(rsAddr); err != nil {
+		t.Errorf("on the TAP segment: %v", err)
+	}
+	for _, c := range []struct{ addr, want string }{
+		{"10.9.9.9", "through a gateway"},
+		{"172.16.1.3", "an address of the director's"},
+		{"fd00::5", "no route"},
+	} {
+		if err := r.h.CheckDirect(netip.MustParseAddr(c.addr)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.addr, err, c.want)
+		}
+	}
+	r = newBypassRig(t, tun.KindTAP, tun.KindTUN, false)
+	if err := r.h.CheckDirect(rsAddr); err == nil || !strings.Contains(err.Error(), "TUN link") {
+		t.Errorf("behind a TUN: %v", err)
 	}
 }

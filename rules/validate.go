@@ -22,6 +22,9 @@ var (
 	// from --add-laddr and --del-laddr).
 	ErrLocalAddrExists = errors.New("local address already exists")
 	ErrNoLocalAddr     = errors.New("no such local address")
+	// ErrNoDirectRoute is a -g real server the director's host cannot
+	// reach on an Ethernet segment of its own (nat.Config.DirectRoute).
+	ErrNoDirectRoute = errors.New("direct routing")
 	// ErrRange is the kernel's ERANGE for thresholds (ip_vs_add_dest,
 	// ip_vs_edit_dest); it also matches ErrInvalid.
 	ErrRange = rangeError{}
