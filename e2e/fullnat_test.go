@@ -136,14 +136,7 @@ func runFullNATTAP(t *testing.T) {
 	// No route beyond its own segment: not to the client, not via the
 	// director.
 	must(topo.Root().MoveLink("tvlan", lan))
-	router := add("router")
-	must(topo.Veth(e.client, "eth0", router, "eth0", 0))
-	must(e.client.AddAddr("eth0", cip4.String()+"/24"))
-	must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.200"))
-	must(router.AddAddr("eth0", "10.0.0.200/24"))
-	must(topo.Veth(router, "eth1", lan, "router", 0))
-	must(router.AddAddr("eth1", "172.16.1.200/24"))
-	must(router.Forwarding(true))
+	e.addRouter(lan, must)
 	must(lan.Bridge("br0", "rs1", "tvlan", "router"))
 	e.startServers(r)
 	if out, err := r.host.Run(context.Background(), "ip", "route", "get", cip4.String()); err == nil {

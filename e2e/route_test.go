@@ -53,8 +53,6 @@ func runRouteOneArmed(t *testing.T) {
 	must(err)
 	lan, err := topo.AddHost("lan")
 	must(err)
-	router, err := topo.AddHost("router")
-	must(err)
 	ports := []string{"tvlan", "router"}
 	for i, a := range []netip.Addr{rsV4, rs2V4} {
 		h, err := topo.AddHost(fmt.Sprintf("rs%d", i+1))
@@ -73,13 +71,7 @@ func runRouteOneArmed(t *testing.T) {
 		must(h.AddRoute("default", "via", "172.16.1.200"))
 	}
 	must(topo.Root().MoveLink("tvlan", lan))
-	must(topo.Veth(e.client, "eth0", router, "eth0", 0))
-	must(e.client.AddAddr("eth0", cip4.String()+"/24"))
-	must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.200"))
-	must(router.AddAddr("eth0", "10.0.0.200/24"))
-	must(topo.Veth(router, "eth1", lan, "router", 0))
-	must(router.AddAddr("eth1", "172.16.1.200/24"))
-	must(router.Forwarding(true))
+	e.addRouter(lan, must)
 	must(lan.Bridge("br0", ports...))
 	for _, r := range e.rss {
 		e.startServers(r)

@@ -88,15 +88,7 @@ func runTAPOneArmed(t *testing.T, hairpin bool) {
 	must(r.host.AddRoute("default", "via", gw))
 	must(topo.Root().MoveLink("tvlan", lan))
 	if hairpin {
-		router := add("router")
-		must(topo.Veth(e.client, "eth0", router, "eth0", 0))
-		must(e.client.AddAddr("eth0", cip4.String()+"/24"))
-		must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.200"))
-		must(router.AddAddr("eth0", "10.0.0.200/24"))
-		must(topo.Veth(router, "eth1", lan, "router", 0))
-		must(router.AddAddr("eth1", "172.16.1.200/24"))
-		must(router.Forwarding(true))
-		ports = append(ports, "router")
+		ports = append(ports, e.addRouter(lan, must))
 	} else {
 		must(topo.Root().MoveLink("tvc", e.client))
 		must(e.client.LinkUp("tvc"))
@@ -119,4 +111,21 @@ func runTAPOneArmed(t *testing.T, hairpin bool) {
 	if fast == 0 || delivered > fast/10 {
 		t.Errorf("%d packets bypassed and %d through the stack: want the established flows on the bypass", fast, delivered)
 	}
+}
+
+// addRouter puts a router between the client (cip4 on eth0) and the
+// bridge host lan (172.16.1.200 on eth1, the router's end of a veth
+// whose other end, "router", it returns for the bridge), as in the
+// article's one-armed topology.
+func (e *env) addRouter(lan *netns.Host, must func(error)) string {
+	router, err := e.topo.AddHost("router")
+	must(err)
+	must(e.topo.Veth(e.client, "eth0", router, "eth0", 0))
+	must(e.client.AddAddr("eth0", cip4.String()+"/24"))
+	must(e.client.AddRoute("172.16.1.0/24", "via", "10.0.0.200"))
+	must(router.AddAddr("eth0", "10.0.0.200/24"))
+	must(e.topo.Veth(router, "eth1", lan, "router", 0))
+	must(router.AddAddr("eth1", "172.16.1.200/24"))
+	must(router.Forwarding(true))
+	return "router"
 }
