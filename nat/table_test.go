@@ -321,8 +321,10 @@ func TestDelDestKeepsConnections(t *testing.T) {
 // Past its bound the table refuses new flows and keeps the old ones.
 func TestTableFull(t *testing.T) {
 	e := newEnv(t, nat.Config{MaxConns: 3}, twoServers("rr", 6))
+	// Established, so that early drop (which frees half-open and closing
+	// entries for a new connection) has nothing to take.
 	for i := range 3 {
-		if r := e.in(netip.AddrPortFrom(cli.Addr(), uint16(1000+i)), S); r.Verdict != nat.Forward {
+		if r := e.handshake(netip.AddrPortFrom(cli.Addr(), uint16(1000+i))); r.Verdict != nat.Forward {
 			t.Fatal(r)
 		}
 	}
