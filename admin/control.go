@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -175,8 +176,24 @@ func (s *Server) handle(c net.Conn) {
 	} else if isChange(req.Args) {
 		s.log.Info().Strs(FieldArgs, req.Args).Msg("control: table changed")
 	}
+	// A large -R (a rules file of megabytes, parsed into commands and a
+	// diff) leaves a heap many times its size behind; the runtime would
+	// keep it for minutes. Hand it back now, applied or refused.
+	big := len(req.Stdin) >= bigRequest
+	req.Stdin = ""
+	if big {
+		debug.FreeOSMemory()
+	}
 	_ = enc.Encode(resp)
+	if len(resp.Output) >= bigRequest {
+		resp.Output = ""
+		debug.FreeOSMemory()
+	}
 }
+
+// bigRequest is the size of a request or answer after which the memory
+// it took is returned to the OS at once.
+const bigRequest = 1 << 20
 
 func isChange(args []string) bool {
 	c, err := Parse(args)

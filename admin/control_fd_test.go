@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -196,5 +197,36 @@ func TestControlRequestTooLarge(t *testing.T) {
 	}
 	if resp, err := Call(path, Request{Args: []string{"-L", "-n"}}); err != nil || resp.Exit != 0 {
 		t.Fatalf("after: %+v %v", resp, err)
+	}
+}
+
+// A large -R that is refused hands its memory back to the OS before the
+// daemon answers (it kept a heap of 20 times the file for minutes).
+func TestControlLargeRequestMemoryReturned(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	path := filepath.Join(t.TempDir(), "ctl.sock")
+	srv, err := Listen(path, tb, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	// 8 MB of valid rules, the last line bad: refused whole.
+	var b strings.Builder
+	for i := 0; b.Len() < 8<<20; i++ {
+		fmt.Fprintf(&b, "-A -t 10.%d.%d.%d:80 -s rr\n", i>>16&255, i>>8&255, i&255)
+	}
+	b.WriteString("-A -t nonsense\n")
+	resp, err := Call(path, Request{Args: []string{"-R"}, Stdin: b.String()})
+	if err != nil || resp.Exit == 0 {
+		t.Fatalf("bad -R accepted: %+v %v", resp.Exit, err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	// Freed and not yet returned: what RSS keeps.
+	if kept := ms.HeapIdle - ms.HeapReleased; kept > 16<<20 {
+		t.Errorf("%d MB of idle heap kept after a refused 8 MB -R", kept>>20)
+	}
+	if len(tb.Services()) != 0 {
+		t.Errorf("a refused -R left %d services", len(tb.Services()))
 	}
 }

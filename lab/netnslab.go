@@ -769,7 +769,12 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 	}
 	fmt.Fprintf(bw, "LVS-NAT lab on network namespaces: scheduler %s, %d real servers, director on a %s\n\n", cfg.Scheduler, cfg.Servers, attach)
 	fmt.Fprintf(bw, "  client    %-18s eth0\n", ClientAddr)
-	fmt.Fprintf(bw, "  router    %-18s eth0 (public; nftables DNAT %s:80 -> %s:80)\n", RouterPublic, RouterPublic.Addr(), VIP)
+	_, nftErr := os.Stat(filepath.Join(s.Dir, "nft-unavailable"))
+	if nftErr == nil {
+		fmt.Fprintf(bw, "  router    %-18s eth0 (public; no DNAT: nftables unavailable, routes %s)\n", RouterPublic, LabNet)
+	} else {
+		fmt.Fprintf(bw, "  router    %-18s eth0 (public; nftables DNAT %s:80 -> %s:80)\n", RouterPublic, RouterPublic.Addr(), VIP)
+	}
 	fmt.Fprintf(bw, "            %-18s eth1 (lab side; forwarding on)\n", RouterLab)
 	if s.Attach == "tun" {
 		fmt.Fprintf(bw, "  director  %-18s DIP, VIP %s, on TUN %s (tunvs, userspace)\n", DIP.Addr().String()+"/32", VIP, DirectorDev)
@@ -782,13 +787,15 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 	for i := 0; i < cfg.Servers; i++ {
 		fmt.Fprintf(bw, "  %-9s %-18s eth0, gateway %s, \"%s\"\n", RealServerHost(i), netip.PrefixFrom(RealServerAddr(i), 24), VIP, RealServerName(i))
 	}
-	if _, err := os.Stat(filepath.Join(s.Dir, "nft-unavailable")); err == nil {
+	target := RouterPublic.Addr()
+	if nftErr == nil {
+		target = VIP
 		fmt.Fprintf(bw, "\n  NOTE: nftables is unavailable, so the router does no DNAT: curl http://%s/ instead.\n", VIP)
 	}
 	fmt.Fprintf(bw, "\nTry:\n")
 	tries := [][2]string{
-		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, RouterPublic.Addr()), "a request, as the article's client makes it"},
-		{fmt.Sprintf("%s lab exec%s director -- tunvsadm -L -n", self, dirFlag), "the director's table (-Lnc: its connections)"},
+		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, target), "a request, as the article's client makes it"},
+		{fmt.Sprintf("%s lab exec%s director -- ipvsadm -L -n", self, dirFlag), "the director's table (ipvsadm is tunvsadm there; -Lnc: its connections)"},
 		{fmt.Sprintf("tunvsadm --socket %s -L -n", SocketPath(s.Dir)), "the same, from outside the lab"},
 		{fmt.Sprintf("%s lab exec%s rs1", self, dirFlag), "a shell in a host: client, router, director, lan, rs1, ..."},
 		{fmt.Sprintf("%s lab capture%s lan %s", self, dirFlag, DirectorDev), "the director's packets, tcpdump-style"},

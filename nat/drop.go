@@ -19,7 +19,7 @@ const (
 	DropTTL                        // TTL (hop limit) would expire on the way: ICMP time exceeded sent back
 	DropDestUnavailable            // client-side packet of a connection whose real server was removed (expire_nodest_conn=0)
 	DropMartian                    // to a service from a source no host may use (0/8, 127/8, multicast, broadcast, class E; ::, ::1, ff00::/8, ::ffff:0:0/96)
-	DropOwnSource                  // to a service from the director's own address (VIP, DIP) or a real server's
+	DropOwnSource                  // to a service from one of the director's own addresses (VIP, DIP, local address)
 	DropRoutingHeader              // IPv6 to a service with a Routing header (types 0-4)
 	DropNoLocalPort                // full NAT: no local address, or no free port on any, for a new connection
 	numDropReasons

@@ -19,9 +19,11 @@ import "net/netip"
 //   - A source that is one of the director's own addresses (a VIP, a
 //     DIP): fib_validate_source (net/ipv4/fib_frontend.c) finds the source
 //     local (RTN_LOCAL, not RTN_UNICAST) and refuses it. A real server's
-//     own address is refused as well: in NAT mode the real server reaches
-//     its own service only through itself, never through the director,
-//     and a packet claiming to be from it is spoofed.
+//     address is not local to the director, so the kernel accepts it, and
+//     so does tunvs: a real server that opens a connection to a VIP is
+//     scheduled like any client (in masquerade the reply then goes from
+//     real server to real server, past the director, and the connection
+//     fails as it does with IPVS; in full NAT it works).
 //   - IPv6 Routing headers: ipv6_rthdr_rcv (net/ipv6/exthdrs.c) drops
 //     type 0 (RFC 5095), type 2 and 3 unless the host is their endpoint,
 //     and type 4 (SRv6) while seg6_enabled is 0, the default. A director is
@@ -67,7 +69,8 @@ func (t *Table) SetLocalAddrs(addrs []netip.Addr) {
 	w.publish()
 }
 
-// ownAddrs is idx's VIPs, real servers and the local addresses.
+// ownAddrs is idx's VIPs, the director's addresses and the full-NAT local
+// addresses: the sources fib_validate_source finds local.
 func (t *Table) ownAddrs(idx *svcIndex) map[[16]byte]struct{} {
 	own := make(map[[16]byte]struct{}, len(idx.vips))
 	for a := range idx.vips {
@@ -83,9 +86,6 @@ func (t *Table) ownAddrs(idx *svcIndex) map[[16]byte]struct{} {
 			for _, a := range p.addrs {
 				own[a.addr.As16()] = struct{}{}
 			}
-		}
-		for _, d := range s.Dests() {
-			own[d.Addr.As16()] = struct{}{}
 		}
 	}
 	return own

@@ -29,14 +29,12 @@ func TestMartianSources(t *testing.T) {
 		{"240.0.0.1", nat.DropMartian},
 		{"172.16.1.100", nat.DropOwnSource}, // the VIP
 		{"10.0.0.1", nat.DropOwnSource},     // the DIP
-		{"172.16.1.5", nat.DropOwnSource},   // a real server
 		{"::", nat.DropMartian},
 		{"::1", nat.DropMartian},
 		{"ff02::1", nat.DropMartian},
 		{"::ffff:10.0.0.10", nat.DropMartian},
 		{"fd00::100", nat.DropOwnSource}, // the IPv6 VIP
 		{"fd01::1", nat.DropOwnSource},   // the IPv6 DIP
-		{"fd00::5", nat.DropOwnSource},   // the IPv6 real server
 	} {
 		src := netip.MustParseAddr(c.src)
 		dst := vip
@@ -60,6 +58,19 @@ func TestMartianSources(t *testing.T) {
 	}
 	if r := e.tb.Process(nattest.TCP(cli6, vip6, S, 0), &e.p, e.now); r.Verdict != nat.Forward {
 		t.Errorf("IPv6 client SYN: %+v", r)
+	}
+	// A real server's address is not the director's: fib_validate_source
+	// accepts it, and IPVS schedules a real server that connects to a VIP
+	// like any client.
+	for _, src := range []string{"172.16.1.5", "fd00::5"} {
+		a := netip.MustParseAddr(src)
+		dst := vip
+		if a.Is6() {
+			dst = vip6
+		}
+		if r := e.tb.Process(nattest.TCP(netip.AddrPortFrom(a, 40001), dst, S, 0), &e.p, e.now); r.Verdict != nat.Forward {
+			t.Errorf("SYN from real server %s: %+v", src, r)
+		}
 	}
 	// A martian to an address that is no service is the stack's.
 	if r := e.tb.Process(nattest.TCP(nattest.AP("127.0.0.1:1"), nattest.AP("10.0.0.1:22"), S, 0), &e.p, e.now); r.Verdict != nat.Pass {
