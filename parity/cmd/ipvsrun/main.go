@@ -546,6 +546,11 @@ func (w *world) nodeExporter() (string, string) {
 		return parity.NodeExporterMissing, ""
 	}
 	const addr = "127.0.0.1:9100"
+	// The kernel's totals in /proc/net/ip_vs_stats are summed from the
+	// per-CPU counters by the rate estimator, every 2 s (ip_vs_est.c,
+	// estimation_timer and ip_vs_read_cpu_stats); tunvs's are live. Wait
+	// out one period so the kernel's include the traffic just sent.
+	time.Sleep(2500 * time.Millisecond)
 	var proc *exec.Cmd
 	err := inNS(w.dir, func() error {
 		proc = exec.Command(*nodeExp, "--collector.disable-defaults", "--collector.ipvs",
