@@ -6,13 +6,9 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tunvs/tunvs/internal/netns"
 )
 
 // The full-NAT local addresses: on the real servers' network, so that
@@ -105,25 +101,7 @@ func TestFullNATTAP(t *testing.T) {
 func runFullNATTAP(t *testing.T) {
 	e := newEnv(t)
 	topo := e.topo
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatalf("%v\ndirector log:\n%s", err, e.log)
-		}
-	}
-	add := func(name string) *netns.Host {
-		h, err := topo.AddHost(name)
-		must(err)
-		return h
-	}
-	e.client = add("client")
-	lan := add("lan")
-	r := &rs{name: "RS1", host: add("rs1"), v4: rsV4, clients: map[netip.Addr]int{}}
-	e.rss = []*rs{r}
-	dir, err := os.MkdirTemp("", "tunvs-e2e-fnat-")
-	must(err)
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	e.sock = filepath.Join(dir, "ctl.sock")
+	must, lan, r := e.oneArmed(t, "tunvs-e2e-fnat-")
 	e.startDaemon([]string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
 		fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32,addr=%s/32", vip4, lad4),
 		"--route=default,via=172.16.1.200",

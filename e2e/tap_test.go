@@ -32,32 +32,40 @@ func TestTAPOneArmed(t *testing.T) {
 	}
 }
 
-// rsV4 is the real server of TestTAPOneArmed.
-var rsV4 = netip.MustParseAddr("172.16.1.5")
-
-func runTAPOneArmed(t *testing.T, hairpin bool) {
-	e := newEnv(t)
-	topo := e.topo
-	must := func(err error) {
+// oneArmed lays the hosts every one-armed TAP test starts from: client,
+// lan (the real server's segment) and rs1 (rsV4, the one real server),
+// and the daemon's control socket in a temporary directory named from
+// prefix. must fails the test with the director's log.
+func (e *env) oneArmed(t *testing.T, prefix string) (must func(error), lan *netns.Host, r *rs) {
+	must = func(err error) {
 		t.Helper()
 		if err != nil {
 			t.Fatalf("%v\ndirector log:\n%s", err, e.log)
 		}
 	}
 	add := func(name string) *netns.Host {
-		h, err := topo.AddHost(name)
+		h, err := e.topo.AddHost(name)
 		must(err)
 		return h
 	}
 	e.client = add("client")
-	lan := add("lan")
-	r := &rs{name: "RS1", host: add("rs1"), v4: rsV4, clients: map[netip.Addr]int{}}
+	lan = add("lan")
+	r = &rs{name: "RS1", host: add("rs1"), v4: rsV4, clients: map[netip.Addr]int{}}
 	e.rss = []*rs{r}
-
-	dir, err := os.MkdirTemp("", "tunvs-e2e-tap-")
+	dir, err := os.MkdirTemp("", prefix)
 	must(err)
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e.sock = filepath.Join(dir, "ctl.sock")
+	return must, lan, r
+}
+
+// rsV4 is the real server of TestTAPOneArmed.
+var rsV4 = netip.MustParseAddr("172.16.1.5")
+
+func runTAPOneArmed(t *testing.T, hairpin bool) {
+	e := newEnv(t)
+	topo := e.topo
+	must, lan, r := e.oneArmed(t, "tunvs-e2e-tap-")
 	args := []string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
 		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
 		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
