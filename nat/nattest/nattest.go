@@ -31,6 +31,8 @@ type Seg struct {
 	Size int
 	TTL  uint8 // default 64
 	DF   bool
+	// Options are TCP options, padded with EOL to a multiple of 4.
+	Options []byte
 }
 
 // The checksums of the packets built here come from the reference
@@ -49,7 +51,7 @@ func Build(s Seg) []byte {
 	}
 	l4Len := 8
 	if s.Proto == 6 {
-		l4Len = 20
+		l4Len = 20 + (len(s.Options)+3)/4*4
 	}
 	payload := s.Payload
 	if n := s.Size - ipLen - l4Len; n > len(payload) {
@@ -98,7 +100,8 @@ func Build(s Seg) []byte {
 	if s.Proto == 6 {
 		binary.BigEndian.PutUint32(l4[4:], s.Seq)
 		binary.BigEndian.PutUint32(l4[8:], s.Ack)
-		l4[12] = 5 << 4
+		l4[12] = byte(l4Len/4) << 4
+		copy(l4[20:], s.Options)
 		l4[13] = s.Flags
 		binary.BigEndian.PutUint16(l4[14:], 65535)
 		binary.BigEndian.PutUint16(l4[16:], ^fold(sum(l4, ps)))
