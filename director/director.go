@@ -26,6 +26,7 @@ import (
 	"github.com/tunvs/tunvs/netstack"
 	"github.com/tunvs/tunvs/rules"
 	"github.com/tunvs/tunvs/tun"
+	"github.com/tunvs/tunvs/vrrp"
 )
 
 // Link is one interface of the director.
@@ -82,6 +83,9 @@ type Config struct {
 	// DropLogInterval is how often drops are logged, one line per reason
 	// with the count since the last line (0: 10 s).
 	DropLogInterval time.Duration
+	// VRRP are the virtual routers (see VRRP); they start last, once
+	// the rules are in.
+	VRRP []VRRP
 }
 
 // Director is a running director.
@@ -99,8 +103,11 @@ type Director struct {
 	clock     clock.Clock
 	// Est is the rate estimator (ipvsadm --rate), ticking every 2 s.
 	Est *admin.Estimator
-	ctl *admin.Server
-	log zerolog.Logger
+	// Routers are the VRRP virtual routers (Config.VRRP).
+	Routers []*vrrp.Router
+	vrrpRx  *vrrp.Receiver
+	ctl     *admin.Server
+	log     zerolog.Logger
 	// mu serialises changes to the table: control requests and reloads.
 	mu        sync.Mutex
 	pcap      *netstack.PcapWriter
@@ -173,6 +180,13 @@ func New(cfg Config) (_ *Director, err error) {
 			local = append(local, a.Addr())
 		}
 	}
+	// A virtual address is the director's own on either side of a
+	// failover: no packet to a service may come from it.
+	for _, v := range cfg.VRRP {
+		for _, a := range v.Router.VIPs {
+			local = append(local, a.Addr())
+		}
+	}
 	d.NAT.SetLocalAddrs(local)
 	for _, r := range cfg.Routes {
 		if err := h.AddRoute(r.Dst, r.Via, r.Dev); err != nil {
@@ -184,6 +198,9 @@ func New(cfg Config) (_ *Director, err error) {
 		return nil, fmt.Errorf("rules: %w", err)
 	}
 	if err := d.startHealth(cfg.Health); err != nil {
+		return nil, err
+	}
+	if err := d.startVRRP(cfg.VRRP); err != nil {
 		return nil, err
 	}
 	for _, s := range d.NAT.Services() {
@@ -415,6 +432,8 @@ func (d *Director) Close() error {
 	d.mu.Unlock()
 	d.closeOnce.Do(func() { close(d.done) })
 	d.wg.Wait()
+	// A master resigns while its link is still up.
+	d.stopVRRP()
 	if d.Sync != nil {
 		// The daemons' sockets are on the stack closed below.
 		d.Sync.Close()

@@ -105,7 +105,7 @@ daemon exit=0
 		t.Errorf("got:\n%s\nwant:\n%s\ndaemon log:\n%s", out, want, log)
 	}
 	// The warnings and the refusal name the file and line.
-	for _, w := range []string{"vrrp_instance ignored: tunvs has no VRRP file=" + kc + " line=2",
+	for _, w := range []string{"vrrp_instance VI_1 ignored: it needs an interface, a virtual_router_id and a virtual_ipaddress file=" + kc + " line=2",
 		kc + ":12: keepalived.conf: lb_kind DR: not supported"} {
 		if !strings.Contains(string(log), w) {
 			t.Errorf("daemon log has no %q:\n%s", w, log)

@@ -44,6 +44,14 @@ func render(t *testing.T, c Config) string {
 			b.WriteString("\n")
 		}
 	}
+	for _, v := range c.VRRP {
+		r := v.Router
+		fmt.Fprintf(&b, "vrrp %s link=%s vrid=%d priority=%d interval=%v preempt=%v delay=%v start-master=%v vips=%v", r.Name, r.Link, r.VRID, r.Priority, r.Interval, r.Preempt, r.PreemptDelay, r.StartMaster, r.VIPs)
+		if v.Sync != nil {
+			fmt.Fprintf(&b, " sync=%+v", *v.Sync)
+		}
+		b.WriteString("\n")
+	}
 	for _, w := range c.Warnings {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}

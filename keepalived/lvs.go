@@ -26,7 +26,9 @@ type Options struct {
 type Config struct {
 	// Rules are the virtual services, their real servers and their
 	// checks, validated whole (rules.Rules.Validate).
-	Rules    rules.Rules
+	Rules rules.Rules
+	// VRRP are the vrrp_instances tunvs runs.
+	VRRP     []VRRPInstance
 	Warnings []Warning
 }
 
@@ -57,14 +59,17 @@ func Load(path string, o Options) (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	m := mapper{warn: rd.warn, groups: map[string][]groupEntry{}, seen: map[rules.ServiceKey]Pos{}}
+	m := mapper{warn: rd.warn, groups: map[string][]groupEntry{}, seen: map[rules.ServiceKey]Pos{}, vrrpVersion: defaultVRRPVersion}
 	if err := m.top(top); err != nil {
+		return Config{}, err
+	}
+	if err := m.linkSync(); err != nil {
 		return Config{}, err
 	}
 	if err := m.out.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%w: %s: %v", ErrConfig, path, err)
 	}
-	return Config{Rules: m.out, Warnings: m.warn}, nil
+	return Config{Rules: m.out, VRRP: m.vrrp, Warnings: m.warn}, nil
 }
 
 type groupEntry struct {
@@ -78,6 +83,11 @@ type mapper struct {
 	groups map[string][]groupEntry
 	seen   map[rules.ServiceKey]Pos
 	out    rules.Rules
+
+	vrrpVersion int
+	vrrp        []VRRPInstance
+	vrrpPos     []Pos
+	syncd       *globalSync
 }
 
 func (m *mapper) warnf(p Pos, format string, a ...any) {
@@ -95,23 +105,31 @@ var vrrpBlocks = map[string]bool{
 func (m *mapper) top(ss []stmt) error {
 	// Groups first: a virtual_server may name one defined after it.
 	for _, s := range ss {
-		if s.key() == "virtual_server_group" {
-			if err := m.group(s); err != nil {
-				return err
-			}
+		var err error
+		switch s.key() {
+		case "virtual_server_group":
+			err = m.group(s)
+		case "global_defs":
+			// Before the instances: vrrp_version applies to them.
+			err = m.globalDefs(s)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	for _, s := range ss {
 		switch k := s.key(); {
-		case k == "virtual_server_group":
+		case k == "virtual_server_group", k == "global_defs":
+		case k == "vrrp_instance":
+			if err := m.vrrpInstance(s); err != nil {
+				return err
+			}
 		case k == "virtual_server":
 			if err := m.virtualServer(s); err != nil {
 				return err
 			}
-		case k == "global_defs":
-			m.warnf(s.Pos, "global_defs ignored (notifications, router id, process settings: tunvs has none)")
 		case vrrpBlocks[k]:
-			m.warnf(s.Pos, "%s ignored: tunvs has no VRRP", k)
+			m.warnf(s.Pos, "%s ignored: tunvs runs vrrp_instances only", k)
 		default:
 			m.warnf(s.Pos, "unknown keyword %q ignored", k)
 		}

@@ -82,7 +82,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	q := out.txq[f.qi%len(out.txq)]
 	// A bridge floods a frame for an address it has not learned to
 	// every port: only those sent to this NIC are routed.
-	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
+	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.curMAC()) {
 		return false
 	}
 	off := bufOffset
@@ -112,7 +112,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	if mac != 0 {
 		eth := whole[off : off+ethHdrLen]
 		putMAC(eth[0:6], mac)
-		copy(eth[6:12], out.mac)
+		copy(eth[6:12], out.curMAC())
 		if in.kind == tun.KindTUN {
 			binary.BigEndian.PutUint16(eth[12:], etherTypeOf(p.V6))
 		}

@@ -72,6 +72,9 @@ type Counters struct {
 	TimeExceededSent atomic.Uint64 // ICMP time exceeded sent (TTL ran out here)
 	ICMPLimited      atomic.Uint64 // ICMP errors not sent: rate limit (see icmpLimiter)
 	LinkDrops        atomic.Uint64 // frames too short or of unknown type
+	// OtherHost are frames read from a TAP addressed to another host's
+	// MAC (a bridge floods those it has not learned), dropped.
+	OtherHost atomic.Uint64
 	// RouteDrops are packets of direct-routing (-g) connections that
 	// could not be sent: the real server not on a directly connected TAP
 	// segment, or its Ethernet address not yet resolved (the resolution
@@ -105,6 +108,9 @@ type Host struct {
 	icmp *icmpLimiter
 	// hops are the bypass's egresses (see hop).
 	hops *hopTable
+	// vrrp, if set, is handed the VRRP packets read on TAP links
+	// (SetVRRP).
+	vrrp atomic.Pointer[func(link string, l3 []byte)]
 
 	wg   sync.WaitGroup
 	done chan struct{}
@@ -170,8 +176,11 @@ type NIC struct {
 	name string
 	dev  tun.Device
 	kind tun.Kind
-	mac  tcpip.LinkAddress
-	ep   *linkEP
+	mac  tcpip.LinkAddress // its own (burned-in) address
+	// hw is the address it uses now: mac, or a VRRP master's virtual
+	// MAC (SetLinkMAC). Nil on a TUN.
+	hw atomic.Pointer[tcpip.LinkAddress]
+	ep *linkEP
 
 	// txq are the device's queues (one unless it has several, see
 	// tun.OffloadDevice.Queues), each written under its own lock: the
@@ -224,8 +233,16 @@ func (n *NIC) Name() string { return n.name }
 // MTU is the device's MTU (the largest IP packet).
 func (n *NIC) MTU() int { return n.dev.MTU() }
 
-// MAC is the NIC's Ethernet address (TAP only).
-func (n *NIC) MAC() tcpip.LinkAddress { return n.mac }
+// MAC is the NIC's Ethernet address now (TAP only).
+func (n *NIC) MAC() tcpip.LinkAddress { return n.curMAC() }
+
+// curMAC is the Ethernet address the NIC sends from and receives on.
+func (n *NIC) curMAC() tcpip.LinkAddress {
+	if p := n.hw.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // AddNIC attaches a device to the host and starts reading from it.
 func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
@@ -242,7 +259,7 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	var ep stack.LinkEndpoint = n.ep
 	if n.kind == tun.KindTAP {
 		n.mac = randomMAC()
-		n.ep.linkAddr = n.mac
+		n.hw.Store(&n.mac)
 		ep = ethernet.New(n.ep)
 	}
 	if err := h.s.CreateNICWithOptions(n.id, ep, stack.NICOptions{Name: name}); err != nil {

@@ -32,8 +32,7 @@ const (
 // linkEP is the gVisor link endpoint of a NIC: the stack writes to the
 // device through it, and the NIC's reader delivers to its dispatcher.
 type linkEP struct {
-	nic      *NIC
-	linkAddr tcpip.LinkAddress
+	nic *NIC
 
 	mu         sync.RWMutex
 	dispatcher stack.NetworkDispatcher
@@ -69,8 +68,8 @@ func (e *linkEP) MTU() uint32 {
 }
 func (e *linkEP) SetMTU(uint32)                                {}
 func (e *linkEP) MaxHeaderLength() uint16                      { return 0 }
-func (e *linkEP) LinkAddress() tcpip.LinkAddress               { return e.linkAddr }
-func (e *linkEP) SetLinkAddress(a tcpip.LinkAddress)           { e.linkAddr = a }
+func (e *linkEP) LinkAddress() tcpip.LinkAddress               { return e.nic.curMAC() }
+func (e *linkEP) SetLinkAddress(a tcpip.LinkAddress)           { e.nic.hw.Store(&a) }
 func (e *linkEP) Capabilities() stack.LinkEndpointCapabilities { return 0 }
 func (e *linkEP) Wait()                                        {}
 func (e *linkEP) AddHeader(*stack.PacketBuffer)                {}
@@ -361,6 +360,22 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		}
 		proto = tcpip.NetworkProtocolNumber(binary.BigEndian.Uint16(frame[12:14]))
 		l3 = frame[ethHdrLen:]
+		// A bridge floods frames for addresses it has not learned (or
+		// that moved: a VRRP virtual MAC) to every port. The kernel
+		// drops those not for its own address (PACKET_OTHERHOST in
+		// ip_rcv_core, ip6_rcv_core and arp_rcv); so does the NIC, or
+		// a backup director would NAT the master's traffic as well.
+		// Its own address stays its own while a virtual MAC is on.
+		if frame[0]&1 == 0 && string(frame[0:6]) != string(n.curMAC()) && string(frame[0:6]) != string(n.mac) {
+			h.Counters.OtherHost.Add(1)
+			return
+		}
+		if (proto == ipv4.ProtocolNumber || proto == ipv6.ProtocolNumber) && isVRRP(l3) {
+			if fn := h.vrrp.Load(); fn != nil {
+				(*fn)(n.name, l3)
+				return
+			}
+		}
 	} else {
 		if len(frame) == 0 {
 			h.Counters.LinkDrops.Add(1)
@@ -485,7 +500,7 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 	if n.kind == tun.KindTAP {
 		eth := b[bufOffset:off]
 		copy(eth[0:6], frame[6:12])
-		copy(eth[6:12], n.mac)
+		copy(eth[6:12], n.curMAC())
 		et := uint16(header.IPv4ProtocolNumber)
 		if v6 {
 			et = uint16(header.IPv6ProtocolNumber)

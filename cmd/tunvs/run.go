@@ -7,8 +7,10 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,10 +49,14 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
                    real_servers and checkers (TCP_CHECK, HTTP_GET, SSL_GET,
                    MISC_CHECK, UDP_CHECK, PING_CHECK) become the rules and
                    checks; include, comments, @ID conditional lines and
-                   $PARAMETERs as keepalived reads them. What tunvs does not
-                   do (VRRP, scripts, unknown keywords) is a warning naming
-                   the file and line; DR/TUN, fwmark services and bad
-                   values are refused. SIGHUP rereads it. Not with --rules
+                   $PARAMETERs as keepalived reads them. vrrp_instances
+                   run VRRP version 3 on their TAP --link, moving the
+                   virtual addresses (and, with lvs_sync_daemon, driving
+                   the sync daemons) between directors. What tunvs does not
+                   do (scripts, vrrp_sync_group, unknown keywords) is a
+                   warning naming the file and line; DR/TUN, fwmark
+                   services and bad values are refused. SIGHUP rereads it
+                   (not its vrrp_instances). Not with --rules
   --keepalived-id ID
                    keepalived's -i (config id) for @ID lines (default: the
                    host name up to its first dot)
@@ -166,13 +172,15 @@ func cmdRun(ctx context.Context, args []string) error {
 		return usageError{fmt.Errorf("--rules and --keepalived-conf: give one (SIGHUP rereads it)")}
 	}
 	var kaChecks []rules.CheckService
+	var kaVRRP []keepalived.VRRPInstance
 	if *kaFile != "" {
 		kc, err := loadKeepalived(*kaFile, *kaID, log)
 		if err != nil {
 			return err
 		}
-		cmds = admin.Commands(rules.Rules{}.Diff(kc))
-		kaChecks = kc.Checks.Services
+		cmds = admin.Commands(rules.Rules{}.Diff(kc.Rules))
+		kaChecks = kc.Rules.Checks.Services
+		kaVRRP = kc.VRRP
 	}
 	c, ln, err := ruleCommands(*rulesFile, *ruleLines, &checks)
 	if err != nil {
@@ -220,6 +228,10 @@ func cmdRun(ctx context.Context, args []string) error {
 		}
 		specs = append(specs, ls)
 	}
+	vrrps, err := vrrpOn(kaVRRP, specs)
+	if err != nil {
+		return err
+	}
 	var rts []director.Route
 	for _, s := range *routes {
 		r, err := parseRoute(s)
@@ -247,7 +259,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
 		Bypass: *bypass, NoGSO: !*gso, Socket: *socket, Log: log,
 		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
-		Health: hc,
+		Health: hc, VRRP: vrrps,
 	}
 	if *trace {
 		dcfg.Trace = os.Stderr
@@ -273,7 +285,7 @@ func cmdRun(ctx context.Context, args []string) error {
 			loop = false
 		case <-hup:
 			if *kaFile != "" {
-				reloadKeepalived(d, *kaFile, *kaID, log)
+				reloadKeepalived(d, *kaFile, *kaID, kaVRRP, log)
 			} else {
 				reload(d, *rulesFile, log)
 			}
@@ -303,22 +315,52 @@ func reload(d *director.Director, path string, log zerolog.Logger) {
 }
 
 // loadKeepalived reads a keepalived.conf, its warnings logged.
-func loadKeepalived(path, id string, log zerolog.Logger) (rules.Rules, error) {
+func loadKeepalived(path, id string, log zerolog.Logger) (keepalived.Config, error) {
 	kc, err := keepalived.Load(path, keepalived.Options{ConfigID: id})
 	if err != nil {
-		return rules.Rules{}, err
+		return keepalived.Config{}, err
 	}
 	for _, w := range kc.Warnings {
 		log.Warn().Str(admin.FieldFile, w.File).Int(admin.FieldLine, w.Line).Msg(w.Msg)
 	}
-	return kc.Rules, nil
+	return kc, nil
+}
+
+// vrrpOn checks that each vrrp_instance runs on a TAP --link (VRRP
+// needs Ethernet: a virtual MAC, ARP) and makes the director's routers.
+func vrrpOn(insts []keepalived.VRRPInstance, links []linkSpec) ([]director.VRRP, error) {
+	var out []director.VRRP
+	for _, v := range insts {
+		ok := false
+		for _, l := range links {
+			if l.name == v.Router.Link {
+				if l.kind != tun.KindTAP {
+					return nil, fmt.Errorf("vrrp_instance %s: interface %s is a TUN link; VRRP needs a TAP (kind=tap)", v.Router.Name, l.name)
+				}
+				ok = true
+			}
+		}
+		if !ok {
+			return nil, fmt.Errorf("vrrp_instance %s: interface %s is not one of the --link devices", v.Router.Name, v.Router.Link)
+		}
+		if v.Sync != nil && !slices.ContainsFunc(links, func(l linkSpec) bool { return l.name == v.Sync.Interface }) {
+			return nil, fmt.Errorf("vrrp_instance %s: sync daemon interface %s is not one of the --link devices", v.Router.Name, v.Sync.Interface)
+		}
+		out = append(out, director.VRRP(v))
+	}
+	return out, nil
 }
 
 // reloadKeepalived is SIGHUP with --keepalived-conf: the file again, only
-// the difference applied; a refused file changes nothing.
-func reloadKeepalived(d *director.Director, path, id string, log zerolog.Logger) {
-	want, err := loadKeepalived(path, id, log)
+// the difference applied; a refused file changes nothing. The virtual
+// routers are not reloaded: a change to them is a warning.
+func reloadKeepalived(d *director.Director, path, id string, running []keepalived.VRRPInstance, log zerolog.Logger) {
+	kc, err := loadKeepalived(path, id, log)
+	want := kc.Rules
 	if err == nil {
+		if !reflect.DeepEqual(kc.VRRP, running) {
+			log.Warn().Str(admin.FieldFile, path).Msg("SIGHUP: vrrp_instance changes are not reloaded (restart tunvs to apply them)")
+		}
 		var changes []admin.Command
 		if changes, err = d.ReloadRules(want); err == nil {
 			log.Info().Str(admin.FieldFile, path).Int(admin.FieldChanges, len(changes)).Msg("SIGHUP: keepalived.conf reloaded")
