@@ -79,7 +79,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	}
 	hp := h.hops.at(eg)
 	out := hp.nic
-	q := out.txq[f.qi%len(out.txq)]
+	q := out.txq[f.txQueue(in, out)]
 	// A bridge floods a frame for an address it has not learned to
 	// every port: only those sent to this NIC are routed.
 	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.curMAC()) {
@@ -120,6 +120,28 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	f.pend = append(f.pend, pending{out: q, nic: out, buf: whole, off: off, gso: g})
 	h.Counters.FastPath.Add(1)
 	return true
+}
+
+// txQueue is the index of the queue of out that f's reader, the reader of
+// queue f.qi of in, writes to. Across devices it is the reader's own
+// index. Back out of the device it came from (hairpin, as in the article's
+// one-armed director) it is the next queue: the kernel steers a flow's
+// packets to the queue that last wrote packets of that flow, by a hash of
+// its addresses and ports that is the same both ways
+// (tun_automq_select_queue and tun_flow_update in drivers/net/tun.c,
+// __skb_get_hash_symmetric). The client's packets to the VIP, rewritten
+// for the real server, go out of the next queue, so the real server's
+// replies are steered to it; the replies, rewritten back, go out of this
+// one, so the client's packets keep coming here. Each reader then carries
+// one direction of a connection, and the receiving host's TCP, which runs
+// inside each write(2), runs in both readers at once rather than one
+// after the other in a single reader that carries both.
+func (f *fastPath) txQueue(in, out *NIC) int {
+	n := len(out.txq)
+	if out == in && n > 1 {
+		return (f.qi + 1) % n
+	}
+	return f.qi % n
 }
 
 // resolveEgress finds the hop (index+1) the packet's destination is

@@ -38,12 +38,22 @@ type bypassRig struct {
 	h               *netstack.Host
 	inKind, outKind tun.Kind
 	in, out         *replayGSO // the same device when hairpin
+	// inQ and outQ are every queue of in and out (in and out are the
+	// first), for a rig with several queues per device.
+	inQ, outQ []*replayGSO
 	// The director's MACs on the client and real-server side, and the
 	// MAC its client-side frames come from (router or client).
 	inMAC, outMAC, peerIn [6]byte
 }
 
 func newBypassRig(t testing.TB, inKind, outKind tun.Kind, hairpin bool) *bypassRig {
+	t.Helper()
+	return newBypassRigQueues(t, inKind, outKind, hairpin, 1)
+}
+
+// newBypassRigQueues is newBypassRig with queues queues per device, as
+// tun.OffloadDevice has them with Config.Queues.
+func newBypassRigQueues(t testing.TB, inKind, outKind tun.Kind, hairpin bool, queues int) *bypassRig {
 	t.Helper()
 	var h *netstack.Host
 	tb := nat.New(nat.Config{EgressMTU: func(dst netip.Addr) int { return h.EgressMTU(dst) }})
@@ -56,29 +66,37 @@ func newBypassRig(t testing.TB, inKind, outKind tun.Kind, hairpin bool) *bypassR
 			t.Fatal(err)
 		}
 	}
-	nic := func(name string, kind tun.Kind, addrs ...string) (*replayGSO, [6]byte) {
-		d := newReplayGSO(name)
-		d.kind, d.out = kind, make([]byte, 70000)
-		n, err := h.AddNIC(name, d)
+	nic := func(name string, kind tun.Kind, addrs ...string) ([]*replayGSO, [6]byte) {
+		var qs []*replayGSO
+		for range queues {
+			d := newReplayGSO(name)
+			d.kind, d.out = kind, make([]byte, 70000)
+			qs = append(qs, d)
+		}
+		var dev tun.Device = qs[0]
+		if queues > 1 {
+			dev = &multiReplay{qs[0], qs}
+		}
+		n, err := h.AddNIC(name, dev)
 		must(err)
 		for _, a := range addrs {
 			must(h.AddAddress(name, netip.MustParsePrefix(a)))
 		}
 		var mac [6]byte
 		copy(mac[:], n.MAC())
-		return d, mac
+		return qs, mac
 	}
 	vip := gVIP.Addr().String() + "/32"
 	if hairpin {
-		r.in, r.inMAC = nic("lan", inKind, "172.16.1.3/24", vip)
-		r.out, r.outMAC = r.in, r.inMAC
+		r.inQ, r.inMAC = nic("lan", inKind, "172.16.1.3/24", vip)
+		r.outQ, r.outMAC = r.inQ, r.inMAC
 		must(h.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("172.16.1.200"), ""))
 		r.peerIn = macRouter
 		r.neighbour("lan", "172.16.1.200", macRouter)
 		r.neighbour("lan", rsAddr.String(), macRS)
 	} else {
-		r.in, r.inMAC = nic("client", inKind, "10.0.0.1/24", vip)
-		r.out, r.outMAC = nic("rs", outKind, "172.16.1.3/24")
+		r.inQ, r.inMAC = nic("client", inKind, "10.0.0.1/24", vip)
+		r.outQ, r.outMAC = nic("rs", outKind, "172.16.1.3/24")
 		r.peerIn = macClient
 		if inKind == tun.KindTAP {
 			r.neighbour("client", gCli.Addr().String(), macClient)
@@ -87,6 +105,7 @@ func newBypassRig(t testing.TB, inKind, outKind tun.Kind, hairpin bool) *bypassR
 			r.neighbour("rs", rsAddr.String(), macRS)
 		}
 	}
+	r.in, r.out = r.inQ[0], r.outQ[0]
 	if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: gVIP.Addr(), Port: gVIP.Port(), Scheduler: "rr"}); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,85 @@
+//go:build linux
+
+package tun
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestQueueSteering checks, on a real two-queue device, what netstack's
+// bypass relies on when it writes a packet back out of the device it came
+// from by the other queue: the kernel sends a flow's packets to the queue
+// that last wrote packets of that flow, in either direction
+// (tun_flow_update and tun_automq_select_queue in drivers/net/tun.c, with
+// the symmetric hash). Sixteen flows are written, alternately by each
+// queue; every reply must come back on the queue its flow was written by
+// (by the hash alone, all sixteen would be a 1 in 65536 chance).
+func TestQueueSteering(t *testing.T) {
+	if !inSandbox(t) {
+		return
+	}
+	d := openOrSkip(t, Config{Name: "tvsteer%d", MTU: 1500, Up: true, Offload: true, Queues: 2})
+	qs := d.(*OffloadDevice).Queues()
+	setAddr(t, d.Name(), netip.MustParsePrefix("10.77.0.1/24"))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 1), Port: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// The echo: what arrives goes back to its sender.
+	go func() {
+		b := make([]byte, 1500)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(b)
+			if err != nil {
+				return
+			}
+			conn.WriteToUDPAddrPort(b[:n], from)
+		}
+	}()
+	type got struct {
+		queue int
+		dst   netip.AddrPort
+	}
+	replies := make(chan got, 64)
+	for i, q := range qs {
+		go func() {
+			bufs, sizes := makeBufs(q.BatchSize(), 1500)
+			for {
+				n, err := q.Read(bufs, sizes, 16)
+				if err != nil {
+					return
+				}
+				for j := 0; j < n; j++ {
+					if _, dst, _, ok := parseIPv4UDP(bufs[j][16 : 16+sizes[j]]); ok {
+						replies <- got{i, dst}
+					}
+				}
+			}
+		}()
+	}
+	const flows = 16
+	server := netip.MustParseAddrPort("10.77.0.1:7")
+	for i := range flows {
+		peer := netip.AddrPortFrom(netip.MustParseAddr("10.77.0.2"), uint16(20000+i))
+		p := ipv4UDP(peer, server, []byte(fmt.Sprint("flow ", i)))
+		if _, err := qs[i%2].Write([][]byte{append(make([]byte, 16), p...)}, 16); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case g := <-replies:
+			if g.dst != peer {
+				t.Fatalf("flow %d: a reply to %v", i, g.dst)
+			}
+			if g.queue != i%2 {
+				t.Errorf("flow %d, written by queue %d: its reply came on queue %d", i, i%2, g.queue)
+			}
+		case <-time.After(readTimeout):
+			t.Fatalf("flow %d: no reply within %v", i, readTimeout)
+		}
+	}
+}
