@@ -46,7 +46,7 @@ func labTable(t *testing.T, now int64) *nat.Table {
 				b = nattest.TCP(cli, vip, flags, size)
 			} else {
 				c, _ := tb.Lookup(6, cli, vip)
-				b = nattest.TCP(netip.AddrPortFrom(c.DAddr, c.DPort), cli, flags, size)
+				b = nattest.TCP(netip.AddrPortFrom(c.DAddr(), c.DPort), cli, flags, size)
 			}
 			if r := tb.Process(b, &p, now); r.Verdict != nat.Forward {
 				t.Fatalf("conn %d: packet not forwarded: %+v", i, r)

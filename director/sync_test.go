@@ -64,7 +64,7 @@ func TestSyncPair(t *testing.T) {
 	if conn == nil {
 		t.Fatal("the master made no connection")
 	}
-	send(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0))
+	send(nattest.TCP(netip.AddrPortFrom(conn.DAddr(), conn.DPort), c, nattest.SYN|nattest.ACK, 0))
 	send(nattest.TCP(c, vip, nattest.ACK, 0))
 	send(nattest.TCP(c, vip, nattest.ACK, 10))
 	// Sent within the flush time (2 s) and the master's look (1 s).
@@ -77,7 +77,7 @@ func TestSyncPair(t *testing.T) {
 	if got == nil {
 		t.Fatalf("the backup has no connection; master: %+v", master.Sync.Master().Stats.Messages.Load())
 	}
-	if got.State() != nat.StateEstablished || got.DAddr != conn.DAddr || !got.Synced() {
-		t.Fatalf("backup's connection: %+v state %v, master's to %v", got.Info(), got.State(), conn.DAddr)
+	if got.State() != nat.StateEstablished || got.DAddr() != conn.DAddr() || !got.Synced() {
+		t.Fatalf("backup's connection: %+v state %v, master's to %v", got.Info(), got.State(), conn.DAddr())
 	}
 }

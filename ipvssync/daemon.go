@@ -224,7 +224,7 @@ func (m *MasterDaemon) Send(c *nat.Conn) {
 func fillRecord(r *Conn, c *nat.Conn) {
 	si := c.SyncInfo()
 	r.Proto = c.Proto
-	r.CAddr, r.VAddr, r.DAddr = c.CAddr, c.VAddr, c.DAddr
+	r.CAddr, r.VAddr, r.DAddr = c.CAddr(), c.VAddr(), c.DAddr()
 	r.CPort, r.VPort, r.DPort = c.CPort, c.VPort, c.DPort
 	if si.Inactive {
 		r.Flags |= FlagInactive

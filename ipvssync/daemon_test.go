@@ -119,7 +119,7 @@ func establish(tb *nat.Table, n int, now int64) {
 		c := netip.AddrPortFrom(netip.MustParseAddr("10.9.0.1"), uint16(1000+i))
 		tb.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, now)
 		conn, _ := tb.Lookup(6, c, tvip)
-		tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, now)
+		tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr(), conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, now)
 		tb.Process(nattest.TCP(c, tvip, nattest.ACK, 0), &p, now)
 		tb.Process(nattest.TCP(c, tvip, nattest.ACK, 10), &p, now)
 	}
@@ -270,7 +270,7 @@ func TestMasterPathAllocs(t *testing.T) {
 	c := nattest.AP("10.9.0.1:1000")
 	tb.Process(nattest.TCP(c, tvip, nattest.SYN, 0), &p, 0)
 	conn, _ := tb.Lookup(6, c, tvip)
-	tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, 0)
+	tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr(), conn.DPort), c, nattest.SYN|nattest.ACK, 0), &p, 0)
 	in := nattest.TCP(c, tvip, nattest.ACK, 10)
 	b := make([]byte, len(in))
 	m := d.Master()

@@ -12,7 +12,6 @@ import (
 func checkShard(t *testing.T, s *shard) {
 	t.Helper()
 	n := 0
-	mask := len(s.hs) - 1
 	for i, h := range s.hs {
 		if (h == 0) != (s.cs[i] == nil) {
 			t.Fatalf("slot %d: hash bits %#x, conn %p", i, h, s.cs[i])
@@ -21,16 +20,16 @@ func checkShard(t *testing.T, s *shard) {
 			continue
 		}
 		n++
-		for j := int(h>>1) & mask; j != i; j = (j + 1) & mask {
+		for j := home(h, len(s.hs)); j != i; j = next(j, len(s.hs)) {
 			if s.hs[j] == 0 {
-				t.Fatalf("slot %d (home %d) cut off by the empty slot %d", i, int(h>>1)&mask, j)
+				t.Fatalf("slot %d (home %d) cut off by the empty slot %d", i, home(h, len(s.hs)), j)
 			}
 		}
 	}
 	if n != s.n {
 		t.Fatalf("%d entries, n says %d", n, s.n)
 	}
-	if len(s.hs) > 0 && (s.n*4 > len(s.hs)*3 || len(s.hs)&mask != 0) {
+	if len(s.hs) > 0 && s.n*5 > len(s.hs)*4 {
 		t.Fatalf("%d entries in %d slots", s.n, len(s.hs))
 	}
 }
@@ -46,9 +45,9 @@ func TestShardCollisions(t *testing.T) {
 	for step := range 20000 {
 		if len(live) == 0 || rng.IntN(100) < 55-step/400 {
 			c := new(Conn)
-			// Home slots 0, 1 and the last of a table of up to 1024
-			// slots, so runs pile up and wrap.
-			h := uint32([]int{0, 1, 1023, 1023 + 1024*rng.IntN(4)}[rng.IntN(4)])<<1 | 1
+			// Hash bits whose home is the first slot or the last
+			// ones at any size, so runs pile up and wrap.
+			h := []uint32{1, 3, 0xffffffff, 0xfffffff1 - uint32(rng.IntN(4))<<20}[rng.IntN(4)]
 			s.add(c, h)
 			want[c] = h
 			live = append(live, c)
@@ -93,8 +92,9 @@ func TestConnMapKeys(t *testing.T) {
 	in.init(7, false)
 	out.init(7^0x9e3779b97f4a7c15, true)
 	rng := rand.New(rand.NewPCG(3, 4))
-	addr := func() netip.Addr {
-		if rng.IntN(4) == 0 {
+	// A connection's addresses are of one family.
+	addr := func(v6 bool) netip.Addr {
+		if v6 {
 			var b [16]byte
 			b[0], b[1], b[15] = 0xfd, byte(rng.IntN(4)), byte(rng.IntN(4))
 			return netip.AddrFrom16(b)
@@ -107,7 +107,9 @@ func TestConnMapKeys(t *testing.T) {
 	byIn := map[key]*Conn{}
 	byOut := map[key]*Conn{}
 	for range 5000 {
-		c := &Conn{Proto: uint8(6 + 11*rng.IntN(2)), CAddr: addr(), CPort: port(), VAddr: addr(), VPort: port(), DAddr: addr(), DPort: port()}
+		v6 := rng.IntN(4) == 0
+		c := &Conn{Proto: uint8(6 + 11*rng.IntN(2)), CPort: port(), VPort: port(), DPort: port()}
+		c.setAddrs(addr(v6), addr(v6), addr(v6))
 		ik, ok := c.inKey(), c.outKey()
 		if byIn[ik] != nil || byOut[ok] != nil {
 			continue
@@ -141,7 +143,8 @@ func TestConnMapKeys(t *testing.T) {
 	}
 	// Every key of the space the connections were drawn from.
 	for range 50000 {
-		k := makeKey(uint8(6+11*rng.IntN(2)), addr(), port(), addr(), port())
+		v6 := rng.IntN(4) == 0
+		k := makeKey(uint8(6+11*rng.IntN(2)), addr(v6), port(), addr(v6), port())
 		if got := in.get(&k); got != byIn[k] {
 			t.Fatalf("in %v: got %p, want %p", k, got, byIn[k])
 		}

@@ -58,17 +58,27 @@ const shardCount = 64
 // connection. Deletion shifts the entries after the hole back (Knuth's
 // algorithm R) rather than leaving tombstones, so a probe ends at the first
 // empty slot however many connections came and went.
+//
+// The number of slots is not a power of two: the home slot is the hash
+// bits scaled to it (Lemire's multiply-shift), so a shard can grow by a
+// quarter rather than double, and the index stays between 64% and 80% full
+// at any size (a power of two left a million connections at 48%, 50 bytes
+// a connection for the two maps instead of about 33).
 type shard struct {
 	mu sync.RWMutex
 	hs []uint32 // per slot: the key's hash bits (see connMap.locate); 0: empty
-	cs []*Conn  // per slot: the connection; len(cs) == len(hs), a power of two or 0
+	cs []*Conn  // per slot: the connection; len(cs) == len(hs)
 	n  int      // entries
 	_  [48]byte // keep neighbouring shards' locks off one cache line
 }
 
-// A shard grows to twice its slots when an entry would fill more than 3/4
-// of them, and halves (down to minSlots) when fewer than 1/8 are used.
+// A shard grows by a quarter when an entry would fill more than 4/5 of its
+// slots, and shrinks to twice its entries (not below minSlots) when fewer
+// than 1/8 are used.
 const minSlots = 8
+
+// home is the slot where a probe for hash bits h starts in n slots.
+func home(h uint32, n int) int { return int(uint64(h) * uint64(n) >> 32) }
 
 // connMap is one sharded hash map from key to connection: the "in" map by
 // each connection's inKey, the "out" map by its outKey.
@@ -84,8 +94,8 @@ func (m *connMap) init(seed uint64, out bool) {
 }
 
 // locate hashes k: the low bits pick the shard; the high 32, made odd so
-// that no entry has 0, are kept in the slot, and bits 33 and up pick the
-// slot to start probing at.
+// that no entry has 0, are kept in the slot and pick the slot to start
+// probing at (home).
 func (m *connMap) locate(k *key) (*shard, uint32) {
 	h := k.hash(m.seed)
 	return &m.shards[h&(shardCount-1)], uint32(h>>32) | 1
@@ -95,22 +105,22 @@ func (m *connMap) locate(k *key) (*shard, uint32) {
 // without building the key.
 func (m *connMap) has(c *Conn, k *key) bool {
 	if m.out {
-		la, lp := c.local()
+		la, lp := c.local16()
 		return k.sport == c.DPort && k.dport == lp && k.proto == c.Proto &&
-			k.src == c.DAddr.As16() && k.dst == la.As16()
+			k.src == c.addr16(aDest) && k.dst == la
 	}
 	return k.sport == c.CPort && k.dport == c.VPort && k.proto == c.Proto &&
-		k.src == c.CAddr.As16() && k.dst == c.VAddr.As16()
+		k.src == c.addr16(aClient) && k.dst == c.addr16(aVirtual)
 }
 
 // find is the slot of s holding k (hashed to h by locate), -1 if none.
 // s.mu is held.
 func (m *connMap) find(s *shard, k *key, h uint32) int {
-	if len(s.hs) == 0 {
+	n := len(s.hs)
+	if n == 0 {
 		return -1
 	}
-	mask := len(s.hs) - 1
-	for i := int(h>>1) & mask; ; i = (i + 1) & mask {
+	for i := home(h, n); ; {
 		switch s.hs[i] {
 		case 0:
 			return -1
@@ -118,6 +128,9 @@ func (m *connMap) find(s *shard, k *key, h uint32) int {
 			if m.has(s.cs[i], k) {
 				return i
 			}
+		}
+		if i++; i == n {
+			i = 0
 		}
 	}
 }
@@ -137,13 +150,16 @@ func (m *connMap) get(k *key) *Conn {
 // connection is in a map under its one key or not at all, so the pointer
 // identifies it without comparing keys. s.mu is held.
 func (s *shard) indexOf(c *Conn, h uint32) int {
-	if len(s.hs) == 0 {
+	n := len(s.hs)
+	if n == 0 {
 		return -1
 	}
-	mask := len(s.hs) - 1
-	for i := int(h>>1) & mask; s.hs[i] != 0; i = (i + 1) & mask {
+	for i := home(h, n); s.hs[i] != 0; {
 		if s.hs[i] == h && s.cs[i] == c {
 			return i
+		}
+		if i++; i == n {
+			i = 0
 		}
 	}
 	return -1
@@ -152,15 +168,10 @@ func (s *shard) indexOf(c *Conn, h uint32) int {
 // add puts c, whose key hashed to h and is not in s, into s. s.mu is held
 // for writing.
 func (s *shard) add(c *Conn, h uint32) {
-	if (s.n+1)*4 > len(s.hs)*3 {
-		s.resize(max(2*len(s.hs), minSlots))
+	if (s.n+1)*5 > len(s.hs)*4 {
+		s.resize(max(len(s.hs)+len(s.hs)/4, minSlots))
 	}
-	mask := len(s.hs) - 1
-	i := int(h>>1) & mask
-	for s.hs[i] != 0 {
-		i = (i + 1) & mask
-	}
-	s.hs[i], s.cs[i] = h, c
+	s.place(c, h)
 	s.n++
 }
 
@@ -168,37 +179,57 @@ func (s *shard) add(c *Conn, h uint32) {
 // run that the hole would otherwise cut off from its home slot. s.mu is
 // held for writing.
 func (s *shard) deleteAt(i int) {
-	mask := len(s.hs) - 1
-	for j := (i + 1) & mask; s.hs[j] != 0; j = (j + 1) & mask {
+	n := len(s.hs)
+	// dist is how far b lies cyclically after a.
+	dist := func(a, b int) int {
+		if d := b - a; d >= 0 {
+			return d
+		}
+		return b - a + n
+	}
+	for j := next(i, n); s.hs[j] != 0; j = next(j, n) {
 		// The entry at j may fill the hole unless its home slot lies
 		// cyclically after the hole, in (i, j].
-		if home := int(s.hs[j]>>1) & mask; (j-home)&mask >= (j-i)&mask {
+		if dist(home(s.hs[j], n), j) >= dist(i, j) {
 			s.hs[i], s.cs[i] = s.hs[j], s.cs[j]
 			i = j
 		}
 	}
 	s.hs[i], s.cs[i] = 0, nil
 	s.n--
-	if s.n*8 < len(s.hs) && len(s.hs) > minSlots {
-		s.resize(len(s.hs) / 2)
+	if s.n*8 < n && n > minSlots {
+		s.resize(max(2*s.n, minSlots))
 	}
 }
 
-// resize rehashes s into n slots (a power of two) from the hash bits it
-// keeps. s.mu is held for writing.
+// next is the slot after i of n, cyclically.
+func next(i, n int) int {
+	if i++; i == n {
+		return 0
+	}
+	return i
+}
+
+// place puts c, whose key hashed to h, in the first empty slot of its
+// probe run. s.mu is held for writing and there is an empty slot.
+func (s *shard) place(c *Conn, h uint32) {
+	n := len(s.hs)
+	i := home(h, n)
+	for s.hs[i] != 0 {
+		i = next(i, n)
+	}
+	s.hs[i], s.cs[i] = h, c
+}
+
+// resize rehashes s into n slots from the hash bits it keeps. s.mu is
+// held for writing.
 func (s *shard) resize(n int) {
 	hs, cs := s.hs, s.cs
 	s.hs, s.cs = make([]uint32, n), make([]*Conn, n)
-	mask := n - 1
 	for i, h := range hs {
-		if h == 0 {
-			continue
+		if h != 0 {
+			s.place(cs[i], h)
 		}
-		j := int(h>>1) & mask
-		for s.hs[j] != 0 {
-			j = (j + 1) & mask
-		}
-		s.hs[j], s.cs[j] = h, cs[i]
 	}
 }
 

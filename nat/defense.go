@@ -125,9 +125,7 @@ func (t *Table) randomDropEntry(now int64) {
 		s.mu.RUnlock()
 		for _, c := range cands {
 			if c.Proto == ProtoTCP {
-				c.mu.Lock()
-				st := c.state
-				c.mu.Unlock()
+				st := c.state()
 				switch st {
 				case StateSynRecv, StateSynAck:
 				case StateEstablished:

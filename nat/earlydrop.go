@@ -50,10 +50,9 @@ func (t *Table) earlyDropShard(r uint64) bool {
 	n := 0
 	s.mu.RLock()
 	if len(s.cs) > 0 {
-		mask := len(s.cs) - 1
-		start := int(r>>32) & mask
+		start := int((r >> 32) % uint64(len(s.cs)))
 		for i := 0; i < len(s.cs) && n < earlyDropScan; i++ {
-			c := s.cs[(start+i)&mask]
+			c := s.cs[(start+i)%len(s.cs)]
 			if c != nil && c.Proto == ProtoTCP {
 				cands[n] = c
 				n++
@@ -62,9 +61,7 @@ func (t *Table) earlyDropShard(r uint64) bool {
 	}
 	s.mu.RUnlock()
 	for _, c := range cands[:n] {
-		c.mu.Lock()
-		ok := earlyDroppable(c.state)
-		c.mu.Unlock()
+		ok := earlyDroppable(c.state())
 		if ok && t.remove(c) {
 			t.earlyDrops.Add(1)
 			return true

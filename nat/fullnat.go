@@ -4,7 +4,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/tunvs/tunvs/rules"
 )
@@ -30,27 +29,6 @@ const (
 // attempts from a random offset): a nearly full pool refuses a new
 // connection a little early rather than scan 64k ports on every SYN.
 const maxPortAttempts = 128
-
-// fnatConn is a full-NAT connection: the Conn and its local tuple in one
-// allocation. Conn stays at 160 bytes for masquerading; a Conn with
-// flagFullNAT is always the first field of a fnatConn (the kernel's
-// container_of), which local reads.
-type fnatConn struct {
-	Conn
-	laddr netip.Addr
-	lport uint16
-	ls    *laddrStat
-}
-
-// local is the address and port the real server sees as the client: the
-// local tuple for full NAT, the client's own for masquerading.
-func (c *Conn) local() (netip.Addr, uint16) {
-	if c.hasFlag(flagFullNAT) {
-		f := (*fnatConn)(unsafe.Pointer(c))
-		return f.laddr, f.lport
-	}
-	return c.CAddr, c.CPort
-}
 
 // FullNAT reports whether c is a full-NAT connection.
 func (c *Conn) FullNAT() bool { return c.hasFlag(flagFullNAT) }
@@ -141,7 +119,7 @@ func (s *Service) LocalAddrs() []LocalAddrStat {
 // (its port is free once the connection is out of the table).
 func (c *Conn) unbindLocal() {
 	if c.hasFlag(flagFullNAT) {
-		if f := (*fnatConn)(unsafe.Pointer(c)); f.ls != nil {
+		if f := c.x.fnat; f.ls != nil {
 			f.ls.conns.Add(-1)
 		}
 	}
@@ -160,7 +138,8 @@ func (t *Table) localPorts() (lo, n uint32) {
 // unique per local address and real server, and is free again when the
 // connection leaves the table. outTaken means no local tuple was free
 // (or the service has no local address).
-func (t *Table) insertFullNAT(f *fnatConn, svc *Service) insertResult {
+func (t *Table) insertFullNAT(c *Conn, svc *Service) insertResult {
+	f := c.x.fnat
 	pool := svc.laddrs.Load()
 	if pool == nil || len(pool.addrs) == 0 {
 		return outTaken
@@ -176,7 +155,7 @@ func (t *Table) insertFullNAT(f *fnatConn, svc *Service) insertResult {
 		off := rand.Uint32()
 		for i := range tries {
 			f.lport = uint16(lo + (off+i)%n)
-			r := t.insertKeys(&f.Conn)
+			r := t.insertKeys(c)
 			if r != outTaken {
 				if r != inserted {
 					l.conns.Add(-1)

@@ -77,7 +77,7 @@ func TestExpireNodestConnQuiesced(t *testing.T) {
 		c := e.in(cli, S).Conn
 		e.out(cli, S|A)
 		e.in(cli, A)
-		e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0})
+		e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr(), Port: 8080, Weight: 0})
 		if r := e.in(cli, A); r.Conn != c {
 			t.Errorf("on=%v: established packet moved", on)
 		}

@@ -128,8 +128,8 @@ func TestProcessOffloadPartialMatchesProcess(t *testing.T) {
 						for i := range 64 {
 							c := netip.AddrPortFrom(randAddr(rng, v6), uint16(1024+rng.IntN(60000)))
 							conn := open(t, tb, proto, c, vip, now)
-							if conn.DAddr != rs.Addr() || conn.DPort != rs.Port() {
-								t.Fatalf("connection to %v:%d", conn.DAddr, conn.DPort)
+							if conn.DAddr() != rs.Addr() || conn.DPort != rs.Port() {
+								t.Fatalf("connection to %v:%d", conn.DAddr(), conn.DPort)
 							}
 							src, dst := c, vip
 							if dir == nat.DirOut {
@@ -200,7 +200,7 @@ func TestProcessOffloadPartialSYN(t *testing.T) {
 			t.Errorf("v6=%v: partial SYN as an ordinary packet: %+v, want a bad-checksum drop", v6, r)
 		}
 		r := tb.ProcessOffload(syn, &p, 0, nat.Offload{PartialCsum: true})
-		if r.Verdict != nat.Forward || p.Dst() != r.Conn.DAddr || p.DstPort != r.Conn.DPort {
+		if r.Verdict != nat.Forward || p.Dst() != r.Conn.DAddr() || p.DstPort != r.Conn.DPort {
 			t.Fatalf("v6=%v: partial SYN: %+v", v6, r)
 		}
 		start, _, off := nattest.L4(syn)

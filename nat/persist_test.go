@@ -198,7 +198,7 @@ func TestPersistPortZero(t *testing.T) {
 		c := netip.AddrPortFrom(cli.Addr(), uint16(42000+i))
 		r := e.syn(c, netip.AddrPortFrom(vip.Addr(), port))
 		if r.Conn.Dest() != d || e.p.DstPort != port {
-			t.Errorf("port %d: went to %v:%d", port, r.Conn.DAddr, e.p.DstPort)
+			t.Errorf("port %d: went to %v:%d", port, r.Conn.DAddr(), e.p.DstPort)
 		}
 	}
 	ts := templates(e.tb)

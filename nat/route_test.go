@@ -46,8 +46,8 @@ func TestRouteForwardsUnchanged(t *testing.T) {
 		t.Fatal("a direct-routing packet was rewritten")
 	}
 	c := r.Conn
-	if c.State() != nat.StateSynRecv || c.DAddr != rs1 && c.DAddr != rs2 {
-		t.Fatalf("after SYN: %v to %v", c.State(), c.DAddr)
+	if c.State() != nat.StateSynRecv || c.DAddr() != rs1 && c.DAddr() != rs2 {
+		t.Fatalf("after SYN: %v to %v", c.State(), c.DAddr())
 	}
 	for _, s := range []struct {
 		flags uint8
@@ -62,14 +62,14 @@ func TestRouteForwardsUnchanged(t *testing.T) {
 			t.Fatalf("flags %#x: state %v, want %v (INPUT-ONLY table)", s.flags, c.State(), s.want)
 		}
 	}
-	d := dest(t, e.tb, c.DAddr)
+	d := dest(t, e.tb, c.DAddr())
 	if d.Method() != rules.Route || d.Stats.Snapshot().InPkts != 5 {
 		t.Errorf("dest method %v, %d packets in", d.Method(), d.Stats.Snapshot().InPkts)
 	}
 	// A second client goes to the other server: the scheduler is as ever.
 	r2 := e.tb.Process(nattest.TCP(nattest.AP("10.0.0.11:40000"), vip, S, 0), &e.p, e.now)
-	if r2.Verdict != nat.Forward || r2.Conn.DAddr == c.DAddr {
-		t.Errorf("second SYN: %+v to %v, the first went to %v", r2, r2.Conn.DAddr, c.DAddr)
+	if r2.Verdict != nat.Forward || r2.Conn.DAddr() == c.DAddr() {
+		t.Errorf("second SYN: %+v to %v, the first went to %v", r2, r2.Conn.DAddr(), c.DAddr())
 	}
 }
 

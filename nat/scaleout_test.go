@@ -64,7 +64,7 @@ func sendFlags(t *testing.T, tb *nat.Table, c netip.AddrPort, flags uint8, now i
 	if conn == nil {
 		t.Fatalf("forwarded without a connection for %v", c)
 	}
-	return conn.DAddr
+	return conn.DAddr()
 }
 
 // Without sloppy_tcp a flow's ACK at a director that never saw its SYN is

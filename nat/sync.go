@@ -116,7 +116,7 @@ func (t *Table) syncConn(h *syncHolder, c *Conn, pkts int, now int64) {
 	v0 := t.sync.version.Load() == 0
 	for {
 		one := c.hasFlag(flagOnePacket)
-		if v0 && (one || !c.CAddr.Is4()) {
+		if v0 && (one || c.hasFlag(flag6)) {
 			// Version 0 carries IPv4 only and returns before the
 			// controller, as it does for a one-packet connection.
 			return
@@ -142,15 +142,13 @@ func (t *Table) syncNeeded(c *Conn, pkts int, now int64) bool {
 	force := false
 	rate := true
 	switch {
-	case c.template:
+	case c.Template():
 	case s.persistMode.Load() && c.control != nil:
 		// sync_persist_mode: connections under persistence are not
 		// sent, their templates are (in_persistence).
 		return false
 	case c.Proto == ProtoTCP:
-		c.mu.Lock()
-		st, old := c.state, c.oldState
-		c.mu.Unlock()
+		st, old := c.state(), c.oldState()
 		switch st {
 		case StateEstablished, StateFinWait, StateClose, StateCloseWait, StateTimeWait:
 		default:
@@ -181,16 +179,14 @@ func (t *Table) syncNeeded(c *Conn, pkts int, now int64) bool {
 		period := int(s.period.Load())
 		thr := int(s.threshold.Load())
 		if period > 0 {
-			if !c.template && pkts%period != thr {
+			if !c.Template() && pkts%period != thr {
 				return false
 			}
 		} else if refresh == 0 && pkts != thr {
 			return false
 		}
 	}
-	c.mu.Lock()
-	c.oldState = c.state
-	c.mu.Unlock()
+	c.updateState(func(w uint32) uint32 { return w&^0xff00 | (w&0xff)<<8 })
 	return c.syncEnd.CompareAndSwap(orig, n) || force
 }
 
@@ -209,18 +205,17 @@ type SyncInfo struct {
 // SyncInfo snapshots what the master sends of c.
 func (c *Conn) SyncInfo() SyncInfo {
 	si := SyncInfo{
-		Template: c.template,
+		Template: c.Template(),
 		Synced:   c.hasFlag(flagSynced),
 		Timeout:  time.Duration(c.timeout.Load()),
 	}
-	if c.template {
+	if c.Template() {
 		si.State = c.State()
 		si.Inactive = true // templates are bound inactive and stay so
 		return si
 	}
-	c.mu.Lock()
-	si.State, si.Inactive = c.state, c.inactive
-	c.mu.Unlock()
+	w := c.st.Load()
+	si.State, si.Inactive = State(w), w&stInactive != 0
 	return si
 }
 
@@ -274,7 +269,7 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 	}
 	k := makeKey(s.Proto, s.CAddr, s.CPort, s.VAddr, s.VPort)
 	c := t.in.get(&k)
-	if c != nil && (c.DPort != s.DPort || c.DAddr != s.DAddr) {
+	if c != nil && (c.DPort != s.DPort || c.DAddr() != s.DAddr) {
 		if s.Inactive {
 			// "the expiration message for the connection that was
 			// already replaced": ignored.
@@ -310,18 +305,22 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 		}
 	}
 	// An update: the activity flag, the state, the timer.
-	c.mu.Lock()
-	if !c.dead && c.inactive != s.Inactive {
+	old, _ := c.updateState(func(w uint32) uint32 {
+		if w&stDead == 0 {
+			w &^= stInactive
+			if s.Inactive {
+				w |= stInactive
+			}
+		}
+		return w&^0xffff | uint32(s.State) | uint32(s.State)<<8
+	})
+	if old&stDead == 0 && (old&stInactive != 0) != s.Inactive {
 		if s.Inactive {
 			c.dest.active.Add(-1)
 		} else {
 			c.dest.active.Add(1)
 		}
-		c.inactive = s.Inactive
 	}
-	c.state = s.State
-	c.oldState = s.State
-	c.mu.Unlock()
 	t.syncTimeout(c, s, now)
 	return nil
 }
@@ -332,19 +331,19 @@ func (t *Table) newSynced(s *SyncedConn) *Conn {
 	d, svc := t.syncDest(s)
 	c := &Conn{
 		Proto: s.Proto,
-		CAddr: s.CAddr, CPort: s.CPort,
-		VAddr: s.VAddr, VPort: s.VPort,
-		DAddr: s.DAddr, DPort: s.DPort,
+		CPort: s.CPort, VPort: s.VPort, DPort: s.DPort,
 		svc: svc, dest: d,
-		template: s.Template,
-		// Templates are bound inactive and stay so.
-		inactive: s.Inactive || s.Template,
-		state:    s.State,
-	}
-	if s.Template {
-		c.state = StateNone // a template's state is its assured bit
 	}
 	c.flags.Store(flagSynced)
+	c.setAddrs(s.CAddr, s.VAddr, s.DAddr)
+	st := s.State
+	if s.Template {
+		c.ext()
+		c.setFlag(flagTemplate)
+		st = StateNone // a template's state is its assured bit
+	}
+	// Templates are bound inactive and stay so.
+	c.initState(st, s.Inactive || s.Template)
 	return c
 }
 

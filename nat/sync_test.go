@@ -19,7 +19,7 @@ type recorder struct{ sent []string }
 
 func (r *recorder) Send(c *nat.Conn) {
 	si := c.SyncInfo()
-	r.sent = append(r.sent, fmt.Sprintf("%v:%d %v tpl=%v inact=%v to=%v", c.CAddr, c.CPort, si.State, si.Template, si.Inactive, si.Timeout))
+	r.sent = append(r.sent, fmt.Sprintf("%v:%d %v tpl=%v inact=%v to=%v", c.CAddr(), c.CPort, si.State, si.Template, si.Inactive, si.Timeout))
 }
 
 func (r *recorder) take() []string { s := r.sent; r.sent = nil; return s }
@@ -252,7 +252,7 @@ func TestApplySync(t *testing.T) {
 		t.Fatal(err)
 	}
 	c2, _ := e.tb.Lookup(6, cli, vip)
-	if c2 == c || c2.DAddr != rs1 || dest(t, e.tb, rs2).InactConns() != 0 || dest(t, e.tb, rs1).ActiveConns() != 1 {
+	if c2 == c || c2.DAddr() != rs1 || dest(t, e.tb, rs2).InactConns() != 0 || dest(t, e.tb, rs1).ActiveConns() != 1 {
 		t.Fatalf("replacement: %+v", c2)
 	}
 	// The backup takes over: the client's next packet goes to rs1 as on
@@ -314,7 +314,7 @@ func TestSyncNoAlloc(t *testing.T) {
 	e.in(cli, A)
 	conn, _ := e.tb.Lookup(6, cli, vip)
 	in := nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, Size: 100})
-	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(conn.DAddr, conn.DPort), Dst: cli, Proto: 6, Flags: A, Size: 100})
+	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(conn.DAddr(), conn.DPort), Dst: cli, Proto: 6, Flags: A, Size: 100})
 	bi, bo := make([]byte, len(in)), make([]byte, len(out))
 	var p nat.Packet
 	allocs := testing.AllocsPerRun(1000, func() {

@@ -358,9 +358,8 @@ func (c *Conn) newConnExpected() bool {
 	if c.control != nil || c.Proto != ProtoTCP {
 		return false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.state == StateTimeWait || c.state == StateClose
+	s := c.state()
+	return s == StateTimeWait || s == StateClose
 }
 
 func (t *Table) isVIP(a netip.Addr) bool {
@@ -415,34 +414,33 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		r.Unreachable = true
 		return r
 	}
-	// A full-NAT connection is a fnatConn (fullnat.go); a one-packet
-	// connection is never in the table, so no local port could be held
-	// for its reply: it is masqueraded.
-	var f *fnatConn
-	c := new(Conn)
-	route := d.route.Load()
-	if d.fullNAT.Load() && !sr.ops && !route {
-		f = new(fnatConn)
-		c = &f.Conn
-	}
-	*c = Conn{
+	// A full-NAT connection keeps its local tuple in x (connext.go); a
+	// one-packet connection is never in the table, so no local port
+	// could be held for its reply: it is masqueraded.
+	c := &Conn{
 		Proto: p.Proto,
-		CAddr: src, CPort: p.SrcPort,
-		VAddr: dst, VPort: p.DstPort,
-		DAddr: d.Addr, DPort: sr.dport,
+		CPort: p.SrcPort, VPort: p.DstPort, DPort: sr.dport,
 		svc: svc, dest: d,
-		control:  sr.ct,
-		inactive: true, // every connection starts inactive (ip_vs_ctl.c conn_flags)
-		state:    StateNone,
+		control: sr.ct,
+	}
+	c.setAddrs(src, dst, d.Addr)
+	route := d.route.Load()
+	fnat := d.fullNAT.Load() && !sr.ops && !route
+	if fnat {
+		c.ext().fnat = new(fnatExt)
+		c.setFlag(flagFullNAT)
 	}
 	if route {
-		c.flags.Store(flagRoute | flagNoOutput)
+		c.setFlag(flagRoute | flagNoOutput)
 	}
-	to := t.timeouts.Load()
+	st := StateNone
 	if p.Proto == ProtoUDP {
-		c.state = StateUDP
+		st = StateUDP
 	}
-	c.timeout.Store(int64(to[c.state]))
+	// Every connection starts inactive (ip_vs_ctl.c conn_flags).
+	c.initState(st, true)
+	to := t.timeouts.Load()
+	c.timeout.Store(int64(to[st]))
 	c.expires.Store(now + c.timeout.Load())
 	if mtu := t.cfg.EgressMTU; mtu != nil {
 		c.mtu[DirIn] = mtu16(mtu(d.Addr))
@@ -464,15 +462,14 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		return r
 	}
 	ins := inserted
-	if f != nil {
-		c.flags.Store(flagFullNAT)
-		ins = t.insertFullNAT(f, svc)
+	if fnat {
+		ins = t.insertFullNAT(c, svc)
 	} else {
 		ins = t.insertKeys(c)
 	}
 	if ins != inserted {
 		if sr.ct != nil {
-			sr.ct.nControl.Add(-1)
+			sr.ct.x.nControl.Add(-1)
 		}
 		if ins == outTaken {
 			// Every local tuple tried is taken: refused and counted,
@@ -496,16 +493,14 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 // unbind is ip_vs_unbind_dest and ip_vs_control_del for a connection that
 // is no longer reachable. The template stays on its own timer.
 func (t *Table) unbind(c *Conn) {
-	c.mu.Lock()
-	c.dead = true
-	if !c.inactive {
+	old, _ := c.updateState(func(w uint32) uint32 { return w | stDead })
+	if old&(stInactive|stDead) == 0 {
 		c.dest.active.Add(-1)
 	}
-	c.mu.Unlock()
 	c.unbindLocal()
 	c.dest.unbindConn()
 	if c.control != nil {
-		c.control.nControl.Add(-1)
+		c.control.x.nControl.Add(-1)
 	}
 }
 
@@ -558,13 +553,13 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		if c.hasFlag(flagFullNAT) {
 			p.SetSrc(c.local())
 		}
-		p.SetDst(c.DAddr, c.DPort)
+		p.SetDst(c.DAddr(), c.DPort)
 		t.syncIn(c, now)
 	} else {
 		c.dest.countOut(n)
-		p.SetSrc(c.VAddr, c.VPort)
+		p.SetSrc(c.VAddr(), c.VPort)
 		if c.hasFlag(flagFullNAT) {
-			p.SetDst(c.CAddr, c.CPort)
+			p.SetDst(c.CAddr(), c.CPort)
 		}
 	}
 	return Result{Verdict: Forward, Dir: dir, Conn: c}
@@ -572,23 +567,36 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 
 // setTCPState is the kernel's set_tcp_state: move along the state table and
 // keep the dest's active count in step.
+//
+// The state word changes by compare-and-swap where the kernel holds the
+// connection's lock; the dest's count follows the transition that won, so
+// it ends where the kernel's would (a racing unbind sees the same word).
 func (c *Conn) setTCPState(dir tcpDir, flags uint8, to *Timeouts, dos bool) {
-	c.mu.Lock()
-	ns := nextTCPState(c.state, dir, flags, dos)
-	if ns != c.state && !c.dead {
-		if !c.inactive && !ns.active() {
+	var ns State
+	old, nw := c.updateState(func(w uint32) uint32 {
+		s := State(w)
+		ns = nextTCPState(s, dir, flags, dos)
+		w = w&^0xff | uint32(ns)
+		if ns != s && w&stDead == 0 {
+			if w&stInactive == 0 && !ns.active() {
+				w |= stInactive
+			} else if w&stInactive != 0 && ns.active() {
+				w &^= stInactive
+			}
+		}
+		return w
+	})
+	if State(old) != ns && old&stDead == 0 {
+		switch {
+		case old&stInactive == 0 && nw&stInactive != 0:
 			c.dest.active.Add(-1)
-			c.inactive = true
-		} else if c.inactive && ns.active() {
+		case old&stInactive != 0 && nw&stInactive == 0:
 			c.dest.active.Add(1)
-			c.inactive = false
 		}
 		if ns == StateEstablished && c.control != nil {
 			c.control.setFlag(flagAssured)
 		}
 	}
-	c.state = ns
-	c.mu.Unlock()
 	c.timeout.Store(int64(to[ns]))
 }
 
@@ -613,7 +621,7 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 			// real server that sent the quoted reply.
 			return Result{Verdict: Forward, Dir: DirIn, Conn: c}
 		}
-		p.SetInnerSrc(c.DAddr, c.DPort)
+		p.SetInnerSrc(c.DAddr(), c.DPort)
 		if c.hasFlag(flagFullNAT) {
 			// The real server sent its segment to LADDR:lport, and
 			// has no route to whoever reported the error: both come
@@ -622,7 +630,7 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 			p.SetInnerDst(la, lp)
 			p.SetSrc(la, 0)
 		}
-		p.SetDst(c.DAddr, 0)
+		p.SetDst(c.DAddr(), 0)
 		return Result{Verdict: Forward, Dir: DirIn, Conn: c}
 	}
 	if c := t.out.get(&k); c != nil {
@@ -630,14 +638,14 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 		// or by this director) about client -> real server: the client
 		// must see it come from, and quote, the VIP.
 		t.countICMP(c, DirOut, p)
-		p.SetInnerDst(c.VAddr, c.VPort)
+		p.SetInnerDst(c.VAddr(), c.VPort)
 		if c.hasFlag(flagFullNAT) {
 			// The quote is LADDR:lport -> RS; the client sent
 			// client -> VIP, and the error goes to it.
-			p.SetInnerSrc(c.CAddr, c.CPort)
-			p.SetDst(c.CAddr, 0)
+			p.SetInnerSrc(c.CAddr(), c.CPort)
+			p.SetDst(c.CAddr(), 0)
 		}
-		p.SetSrc(c.VAddr, 0)
+		p.SetSrc(c.VAddr(), 0)
 		return Result{Verdict: Forward, Dir: DirOut, Conn: c}
 	}
 	return Result{Verdict: Pass}

@@ -66,7 +66,7 @@ func (e *env) out(c netip.AddrPort, flags uint8) nat.Result {
 	if conn == nil {
 		e.t.Fatalf("no connection for %v", c)
 	}
-	return e.tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr, conn.DPort), c, flags, 0), &e.p, e.now)
+	return e.tb.Process(nattest.TCP(netip.AddrPortFrom(conn.DAddr(), conn.DPort), c, flags, 0), &e.p, e.now)
 }
 
 func (e *env) advance(d time.Duration) { e.now += int64(d) }
@@ -113,7 +113,7 @@ func TestTCPConnectionLifecycle(t *testing.T) {
 				t.Fatalf("step %d: %+v", i, r)
 			}
 			// DNAT: destination is the real server, port mapped.
-			if e.p.Dst() != r.Conn.DAddr || e.p.DstPort != 8080 || e.p.Src() != cli.Addr() || e.p.SrcPort != cli.Port() {
+			if e.p.Dst() != r.Conn.DAddr() || e.p.DstPort != 8080 || e.p.Src() != cli.Addr() || e.p.SrcPort != cli.Port() {
 				t.Fatalf("step %d: DNAT gave %v:%d -> %v:%d", i, e.p.Src(), e.p.SrcPort, e.p.Dst(), e.p.DstPort)
 			}
 		} else {
@@ -227,7 +227,7 @@ func TestUDPAndTimeouts(t *testing.T) {
 	if d.ActiveConns() != 0 || d.InactConns() != 1 {
 		t.Errorf("UDP counts as active/inactive %d/%d, want 0/1 (IPVS)", d.ActiveConns(), d.InactConns())
 	}
-	reply := nattest.UDP(netip.AddrPortFrom(r.Conn.DAddr, r.Conn.DPort), cli, []byte("pong"))
+	reply := nattest.UDP(netip.AddrPortFrom(r.Conn.DAddr(), r.Conn.DPort), cli, []byte("pong"))
 	if r := e.tb.Process(reply, &e.p, e.now); r.Verdict != nat.Forward || e.p.Src() != vip.Addr() || e.p.SrcPort != 80 {
 		t.Fatalf("reply: %+v from %v:%d", r, e.p.Src(), e.p.SrcPort)
 	}
@@ -268,12 +268,12 @@ func TestIPv6(t *testing.T) {
 func TestQuiesce(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("wrr", 6))
 	c := e.in(cli, S).Conn
-	if err := e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr, Port: 8080, Weight: 0}); err != nil {
+	if err := e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: c.DAddr(), Port: 8080, Weight: 0}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 5 {
 		cc := netip.AddrPortFrom(cli.Addr(), uint16(41000+i))
-		if r := e.in(cc, S); r.Conn.DAddr == c.DAddr {
+		if r := e.in(cc, S); r.Conn.DAddr() == c.DAddr() {
 			t.Fatalf("quiesced server got connection %d", i)
 		}
 	}
@@ -281,7 +281,7 @@ func TestQuiesce(t *testing.T) {
 		t.Error("existing connection to a quiesced server broke")
 	}
 	other := rs1
-	if c.DAddr == rs1 {
+	if c.DAddr() == rs1 {
 		other = rs2
 	}
 	e.tb.EditDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: other, Port: 8080, Weight: 0})
@@ -301,7 +301,7 @@ func TestQuiesce(t *testing.T) {
 func TestDelDestKeepsConnections(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("rr", 6))
 	c := e.in(cli, S).Conn
-	if err := e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(c.DAddr, 8080)); err != nil {
+	if err := e.tb.DelDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: 80}, netip.AddrPortFrom(c.DAddr(), 8080)); err != nil {
 		t.Fatal(err)
 	}
 	if r := e.out(cli, S|A); r.Verdict != nat.Forward {
@@ -313,7 +313,7 @@ func TestDelDestKeepsConnections(t *testing.T) {
 	if e.tb.Len() != 1 || e.tb.Drops(nat.DropDestUnavailable) != 1 {
 		t.Errorf("connection gone or drop not counted: %d conns", e.tb.Len())
 	}
-	if r := e.in(nattest.AP("10.0.0.11:1"), S); r.Conn.DAddr == c.DAddr {
+	if r := e.in(nattest.AP("10.0.0.11:1"), S); r.Conn.DAddr() == c.DAddr() {
 		t.Error("removed server scheduled")
 	}
 }
@@ -382,7 +382,7 @@ func TestMalformedCounted(t *testing.T) {
 func TestICMPTranslation(t *testing.T) {
 	e := newEnv(t, nat.Config{}, twoServers("rr", 6))
 	c := e.in(cli, S).Conn
-	rip := netip.AddrPortFrom(c.DAddr, c.DPort)
+	rip := netip.AddrPortFrom(c.DAddr(), c.DPort)
 	router := netip.MustParseAddr("172.16.1.254")
 
 	// From the real server's side: a router between director and server
@@ -417,7 +417,7 @@ func TestICMPTranslation(t *testing.T) {
 	if r.Verdict != nat.Forward || r.Dir != nat.DirIn {
 		t.Fatalf("client-side ICMP: %+v", r)
 	}
-	if e.p.Dst() != c.DAddr || e.p.InnerSrc() != c.DAddr || e.p.Inner.SrcPort != c.DPort || e.p.InnerDst() != cli.Addr() {
+	if e.p.Dst() != c.DAddr() || e.p.InnerSrc() != c.DAddr() || e.p.Inner.SrcPort != c.DPort || e.p.InnerDst() != cli.Addr() {
 		t.Errorf("client-side ICMP became -> %v quoting %v:%d -> %v", e.p.Dst(), e.p.InnerSrc(), e.p.Inner.SrcPort, e.p.InnerDst())
 	}
 	if !e.p.VerifyL4Checksum() {
@@ -478,7 +478,7 @@ func TestEstablishedPathAllocatesNothing(t *testing.T) {
 	e.in(cli, S)
 	conn, _ := e.tb.Lookup(6, cli, vip)
 	in := nattest.Build(nattest.Seg{Src: cli, Dst: vip, Proto: 6, Flags: A, Size: 1400})
-	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(conn.DAddr, conn.DPort), Dst: cli, Proto: 6, Flags: A, Size: 1400})
+	out := nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(conn.DAddr(), conn.DPort), Dst: cli, Proto: 6, Flags: A, Size: 1400})
 	bi := make([]byte, len(in))
 	bo := make([]byte, len(out))
 	var p nat.Packet

@@ -40,7 +40,7 @@ func TestUpperThreshold(t *testing.T) {
 	d := dest(t, e.tb, rs1)
 	var to []netip.Addr
 	for i := range 6 {
-		to = append(to, e.in(netip.AddrPortFrom(cli.Addr(), uint16(1000+i)), S).Conn.DAddr)
+		to = append(to, e.in(netip.AddrPortFrom(cli.Addr(), uint16(1000+i)), S).Conn.DAddr())
 	}
 	// rs1, rs2, rs1 (now at its -x 2: overloaded), rs2, rs2, rs2.
 	want := []netip.Addr{rs1, rs2, rs1, rs2, rs2, rs2}

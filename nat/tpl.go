@@ -117,13 +117,13 @@ func (t *Table) schedPersistLocked(svc *Service, p *Packet, src, dst netip.Addr,
 		}
 		ct = &Conn{
 			Proto: p.Proto,
-			CAddr: snet, VAddr: dst, VPort: vport,
-			DAddr: d.Addr, DPort: tdport,
+			VPort: vport, DPort: tdport,
 			svc: svc, dest: d,
-			template: true,
-			inactive: true,
-			state:    StateNone,
+			x: new(connExt),
 		}
+		ct.setAddrs(snet, dst, d.Addr)
+		ct.setFlag(flagTemplate)
+		ct.initState(StateNone, true)
 		ct.timeout.Store(int64(to))
 		t.tpls[sh][tk] = ct
 		t.n.Add(1)
@@ -133,7 +133,7 @@ func (t *Table) schedPersistLocked(svc *Service, p *Packet, src, dst netip.Addr,
 	}
 	// ip_vs_control_add, then ip_vs_conn_put(ct) restarts the template's
 	// timer with its timeout.
-	ct.nControl.Add(1)
+	ct.x.nControl.Add(1)
 	ct.expires.Store(now + ct.timeout.Load())
 	sr.ct = ct
 	sr.d = d
@@ -167,7 +167,7 @@ func (t *Table) checkTemplateLocked(ct *Conn) bool {
 // it controls connections it lives on, 60 s at a time; then it goes.
 // t.tplMu is held. It reports whether the template was removed.
 func (t *Table) expireTemplateLocked(ct *Conn, now int64) bool {
-	if ct.nControl.Load() > 0 {
+	if ct.x.nControl.Load() > 0 {
 		ct.timeout.Store(int64(templateRecheck))
 		ct.expires.Store(now + int64(templateRecheck))
 		// expire_later tells the backups the template lives on.
@@ -193,9 +193,7 @@ func (t *Table) dropTemplateLocked(ct *Conn) {
 		}
 		delete(t.tpls[sh], tk)
 	}
-	ct.mu.Lock()
-	ct.dead = true
-	ct.mu.Unlock()
+	ct.updateState(func(w uint32) uint32 { return w | stDead })
 	t.n.Add(-1)
 	ct.dest.persist.Add(-1)
 }
@@ -264,13 +262,13 @@ func (t *Table) expireNodestConns() {
 	var dead []*Conn
 	for i := range t.tpls {
 		for _, ct := range t.tpls[i] {
-			if ct.dest.removed.Load() && ct.nControl.Load() == 0 {
+			if ct.dest.removed.Load() && ct.x.nControl.Load() == 0 {
 				dead = append(dead, ct)
 			}
 		}
 	}
 	for ct := range t.stale {
-		if ct.dest.removed.Load() && ct.nControl.Load() == 0 {
+		if ct.dest.removed.Load() && ct.x.nControl.Load() == 0 {
 			dead = append(dead, ct)
 		}
 	}
@@ -307,13 +305,13 @@ func (t *Table) ExpireDest(d *Dest) int {
 	var dead []*Conn
 	for i := range t.tpls {
 		for _, ct := range t.tpls[i] {
-			if ct.dest == d && ct.nControl.Load() == 0 {
+			if ct.dest == d && ct.x.nControl.Load() == 0 {
 				dead = append(dead, ct)
 			}
 		}
 	}
 	for ct := range t.stale {
-		if ct.dest == d && ct.nControl.Load() == 0 {
+		if ct.dest == d && ct.x.nControl.Load() == 0 {
 			dead = append(dead, ct)
 		}
 	}

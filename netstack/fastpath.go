@@ -68,7 +68,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	routed := res.Conn.Routed()
 	if eg == 0 {
 		if routed {
-			eg = h.resolveDirect(res.Conn.DAddr)
+			eg = h.resolveDirect(res.Conn.DAddr())
 		} else {
 			eg = h.resolveEgress(p)
 		}

@@ -230,14 +230,14 @@ func (tr *pktTrace) traceNAT(res nat.Result) {
 		if res.Dir == nat.DirIn {
 			if before == nil && f.hasPorts {
 				tr.step("no connection: matched virtual service %s", svc)
-				tr.step("scheduled to real server %v, connection recorded (both directions)", netip.AddrPortFrom(c.DAddr, c.DPort))
+				tr.step("scheduled to real server %v, connection recorded (both directions)", netip.AddrPortFrom(c.DAddr(), c.DPort))
 			} else {
 				tr.step("connection found (client -> real server, %s)", c.State())
 			}
-			tr.step("DNAT: destination %v -> %v", netip.AddrPortFrom(c.VAddr, c.VPort), netip.AddrPortFrom(c.DAddr, c.DPort))
+			tr.step("DNAT: destination %v -> %v", netip.AddrPortFrom(c.VAddr(), c.VPort), netip.AddrPortFrom(c.DAddr(), c.DPort))
 		} else {
 			tr.step("connection found (real server -> client reply, %s)", c.State())
-			tr.step("SNAT: source %v -> %v", netip.AddrPortFrom(c.DAddr, c.DPort), netip.AddrPortFrom(c.VAddr, c.VPort))
+			tr.step("SNAT: source %v -> %v", netip.AddrPortFrom(c.DAddr(), c.DPort), netip.AddrPortFrom(c.VAddr(), c.VPort))
 		}
 	case nat.Drop:
 		if res.Unreachable {

@@ -524,7 +524,7 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
 	b := n.icmpBuffer()
 	defer n.icmpMu.Unlock()
-	size := nat.BuildTooBig(b[bufOffset+ethHdrLen:], p, res.Conn.VAddr, res.MTU)
+	size := nat.BuildTooBig(b[bufOffset+ethHdrLen:], p, res.Conn.VAddr(), res.MTU)
 	if size == 0 {
 		return
 	}
