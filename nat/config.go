@@ -155,6 +155,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 			cfg: serviceConfig(c.Service)}
 		s.updateLocked()
 		s.setLocalAddrs(s.cfg.LocalAddrs)
+		s.proxy.Store(uint32(s.cfg.ProxyProtocol))
 		idx := w.own()
 		idx.byKey[k] = s
 		idx.order = append(idx.order, s)
@@ -169,6 +170,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		laddrs := s.cfg.LocalAddrs
 		s.cfg = serviceConfig(c.Service)
 		s.cfg.LocalAddrs = laddrs // -E keeps them: see rules.AddLocalAddr
+		s.proxy.Store(uint32(s.cfg.ProxyProtocol))
 		if s.sched.Name() != sc.Name() || old.SchedFlags != s.cfg.SchedFlags {
 			s.sched = sc
 			s.updateLocked()
@@ -205,6 +207,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		d.weight.Store(int32(c.Server.Weight))
 		d.fullNAT.Store(c.Server.Method == rules.FullNAT)
 		d.route.Store(c.Server.Method == rules.Route)
+		d.proxy.Store(uint32(c.Server.ProxyProtocol))
 		d.setThresholds(c.Server.UThreshold, c.Server.LThreshold)
 		s.updateLocked()
 		s.mu.Unlock()
@@ -286,6 +289,7 @@ func (w *writer) addDest(s *Service, c rules.Server) {
 	d.weight.Store(int32(c.Weight))
 	d.fullNAT.Store(c.Method == rules.FullNAT)
 	d.route.Store(c.Method == rules.Route)
+	d.proxy.Store(uint32(c.ProxyProtocol))
 	d.setThresholds(c.UThreshold, c.LThreshold)
 	d.removed.Store(false)
 	s.dests = append([]*Dest{d}, s.dests...)
@@ -327,7 +331,7 @@ func (t *Table) rulesLocked() rules.Rules {
 
 func (d *Dest) rule() rules.Server {
 	return rules.Server{Addr: d.AddrPort(), Method: d.Method(), Weight: d.Weight(),
-		UThreshold: d.UThreshold(), LThreshold: d.LThreshold()}
+		UThreshold: d.UThreshold(), LThreshold: d.LThreshold(), ProxyProtocol: d.ProxyProtocol()}
 }
 
 // rule is c as the rules package has it.
@@ -335,18 +339,19 @@ func (c ServiceConfig) rule() rules.Service {
 	return rules.Service{ServiceKey: ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port},
 		Scheduler: c.Scheduler, SchedFlags: c.SchedFlags, Persistent: c.Persistent,
 		PersistTimeout: c.PersistTimeout, PersistMaskBits: c.PersistMaskBits, OnePacket: c.OnePacket,
-		LocalAddrs: slices.Clone(c.LocalAddrs)}
+		LocalAddrs: slices.Clone(c.LocalAddrs), ProxyProtocol: c.ProxyProtocol}
 }
 
 func serviceConfig(r rules.Service) ServiceConfig {
 	return ServiceConfig{Proto: r.Proto, Addr: r.Addr, Port: r.Port, Scheduler: r.Scheduler,
 		SchedFlags: r.SchedFlags, Persistent: r.Persistent, PersistTimeout: r.PersistTimeout,
-		PersistMaskBits: r.PersistMaskBits, OnePacket: r.OnePacket, LocalAddrs: slices.Clone(r.LocalAddrs)}
+		PersistMaskBits: r.PersistMaskBits, OnePacket: r.OnePacket, LocalAddrs: slices.Clone(r.LocalAddrs),
+		ProxyProtocol: r.ProxyProtocol}
 }
 
 func (c DestConfig) rule() rules.Server {
 	return rules.Server{Addr: netip.AddrPortFrom(c.Addr, c.Port), Method: c.Method, Weight: c.Weight,
-		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
+		UThreshold: c.UThreshold, LThreshold: c.LThreshold, ProxyProtocol: c.ProxyProtocol}
 }
 
 // The calls below are ipvsadm's commands one at a time: each is a diff of

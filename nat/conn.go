@@ -145,6 +145,10 @@ const (
 	// flag6: an IPv6 connection, its addresses in x; set before it is
 	// published, never cleared.
 	flag6
+	// flagProxy: a full-NAT connection whose real server is sent the
+	// PROXY protocol header, its state in x.fnat.pp (proxyproto.go);
+	// set before it is published, never cleared.
+	flagProxy
 )
 
 // Routed reports whether the connection is direct routing (-g): its

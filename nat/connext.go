@@ -34,6 +34,8 @@ type fnatExt struct {
 	laddr netip.Addr
 	lport uint16
 	ls    *laddrStat
+	// pp is the PROXY protocol state (flagProxy; proxyproto.go).
+	pp *ppExt
 }
 
 // ext returns c's out-of-line state, allocating it for a connection not

@@ -22,6 +22,7 @@ const (
 	DropOwnSource                  // to a service from one of the director's own addresses (VIP, DIP, local address)
 	DropRoutingHeader              // IPv6 to a service with a Routing header (types 0-4)
 	DropNoLocalPort                // full NAT: no local address, or no free port on any, for a new connection
+	DropProxyNoRoom                // a client's first data with the PROXY protocol header would exceed an IP packet's length
 	numDropReasons
 )
 
@@ -42,6 +43,7 @@ var dropNames = [numDropReasons]string{
 	DropOwnSource:       "own_source",
 	DropRoutingHeader:   "routing_header",
 	DropNoLocalPort:     "no_local_port",
+	DropProxyNoRoom:     "proxy_no_room",
 }
 
 func (r DropReason) String() string {

@@ -111,6 +111,9 @@ type ServiceConfig struct {
 	// LocalAddrs are the local addresses of the service's full-NAT real
 	// servers (DPVS's --add-laddr); see rules.Service.LocalAddrs.
 	LocalAddrs []netip.Addr
+	// ProxyProtocol is --proxy-protocol for the service's full-NAT real
+	// servers (proxyproto.go).
+	ProxyProtocol rules.ProxyProtocol
 }
 
 // DestConfig is what `ipvsadm -a/-e` sets for a real server.
@@ -123,6 +126,9 @@ type DestConfig struct {
 	UThreshold, LThreshold int
 	// Method is Masquerade (the zero value) or FullNAT.
 	Method rules.Method
+	// ProxyProtocol is the server's own --proxy-protocol (ProxyUnset:
+	// the service's).
+	ProxyProtocol rules.ProxyProtocol
 }
 
 // Service is a virtual service and its real servers.
@@ -146,6 +152,8 @@ type Service struct {
 	cfg ServiceConfig
 	// laddrs is cfg.LocalAddrs for the packet path (fullnat.go).
 	laddrs atomic.Pointer[laddrPool]
+	// proxy is cfg.ProxyProtocol for the packet path.
+	proxy atomic.Uint32
 }
 
 // Config returns the service's configuration as -A/-E last set it, the
@@ -188,6 +196,9 @@ type Dest struct {
 	fullNAT atomic.Bool
 	// route: new connections to the dest are direct routing (-g).
 	route atomic.Bool
+	// proxy is the dest's own rules.ProxyProtocol (-a/-e
+	// --proxy-protocol); a connection keeps what it was made with.
+	proxy atomic.Uint32
 
 	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
 	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under

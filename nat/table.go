@@ -103,6 +103,11 @@ type Result struct {
 	// Unreachable is set with DropNoDest: like IPVS (ip_vs_leave), the
 	// caller should tell the client with an ICMP port unreachable.
 	Unreachable bool
+	// Proxy is set with Forward for a client's first data on a
+	// connection with the PROXY protocol: the caller sends on, instead of
+	// the packet, the copy InsertProxy makes with the header in
+	// (proxyproto.go).
+	Proxy bool
 }
 
 // svcKey identifies a virtual service.
@@ -141,6 +146,9 @@ type Table struct {
 	drops [numDropReasons]atomic.Uint64
 	// earlyDrops counts connections dropped to make room (earlyDrop).
 	earlyDrops atomic.Uint64
+	// proxyHeaders counts the PROXY protocol headers sent, a
+	// retransmitted first segment's included (proxyproto.go).
+	proxyHeaders atomic.Uint64
 	// defense is the flood defences' state (defense.go).
 	defense defense
 
@@ -429,6 +437,12 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if fnat {
 		c.ext().fnat = new(fnatExt)
 		c.setFlag(flagFullNAT)
+		if p.Proto == ProtoTCP && p.TCPFlags&tcpSYN != 0 {
+			// Only a SYN tells where the client's data starts.
+			if pps := proxySetting(svc, d); pps.Version() != 0 {
+				c.initProxy(p, pps)
+			}
+		}
 	}
 	if route {
 		c.setFlag(flagRoute | flagNoOutput)
@@ -513,9 +527,24 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		t.drops[DropTTL].Add(1)
 		return Result{Verdict: TimeExceeded, Reason: DropTTL, Dir: dir, Conn: c}
 	}
-	if mtu := int(c.mtu[dir]); mtu > 0 && p.netLen() > mtu && p.DF() {
+	grow, first, extra := 0, false, 0
+	if dir == DirIn && c.hasFlag(flagProxy) {
+		if grow, first = c.proxyGrowth(p); first {
+			if len(p.B)+grow > maxIPLen(p.V6) {
+				return t.drop(DropProxyNoRoom)
+			}
+			if p.segLen == 0 {
+				// A super-packet's segments are cut at segLen
+				// still; a packet grows.
+				extra = max(grow, 0)
+			}
+		}
+	}
+	if mtu := int(c.mtu[dir]); mtu > 0 && p.netLen()+extra > mtu && p.DF() {
 		t.drops[DropTooBig].Add(1)
-		return Result{Verdict: TooBig, Reason: DropTooBig, Dir: dir, Conn: c, MTU: mtu}
+		// With the header to come, the client's segment must be
+		// smaller by its length (proxyproto.go).
+		return Result{Verdict: TooBig, Reason: DropTooBig, Dir: dir, Conn: c, MTU: mtu - extra}
 	}
 	to := t.timeouts.Load()
 	if c.Proto == ProtoTCP {
@@ -555,14 +584,23 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		}
 		p.SetDst(c.DAddr(), c.DPort)
 		t.syncIn(c, now)
+		if c.hasFlag(flagProxy) {
+			c.proxyIn(p, first, grow)
+			if first {
+				t.proxyHeaders.Add(1)
+			}
+		}
 	} else {
 		c.dest.countOut(n)
 		p.SetSrc(c.VAddr(), c.VPort)
 		if c.hasFlag(flagFullNAT) {
 			p.SetDst(c.CAddr(), c.CPort)
 		}
+		if c.hasFlag(flagProxy) {
+			c.proxyOut(p)
+		}
 	}
-	return Result{Verdict: Forward, Dir: dir, Conn: c}
+	return Result{Verdict: Forward, Dir: dir, Conn: c, Proxy: first}
 }
 
 // setTCPState is the kernel's set_tcp_state: move along the state table and

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
+	"github.com/tunvs/tunvs/rules"
 )
 
 var (
@@ -505,6 +507,14 @@ func FuzzProcess(f *testing.F) {
 		nattest.TCP(cli, fnVIP, S, 0),
 		nattest.UDP(cli6, fnVIP6, []byte("hello")),
 		nattest.TCP(netip.AddrPortFrom(rs1, 8080), netip.AddrPortFrom(lad4[0], 40000), S|A, 0),
+		// The PROXY protocol connection's first data, a later
+		// segment, and the real server's SYN-ACK and SACK.
+		nattest.Build(nattest.Seg{Src: cli, Dst: ppVIP, Proto: 6, Flags: A, Seq: 1001, Payload: []byte("GET / HTTP/1.1\r\n")}),
+		nattest.Build(nattest.Seg{Src: cli, Dst: ppVIP, Proto: 6, Flags: A, Seq: 1001, Payload: []byte("PROXY TCP4 1.1.1.1 2.2.2.2 1 2\r\nGET")}),
+		nattest.Build(nattest.Seg{Src: cli, Dst: ppVIP, Proto: 6, Flags: A, Seq: 2001, Payload: []byte("x")}),
+		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs2, 8080), Dst: netip.AddrPortFrom(lad4[1], 40000), Proto: 6, Flags: S | A, Ack: 1001, Options: []byte{2, 4, 5, 0xb4}}),
+		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs2, 8080), Dst: netip.AddrPortFrom(lad4[1], 40000), Proto: 6, Flags: A, Ack: 1100,
+			Options: []byte{1, 1, 5, 10, 0, 0, 4, 0, 0, 0, 5, 0}}),
 	}
 	var op nat.Packet
 	nat.Parse(nattest.Build(nattest.Seg{Src: cli, Dst: netip.AddrPortFrom(rs1, 8080), Proto: 6, Size: 600}), &op)
@@ -522,6 +532,11 @@ func FuzzProcess(f *testing.F) {
 		// Full NAT, TCP over IPv4 and UDP over IPv6.
 		fullNATService(t, tb, 6, fnVIP, lad4[:1], rs1)
 		fullNATService(t, tb, 17, fnVIP6, lad6[:1], rs6)
+		// The PROXY protocol, with a connection open.
+		tb.AddService(nat.ServiceConfig{Proto: 6, Addr: ppVIP.Addr(), Port: ppVIP.Port(), Scheduler: "rr", LocalAddrs: lad4[1:2], ProxyProtocol: rules.ProxyV1})
+		tb.AddDest(nat.ServiceKey{Proto: 6, Addr: ppVIP.Addr(), Port: ppVIP.Port()}, nat.DestConfig{Addr: rs2, Port: 8080, Weight: 1, Method: rules.FullNAT})
+		var sp nat.Packet
+		tb.Process(nattest.Build(nattest.Seg{Src: cli, Dst: ppVIP, Proto: 6, Flags: S, Seq: 1000}), &sp, 0)
 		// Persistence, one-packet scheduling and a port-zero service,
 		// on the UDP seeds.
 		tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip.Addr(), Port: 80, Scheduler: "rr", Persistent: true, PersistMaskBits: 24, OnePacket: true})
@@ -545,6 +560,16 @@ func FuzzProcess(f *testing.F) {
 		}
 		if r.Verdict == nat.Forward && valid && !p.VerifyL4Checksum() {
 			t.Fatalf("a valid packet has a bad checksum after the rewrite")
+		}
+		if r.Proxy {
+			dst := make([]byte, len(b)+nat.ProxyMaxLen)
+			n := nat.InsertProxy(dst, &p, r.Conn)
+			if n == 0 || !bytes.HasPrefix(p.Payload(), []byte("PROXY TCP4 10.0.0.10 172.16.1.102 ")) {
+				t.Fatalf("InsertProxy: %d, payload %q", n, p.Payload())
+			}
+			if valid && !p.VerifyL4Checksum() {
+				t.Fatal("a valid first segment has a bad checksum with the header in")
+			}
 		}
 		if tb.Len() > 16 {
 			t.Fatal("table past its bound")

@@ -378,7 +378,7 @@ func key(s Service) Service { return Service{ServiceKey: s.ServiceKey} }
 // sends them only then.
 func sameService(a, b *Service) bool {
 	if a.SchedulerName() != b.SchedulerName() || a.SchedFlags != b.SchedFlags ||
-		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket {
+		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket || a.ProxyProtocol != b.ProxyProtocol {
 		return false
 	}
 	if !a.Persistent {
@@ -402,5 +402,6 @@ func maskBits(s *Service) int {
 }
 
 func sameServer(a, b *Server) bool {
-	return a.Method == b.Method && a.Weight == b.Weight && a.UThreshold == b.UThreshold && a.LThreshold == b.LThreshold
+	return a.Method == b.Method && a.Weight == b.Weight && a.UThreshold == b.UThreshold && a.LThreshold == b.LThreshold &&
+		a.ProxyProtocol == b.ProxyProtocol
 }

@@ -104,6 +104,9 @@ type Service struct {
 	PersistMaskBits int
 	// OnePacket is -o/--ops.
 	OnePacket bool
+	// ProxyProtocol is --proxy-protocol on -A/-E: the PROXY protocol for
+	// the service's full-NAT real servers (TCP only).
+	ProxyProtocol ProxyProtocol
 
 	// LocalAddrs is the service's pool of director addresses for its
 	// full-NAT real servers (DPVS's --add-laddr), of the service's
@@ -134,6 +137,9 @@ type Server struct {
 	Weight int // 0..MaxWeight; 0 quiesces it
 	// UThreshold and LThreshold are -x and -y (0: none).
 	UThreshold, LThreshold int
+	// ProxyProtocol is --proxy-protocol on -a/-e (ProxyUnset: the
+	// service's; see ProxyProtocol.Effective).
+	ProxyProtocol ProxyProtocol
 	// Line is the rules file line that made it (0: none).
 	Line int
 }

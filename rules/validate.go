@@ -72,6 +72,9 @@ func ValidService(s *Service) error {
 	if s.PersistMaskBits < 0 || s.PersistMaskBits > s.Addr.BitLen() {
 		return fmt.Errorf("%w: persistence netmask /%d", ErrInvalid, s.PersistMaskBits)
 	}
+	if err := validProxy(s.ProxyProtocol, s.Proto); err != nil {
+		return err
+	}
 	for i, a := range s.LocalAddrs {
 		if err := ValidLocalAddr(s, a); err != nil {
 			return err
@@ -116,6 +119,14 @@ func ValidServer(svc ServiceKey, d *Server) error {
 	}
 	if d.Method != Masquerade && d.Method != FullNAT && d.Method != Route {
 		return fmt.Errorf("%w: forwarding method %v", ErrInvalid, d.Method)
+	}
+	if err := validProxy(d.ProxyProtocol, svc.Proto); err != nil {
+		return err
+	}
+	if d.ProxyProtocol.Version() != 0 && d.Method != FullNAT {
+		// DPVS sends it only to full-NAT servers (proxy_proto_insert:
+		// EDPVS_NOTSUPP otherwise).
+		return fmt.Errorf("%w: the PROXY protocol needs --fullnat", ErrInvalid)
 	}
 	if d.Weight < 0 || d.Weight > MaxWeight {
 		return fmt.Errorf("%w: weight %d out of range 0..%d", ErrInvalid, d.Weight, MaxWeight)
@@ -338,6 +349,19 @@ func (sc *CheckService) target(addr netip.AddrPort, c Check) netip.AddrPort {
 func (sc *CheckService) checkPort(addr netip.AddrPort, c Check) error {
 	if sc.target(addr, c).Port() == 0 && c.Kind != KindPing && c.Kind != KindMisc {
 		return cfgErr("%s real server %v: no port to check (port=)", serviceName(sc.key()), addr)
+	}
+	return nil
+}
+
+// validProxy checks a --proxy-protocol setting for a service of protocol
+// proto: a setting tunvs knows, and a header only on TCP (tunvs inserts
+// it in front of a TCP stream's first data; it has no place in UDP).
+func validProxy(p ProxyProtocol, proto uint8) error {
+	if p > ProxyV2Insecure {
+		return fmt.Errorf("%w: proxy protocol %d", ErrInvalid, p)
+	}
+	if p.Version() != 0 && proto != ProtoTCP {
+		return fmt.Errorf("%w: the PROXY protocol is for TCP services", ErrInvalid)
 	}
 	return nil
 }
