@@ -106,6 +106,9 @@ type Command struct {
 	HasLThreshold          bool
 	// FullNAT is --fullnat (DPVS's forwarding method) instead of -m.
 	FullNAT bool
+	// ProxyProtocol is DPVS's --proxy-protocol, on -A/-E for the
+	// service and on -a/-e for one real server.
+	ProxyProtocol rules.ProxyProtocol
 
 	// LocalAddr is -z/--laddr.
 	LocalAddr netip.Addr

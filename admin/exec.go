@@ -214,7 +214,7 @@ func (c Command) changes() bool {
 func (c Command) Change() rules.Change {
 	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}}
 	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight, Method: c.Method,
-		UThreshold: c.UThreshold, LThreshold: c.LThreshold}
+		UThreshold: c.UThreshold, LThreshold: c.LThreshold, ProxyProtocol: c.ProxyProtocol}
 	if c.FullNAT {
 		srv.Method = rules.FullNAT
 	}
@@ -226,6 +226,7 @@ func (c Command) Change() rules.Change {
 		}
 		s := k
 		s.Scheduler, s.SchedFlags, s.Persistent, s.OnePacket = c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket
+		s.ProxyProtocol = c.ProxyProtocol
 		if c.Persistent {
 			s.PersistTimeout = time.Duration(c.PersistTimeout) * time.Second
 			s.PersistMaskBits = c.PersistMaskBits
@@ -277,6 +278,7 @@ func CommandOf(ch rules.Change) Command {
 		c.Op = map[rules.ChangeKind]Op{rules.AddService: OpAddService, rules.EditService: OpEditService,
 			rules.DelService: OpDelService}[ch.Kind]
 		c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket = s.SchedulerName(), s.SchedFlags, s.Persistent, s.OnePacket
+		c.ProxyProtocol = s.ProxyProtocol
 		if s.Persistent {
 			c.PersistTimeout = persistSeconds(s.PersistTimeout)
 			c.PersistMaskBits = s.PersistMaskBits
@@ -294,6 +296,7 @@ func CommandOf(ch rules.Change) Command {
 		c.UThreshold, c.LThreshold = d.UThreshold, d.LThreshold
 		c.HasUThreshold, c.HasLThreshold = d.UThreshold != 0, d.LThreshold != 0
 		c.FullNAT = d.Method == rules.FullNAT
+		c.ProxyProtocol = d.ProxyProtocol
 	case rules.AddLocalAddr, rules.DelLocalAddr:
 		c.Op = map[rules.ChangeKind]Op{rules.AddLocalAddr: OpAddLocalAddr, rules.DelLocalAddr: OpDelLocalAddr}[ch.Kind]
 		c.LocalAddr = ch.LocalAddr
@@ -457,12 +460,12 @@ func ExecuteWith(env Env, args []string, rules string) (string, error) {
 // Usage is tunvsadm's help text.
 var Usage = `tunvsadm: ipvsadm v1.31's commands for the tunvs userspace director
 Usage:
-  tunvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]
+  tunvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o] [--proxy-protocol P]
   tunvsadm -D virtual-service
   tunvsadm -C
   tunvsadm -R
   tunvsadm -S [-n]
-  tunvsadm -a|e virtual-service -r server-address [-m|--fullnat] [-w weight] [-x upper-threshold] [-y lower-threshold]
+  tunvsadm -a|e virtual-service -r server-address [-m|--fullnat] [-w weight] [-x upper-threshold] [-y lower-threshold] [--proxy-protocol P]
   tunvsadm -d virtual-service -r server-address
   tunvsadm -L|l [virtual-service] [options]
   tunvsadm -Z [virtual-service]
@@ -486,6 +489,8 @@ Options:
   --ops          -o                   one-packet scheduling (UDP)
   --real-server  -r server-address    server-address is host (and port)
   --fullnat                           full NAT (DPVS's): the server sees a local address, not the client
+  --proxy-protocol P                  (DPVS's) PROXY protocol header for full-NAT servers, TCP:
+                                      disable|v1|v2|v1-insecure|v2-insecure (on -a/-e: this server's)
   --gatewaying   -g                   gatewaying (direct routing), on TAP links
   --masquerading -m                   masquerading (NAT), the default in tunvs
   --weight       -w weight            capacity of real server

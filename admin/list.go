@@ -210,6 +210,9 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		if cfg.SchedFlags != 0 {
 			fmt.Fprintf(&b, " -b %s", schedFlagsString(cfg.Scheduler, cfg.SchedFlags))
 		}
+		// DPVS's -S saves no --proxy-protocol; tunvsadm does, so
+		// that -S | -R round-trips.
+		b.WriteString(proxyFlag(cfg.ProxyProtocol))
 	case f&FmtStats != 0:
 		st := s.Stats.Snapshot()
 		fmt.Fprintf(&b, "%-33s%s%s%s%s%s", name, largeNum(st.Conns, f), largeNum(st.InPkts, f),
@@ -231,6 +234,9 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		}
 		if cfg.OnePacket {
 			b.WriteString(" ops")
+		}
+		if cfg.ProxyProtocol.Version() != 0 {
+			b.WriteString(proxyWord(cfg.ProxyProtocol))
 		}
 	}
 	b.WriteByte('\n')
@@ -260,7 +266,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			// ipvsadm 1.31 saves no -x/-y (print_service_entry), so
 			// neither does tunvsadm -S: thresholds do not survive
 			// -S | -R, with either.
-			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", name, dn, methodFlag(d.Method()), d.Weight())
+			fmt.Fprintf(w, "-a %s -r %s %s -w %d%s\n", name, dn, methodFlag(d.Method()), d.Weight(), proxyFlag(d.ProxyProtocol()))
 		case f&FmtStats != 0:
 			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
@@ -279,7 +285,10 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			// Masq, FullNat and Route have no tunnel: "n/a".
 			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, d.Method(), "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
 		default:
-			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", dn, d.Method(), d.Weight(), d.ActiveConns(), d.InactConns())
+			// A server's own --proxy-protocol follows its line, as
+			// DPVS shows the service's after the scheduler.
+			fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d%s\n", dn, d.Method(), d.Weight(), d.ActiveConns(), d.InactConns(),
+				proxyWord(d.ProxyProtocol()))
 		}
 	}
 }
@@ -433,4 +442,23 @@ func ListLocalAddrs(w io.Writer, svcs []*nat.Service, title bool) {
 		}
 	}
 	io.WriteString(w, b.String())
+}
+
+// proxyWord is a --proxy-protocol setting as DPVS's -L shows it after the
+// service's scheduler (" pp" and proxy_protocol_str: " ppv2"); nothing
+// when unset. DPVS shows nothing for "disable" on a service either; a real
+// server's own "disable" is shown, since it differs from its service.
+func proxyWord(pp rules.ProxyProtocol) string {
+	if pp == rules.ProxyUnset {
+		return ""
+	}
+	return " pp" + pp.String()
+}
+
+// proxyFlag is a --proxy-protocol setting as -S writes it.
+func proxyFlag(pp rules.ProxyProtocol) string {
+	if pp == rules.ProxyUnset {
+		return ""
+	}
+	return " --proxy-protocol " + pp.String()
 }

@@ -202,7 +202,7 @@ var poptTable = []poptOption{
 	// DPVS's ipvsadm: --fullnat is its -b, which is ipvsadm 1.31's
 	// --sched-flags, so it is long only here.
 	{"add-laddr", 'P', argNone}, {"del-laddr", 'Q', argNone}, {"get-laddr", 'G', argNone},
-	{"fullnat", 0, argNone}, {"laddr", 'z', argRequired},
+	{"fullnat", 0, argNone}, {"laddr", 'z', argRequired}, {"proxy-protocol", 0, argRequired},
 	// tunvs's own, not ipvsadm's.
 	{"sysctl", 0, argOptional},
 }
@@ -747,6 +747,20 @@ func (p *ipvsadmParser) otherOption(o opt) (bool, error) {
 	case "ops":
 		c.OnePacket = true
 		return true, p.set(optOnePacket)
+	case "proxy-protocol":
+		// DPVS's TAG_PROXY_PROTOCOL has no OPT_ bit, so its table
+		// checks nothing; tunvs takes it where it means something and
+		// refuses a word DPVS would read as "disable".
+		switch p.cmd {
+		case cmdAdd, cmdEdit, cmdAddDest, cmdEditDest:
+		default:
+			return true, fail("Illegal 'proxy-protocol' option with the '%s' command", cmdNames[p.cmd])
+		}
+		pp, err := rules.ParseProxyProtocol(o.arg)
+		if err != nil {
+			return true, fail("illegal proxy protocol %q (disable, v1, v2, v1-insecure or v2-insecure)", o.arg)
+		}
+		c.ProxyProtocol = pp
 	case "pe":
 		p.pe = true
 		return true, p.set(optPE)
@@ -819,7 +833,13 @@ func (p *ipvsadmParser) check() error {
 		if c.OnePacket && !p.fwmark && c.Proto != nat.ProtoUDP {
 			return fail("One-Packet Scheduling is only for UDP virtual services")
 		}
+		if c.ProxyProtocol.Version() != 0 && c.Proto != nat.ProtoTCP {
+			return fail("the PROXY protocol is for TCP services")
+		}
 	case cmdAddDest, cmdEditDest:
+		if c.ProxyProtocol.Version() != 0 && p.fwd != fwdFullNAT {
+			return fail("the PROXY protocol needs --fullnat")
+		}
 		// ipvsadm's default method is -g, whose real server port is
 		// the service's; tunvs takes no method as -m (see tunvsRefuses).
 		if !p.fwmark && (p.fwd == fwdRoute || p.fwd == fwdTunnel) {

@@ -126,11 +126,13 @@ func (c Command) String() string {
 		if c.Persistent {
 			s += fmt.Sprintf(" -p %d", c.PersistTimeout)
 		}
+		s += proxyFlag(c.ProxyProtocol)
 	}
 	if c.HasDest {
 		s += " -r " + addrPortString(c.DestAddr, c.DestPort)
 		if c.Op != OpDelDest {
 			s += fmt.Sprintf(" %s -w %d", methodFlag(c.Change().Server.Method), c.Weight)
+			s += proxyFlag(c.ProxyProtocol)
 		}
 	}
 	if c.LocalAddr.IsValid() {

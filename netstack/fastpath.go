@@ -33,6 +33,9 @@ type fastPath struct {
 	// one packet, each with bufOffset headroom. Two, so that a flush
 	// in the middle of cutting up an arrival has its own.
 	in, out segmenter
+	// proxyBuf holds a first data segment with its PROXY protocol
+	// header (forwardProxy), made on first use.
+	proxyBuf []byte
 }
 
 type segmenter struct {

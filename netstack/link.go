@@ -420,6 +420,10 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 				return
 			}
 		case nat.Forward:
+			if res.Proxy {
+				n.forwardProxy(frame, g, p, res, f, tr, proto)
+				return
+			}
 			if res.Conn.Routed() && res.Dir == nat.DirIn {
 				// Direct routing: the packet, still addressed to the
 				// VIP, must not reach the stack, which owns the VIP.
