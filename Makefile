@@ -8,9 +8,15 @@ PKGS := ./...
 
 all: build
 
+# VERSION is stamped into both binaries for --version (internal/buildinfo):
+# without it a build without VCS information (GOFLAGS=-buildvcs=false, a
+# source tarball) says only "(devel)".
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
+LDFLAGS := -X github.com/tunvs/tunvs/internal/buildinfo.Stamp=$(VERSION)
+
 build:
-	$(GO) build -o bin/tunvs ./cmd/tunvs
-	$(GO) build -o bin/tunvsadm ./cmd/tunvsadm
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvs ./cmd/tunvs
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvsadm ./cmd/tunvsadm
 
 # install: the binaries, man pages, bash and zsh completion and the systemd
 # unit, under $(DESTDIR)$(PREFIX) (PREFIX=/usr for a package, DESTDIR for

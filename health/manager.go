@@ -102,6 +102,10 @@ type svcState struct {
 	quorumUp    bool
 	sorryOn     bool
 	aliveWeight int
+	// parked are the live servers taken out of the pool while the sorry
+	// server stands in for them (keepalived's perform_quorum_state), with
+	// what they come back with.
+	parked map[netip.AddrPort]rules.Server
 }
 
 type serverState struct {
@@ -222,6 +226,7 @@ func (m *Manager) Start() {
 	m.cancel = cancel
 	for _, st := range m.svcs {
 		st.mu.Lock()
+		st.unpark()
 		for _, ss := range st.servers {
 			if ss.check.StartDown {
 				ss.setDown("starts down (alpha)")
@@ -384,6 +389,17 @@ func (ss *serverState) setDown(reason string) {
 	ss.downs++
 	st.m.Stats.Downs.Add(1)
 	w := -1
+	if p, ok := st.parked[ss.addr]; ok {
+		// Out of the pool already, behind the sorry server: it stays
+		// out when the quorum comes back.
+		delete(st.parked, ss.addr)
+		if ss.dynWeight < 0 {
+			ss.weight = p.Weight
+		}
+		ss.uthresh, ss.lthresh = p.UThreshold, p.LThreshold
+		st.event(Event{Type: EventDown, Server: ss.addr, Check: ss.check.Kind, Weight: w, Reason: reason})
+		return
+	}
 	// The dest, for Expire, is found first: once removed it is no
 	// longer in the service's list.
 	var d *nat.Dest
@@ -434,7 +450,24 @@ func (ss *serverState) setUp() {
 	ss.lastChange = st.m.opts.Clock.Now()
 	ss.ups++
 	st.m.Stats.Ups.Add(1)
-	w := ss.restore()
+	var w int
+	if st.sorryOn {
+		// The sorry server stands in for the pool: the server waits
+		// beside it until the quorum is back (keepalived leaves the
+		// pool alone while quorum is lost, perform_svr_state).
+		w = ss.weight
+		if ss.dynWeight >= 0 {
+			w = ss.dynWeight
+		}
+		if st.parked == nil {
+			st.parked = map[netip.AddrPort]rules.Server{}
+		}
+		// An inhibited server stays in the table at weight 0 until
+		// then, as keepalived leaves it.
+		st.parked[ss.addr] = rules.Server{Addr: ss.addr, Weight: w, UThreshold: ss.uthresh, LThreshold: ss.lthresh}
+	} else {
+		w = ss.restore()
+	}
 	st.event(Event{Type: EventUp, Server: ss.addr, Check: ss.check.Kind, Weight: w})
 }
 
@@ -497,6 +530,9 @@ func (st *svcState) updateQuorum() {
 		}
 		sum += d.Weight()
 	}
+	for _, s := range st.parked {
+		sum += s.Weight
+	}
 	st.aliveWeight = sum
 	switch {
 	case st.quorumUp && sum < st.cfg.Quorum-st.cfg.Hysteresis:
@@ -512,6 +548,7 @@ func (st *svcState) updateQuorum() {
 			} else {
 				st.sorryOn = true
 				st.m.log.Warn().Str("service", st.name).Stringer("sorry", st.cfg.Sorry).Msg("sorry server in")
+				st.park()
 			}
 		}
 	case !st.quorumUp && sum >= st.cfg.Quorum+st.cfg.Hysteresis:
@@ -519,9 +556,81 @@ func (st *svcState) updateQuorum() {
 		st.m.Stats.QuorumUp.Add(1)
 		st.event(Event{Type: EventQuorumUp, Weight: sum})
 		if st.sorryOn {
+			st.unpark()
 			st.delSorry()
 		}
 	}
+}
+
+// park takes the live servers out of the pool once the sorry server is
+// in: it stands in for the whole pool, as keepalived's does
+// (check/ipwrapper.c, update_quorum_state: "Removing alive servers from
+// the pool", perform_quorum_state). A server that failed and was inhibited
+// (weight 0) stays, as keepalived leaves a server that is not alive.
+// st.mu held.
+func (st *svcState) park() {
+	svc := st.natService()
+	if svc == nil {
+		return
+	}
+	alive := map[netip.AddrPort]bool{}
+	for _, d := range svc.Dests() {
+		a := d.AddrPort()
+		if a == st.cfg.Sorry {
+			continue
+		}
+		alive[a] = true
+		for _, ss := range st.servers {
+			if ss.addr == a && !ss.up {
+				alive[a] = false
+			}
+		}
+	}
+	for a, ok := range alive {
+		if !ok {
+			continue
+		}
+		var parked rules.Server
+		err := st.change(a, func(cur *rules.Server) (rules.Change, bool) {
+			if cur == nil {
+				return rules.Change{}, false
+			}
+			parked = *cur
+			return rules.Change{Kind: rules.DelServer, Server: *cur}, true
+		})
+		if err != nil {
+			st.natError(a, "park", err)
+			continue
+		}
+		if parked.Addr.IsValid() {
+			if st.parked == nil {
+				st.parked = map[netip.AddrPort]rules.Server{}
+			}
+			st.parked[a] = parked
+		}
+	}
+	if len(st.parked) > 0 {
+		st.m.log.Warn().Str("service", st.name).Int("servers", len(st.parked)).Msg("live servers out while the sorry server is in")
+	}
+}
+
+// unpark puts the parked servers back (keepalived: "Adding alive servers
+// to the pool"), before the sorry server leaves. st.mu held.
+func (st *svcState) unpark() {
+	for a, s := range st.parked {
+		err := st.change(a, func(cur *rules.Server) (rules.Change, bool) {
+			if cur != nil {
+				// Inhibited (weight 0) while it waited, or added
+				// back by hand: its weight back.
+				return rules.Change{Kind: rules.EditServer, Server: s}, true
+			}
+			return rules.Change{Kind: rules.AddServer, Server: s}, true
+		})
+		if err != nil {
+			st.natError(a, "unpark", err)
+		}
+	}
+	st.parked = nil
 }
 
 func (st *svcState) delSorry() {

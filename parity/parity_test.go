@@ -179,6 +179,12 @@ func Diff(kernel, tunvs Result) []string {
 			out = append(out, fmt.Sprintf("event %d: steps differ: kernel %q, tunvs %q", i, k.Step, u.Step))
 			break
 		}
+		if d, ok := diffLive(k); ok {
+			if d != "" {
+				out = append(out, d)
+			}
+			continue
+		}
 		if k.Step == StepNodeExporter {
 			if k.Outcome == NodeExporterMissing {
 				continue
@@ -238,15 +244,7 @@ func bootVM(t *testing.T, job string, env map[string]string, run string) (consol
 		vars += fmt.Sprintf("RUN='%s'\n", run)
 	}
 	must(os.WriteFile(filepath.Join(job, "env"), []byte(vars), 0o644))
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	build := exec.Command(goBin, "build", "-o", filepath.Join(job, "ipvsrun"), "./cmd/ipvsrun")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building ipvsrun: %v\n%s", err, out)
-	}
+	buildForVM(t, job, "./cmd/ipvsrun")
 
 	// Boot. TCG by default: the KVM device of some hosts (firecracker-
 	// style) does not run stock kernels. TUNVS_PARITY_ACCEL=kvm overrides.
@@ -284,6 +282,28 @@ func bootVM(t *testing.T, job string, env map[string]string, run string) (consol
 	return console, strings.TrimSpace(string(exitB)), took, err
 }
 
+// goTool is the go command of the toolchain running the test.
+func goTool() string {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	if _, err := os.Stat(goBin); err != nil {
+		return "go"
+	}
+	return goBin
+}
+
+// buildForVM builds each package's command statically for the VM into
+// the job directory, named after the package's last element.
+func buildForVM(t *testing.T, job string, pkgs ...string) {
+	t.Helper()
+	for _, pkg := range pkgs {
+		build := exec.Command(goTool(), "build", "-o", filepath.Join(job, filepath.Base(pkg)), pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("building %s: %v\n%s", pkg, err, out)
+		}
+	}
+}
+
 // runVM runs the scenarios in the VM and returns its results.json.
 func runVM(t *testing.T, env map[string]string, runs []scenarioRun) []byte {
 	// The job directory, shared read-write with the VM at /job.
@@ -303,6 +323,13 @@ func runVM(t *testing.T, env map[string]string, runs []scenarioRun) []byte {
 		// ipvsrun takes them in glob order: keep ours.
 		if err := os.WriteFile(filepath.Join(job, "scenarios", fmt.Sprintf("%03d_%s.txt", i, r.sc.Name)), b, 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+	for _, r := range runs {
+		if r.sc.Live() {
+			// keepalived's checkers against tunvs run's (live.go).
+			buildForVM(t, job, "../cmd/tunvs", "../cmd/tunvsadm")
+			break
 		}
 	}
 	log, exit, boot, err := bootVM(t, job, env, "")

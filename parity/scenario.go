@@ -29,6 +29,14 @@
 //	                         into the kernel, tunvs's package keepalived into
 //	                         the table; `-L -n` and `-L -n --thresholds` of
 //	                         both are compared
+//	server ADDR:PORT         an HTTP real server (for live checkers)
+//	live SECONDS             the stdin lines before it are a keepalived.conf
+//	                         that keepalived (kernel) and tunvs run (on a TAP
+//	                         in the VM) both run, checkers and all; after
+//	                         SECONDS both -L -n are compared (live.go)
+//	stop ADDR:PORT, start ADDR:PORT
+//	                         stop or restart a server's listener
+//	settle SECONDS           wait, then compare both -L -n again
 //
 // Topology inside the VM, one set of network namespaces per scenario (IPVS
 // state is per namespace, so scenarios cannot leak into each other): the
@@ -118,7 +126,10 @@ type Event struct {
 	// close "ok".
 	Outcome string `json:"outcome"`
 	Detail  string `json:"detail,omitempty"` // not compared: error text
-	Ms      int64  `json:"ms,omitempty"`     // not compared: how long the step took (VM)
+	// Tunvs is, for live and settle steps, tunvs's listing taken in the
+	// VM beside the kernel's (Outcome): both sides run there.
+	Tunvs string `json:"tunvs,omitempty"`
+	Ms    int64  `json:"ms,omitempty"` // not compared: how long the step took (VM)
 }
 
 // Result is one scenario's run.
@@ -153,6 +164,9 @@ func (sc *Scenario) NeedsNetwork() bool {
 }
 
 func (s Step) String() string {
+	if str, ok := liveString(s); ok {
+		return str
+	}
 	switch s.Kind {
 	case StepIPVSAdm:
 		return "ipvsadm " + strings.Join(s.Args, " ")
@@ -221,8 +235,16 @@ func Parse(name string, r io.Reader) (*Scenario, error) {
 		if len(f) == 0 {
 			continue
 		}
-		if f[0] != StepCmd && f[0] != StepKeepalived && stdin.Len() > 0 {
-			return nil, bad("stdin lines must come right before a cmd or keepalived")
+		if f[0] != StepCmd && f[0] != StepKeepalived && f[0] != StepLive && stdin.Len() > 0 {
+			return nil, bad("stdin lines must come right before a cmd, keepalived or live")
+		}
+		if st, ok, err := parseLive(f, &stdin); ok {
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			st.Line = n
+			sc.Steps = append(sc.Steps, st)
+			continue
 		}
 		switch f[0] {
 		case StepCmd:
@@ -349,6 +371,13 @@ func parseSrc(s string) ([]netip.AddrPort, error) {
 func (sc *Scenario) RealServers() (rs, vips []netip.AddrPort) {
 	seenR, seenV := map[netip.AddrPort]bool{}, map[netip.AddrPort]bool{}
 	for _, st := range sc.Steps {
+		if st.Kind == StepServer {
+			if !seenR[st.Dst] {
+				seenR[st.Dst] = true
+				rs = append(rs, st.Dst)
+			}
+			continue
+		}
 		if st.Kind != StepIPVSAdm {
 			continue
 		}

@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -34,23 +33,13 @@ func TestSync(t *testing.T) {
 		t.Fatalf("%v: run parity/setup.sh first", err)
 	}
 	job := t.TempDir()
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		goBin = "go"
-	}
-	for _, cmd := range []string{"tunvs", "tunvsadm"} {
-		build := exec.Command(goBin, "build", "-o", filepath.Join(job, cmd), "../cmd/"+cmd)
-		build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("building %s: %v\n%s", cmd, err, out)
-		}
-	}
+	buildForVM(t, job, "../cmd/tunvs", "../cmd/tunvsadm")
 	console, exit, _, err := bootVM(t, job, env, "/job/ipvsrun -timeout 20s -sync /job/golden -sync-interop /job/interop")
 	if err != nil || exit != "0" {
 		logB, _ := os.ReadFile(filepath.Join(job, "interop", "tunvs.log"))
 		t.Fatalf("VM run failed (qemu: %v, in-VM exit %q); console:\n%s\ntunvs log:\n%s", err, exit, console, logB)
 	}
-	t.Run("golden", func(t *testing.T) { syncGoldenCheck(t, goBin, filepath.Join(job, "golden")) })
+	t.Run("golden", func(t *testing.T) { syncGoldenCheck(t, goTool(), filepath.Join(job, "golden")) })
 	t.Run("interop", func(t *testing.T) { syncInteropCheck(t, filepath.Join(job, "interop")) })
 }
 

@@ -61,6 +61,8 @@ func RunTunvs(sc *Scenario) Result {
 			ev.Outcome = b.String()
 		case StepKeepalived:
 			ev.Outcome, ev.Detail = r.keepalived(st)
+		case StepServer, StepLive, StepStop, StepStart, StepSettle:
+			ev.Outcome, ev.Detail = runLiveHost(st)
 		case StepTCP:
 			ev.Outcome, ev.Detail = r.tcp(st)
 		case StepUDP:

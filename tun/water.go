@@ -57,9 +57,10 @@ type Config struct {
 // Read should hold at least MTU() bytes (MTU()+14 for TAP) after the offset:
 // the kernel truncates a packet that does not fit, silently.
 //
-// On Linux the MTU and the up flag are applied with ioctls and the MTU is
-// read back, so MTU() tells what the kernel really uses. On other systems
-// MTU and Up are not applied and MTU() reports 1500; see water_other.go.
+// On Linux and FreeBSD the MTU and the up flag are applied with ioctls and
+// the MTU is read back, so MTU() tells what the kernel really uses
+// (FreeBSD: tun_freebsd.go). On other systems MTU and Up are not applied
+// and MTU() reports 1500; see water_other.go.
 //
 // With cfg.Offload, on Linux, Open returns an *OffloadDevice instead (BatchSize 128, Headroom 10): same packets, far
 // fewer system calls; see its documentation.
@@ -130,7 +131,8 @@ func OpenLink(cfg Config, warn func(error)) (Device, error) {
 }
 
 // waterDevice is a kernel TUN/TAP device: opened directly on Linux
-// (water_linux.go) and through water elsewhere (water_other.go).
+// (water_linux.go) and FreeBSD (tun_freebsd.go), through water elsewhere
+// (water_other.go).
 type waterDevice struct {
 	// f is, on Linux, an *os.File over a non-blocking fd, so reads wait in
 	// the Go netpoller and Close wakes a blocked Read with os.ErrClosed.

@@ -83,15 +83,22 @@ func main() {
 	// Scenarios of commands alone (no traffic, so no timing to disturb)
 	// run side by side, one per CPU: under TCG every ipvsadm exec costs
 	// a few hundred milliseconds. Then the others, one at a time.
+	// Live checker scenarios (live.go) mostly wait on their daemons'
+	// timers: more of them at a time.
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, max(runtime.NumCPU(), 1))
+	liveSem := make(chan struct{}, 6)
 	for i, sc := range scs {
 		if sc != nil && !sc.NeedsNetwork() {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
+				s := sem
+				if sc.Live() {
+					s = liveSem
+				}
+				s <- struct{}{}
+				defer func() { <-s }()
 				runOne(i)
 			}()
 		}
@@ -235,9 +242,13 @@ type world struct {
 	closers   []io.Closer
 	conns     map[netip.AddrPort]net.Conn
 	listeners []net.Listener
+	// live: the HTTP real servers and the two daemons of a live
+	// checker scenario (live.go).
+	live *liveWorld
 }
 
 func (w *world) teardown() {
+	w.live.stop()
 	for _, c := range w.conns {
 		c.Close()
 	}
@@ -253,7 +264,7 @@ func (w *world) teardown() {
 func (w *world) setup(i int, sc *parity.Scenario) error {
 	w.dir, w.cli = fmt.Sprintf("d%d", i), fmt.Sprintf("c%d", i)
 	rs, vips := sc.RealServers()
-	if !sc.NeedsNetwork() {
+	if !sc.NeedsNetwork() && !sc.Live() {
 		// Commands only: a bare director namespace.
 		w.nss = append(w.nss, w.dir)
 		return batch([][]string{{"ip", "netns", "add", w.dir}, {"ip", "-n", w.dir, "link", "set", "lo", "up"}})
@@ -338,7 +349,15 @@ func (w *world) setup(i int, sc *parity.Scenario) error {
 	}
 	// Real servers: a TCP listener and a UDP socket on every addr:port,
 	// answering with their own name.
+	w.live = newLiveWorld(i, w.dir, rsNS)
 	for _, r := range rs {
+		if sc.IsServer(r) {
+			// An HTTP real server of a live scenario (live.go).
+			if err := w.live.listen(r); err != nil {
+				return fmt.Errorf("real server %s: %w", r, err)
+			}
+			continue
+		}
 		name := r.String()
 		err := inNS(rsNS[r.Addr()], func() error {
 			l, err := net.Listen("tcp4", name)
@@ -489,33 +508,12 @@ func (w *world) keepalived(i int, st parity.Step) (string, string) {
 	if err := os.WriteFile(conf, []byte(st.Stdin), 0o644); err != nil {
 		return "error: " + err.Error(), ""
 	}
-	var proc *exec.Cmd
-	logf, err := os.Create(dir + "/log")
-	if err != nil {
-		return "error: " + err.Error(), ""
-	}
-	defer logf.Close()
 	logText := func() string { b, _ := os.ReadFile(dir + "/log"); return string(b) }
-	err = inNS(w.dir, func() error {
-		proc = exec.Command("keepalived", "-C", "-n", "-l", "-G", "-f", conf,
-			"-p", dir+"/keepalived.pid", "-c", dir+"/checkers.pid", "-r", dir+"/vrrp.pid")
-		proc.Stdout, proc.Stderr = logf, logf
-		return proc.Start()
-	})
+	ka, err := startDaemon(w.dir, dir+"/log", "keepalived", keepalivedArgs(dir, conf)...)
 	if err != nil {
 		return "error: keepalived: " + err.Error(), ""
 	}
-	defer func() {
-		proc.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { proc.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			proc.Process.Kill()
-			<-done
-		}
-	}()
+	defer ka.stop(syscall.SIGTERM)
 	last, since := "", time.Now()
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		out, err := shNS(w.dir, "ipvsadm", "-L", "-n")
@@ -634,6 +632,10 @@ func run(i int, sc *parity.Scenario) (r parity.Result) {
 			ev.Outcome, ev.Detail = w.tcp(st)
 		case parity.StepUDP:
 			ev.Outcome, ev.Detail = w.udp(st)
+		case parity.StepServer:
+			ev.Outcome = "ok" // listening since setup
+		case parity.StepLive, parity.StepSettle, parity.StepStop, parity.StepStart:
+			ev = w.liveStep(st)
 		case parity.StepClose:
 			c, ok := w.conns[st.Src]
 			if !ok {
