@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,14 +30,22 @@ type Request struct {
 	V     int      `json:"v"`
 	Args  []string `json:"args"`
 	Stdin string   `json:"stdin,omitempty"`
+	// Stream: the client takes the answer in parts (Response.More). A
+	// daemon that predates it ignores it and answers in one part, which
+	// such a client reads the same way.
+	Stream bool `json:"stream,omitempty"`
 }
 
-// Response carries what tunvsadm prints and its exit code.
+// Response carries what tunvsadm prints and its exit code. Asked to
+// stream, the daemon sends a large answer as several Responses, each
+// with the next part of the output and More set, then a last one with the
+// rest, the error and the exit code.
 type Response struct {
 	V      int    `json:"v"`
 	Output string `json:"output,omitempty"`
 	Error  string `json:"error,omitempty"`
 	Exit   int    `json:"exit"`
+	More   bool   `json:"more,omitempty"`
 }
 
 // ErrNoDaemon means nothing listens on the control socket.
@@ -168,6 +178,14 @@ func (s *Server) handle(c net.Conn) {
 		_ = enc.Encode(Response{V: ProtocolVersion, Error: fmt.Sprintf("protocol version %d not supported (daemon speaks %d)", req.V, ProtocolVersion), Exit: 2})
 		return
 	}
+	if req.Stream && isConnList(req.Args) {
+		// -Lc reads the table alone, which is safe to read beside
+		// anything (no lock held while a slow client reads), and may
+		// be a million lines: sent in parts as they are made, so
+		// neither side holds the whole listing.
+		s.stream(c, enc, req)
+		return
+	}
 	s.mu.Lock()
 	resp := Serve(s.env, req)
 	s.mu.Unlock()
@@ -195,6 +213,68 @@ func (s *Server) handle(c net.Conn) {
 // it took is returned to the OS at once.
 const bigRequest = 1 << 20
 
+// streamPart is the size of the parts a streamed answer is sent in.
+const streamPart = 64 << 10
+
+// stream answers req in parts of streamPart bytes.
+func (s *Server) stream(c net.Conn, enc *json.Encoder, req Request) {
+	pw := &partWriter{c: c, enc: enc, buf: make([]byte, 0, streamPart+512)}
+	resp := Response{V: ProtocolVersion}
+	if err := ExecuteTo(s.env, req.Args, "", pw); err != nil && pw.err == nil {
+		resp.Error = err.Error()
+		resp.Exit = ExitCode(err)
+	}
+	if pw.err != nil {
+		s.log.Info().Strs(FieldArgs, req.Args).Err(pw.err).Msg("control: client went away during a listing")
+		return
+	}
+	resp.Output = string(pw.buf)
+	_ = c.SetWriteDeadline(time.Now().Add(replyTimeout))
+	_ = enc.Encode(resp)
+	if pw.sent >= bigRequest {
+		// The listing's order (16 bytes an entry) and its lines
+		// are garbage now; hand the memory back, as after a large -R.
+		pw.buf = nil
+		debug.FreeOSMemory()
+	}
+}
+
+// partWriter sends what is written to it as Responses with More set, a
+// part each time streamPart bytes have gathered. After a failed send it
+// fails every write, so the listing stops.
+type partWriter struct {
+	c    net.Conn
+	enc  *json.Encoder
+	buf  []byte
+	err  error
+	sent int // bytes sent in parts
+}
+
+func (p *partWriter) Write(b []byte) (int, error) {
+	if p.err != nil {
+		return 0, p.err
+	}
+	p.buf = append(p.buf, b...)
+	if len(p.buf) >= streamPart {
+		// Each part has its own deadline: a listing may take longer
+		// than one, a client that stops reading may not.
+		_ = p.c.SetWriteDeadline(time.Now().Add(replyTimeout))
+		if err := p.enc.Encode(Response{V: ProtocolVersion, Output: string(p.buf), More: true}); err != nil {
+			p.err = err
+			return 0, err
+		}
+		p.sent += len(p.buf)
+		p.buf = p.buf[:0]
+	}
+	return len(b), nil
+}
+
+// isConnList reports whether args are a listing of the connections (-Lc).
+func isConnList(args []string) bool {
+	c, err := Parse(args)
+	return err == nil && c.Op == OpList && c.Format&FmtConn != 0 && c.Format&(FmtSysctl|FmtTimeout|FmtDaemon) == 0
+}
+
 func isChange(args []string) bool {
 	c, err := Parse(args)
 	if err != nil {
@@ -209,6 +289,14 @@ func isChange(args []string) bool {
 
 // Call sends one request to the daemon at path.
 func Call(path string, req Request) (Response, error) {
+	return CallTo(path, req, nil)
+}
+
+// CallTo is Call asking for the answer in parts: each part's output is
+// written to out as it arrives, and the last part is returned. With out
+// nil the parts are gathered into the Response returned.
+func CallTo(path string, req Request, out io.Writer) (Response, error) {
+	req.Stream = true
 	req.V = ProtocolVersion
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
@@ -218,7 +306,7 @@ func Call(path string, req Request) (Response, error) {
 		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(callTimeout))
 	if err := json.NewEncoder(c).Encode(req); err != nil {
 		// The daemon may have answered and closed before reading (a
 		// refused peer): its answer is still there to read.
@@ -228,9 +316,29 @@ func Call(path string, req Request) (Response, error) {
 		}
 		return Response{}, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	var resp Response
-	if err := json.NewDecoder(c).Decode(&resp); err != nil {
-		return Response{}, fmt.Errorf("control socket %s: bad response: %w", path, err)
+	dec := json.NewDecoder(c)
+	var all strings.Builder
+	for {
+		var resp Response
+		if err := dec.Decode(&resp); err != nil {
+			return Response{}, fmt.Errorf("control socket %s: bad response: %w", path, err)
+		}
+		if !resp.More {
+			if out == nil && all.Len() > 0 {
+				resp.Output = all.String() + resp.Output
+			}
+			return resp, nil
+		}
+		if out == nil {
+			all.WriteString(resp.Output)
+		} else if _, err := io.WriteString(out, resp.Output); err != nil {
+			return Response{}, err
+		}
+		// A long listing goes on as long as parts keep coming.
+		_ = c.SetDeadline(time.Now().Add(callTimeout))
 	}
-	return resp, nil
 }
+
+// callTimeout bounds a request and its answer, or the wait for the next
+// part of a streamed one.
+const callTimeout = 60 * time.Second

@@ -413,7 +413,7 @@ func query(env Env, c Command, w io.Writer) error {
 				env.Sync.List(w)
 			}
 		case c.Format&FmtConn != 0:
-			ListConns(w, t, now(), c.Format)
+			return ListConns(w, t, now(), c.Format)
 		case c.HasService:
 			s := t.Service(nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port})
 			if s == nil {
@@ -441,20 +441,25 @@ func Execute(t *nat.Table, args []string, rules string) (string, error) {
 
 // ExecuteWith is Execute in env.
 func ExecuteWith(env Env, args []string, rules string) (string, error) {
+	var out bytes.Buffer
+	err := ExecuteTo(env, args, rules, &out)
+	return out.String(), err
+}
+
+// ExecuteTo is ExecuteWith writing the output to w as it is made.
+func ExecuteTo(env Env, args []string, rules string, w io.Writer) error {
 	c, err := Parse(args)
 	if err != nil {
-		return "", err
+		return err
 	}
-	var out bytes.Buffer
 	if c.Op == OpRestore {
 		cmds, lines, err := ParseRulesLines(strings.NewReader(rules))
 		if err != nil {
-			return "", err
+			return err
 		}
-		return "", ApplyWith(env, cmds, lines, &out)
+		return ApplyWith(env, cmds, lines, w)
 	}
-	err = ApplyWith(env, []Command{c}, nil, &out)
-	return out.String(), err
+	return ApplyWith(env, []Command{c}, nil, w)
 }
 
 // Usage is tunvsadm's help text.

@@ -32,6 +32,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rest = append(rest, args[i])
 	}
 	return admin.CLI(os.Args[0], rest, stdin, stdout, stderr, func(req admin.Request) (admin.Response, error) {
-		return admin.Call(socket, req)
+		// A listing arrives in parts, printed as they come (a
+		// million connections are ~100 MB of text).
+		return admin.CallTo(socket, req, stdout)
 	})
 }
