@@ -22,6 +22,7 @@ import (
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/director"
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/internal/gcpace"
 	"github.com/tunvs/tunvs/keepalived"
 	"github.com/tunvs/tunvs/metrics"
 	"github.com/tunvs/tunvs/nat"
@@ -113,7 +114,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	bypass := fs.Bool("bypass", true, "let established flows skip the stack (TUN and TAP devices; on a TAP once the next hop's MAC is known)")
 	offload := fs.Bool("tun-offload", true, "open TUN and TAP devices with the virtio-net header and TSO/USO offloads (Linux): the kernel's 64 KiB super-packets are NATed whole, writes coalesce TCP runs; =false for one packet per system call")
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
-	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing (GOGC in the environment applies unless this is given)")
+	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing. Unless given here or as GOGC in the environment (which apply as they are), it is lowered once the live heap passes 32 MB, so that the heap holds at most 16 MB beyond it (about 12 at a million connections)")
 	busyPoll := fs.Duration("busy-poll", 0, "with --tun-offload: a device reader that finds nothing keeps trying for up to this long (e.g. 50us) before it sleeps, as the kernel's SO_BUSY_POLL does: a packet arriving meanwhile costs no wakeup, at the price of a CPU kept busy; 0 (default): sleep at once. See docs/perf.md for what it did on two cores")
 	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN or TAP device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
@@ -162,6 +163,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if fs.Changed("gogc") || os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
+	}
+	if !fs.Changed("gogc") && os.Getenv("GOGC") == "" {
+		go gcpace.Run(ctx, *gogc, gcHeadroom)
 	}
 
 	// Everything is parsed and checked before any device is opened.
@@ -533,3 +537,8 @@ func ruleCommands(file string, ruleLines []string, checks *health.Parser) (cmds 
 	}
 	return cmds, lines, nil
 }
+
+// gcHeadroom is the most the heap may hold beyond what is live, once the
+// live heap is large, when GOGC is tunvs's own (see gcpace): 16 MB, an
+// eighth of a million connections' table.
+const gcHeadroom = 16 << 20
