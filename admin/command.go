@@ -90,6 +90,8 @@ type Command struct {
 	PersistMaskBits int
 	// OnePacket is -o/--ops.
 	OnePacket bool
+	// SynProxy is DPVS's -j/--synproxy enable.
+	SynProxy bool
 
 	// The real server (-r), if given.
 	HasDest  bool

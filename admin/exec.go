@@ -227,6 +227,7 @@ func (c Command) Change() rules.Change {
 		s := k
 		s.Scheduler, s.SchedFlags, s.Persistent, s.OnePacket = c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket
 		s.ProxyProtocol = c.ProxyProtocol
+		s.SynProxy = c.SynProxy
 		if c.Persistent {
 			s.PersistTimeout = time.Duration(c.PersistTimeout) * time.Second
 			s.PersistMaskBits = c.PersistMaskBits
@@ -279,6 +280,7 @@ func CommandOf(ch rules.Change) Command {
 			rules.DelService: OpDelService}[ch.Kind]
 		c.Scheduler, c.SchedFlags, c.Persistent, c.OnePacket = s.SchedulerName(), s.SchedFlags, s.Persistent, s.OnePacket
 		c.ProxyProtocol = s.ProxyProtocol
+		c.SynProxy = s.SynProxy
 		if s.Persistent {
 			c.PersistTimeout = persistSeconds(s.PersistTimeout)
 			c.PersistMaskBits = s.PersistMaskBits
@@ -465,7 +467,7 @@ func ExecuteTo(env Env, args []string, rules string, w io.Writer) error {
 // Usage is tunvsadm's help text.
 var Usage = `tunvsadm: ipvsadm v1.31's commands for the tunvs userspace director
 Usage:
-  tunvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o] [--proxy-protocol P]
+  tunvsadm -A|E virtual-service [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o] [-j enable|disable] [--proxy-protocol P]
   tunvsadm -D virtual-service
   tunvsadm -C
   tunvsadm -R
@@ -492,6 +494,7 @@ Options:
   --netmask      -M netmask           persistent granularity mask
   --sched-flags  -b flags             scheduler flags (comma-separated: sh-fallback, sh-port, mh-fallback, mh-port, flag-1..3)
   --ops          -o                   one-packet scheduling (UDP)
+  --synproxy     -j enable|disable    (DPVS's) SYN proxy: the director answers SYNs with SYN cookies (TCP)
   --real-server  -r server-address    server-address is host (and port)
   --fullnat                           full NAT (DPVS's): the server sees a local address, not the client
   --proxy-protocol P                  (DPVS's) PROXY protocol header for full-NAT servers, TCP:

@@ -210,6 +210,9 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		if cfg.OnePacket {
 			b.WriteString(" -o")
 		}
+		if cfg.SynProxy {
+			b.WriteString(" -j enable")
+		}
 		if cfg.SchedFlags != 0 {
 			fmt.Fprintf(&b, " -b %s", schedFlagsString(cfg.Scheduler, cfg.SchedFlags))
 		}
@@ -240,6 +243,10 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 		}
 		if cfg.ProxyProtocol.Version() != 0 {
 			b.WriteString(proxyWord(cfg.ProxyProtocol))
+		}
+		if cfg.SynProxy {
+			// DPVS's print_service_entry.
+			b.WriteString(" synproxy")
 		}
 	}
 	b.WriteByte('\n')

@@ -75,6 +75,8 @@ const (
 	// optLocalAddr is DPVS's -z/--laddr (OPT_LOCAL_ADDRESS), after
 	// ipvsadm 1.31's own.
 	optLocalAddr
+	// optSynProxy is DPVS's -j/--synproxy (OPT_SYNPROXY).
+	optSynProxy
 	numOpts
 )
 
@@ -85,7 +87,7 @@ var optNames = [numOpts]string{
 	"thresholds", "persistent-conn", "nosort", "syncid", "exact", "ops", "pe",
 	"sched-flags", "mcast-group", "mcast-port", "mcast-ttl", "sync-maxlen",
 	"tun-info", "tun-type", "tun-port", "tun-nocsum", "tun-csum", "tun-remcsum",
-	"laddr",
+	"laddr", "synproxy",
 }
 
 // ipvsadm's commands (CMD_*), in the order of its cmdnames table.
@@ -131,24 +133,25 @@ var cmdOps = [numCmds]Op{
 var commandsVOptions = [numCmds]string{
 	// -n -c svc -s -p -M -r fwd -w -x -y -mc tot dmn -st -rt thr -pc srt
 	// sid -ex ops -pe -b grp port ttl size tinf type tprt nocs csum remc
-	// laddr (DPVS's column, and its rows for the laddr commands)
-	cmdAdd:         "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx",
-	cmdEdit:        "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx",
-	cmdDel:         "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdFlush:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdList:        " 11xxxxxxxxx11       xxxxxxx xxxxxx",
-	cmdAddDest:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     x",
-	cmdDelDest:     "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdEditDest:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     x",
-	cmdTimeout:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdStartDaemon: "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxx",
-	cmdStopDaemon:  "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxx",
-	cmdRestore:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdSave:        " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdZero:        "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
-	cmdAddLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+",
-	cmdDelLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+",
-	cmdGetLaddr:    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	// laddr (DPVS's column, and its rows for the laddr commands) -j
+	// (DPVS's synproxy)
+	cmdAdd:         "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx ",
+	cmdEdit:        "xx+   xxxxxxxxxxxxxxx   xxxxxxxxxxx ",
+	cmdDel:         "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdFlush:       "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdList:        " 11xxxxxxxxx11       xxxxxxx xxxxxxx",
+	cmdAddDest:     "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",
+	cmdDelDest:     "xx+xxx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdEditDest:    "xx+xxx+    xxxxxxxxxxxxxxxxxx     xx",
+	cmdTimeout:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdStartDaemon: "xxxxxxxxxxx xxxxxxx xxxx    xxxxxxxx",
+	cmdStopDaemon:  "xxxxxxxxxxxxxxxxxxx xxxxxxxxxxxxxxxx",
+	cmdRestore:     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdSave:        " xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdZero:        "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+	cmdAddLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+x",
+	cmdDelLaddr:    "xx+xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx+x",
+	cmdGetLaddr:    "xx xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
 }
 
 // The tunnel types and their options (tunnel_types_v_options).
@@ -203,6 +206,8 @@ var poptTable = []poptOption{
 	// --sched-flags, so it is long only here.
 	{"add-laddr", 'P', argNone}, {"del-laddr", 'Q', argNone}, {"get-laddr", 'G', argNone},
 	{"fullnat", 0, argNone}, {"laddr", 'z', argRequired}, {"proxy-protocol", 0, argRequired},
+	// DPVS's -j/--synproxy enable|disable (ipvsadm 1.31 has no -j).
+	{"synproxy", 'j', argRequired},
 	// tunvs's own, not ipvsadm's.
 	{"sysctl", 0, argOptional},
 }
@@ -761,6 +766,20 @@ func (p *ipvsadmParser) otherOption(o opt) (bool, error) {
 			return true, fail("illegal proxy protocol %q (disable, v1, v2, v1-insecure or v2-insecure)", o.arg)
 		}
 		c.ProxyProtocol = pp
+	case "synproxy":
+		if err := p.set(optSynProxy); err != nil {
+			return true, err
+		}
+		// DPVS compares the argument's first len("enable") or
+		// len("disable") bytes.
+		switch {
+		case strings.HasPrefix(o.arg, "enable"):
+			c.SynProxy = true
+		case strings.HasPrefix(o.arg, "disable"):
+			c.SynProxy = false
+		default:
+			return true, fail("synproxy switch must be enable or disable\n")
+		}
 	case "pe":
 		p.pe = true
 		return true, p.set(optPE)

@@ -181,6 +181,10 @@ func Write(w io.Writer, src Source) {
 	m.val("tunvs_connections_early_dropped_total", "", t.EarlyDrops())
 	m.head("tunvs_connections_defense_dropped_total", "counter", "connections dropped by drop_entry (ip_vs_random_dropentry)")
 	m.val("tunvs_connections_defense_dropped_total", "", t.DefenseDropped())
+	m.head("tunvs_synproxy_total", "counter", "the SYN proxy's events, by kind: cookies sent, cookie ACKs (connections made), bad cookie ACKs, ...")
+	for _, c := range t.SynProxyCounters() {
+		m.val("tunvs_synproxy_total", `event="`+escape(c.Name)+`"`, c.Value)
+	}
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
 	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
 	m.head("tunvs_services", "gauge", "virtual services")
@@ -200,6 +204,7 @@ func Write(w io.Writer, src Source) {
 			{"icmp_rate_limited", "ICMP errors not sent: rate limit (icmp_ratelimit, icmp_msgs_per_sec)", c.ICMPLimited.Load()},
 			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
 			{"route_drops", "direct-routing (-g) packets not sent: real server not on a TAP segment, or its MAC unresolved", c.RouteDrops.Load()},
+			{"replies", "packets the NAT answered in place, sent back out of their link (SYN proxy cookie SYN-ACKs)", c.Replies.Load()},
 			{"gso_packets", "offloaded super-packets read whole from a TUN or TAP device and NATed as one", c.GSOPackets.Load()},
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},

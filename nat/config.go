@@ -156,6 +156,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.updateLocked()
 		s.setLocalAddrs(s.cfg.LocalAddrs)
 		s.proxy.Store(uint32(s.cfg.ProxyProtocol))
+		s.synProxy.Store(s.cfg.SynProxy)
 		idx := w.own()
 		idx.byKey[k] = s
 		idx.order = append(idx.order, s)
@@ -171,6 +172,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.cfg = serviceConfig(c.Service)
 		s.cfg.LocalAddrs = laddrs // -E keeps them: see rules.AddLocalAddr
 		s.proxy.Store(uint32(s.cfg.ProxyProtocol))
+		s.synProxy.Store(s.cfg.SynProxy)
 		if s.sched.Name() != sc.Name() || old.SchedFlags != s.cfg.SchedFlags {
 			s.sched = sc
 			s.updateLocked()
@@ -339,14 +341,14 @@ func (c ServiceConfig) rule() rules.Service {
 	return rules.Service{ServiceKey: ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port},
 		Scheduler: c.Scheduler, SchedFlags: c.SchedFlags, Persistent: c.Persistent,
 		PersistTimeout: c.PersistTimeout, PersistMaskBits: c.PersistMaskBits, OnePacket: c.OnePacket,
-		LocalAddrs: slices.Clone(c.LocalAddrs), ProxyProtocol: c.ProxyProtocol}
+		SynProxy: c.SynProxy, LocalAddrs: slices.Clone(c.LocalAddrs), ProxyProtocol: c.ProxyProtocol}
 }
 
 func serviceConfig(r rules.Service) ServiceConfig {
 	return ServiceConfig{Proto: r.Proto, Addr: r.Addr, Port: r.Port, Scheduler: r.Scheduler,
 		SchedFlags: r.SchedFlags, Persistent: r.Persistent, PersistTimeout: r.PersistTimeout,
 		PersistMaskBits: r.PersistMaskBits, OnePacket: r.OnePacket, LocalAddrs: slices.Clone(r.LocalAddrs),
-		ProxyProtocol: r.ProxyProtocol}
+		ProxyProtocol: r.ProxyProtocol, SynProxy: r.SynProxy}
 }
 
 func (c DestConfig) rule() rules.Server {

@@ -149,6 +149,9 @@ const (
 	// PROXY protocol header, its state in x.fnat.pp (proxyproto.go);
 	// set before it is published, never cleared.
 	flagProxy
+	// flagSynProxy: a connection the SYN proxy made, its state in x.sp
+	// (synproxy.go); set before it is published, never cleared.
+	flagSynProxy
 )
 
 // Routed reports whether the connection is direct routing (-g): its

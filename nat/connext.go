@@ -26,6 +26,10 @@ type connExt struct {
 	// nControl counts the connections a template controls (the
 	// kernel's n_control; flagTemplate).
 	nControl atomic.Int32
+
+	// sp is a SYN-proxied connection's handshake and offsets
+	// (flagSynProxy; synproxy.go).
+	sp *synState
 }
 
 // fnatExt is the local tuple of a full-NAT connection: the address and

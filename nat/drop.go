@@ -23,6 +23,7 @@ const (
 	DropRoutingHeader              // IPv6 to a service with a Routing header (types 0-4)
 	DropNoLocalPort                // full NAT: no local address, or no free port on any, for a new connection
 	DropProxyNoRoom                // a client's first data with the PROXY protocol header would exceed an IP packet's length
+	DropSynProxy                   // the SYN proxy holds back or cannot pass a segment while a real server's handshake is under way
 	numDropReasons
 )
 
@@ -44,6 +45,7 @@ var dropNames = [numDropReasons]string{
 	DropRoutingHeader:   "routing_header",
 	DropNoLocalPort:     "no_local_port",
 	DropProxyNoRoom:     "proxy_no_room",
+	DropSynProxy:        "synproxy",
 }
 
 func (r DropReason) String() string {

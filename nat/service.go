@@ -108,6 +108,10 @@ type ServiceConfig struct {
 	// server's reply then finds no connection and is not translated: it
 	// passes (Verdict Pass) with the real server's address as its source.
 	OnePacket bool
+	// SynProxy is --synproxy (DPVS's -j enable): the director answers
+	// every SYN to the service with a SYN cookie and opens the real
+	// server's handshake only for a client that proved it (synproxy.go).
+	SynProxy bool
 	// LocalAddrs are the local addresses of the service's full-NAT real
 	// servers (DPVS's --add-laddr); see rules.Service.LocalAddrs.
 	LocalAddrs []netip.Addr
@@ -154,6 +158,8 @@ type Service struct {
 	laddrs atomic.Pointer[laddrPool]
 	// proxy is cfg.ProxyProtocol for the packet path.
 	proxy atomic.Uint32
+	// synProxy is cfg.SynProxy for the packet path.
+	synProxy atomic.Bool
 }
 
 // Config returns the service's configuration as -A/-E last set it, the

@@ -91,6 +91,10 @@ const (
 	// of 1 or less and may not be forwarded: send the sender a time
 	// exceeded quoting it (BuildTimeExceeded), then drop it.
 	TimeExceeded
+	// Reply: the packet was rewritten in place into the director's
+	// answer to its sender (the SYN proxy's cookie SYN-ACK): send it
+	// back out of the link it arrived on, to the hop it came from.
+	Reply
 )
 
 // Result is the outcome of Process.
@@ -108,6 +112,11 @@ type Result struct {
 	// the packet, the copy InsertProxy makes with the header in
 	// (proxyproto.go).
 	Proxy bool
+	// Rebuilt: the SYN proxy rebuilt the packet (Reply, or Forward of a
+	// segment made from another): p.B is what to send, whose length may
+	// differ from what was handed in (within its capacity), with whole
+	// checksums; any offload state of the arrival no longer applies.
+	Rebuilt bool
 }
 
 // svcKey identifies a virtual service.
@@ -151,6 +160,11 @@ type Table struct {
 	proxyHeaders atomic.Uint64
 	// defense is the flood defences' state (defense.go).
 	defense defense
+	// The SYN proxy (synproxy.go): the cookie secret, the "synproxy"
+	// knob and the counters.
+	cookie cookieSecret
+	spMode atomic.Int32
+	sp     synProxyStats
 
 	sweepNext atomic.Uint32
 
@@ -199,7 +213,8 @@ func New(cfg Config) *Table {
 	if cfg.LocalPortMax < cfg.LocalPortMin {
 		cfg.LocalPortMin, cfg.LocalPortMax = cfg.LocalPortMax, cfg.LocalPortMin
 	}
-	t := &Table{cfg: cfg}
+	t := &Table{cfg: cfg, cookie: newCookieSecret()}
+	t.spMode.Store(SynProxyAuto)
 	to := cfg.Timeouts.withDefaults()
 	t.timeouts.Store(&to)
 	t.svcs.Store(&svcIndex{byKey: map[svcKey]*Service{}, vips: map[[16]byte]struct{}{}})
@@ -338,9 +353,17 @@ func (t *Table) processL4(p *Packet, now int64) Result {
 			t.remove(c)
 			return t.newConn(p, src, dst, now)
 		}
+		if c.hasFlag(flagSynProxy) && c.syn().phase.Load() == spSynSent {
+			return t.spClientPending(c, p, now)
+		}
 		return t.forward(c, DirIn, p, now)
 	}
 	if c := t.out.get(&k); c != nil {
+		if c.hasFlag(flagSynProxy) {
+			if r, done := t.spServer(c, p, now); done {
+				return r
+			}
+		}
 		return t.forward(c, DirOut, p, now)
 	}
 	return t.newConn(p, src, dst, now)
@@ -392,7 +415,31 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if r := t.martian(p, src); r != DropNone {
 		return t.drop(r)
 	}
-	if p.Proto == ProtoTCP && ((p.TCPFlags&tcpSYN == 0 && !t.sloppyTCP.Load()) || p.TCPFlags&tcpRST != 0) {
+	var sp *spInit
+	var spi spInit
+	if p.Proto == ProtoTCP && spEligible(p) {
+		switch p.TCPFlags & (tcpSYN | tcpACK | tcpRST | tcpFIN) {
+		case tcpSYN:
+			if t.synProxyOn(svc) {
+				if !p.VerifyL4Checksum() {
+					return t.drop(DropBadChecksum)
+				}
+				return t.cookieReply(p, now)
+			}
+		case tcpACK:
+			if t.synProxyMayACK(svc) {
+				if !p.VerifyL4Checksum() {
+					return t.drop(DropBadChecksum)
+				}
+				if t.checkCookieACK(p, now, &spi) {
+					sp = &spi
+				} else {
+					t.sp.badCookieACKs.Add(1)
+				}
+			}
+		}
+	}
+	if sp == nil && p.Proto == ProtoTCP && ((p.TCPFlags&tcpSYN == 0 && !t.sloppyTCP.Load()) || p.TCPFlags&tcpRST != 0) {
 		// Only a SYN opens a TCP connection, never with RST
 		// (tcp_conn_schedule: "(th->syn || sysctl_sloppy_tcp(ipvs)) &&
 		// !th->rst"); the stack answers the rest with a reset, as the
@@ -402,7 +449,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		// kernel's tcp_states does).
 		return Result{Verdict: Pass}
 	}
-	if p.SrcPort == ftpDataPort {
+	if p.SrcPort == ftpDataPort && sp == nil {
 		// ip_vs_schedule: "Not scheduling FTPDATA".
 		return Result{Verdict: Pass}
 	}
@@ -433,6 +480,14 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	}
 	c.setAddrs(src, dst, d.Addr)
 	route := d.route.Load()
+	if sp != nil && route {
+		// A direct-routing server answers the client itself: there is
+		// no SYN-ACK to see, no numbers to translate.
+		if sr.ct != nil {
+			sr.ct.x.nControl.Add(-1)
+		}
+		return t.drop(DropSynProxy)
+	}
 	fnat := d.fullNAT.Load() && !sr.ops && !route
 	if fnat {
 		c.ext().fnat = new(fnatExt)
@@ -475,6 +530,16 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		t.unbind(c)
 		return r
 	}
+	if sp != nil {
+		t.sp.cookieACKs.Add(1)
+		if !t.spStart(c, sp, p, now) {
+			t.spRelease(c.syn())
+			if sr.ct != nil {
+				sr.ct.x.nControl.Add(-1)
+			}
+			return t.drop(DropSynProxy)
+		}
+	}
 	ins := inserted
 	if fnat {
 		ins = t.insertFullNAT(c, svc)
@@ -482,6 +547,9 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		ins = t.insertKeys(c)
 	}
 	if ins != inserted {
+		if sp != nil {
+			t.spRelease(c.syn())
+		}
 		if sr.ct != nil {
 			sr.ct.x.nControl.Add(-1)
 		}
@@ -501,6 +569,9 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	d.bindConn()
 	d.Stats.Conns.Add(1)
 	svc.Stats.Conns.Add(1)
+	if sp != nil {
+		return t.rebuilt(t.forward(c, DirIn, p, now))
+	}
 	return t.forward(c, DirIn, p, now)
 }
 
@@ -512,6 +583,12 @@ func (t *Table) unbind(c *Conn) {
 		c.dest.active.Add(-1)
 	}
 	c.unbindLocal()
+	if c.hasFlag(flagSynProxy) {
+		sp := c.syn()
+		sp.mu.Lock()
+		t.spRelease(sp)
+		sp.mu.Unlock()
+	}
 	c.dest.unbindConn()
 	if c.control != nil {
 		c.control.x.nControl.Add(-1)
@@ -565,6 +642,11 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		}
 	}
 	c.expires.Store(now + c.timeout.Load())
+	if c.hasFlag(flagSynProxy) {
+		if sp := c.syn(); sp.phase.Load() == spEstablished {
+			sp.translate(dir, p)
+		}
+	}
 	n := uint64(p.Len())
 	if c.hasFlag(flagRoute) {
 		// ip_vs_dr_xmit: the packet leaves as it came; the host sends it

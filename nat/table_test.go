@@ -323,6 +323,7 @@ func TestDelDestKeepsConnections(t *testing.T) {
 // Past its bound the table refuses new flows and keeps the old ones.
 func TestTableFull(t *testing.T) {
 	e := newEnv(t, nat.Config{MaxConns: 3}, twoServers("rr", 6))
+	e.tb.SetSynProxy(nat.SynProxyOff) // the bound itself, not the cookies past it
 	// Established, so that early drop (which frees half-open and closing
 	// entries for a new connection) has nothing to take.
 	for i := range 3 {
@@ -515,6 +516,13 @@ func FuzzProcess(f *testing.F) {
 		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs2, 8080), Dst: netip.AddrPortFrom(lad4[1], 40000), Proto: 6, Flags: S | A, Ack: 1001, Options: []byte{2, 4, 5, 0xb4}}),
 		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs2, 8080), Dst: netip.AddrPortFrom(lad4[1], 40000), Proto: 6, Flags: A, Ack: 1100,
 			Options: []byte{1, 1, 5, 10, 0, 0, 4, 0, 0, 0, 5, 0}}),
+		// The SYN proxy's service (spVIP): a SYN, segments of a pending
+		// and of an established connection, the server's SYN-ACK.
+		nattest.Build(nattest.Seg{Src: cli, Dst: spVIP, Proto: 6, Flags: S, Options: synOpts(1460, 5, 0, 7)}),
+		nattest.Build(nattest.Seg{Src: cli, Dst: spVIP, Proto: 6, Flags: A, Seq: 11, Options: tsOpts(6, 7), Size: 300}),
+		nattest.Build(nattest.Seg{Src: spCli2, Dst: spVIP, Proto: 6, Flags: A, Seq: 11, Options: tsOpts(6, 7), Size: 300}),
+		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: cli, Proto: 6, Flags: S | A, Ack: 11, Options: synOpts(1460, 5, 6, 7)}),
+		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: spCli2, Proto: 6, Flags: A, Seq: 4001, Ack: 11, Options: tsOpts(6, 7), Size: 200}),
 	}
 	var op nat.Packet
 	nat.Parse(nattest.Build(nattest.Seg{Src: cli, Dst: netip.AddrPortFrom(rs1, 8080), Proto: 6, Size: 600}), &op)
@@ -544,15 +552,26 @@ func FuzzProcess(f *testing.F) {
 		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip.Addr(), Port: 80}, nat.DestConfig{Addr: rs2, Weight: 1})
 		tb.AddService(nat.ServiceConfig{Proto: 17, Addr: vip6.Addr(), Port: 0, Scheduler: "wlc", Persistent: true})
 		tb.AddDest(nat.ServiceKey{Proto: 17, Addr: vip6.Addr(), Port: 0}, nat.DestConfig{Addr: rs6, Weight: 1})
+		// The SYN proxy, with one connection waiting for its server and
+		// one established.
+		spService(t, tb)
+		spHandshake(t, tb, cli, false)
+		spHandshake(t, tb, spCli2, true)
 		var p nat.Packet
 		before := len(b)
 		valid := false
 		if nat.Parse(append([]byte(nil), b...), &p) == nat.DropNone {
 			valid = p.VerifyL4Checksum()
 		}
+		if len(b)%2 == 0 {
+			b = roomy(b) // room to rebuild in place, or none
+		}
 		r := tb.Process(b, &p, 1)
 		if len(b) != before {
 			t.Fatal("length changed")
+		}
+		if r.Rebuilt && (r.Verdict != nat.Forward && r.Verdict != nat.Reply || !p.VerifyL4Checksum()) {
+			t.Fatalf("rebuilt packet: %+v, checksum %v", r, p.VerifyL4Checksum())
 		}
 		if r.Verdict == nat.Forward && r.Dir == nat.DirIn && r.Conn.FullNAT() && p.Proto != 1 && p.Proto != 58 &&
 			(p.Src() != r.Conn.Local().Addr() || p.SrcPort != r.Conn.Local().Port()) {

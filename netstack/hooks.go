@@ -249,6 +249,8 @@ func (tr *pktTrace) traceNAT(res nat.Result) {
 		tr.step("too big for the egress MTU %d: dropped, ICMP fragmentation needed sent back", res.MTU)
 	case nat.TimeExceeded:
 		tr.step("TTL expired: ICMP time exceeded sent back")
+	case nat.Reply:
+		tr.step("SYN proxy: answered with a SYN cookie SYN-ACK, no connection recorded")
 	case nat.Pass:
 		tr.step("not virtual-service traffic: left to the stack")
 	}

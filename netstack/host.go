@@ -79,7 +79,11 @@ type Counters struct {
 	// could not be sent: the real server not on a directly connected TAP
 	// segment, or its Ethernet address not yet resolved (the resolution
 	// is started; the client's retransmission goes).
-	RouteDrops  atomic.Uint64
+	RouteDrops atomic.Uint64
+	// Replies are packets the NAT answered in place and the host sent
+	// back out of the link they came by (the SYN proxy's cookie
+	// SYN-ACKs).
+	Replies     atomic.Uint64
 	GSOPackets  atomic.Uint64 // super-packets read whole (tun.GSODevice)
 	GSOSplit    atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
 	ReadErrors  atomic.Uint64

@@ -216,8 +216,9 @@ func (n *NIC) readLoop(qi int, dev tun.Device) {
 }
 
 // gsoArena is the size of the buffer a GSO reader reads into: room for
-// three 64 KiB super-packets, or a batch of small packets.
-const gsoArena = 256 << 10
+// seven 64 KiB super-packets, or a batch of small packets in their
+// tun.SmallSlot each.
+const gsoArena = 512 << 10
 
 // readLoopGSO is readLoop for a device that hands super-packets up whole:
 // they are NATed as one packet and leave whole by the bypass.
@@ -241,7 +242,10 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 		fails = 0
 		now := n.clock()
 		for _, pk := range pkts[:cnt] {
-			whole := arena[pk.Off-bufOffset : pk.Off+pk.Len]
+			// Capped at the packet's slot: the NAT may lengthen a
+			// small packet in place (the SYN proxy), never into the
+			// next one's.
+			whole := arena[pk.Off-bufOffset : pk.Off+pk.Len : min(pk.Off+max(pk.Len, tun.SmallSlot), len(arena))]
 			g := pk.GSO
 			if g.Type != tun.GSONone {
 				h.Counters.GSOPackets.Add(1)
@@ -399,7 +403,18 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		if tr != nil {
 			tr.traceNAT(res)
 		}
+		if res.Rebuilt {
+			// The SYN proxy rebuilt the packet in place, perhaps to
+			// another length, with whole checksums.
+			g = tun.GSO{}
+			end := len(frame) - len(l3) + len(p.B)
+			frame, whole = frame[:end], whole[:bufOffset+end]
+			l3 = frame[len(frame)-len(p.B):]
+		}
 		switch res.Verdict {
+		case nat.Reply:
+			n.reply(frame, whole, f)
+			return
 		case nat.Drop:
 			if res.Unreachable {
 				n.sendUnreachable(frame, p)
@@ -449,6 +464,21 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		return
 	}
 	n.deliver(proto, frame)
+}
+
+// reply sends frame, which the NAT turned into an answer to its sender (the
+// SYN proxy's cookie SYN-ACK), back out of n with the batch: on a TAP to
+// the Ethernet address it came from.
+func (n *NIC) reply(frame, whole []byte, f *fastPath) {
+	if n.kind == tun.KindTAP {
+		var src [6]byte
+		copy(src[:], frame[6:12])
+		copy(frame[0:6], src[:])
+		copy(frame[6:12], n.mac)
+	}
+	q := n.txq[f.qi%len(n.txq)]
+	f.pend = append(f.pend, pending{out: q, nic: n, buf: whole, off: bufOffset})
+	n.h.Counters.Replies.Add(1)
 }
 
 // l2 is the length of the link header in front of the NIC's packets.

@@ -378,7 +378,8 @@ func key(s Service) Service { return Service{ServiceKey: s.ServiceKey} }
 // sends them only then.
 func sameService(a, b *Service) bool {
 	if a.SchedulerName() != b.SchedulerName() || a.SchedFlags != b.SchedFlags ||
-		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket || a.ProxyProtocol != b.ProxyProtocol {
+		a.Persistent != b.Persistent || a.OnePacket != b.OnePacket || a.ProxyProtocol != b.ProxyProtocol ||
+		a.SynProxy != b.SynProxy {
 		return false
 	}
 	if !a.Persistent {

@@ -107,6 +107,9 @@ type Service struct {
 	// ProxyProtocol is --proxy-protocol on -A/-E: the PROXY protocol for
 	// the service's full-NAT real servers (TCP only).
 	ProxyProtocol ProxyProtocol
+	// SynProxy is --synproxy enable (DPVS's -j): SYNs to the service are
+	// answered with SYN cookies by the director (TCP only).
+	SynProxy bool
 
 	// LocalAddrs is the service's pool of director addresses for its
 	// full-NAT real servers (DPVS's --add-laddr), of the service's

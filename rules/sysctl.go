@@ -57,6 +57,11 @@ var SysctlTable = []Sysctl{
 		Doc: "drop entries at random (half-open first) every second: 0 never, 1/2 when memory is short, 3 always"},
 	{Name: "secure_tcp", Default: 0, Min: 0, Max: 3,
 		Doc: "the TCP state table that needs the real server's answer to establish: 0 never, 1/2 when memory is short, 3 always"},
+	// Not the kernel's: tunvs's SYN proxy (nat/synproxy.go), whose
+	// modes follow tcp_syncookies (0 never, 1 when the SYN queue
+	// overflows, 2 always). Services with --synproxy always have it.
+	{Name: "synproxy", Default: 1, Min: 0, Max: 2,
+		Doc: "SYN cookies for every TCP service: 0 only --synproxy services, 1 while the table is at its bound, 2 always"},
 }
 
 // LookupSysctl finds a knob by name.

@@ -66,6 +66,11 @@ func ValidService(s *Service) error {
 	if err := NotMapped("service", s.Addr); err != nil {
 		return err
 	}
+	if s.SynProxy && s.Proto != ProtoTCP {
+		// DPVS's synproxy is a TCP handshake: there is none to proxy
+		// for UDP.
+		return fmt.Errorf("%w: --synproxy is for TCP services", ErrInvalid)
+	}
 	if s.PersistTimeout < 0 {
 		return fmt.Errorf("%w: persistence timeout %v", ErrInvalid, s.PersistTimeout)
 	}

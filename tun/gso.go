@@ -65,6 +65,13 @@ const (
 	etherTypeIPv6 = 0x86dd
 )
 
+// SmallSlot is the least room ReadGSO leaves a packet in its arena: a
+// packet shorter than that may be rebuilt longer in place, up to
+// SmallSlot bytes, without reaching the next (the NAT's SYN proxy turns
+// a client's ACK into a SYN with more options, and a server's SYN-ACK into
+// the client's held first segment).
+const SmallSlot = 2048
+
 // GSOPacket locates a packet that ReadGSO put in its arena.
 type GSOPacket struct {
 	Off, Len int // the IP packet is arena[Off:Off+Len]

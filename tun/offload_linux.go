@@ -641,8 +641,9 @@ func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 		size := m - virtioNetHdrLen
 		r.pkts[r.n] = GSOPacket{Off: start, Len: size, GSO: g}
 		r.n++
-		// The next packet starts 8-byte aligned.
-		r.pos = (start + size + 7) &^ 7
+		// The next packet starts 8-byte aligned, and a small one
+		// leaves a SmallSlot for the NAT to rebuild it in place.
+		r.pos = (start + max(size, SmallSlot) + 7) &^ 7
 	}
 	return true
 }

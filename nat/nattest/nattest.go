@@ -33,6 +33,8 @@ type Seg struct {
 	DF   bool
 	// Options are TCP options, padded with EOL to a multiple of 4.
 	Options []byte
+	// Window is the TCP window (0: 65535).
+	Window uint16
 }
 
 // The checksums of the packets built here come from the reference
@@ -103,7 +105,11 @@ func Build(s Seg) []byte {
 		l4[12] = byte(l4Len/4) << 4
 		copy(l4[20:], s.Options)
 		l4[13] = s.Flags
-		binary.BigEndian.PutUint16(l4[14:], 65535)
+		win := s.Window
+		if win == 0 {
+			win = 65535
+		}
+		binary.BigEndian.PutUint16(l4[14:], win)
 		binary.BigEndian.PutUint16(l4[16:], ^fold(sum(l4, ps)))
 	} else {
 		binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
