@@ -109,9 +109,9 @@ type synState struct {
 	// spEstablished and read only after.
 	out     SeqAdj // the server's numbers into the cookie's (seqadj.go)
 	tsDelta uint32 // cookie TSval - server TSval
-	rsTS     bool   // the server does timestamps too
-	rsTSval  uint32 // its TSval in the SYN-ACK (to ACK it again)
-	rsISN    uint32
+	rsTS    bool   // the server does timestamps too
+	rsTSval uint32 // its TSval in the SYN-ACK (to ACK it again)
+	rsISN   uint32
 	// Window rescaling: toClient shifts a server window into the scale the
 	// client was given (left by rsWS, right by synWscale); toServer does the
 	// same for a client window when the server does no window scaling.
