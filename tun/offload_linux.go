@@ -182,7 +182,10 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			q.f.Close()
 		}
 	}
-	name := cfg.Name
+	name, staged, err := stagedName(cfg.Name, nq)
+	if err != nil {
+		return nil, err
+	}
 	for i := 0; i < nq; i++ {
 		fd, err := unix.Open(tunDevicePath, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -233,6 +236,17 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
+		if queueAttached != nil {
+			queueAttached(i)
+		}
+	}
+	if staged {
+		// Every queue is attached: the device may appear.
+		if err := renameLink(name, cfg.Name); err != nil {
+			closeAll()
+			return nil, err
+		}
+		name = cfg.Name
 	}
 	mtu, err := configure(name, cfg)
 	if err != nil {

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestQueueSteering checks, on a real two-queue device, what netstack's
@@ -81,5 +84,61 @@ func TestQueueSteering(t *testing.T) {
 		case <-time.After(readTimeout):
 			t.Fatalf("flow %d: no reply within %v", i, readTimeout)
 		}
+	}
+}
+
+// TestQueuesAppearTogether opens a new device with four queues: its name
+// must not exist until every queue is attached (a device moved to another
+// namespace as soon as it appears would leave the later queues to make a
+// device of their own), and afterwards every queue must be on it, with no
+// temporary device left behind.
+func TestQueuesAppearTogether(t *testing.T) {
+	if !inSandbox(t) {
+		return
+	}
+	const name = "tvtogether"
+	var early []int
+	queueAttached = func(i int) {
+		if ok, err := linkExists(name); err != nil || ok {
+			early = append(early, i)
+		}
+	}
+	defer func() { queueAttached = nil }()
+	d := openOrSkip(t, Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 4})
+	if len(early) != 0 {
+		t.Errorf("%s existed while its queues were being attached (after queues %v)", name, early)
+	}
+	qs := d.(*OffloadDevice).Queues()
+	if len(qs) != 4 {
+		t.Fatalf("%d queues", len(qs))
+	}
+	for i, q := range d.(*OffloadDevice).queues {
+		var got string
+		err := q.rc.Control(func(fd uintptr) {
+			ifr, err := unix.NewIfreq("")
+			if err == nil {
+				err = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr)
+			}
+			if err != nil {
+				t.Errorf("queue %d: TUNGETIFF: %v", i, err)
+			}
+			got = ifr.Name()
+		})
+		if err != nil || got != name {
+			t.Errorf("queue %d is on %q (%v), want %q", i, got, err, name)
+		}
+	}
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range ifs {
+		if strings.HasPrefix(ifc.Name, "tvq") {
+			t.Errorf("temporary device %s left behind", ifc.Name)
+		}
+	}
+	// Attaching to a device that exists goes by its own name.
+	if n, staged, err := stagedName(name, 2); err != nil || staged || n != name {
+		t.Errorf("stagedName of an existing device = %q, %v, %v", n, staged, err)
 	}
 }

@@ -16,17 +16,18 @@ import (
 type director struct {
 	name  string
 	setup func(b *bed, c config) (skip string, err error)
-	// tunOnly directors are variants of the TUN device (its queues, its
-	// splitting of super-packets) measured on the TUN topology only.
-	tunOnly bool
+	// topo, when set, is the only topology the director is measured on:
+	// variants of tunvs's devices (their queues, the splitting of
+	// super-packets) where they differ from the defaults.
+	topo string
 }
 
 var directors = []director{
 	{name: "ipvs", setup: setupIPVS},
 	{name: "nft", setup: setupNFT},
 	{name: "tunvs-offload", setup: setupTunvsOffload},
-	{name: "tunvs-mq", setup: setupTunvsMQ, tunOnly: true},
-	{name: "tunvs-split", setup: setupTunvsSplit, tunOnly: true},
+	{name: "tunvs-mq", setup: setupTunvsMQ},
+	{name: "tunvs-split", setup: setupTunvsSplit, topo: topoTUN},
 	{name: "tunvs-plain", setup: setupTunvs},
 	{name: "haproxy", setup: setupHAProxy},
 }
@@ -139,8 +140,10 @@ func setupTunvsOffload(b *bed, c config) (string, error) {
 	return "", nil
 }
 
-// setupTunvsMQ is tunvs-offload with two queues per TUN device, a reader
-// and a writer on each.
+// setupTunvsMQ is tunvs-offload with two queues per device, a reader on
+// each. On the article's one TAP a packet goes back out by the other queue
+// than it came in on, so each direction of a connection has a reader of
+// its own (netstack's fastPath.txQueue).
 func setupTunvsMQ(b *bed, c config) (string, error) {
 	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-queues=2"); err != nil {
 		return "", err

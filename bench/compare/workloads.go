@@ -35,7 +35,7 @@ func inside(c config) ([]result, error) {
 	for round := 0; round < c.rounds; round++ {
 		for _, topo := range c.topologies {
 			for _, d := range directors {
-				if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") || d.tunOnly && topo != topoTUN {
+				if c.only != "" && !strings.Contains(","+c.only+",", ","+d.name+",") || d.topo != "" && topo != d.topo {
 					continue
 				}
 				if c.rounds > 1 {
