@@ -14,9 +14,13 @@ all: build
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null)
 LDFLAGS := -X github.com/tunvs/tunvs/internal/buildinfo.Stamp=$(VERSION)
 
+# The binaries are static (CGO_ENABLED=0): nothing in tunvs needs cgo (the
+# net package's pure Go resolver reads /etc/hosts and resolv.conf), and
+# not mapping libc and the loader keeps about 1.5 MB out of the daemon's
+# RSS (issue 11: 14.5 -> 12.9 MB idle).
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvs ./cmd/tunvs
-	$(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvsadm ./cmd/tunvsadm
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvs ./cmd/tunvs
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvsadm ./cmd/tunvsadm
 
 # install: the binaries, man pages, bash and zsh completion and the systemd
 # unit, under $(DESTDIR)$(PREFIX) (PREFIX=/usr for a package, DESTDIR for

@@ -218,7 +218,10 @@ func outside(c config) int {
 		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755)
 		c.tunvsBin = filepath.Join(dir, "tunvs")
-		if out, err := exec.Command("go", "build", "-o", c.tunvsBin, "./cmd/tunvs").CombinedOutput(); err != nil {
+		// Built as make build builds it: static (see Makefile).
+		build := exec.Command("go", "build", "-o", c.tunvsBin, "./cmd/tunvs")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "go build ./cmd/tunvs: %v\n%s", err, out)
 			return 1
 		}
