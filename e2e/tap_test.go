@@ -20,14 +20,18 @@ import (
 // director's to itself (two TAPs). The kernels' TSO streams, 8 MiB up and
 // 4 MiB down, must cross whole: the metrics show super-packets NATed as
 // one, none cut up, and the established flows on the bypass.
+//
+// hairpin-2queues is the one-armed director with two queues on its TAP
+// (--tun-queues 2), where each direction of a connection goes back out
+// by the other queue than it came in on and has a reader of its own.
 func TestTAPOneArmed(t *testing.T) {
-	for _, hairpin := range []bool{true, false} {
-		name := "hairpin"
-		if !hairpin {
-			name = "two-taps"
-		}
-		t.Run(name, func(t *testing.T) {
-			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, hairpin) })
+	for _, c := range []struct {
+		name    string
+		hairpin bool
+		queues  int
+	}{{"hairpin", true, 1}, {"two-taps", false, 1}, {"hairpin-2queues", true, 2}} {
+		t.Run(c.name, func(t *testing.T) {
+			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, c.hairpin, c.queues) })
 		})
 	}
 }
@@ -62,11 +66,12 @@ func (e *env) oneArmed(t *testing.T, prefix string) (must func(error), lan *netn
 // rsV4 is the real server of TestTAPOneArmed.
 var rsV4 = netip.MustParseAddr("172.16.1.5")
 
-func runTAPOneArmed(t *testing.T, hairpin bool) {
+func runTAPOneArmed(t *testing.T, hairpin bool, queues int) {
 	e := newEnv(t)
 	topo := e.topo
 	must, lan, r := e.oneArmed(t, "tunvs-e2e-tap-")
 	args := []string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
+		fmt.Sprintf("--tun-queues=%d", queues),
 		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
 		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
 	devs := []string{"tvlan"}
