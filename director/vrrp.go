@@ -1,9 +1,11 @@
 package director
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
 
 	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/netstack"
@@ -34,9 +36,15 @@ func (d *Director) startVRRP(cfgs []VRRP) error {
 	rx := vrrp.NewReceiver()
 	// d.Routers holds only started routers (Close stops them).
 	var rs []*vrrp.Router
+	macs := map[string]*linkMACs{}
 	for _, c := range cfgs {
 		c := c
-		link := &vrrpLink{h: d.Host, name: c.Router.Link}
+		lm := macs[c.Router.Link]
+		if lm == nil {
+			lm = &linkMACs{masters: map[vrrp.MAC]bool{}}
+			macs[c.Router.Link] = lm
+		}
+		link := &vrrpLink{h: d.Host, name: c.Router.Link, macs: lm}
 		r, err := vrrp.New(c.Router, link, vrrp.Options{Clock: d.clock, Log: d.log,
 			OnState: func(s vrrp.State) { d.vrrpSync(c, s) }})
 		if err != nil {
@@ -98,6 +106,43 @@ func (d *Director) vrrpSync(c VRRP, s vrrp.State) {
 type vrrpLink struct {
 	h    *netstack.Host
 	name string
+	macs *linkMACs
+}
+
+// linkMACs are the virtual MACs of the routers that are master on one
+// link. A TAP NIC has one Ethernet address at a time (the stack answers
+// ARP and Neighbor Solicitations with it): with several routers master
+// on the link it takes the lowest of their virtual MACs (IPv4's
+// 00-00-5E-00-01-xx before IPv6's), the same on every director that
+// holds the same routers, so the address a neighbour learned still
+// reaches the master after a failover; the routers' gratuitous ARPs and
+// Neighbor Advertisements say so too.
+type linkMACs struct {
+	mu      sync.Mutex
+	masters map[vrrp.MAC]bool
+}
+
+// set records vmac as master (or not) and returns the MAC the link takes
+// (the lowest master's, or nil for its own) and every master's, which
+// the link receives on; m.mu held, until the link has them.
+func (m *linkMACs) set(vmac vrrp.MAC, master bool) (use []byte, all [][]byte) {
+	if master {
+		m.masters[vmac] = true
+	} else {
+		delete(m.masters, vmac)
+	}
+	var low *vrrp.MAC
+	for v := range m.masters {
+		v := v
+		all = append(all, v[:])
+		if low == nil || bytes.Compare(v[:], low[:]) < 0 {
+			low = &v
+		}
+	}
+	if low == nil {
+		return nil, nil
+	}
+	return low[:], all
 }
 
 func (l *vrrpLink) WriteFrame(f []byte) error { return l.h.WriteFrame(l.name, f) }
@@ -121,8 +166,12 @@ func (l *vrrpLink) Primary(v6 bool) (netip.Addr, error) {
 
 func (l *vrrpLink) SetMaster(vmac vrrp.MAC, vips []netip.Prefix, master bool) error {
 	var errs []error
+	// The routers of a link change its MACs one at a time.
+	l.macs.mu.Lock()
+	defer l.macs.mu.Unlock()
+	mac, all := l.macs.set(vmac, master)
 	if master {
-		if err := l.h.SetLinkMAC(l.name, vmac[:]); err != nil {
+		if err := l.h.SetLinkMAC(l.name, mac, all); err != nil {
 			return err
 		}
 		for _, p := range vips {
@@ -137,7 +186,11 @@ func (l *vrrpLink) SetMaster(vmac vrrp.MAC, vips []netip.Prefix, master bool) er
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, l.h.SetLinkMAC(l.name, nil))
+	errs = append(errs, l.h.SetLinkMAC(l.name, mac, all))
+	if mac != nil {
+		// Another router is still master on the link.
+		return errors.Join(errs...)
+	}
 	// Neighbours learned the link's own address at the virtual MAC
 	// while it was on (the stack answered ARP with it): tell them the
 	// address is back at the link's own MAC.

@@ -85,7 +85,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	q := out.txq[f.txQueue(in, out)]
 	// A bridge floods a frame for an address it has not learned to
 	// every port: only those sent to this NIC are routed.
-	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.curMAC()) {
+	if in.kind == tun.KindTAP && !in.forMe(whole[bufOffset:bufOffset+6]) {
 		return false
 	}
 	off := bufOffset

@@ -184,7 +184,10 @@ type NIC struct {
 	// hw is the address it uses now: mac, or a VRRP master's virtual
 	// MAC (SetLinkMAC). Nil on a TUN.
 	hw atomic.Pointer[tcpip.LinkAddress]
-	ep *linkEP
+	// also are more addresses it receives on (the virtual MACs of the
+	// other VRRP routers master on the link), nil if none.
+	also atomic.Pointer[[]tcpip.LinkAddress]
+	ep   *linkEP
 
 	// txq are the device's queues (one unless it has several, see
 	// tun.OffloadDevice.Queues), each written under its own lock: the

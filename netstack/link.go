@@ -370,7 +370,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		// ip_rcv_core, ip6_rcv_core and arp_rcv); so does the NIC, or
 		// a backup director would NAT the master's traffic as well.
 		// Its own address stays its own while a virtual MAC is on.
-		if frame[0]&1 == 0 && string(frame[0:6]) != string(n.curMAC()) && string(frame[0:6]) != string(n.mac) {
+		if frame[0]&1 == 0 && !n.forMe(frame[0:6]) {
 			h.Counters.OtherHost.Add(1)
 			return
 		}

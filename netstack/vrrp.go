@@ -79,23 +79,50 @@ func (h *Host) WriteFrame(name string, frame []byte) error {
 
 // SetLinkMAC makes mac the Ethernet address the TAP link named name sends
 // from and answers ARP and Neighbor Solicitations with (a VRRP master's
-// virtual MAC); nil gives it back its own. Frames to its own address are
-// still received meanwhile.
-func (h *Host) SetLinkMAC(name string, mac []byte) error {
+// virtual MAC); nil gives it back its own. Frames to its own address and
+// to the addresses also are received as well.
+func (h *Host) SetLinkMAC(name string, mac []byte, also [][]byte) error {
 	n, err := h.tapNIC(name)
 	if err != nil {
 		return err
+	}
+	for _, m := range append([][]byte{mac}, also...) {
+		if m != nil && len(m) != 6 {
+			return fmt.Errorf("%s: mac of %d bytes", name, len(m))
+		}
+	}
+	var extra []tcpip.LinkAddress
+	for _, m := range also {
+		extra = append(extra, tcpip.LinkAddress(m))
+	}
+	if len(extra) == 0 {
+		n.also.Store(nil)
+	} else {
+		n.also.Store(&extra)
 	}
 	if mac == nil {
 		n.hw.Store(&n.mac)
 		return nil
 	}
-	if len(mac) != 6 {
-		return fmt.Errorf("%s: mac of %d bytes", name, len(mac))
-	}
 	a := tcpip.LinkAddress(mac)
 	n.hw.Store(&a)
 	return nil
+}
+
+// forMe reports whether a frame to the Ethernet address dst is the NIC's
+// to take: its own address, the one it uses now, or one of also.
+func (n *NIC) forMe(dst []byte) bool {
+	if string(dst) == string(n.curMAC()) || string(dst) == string(n.mac) {
+		return true
+	}
+	if p := n.also.Load(); p != nil {
+		for _, a := range *p {
+			if string(dst) == string(a) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // OwnMAC is the TAP link's own Ethernet address (not a virtual one).
