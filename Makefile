@@ -99,6 +99,7 @@ fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzCoalesceUDP$$' -fuzztime 50000x ./tun/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplitter$$' -fuzztime 50000x ./tun/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 200000x ./ipvssync/
+	$(GO) test -run '^$$' -fuzz '^FuzzReceive$$' -fuzztime 100000x ./vrrp/
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -19,30 +19,15 @@ import (
 	"time"
 
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/lab"
 )
 
 // haConf is the keepalived.conf of one director of an HA pair on the
-// article's one-armed LAN: one virtual router moving the service's VIP
-// and the real servers' gateway (LVS-NAT: replies must come back through
-// whichever director is master), the sync daemon it drives on the same
-// link, and the service.
+// article's one-armed LAN: the lab's (one virtual router moving the VIP
+// and the real servers' gateway, which LVS-NAT needs on whichever
+// director is master; the sync daemon it drives) and the service.
 func haConf(link string, prio int) string {
-	return fmt.Sprintf(`global_defs {
-    vrrp_version 3
-    lvs_sync_daemon %[1]s VI_1
-}
-vrrp_instance VI_1 {
-    state BACKUP
-    interface %[1]s
-    virtual_router_id 51
-    priority %[2]d
-    advert_int 1
-    virtual_ipaddress {
-        172.16.1.100/24
-        172.16.1.254/24
-    }
-}
-virtual_server 172.16.1.100 80 {
+	return lab.HAConf(link, prio) + `virtual_server 172.16.1.100 80 {
     lb_algo rr
     lb_kind NAT
     protocol TCP
@@ -53,7 +38,7 @@ virtual_server 172.16.1.100 80 {
         weight 1
     }
 }
-`, link, prio)
+`
 }
 
 // echoServe answers each line of each connection with the same line, and

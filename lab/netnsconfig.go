@@ -60,6 +60,9 @@ type NetnsConfig struct {
 	// director owns LocalAddr, and the real servers' default route is
 	// the router's, not the director's.
 	FullNAT bool
+	// HA: two directors, master and backup (see HAConf), the real
+	// servers' gateway HAGateway. TAP and masquerading only.
+	HA bool
 }
 
 func (c *NetnsConfig) defaults() error {
@@ -77,6 +80,9 @@ func (c *NetnsConfig) defaults() error {
 	}
 	if c.Attach != "tap" && c.Attach != "tun" {
 		return fmt.Errorf("lab: --attach %q: want tap or tun", c.Attach)
+	}
+	if c.HA && (c.Attach != "tap" || c.FullNAT) {
+		return errors.New("lab: --ha needs --attach tap and --fwd masq (the virtual addresses move by ARP on the segment, and the real servers' gateway moves with them)")
 	}
 	if c.StateDir == "" {
 		return errors.New("lab: no state directory")

@@ -114,8 +114,11 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		// The real servers' gateway is the VIP, on the director; with
 		// full NAT it is their own, the router.
 		gw := VIP.String()
-		if cfg.FullNAT {
+		switch {
+		case cfg.FullNAT:
 			gw = RouterLab.Addr().String()
+		case cfg.HA:
+			gw = HAGateway.String()
 		}
 		must(rs.AddRoute("default", "via", gw))
 	}
@@ -133,12 +136,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	}
 
 	// The director.
-	dlog, e := os.OpenFile(filepath.Join(cfg.StateDir, "director.log"), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if e != nil {
-		return e
-	}
-	defer dlog.Close()
-	args := []string{"run", "--socket", SocketPath(cfg.StateDir), "--log-level", "info"}
+	args := []string{"run", "--log-level", "info"}
 	for _, r := range serverRules(cfg.Scheduler, cfg.Servers, cfg.FullNAT) {
 		args = append(args, "--rule", r)
 	}
@@ -149,7 +147,13 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}
-	if cfg.Attach == "tap" {
+	if cfg.HA {
+		ps, err := startHA(ctx, cfg, topo, lan, args)
+		procs = append(procs, ps...)
+		if err != nil {
+			return err
+		}
+	} else if cfg.Attach == "tap" {
 		args = append(args,
 			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s,addr=%s/32%s", DirectorDev, DIP, VIP, laddr),
 			"--route=default,via="+RouterLab.Addr().String())
@@ -159,30 +163,26 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 			fmt.Sprintf("--route=%s,dev=%s", LabNet, DirectorDev),
 			fmt.Sprintf("--route=default,dev=%s", DirectorDev))
 	}
-	daemon := exec.CommandContext(ctx, cfg.Self, args...)
-	daemon.Stdout, daemon.Stderr = dlog, dlog
-	daemon.Cancel = func() error { return daemon.Process.Signal(syscall.SIGTERM) }
-	daemon.WaitDelay = 5 * time.Second
-	if err := daemon.Start(); err != nil {
-		return fmt.Errorf("lab: start the director: %w", err)
-	}
-	dproc := startedProc(daemon)
-	procs = append(procs, dproc)
-	if err := netns.WaitLink(topo.Root(), DirectorDev, 10*time.Second); err != nil {
-		return fmt.Errorf("lab: the director did not create %s (see %s): %w", DirectorDev, dlog.Name(), err)
-	}
-	// The device moves to the lab segment's namespace; the director keeps
-	// its file descriptor.
-	must(topo.Root().MoveLink(DirectorDev, lan))
-	if cfg.Attach == "tap" {
-		must(lan.IP("link", "set", "dev", DirectorDev, "master", BridgeDev))
-		must(lan.LinkUp(DirectorDev))
-	} else {
-		must(lan.LinkUp(DirectorDev))
-		must(tunAttach(lan, cfg.FullNAT))
-	}
-	if err != nil {
-		return err
+	// dDone ends the lab when its director exits; not an HA pair's,
+	// whose master is there to be killed.
+	var dDone <-chan struct{}
+	var dproc *labProc
+	if !cfg.HA {
+		var e error
+		dproc, e = startLabDirector(ctx, cfg, topo, lan, "director", DirectorDev, append(args, "--socket", SocketPath(cfg.StateDir)))
+		if dproc != nil {
+			procs = append(procs, dproc)
+			dDone = dproc.done
+		}
+		if e != nil {
+			return e
+		}
+		if cfg.Attach == "tun" {
+			must(tunAttach(lan, cfg.FullNAT))
+		}
+		if err != nil {
+			return err
+		}
 	}
 
 	// The real servers.
@@ -239,9 +239,47 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	select {
 	case <-ctx.Done():
 		return nil
-	case <-dproc.done:
-		return fmt.Errorf("lab: the director exited: %v (see %s)", dproc.err, dlog.Name())
+	case <-dDone:
+		return fmt.Errorf("lab: the director exited: %v (see %s)", dproc.err, filepath.Join(cfg.StateDir, "director.log"))
 	}
+}
+
+// startLabDirector runs `tunvs run args` as the director called name
+// (its log name.log in the state directory, its PID in name.pid) and
+// moves its device dev to the lab segment, a TAP onto the bridge. The
+// process is returned even with an error, for the caller to stop.
+func startLabDirector(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *netns.Host, name, dev string, args []string) (*labProc, error) {
+	logPath := filepath.Join(cfg.StateDir, name+".log")
+	dlog, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer dlog.Close()
+	daemon := exec.CommandContext(ctx, cfg.Self, args...)
+	daemon.Stdout, daemon.Stderr = dlog, dlog
+	daemon.Cancel = func() error { return daemon.Process.Signal(syscall.SIGTERM) }
+	daemon.WaitDelay = 5 * time.Second
+	if err := daemon.Start(); err != nil {
+		return nil, fmt.Errorf("lab: start the %s: %w", name, err)
+	}
+	p := startedProc(daemon)
+	if err := writeFileAtomic(filepath.Join(cfg.StateDir, name+".pid"), []byte(strconv.Itoa(daemon.Process.Pid)+"\n")); err != nil {
+		return p, err
+	}
+	if err := netns.WaitLink(topo.Root(), dev, 10*time.Second); err != nil {
+		return p, fmt.Errorf("lab: the %s did not create %s (see %s): %w", name, dev, logPath, err)
+	}
+	// The device moves to the lab segment's namespace; the director
+	// keeps its file descriptor.
+	if err := topo.Root().MoveLink(dev, lan); err != nil {
+		return p, err
+	}
+	if cfg.Attach == "tap" {
+		if err := lan.IP("link", "set", "dev", dev, "master", BridgeDev); err != nil {
+			return p, err
+		}
+	}
+	return p, lan.LinkUp(dev)
 }
 
 // labProc is a started process of the lab and the one Wait on it. Wait
@@ -780,12 +818,22 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 		fmt.Fprintf(bw, "  director  %-18s DIP, VIP %s, on TUN %s (tunvs, userspace)\n", DIP.Addr().String()+"/32", VIP, DirectorDev)
 		fmt.Fprintf(bw, "  lan       bridge %s: the lab segment (ports router, rs1..); %s on %s routes to %s\n", BridgeDev, LanGateway, BridgeDev, DirectorDev)
 		fmt.Fprintf(bw, "            and answers ARP for the DIP and the VIP (proxy ARP)\n")
+	} else if cfg.HA {
+		fmt.Fprintf(bw, "  director  %-18s DIP on %s, VRRP priority %d (tunvs: the master)\n", DIP, DirectorDev, HAMasterPriority)
+		fmt.Fprintf(bw, "  (backup)  %-18s DIP on %s, VRRP priority %d (tunvs: the backup, same host)\n", BackupDIP, BackupDev, HABackupPriority)
+		fmt.Fprintf(bw, "            the master holds VIP %s and the real servers' gateway %s (VRID %d);\n", VIP, HAGateway, HAVRID)
+		fmt.Fprintf(bw, "            the sync daemons copy its connections to the backup\n")
+		fmt.Fprintf(bw, "  lan       bridge %s: the lab segment (ports router, rs1.., %s, %s)\n", BridgeDev, DirectorDev, BackupDev)
 	} else {
 		fmt.Fprintf(bw, "  director  %-18s DIP, VIP %s, default via %s (tunvs, userspace)\n", DIP, VIP, RouterLab.Addr())
 		fmt.Fprintf(bw, "  lan       bridge %s: the lab segment (ports router, rs1.., %s)\n", BridgeDev, DirectorDev)
 	}
+	gw := VIP
+	if cfg.HA {
+		gw = HAGateway
+	}
 	for i := 0; i < cfg.Servers; i++ {
-		fmt.Fprintf(bw, "  %-9s %-18s eth0, gateway %s, \"%s\"\n", RealServerHost(i), netip.PrefixFrom(RealServerAddr(i), 24), VIP, RealServerName(i))
+		fmt.Fprintf(bw, "  %-9s %-18s eth0, gateway %s, \"%s\"\n", RealServerHost(i), netip.PrefixFrom(RealServerAddr(i), 24), gw, RealServerName(i))
 	}
 	target := RouterPublic.Addr()
 	if nftErr == nil {
@@ -798,10 +846,17 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 		{fmt.Sprintf("%s lab exec%s director -- ipvsadm -L -n", self, dirFlag), "the director's table (ipvsadm is tunvsadm there; -Lnc: its connections)"},
 		{fmt.Sprintf("tunvsadm --socket %s -L -n", SocketPath(s.Dir)), "the same, from outside the lab"},
 		{fmt.Sprintf("%s lab exec%s rs1", self, dirFlag), "a shell in a host: client, router, director, lan, rs1, ..."},
+	}
+	if cfg.HA {
+		tries = append(tries,
+			[2]string{fmt.Sprintf("tunvsadm --socket %s -L -n -c", BackupSocketPath(s.Dir)), "the backup's table: the master's connections, synced"},
+			[2]string{fmt.Sprintf("%s lab exec%s director -- sh -c 'kill -9 $(cat %s)'", self, dirFlag, MasterPIDFile(s.Dir)), "the failover: the backup takes over in about 3.6 s"})
+	}
+	tries = append(tries, [][2]string{
 		{fmt.Sprintf("%s lab capture%s lan %s", self, dirFlag, DirectorDev), "the director's packets, tcpdump-style"},
 		{fmt.Sprintf("%s lab walk%s", self, dirFlag), "the packet walk, step by step"},
 		{fmt.Sprintf("%s lab down%s", self, dirFlag), "remove everything"},
-	}
+	}...)
 	width := 0
 	for _, t := range tries {
 		width = max(width, len(t[0]))

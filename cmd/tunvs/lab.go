@@ -72,6 +72,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	rulesFile := fs.String("rules", "", "in-process lab: ipvsadm-save rules instead of the article's (the client still asks http://172.16.1.100/)")
 	ruleLines := fs.StringArray("rule", nil, "in-process lab: one ipvsadm command, instead of the article's rules; repeatable")
 	fwd := fs.String("fwd", "masq", "forwarding method of the real servers: masq (NAT: their gateway is the director) or fullnat (DPVS's full NAT: they keep their own gateway and see the director's local address "+lab.LocalAddr.String()+")")
+	ha := fs.Bool("ha", false, "with --netns: two directors, master and backup, as a keepalived LVS-NAT pair: VRRP moves the VIP and the real servers' gateway "+lab.HAGateway.String()+", the sync daemons the connections (kill the master to watch the failover)")
 	inner := fs.Bool("inner", false, "")
 	fs.MarkHidden("inner")
 	var lf logFlags
@@ -118,7 +119,7 @@ func cmdLab(ctx context.Context, args []string) error {
 		return usageError{fmt.Errorf("-r %d: want 1 to %d real servers (%s)", *servers, maxServers, kind)}
 	}
 	if !*useNetns {
-		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir"} {
+		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir", "ha"} {
 			if fs.Changed(f) {
 				return usageError{fmt.Errorf("--%s needs --netns", f)}
 			}
@@ -172,7 +173,10 @@ func cmdLab(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT}
+	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT, HA: *ha}
+	if *ha && (*attach != "tap" || fullNAT) {
+		return usageError{fmt.Errorf("--ha needs --attach tap and --fwd masq (the virtual addresses move by ARP on the lab segment)")}
+	}
 	if *attach != "tap" && *attach != "tun" {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}
 	}

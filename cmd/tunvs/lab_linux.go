@@ -54,6 +54,9 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	if cfg.FullNAT {
 		args = append(args, "--fwd", "fullnat")
 	}
+	if cfg.HA {
+		args = append(args, "--ha")
+	}
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}
