@@ -23,7 +23,11 @@ func TestNetnsLabHA(t *testing.T) {
 			if err != nil {
 				t.Fatalf("tunvs lab --netns --ha: %v\n%s", err, out)
 			}
-			defer labRun(t, u, time.Minute, tunvs, "lab", "down", "--state-dir", sd)
+			defer func() {
+				if out, err := labRun(t, u, time.Minute, tunvs, "lab", "down", "--state-dir", sd); err != nil {
+					t.Errorf("tunvs lab down: %v\n%s", err, out)
+				}
+			}()
 			logs := func() string {
 				return "director log:\n" + readFile(sd, "director.log") + "\nbackup log:\n" + readFile(sd, "backup.log")
 			}

@@ -657,7 +657,8 @@ func RemoveState(dir string) error {
 	if err != nil {
 		return err
 	}
-	known := map[string]bool{"sandbox": true, "hosts": true, "ready": true, "tunvs.sock": true, "nft-unavailable": true}
+	known := map[string]bool{"sandbox": true, "hosts": true, "ready": true, "tunvs.sock": true, "nft-unavailable": true,
+		"director.pid": true, "backup.pid": true, "tunvs-backup.sock": true, "director-keepalived.conf": true, "backup-keepalived.conf": true}
 	for _, e := range ents {
 		n := e.Name()
 		if n == "bin" && e.IsDir() {
