@@ -449,8 +449,8 @@ func (t *Table) spHold(sp *synState, p *Packet) {
 	if len(th) <= int(th[12]>>4)*4 {
 		return // no data
 	}
-	if sp.held != nil || len(p.B) > heldMax || p.partial || t.sp.heldNow.Add(1) > maxHeld {
-		if sp.held == nil && len(p.B) <= heldMax && !p.partial {
+	if sp.held != nil || len(p.B) > heldMax || p.segLen > 0 || t.sp.heldNow.Add(1) > maxHeld {
+		if sp.held == nil && len(p.B) <= heldMax && p.segLen == 0 {
 			t.sp.heldNow.Add(-1)
 		}
 		t.sp.heldDropped.Add(1)
@@ -458,6 +458,11 @@ func (t *Table) spHold(sp *synState, p *Packet) {
 	}
 	sp.held = heldPool.Get().(*[heldMax]byte)
 	sp.heldLen = copy(sp.held[:], p.B)
+	if p.partial {
+		// The device was to finish the checksum; the copy goes out
+		// later in another packet's buffer, without offloads.
+		csum.Finish(sp.held[:sp.heldLen], p.L4, 16)
+	}
 	t.sp.held.Add(1)
 }
 
