@@ -216,9 +216,9 @@ func (n *NIC) readLoop(qi int, dev tun.Device) {
 }
 
 // gsoArena is the size of the buffer a GSO reader reads into: room for
-// seven 64 KiB super-packets, or a batch of small packets in their
+// three 64 KiB super-packets, or a batch of small packets in their
 // tun.SmallSlot each.
-const gsoArena = 512 << 10
+const gsoArena = 256 << 10
 
 // readLoopGSO is readLoop for a device that hands super-packets up whole:
 // they are NATed as one packet and leave whole by the bypass.
