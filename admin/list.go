@@ -382,17 +382,16 @@ func ListTimeout(w io.Writer, t *nat.Table) {
 // lines first took several hundred bytes per entry (issue 14: 730 MB of
 // RSS for one -Lnc of 874k entries).
 func ListConns(w io.Writer, t *nat.Table, now time.Time, f Format) error {
-	fmt.Fprintf(w, "IPVS connection entries\n")
-	pc := f&FmtPersistentConn != 0
-	if pc {
-		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %-18s %-16s %s\n", "state", "source", "virtual", "destination", "pe name", "pe_data")
-	} else {
-		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
-	}
 	var refs []connRef
+	local := false
 	t.Conns(func(c *nat.Conn) {
 		refs = append(refs, connRef{exp: c.Expires().UnixNano(), c: c})
+		local = local || c.FullNAT()
 	})
+	if local {
+		f |= fmtLocal
+	}
+	connTitle(w, f)
 	slices.SortStableFunc(refs, func(a, b connRef) int {
 		if a.exp != b.exp {
 			return cmp.Compare(b.exp, a.exp)
@@ -425,6 +424,11 @@ func compareClients(a, b netip.AddrPort) int {
 }
 
 func printConns(w io.Writer, cs []nat.ConnInfo, now time.Time, f Format) {
+	for i := range cs {
+		if cs[i].Local.IsValid() {
+			f |= fmtLocal
+		}
+	}
 	slices.SortStableFunc(cs, func(a, b nat.ConnInfo) int {
 		if !a.Expires.Equal(b.Expires) {
 			return b.Expires.Compare(a.Expires)
@@ -443,6 +447,16 @@ func printConn(w io.Writer, c *nat.ConnInfo, now time.Time, f Format) error {
 	src := anyName(c.Client.Addr(), c.Client.Port(), c.Proto, f)
 	vip := anyName(c.Virtual.Addr(), c.Virtual.Port(), c.Proto, f)
 	dst := anyName(c.Dest.Addr(), c.Dest.Port(), c.Proto, f)
+	if f&fmtLocal != 0 {
+		// DPVS's column order: source, virtual, local, destination;
+		// a masqueraded connection's local tuple is its client's, as
+		// DPVS fills laddr for its other methods.
+		l := c.Local
+		if !l.IsValid() {
+			l = c.Client
+		}
+		dst = fmt.Sprintf("%-18s %s", anyName(l.Addr(), l.Port(), c.Proto, f), dst)
+	}
 	var err error
 	if f&FmtPersistentConn != 0 {
 		_, err = fmt.Fprintf(w, "%-3s %02d:%02d  %-11s %-18s %-18s %-18s %-16s %s\n", nat.ProtoName(c.Proto),
@@ -514,4 +528,23 @@ func proxyFlag(pp rules.ProxyProtocol) string {
 		return ""
 	}
 	return " --proxy-protocol " + pp.String()
+}
+
+// fmtLocal is an internal format bit: the connection listing has a
+// full-NAT connection, so every line gets DPVS's local-address column
+// (print_conn_entry's lname) before the destination.
+const fmtLocal Format = 1 << 15
+
+// connTitle prints -Lc's header, with the local column under fmtLocal.
+func connTitle(w io.Writer, f Format) {
+	fmt.Fprintf(w, "IPVS connection entries\n")
+	dst := "destination"
+	if f&fmtLocal != 0 {
+		dst = fmt.Sprintf("%-18s %s", "local", dst)
+	}
+	if f&FmtPersistentConn != 0 {
+		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %-18s %-16s %s\n", "state", "source", "virtual", dst, "pe name", "pe_data")
+	} else {
+		fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", dst)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/nat/nattest"
 	"github.com/tunvs/tunvs/rules"
 )
 
@@ -109,5 +110,42 @@ func TestProxyProtocolRulesFile(t *testing.T) {
 	}
 	if got := tb.Rules(); got.Services[0].Servers[0].ProxyProtocol != rules.ProxyUnset || got.Services[0].ProxyProtocol != rules.ProxyV1 {
 		t.Fatalf("after reload: %+v", got.Services[0])
+	}
+}
+
+// -Lnc with full-NAT connections has DPVS's local column between the
+// virtual address and the destination (print_conn_entry); a masqueraded
+// connection shows its client there. Without full NAT the listing is
+// ipvsadm's.
+func TestFullNATConnListing(t *testing.T) {
+	tb := nat.New(nat.Config{Seed: 1, LocalPortMin: 5000, LocalPortMax: 5000})
+	mustApply(t, tb,
+		"-A -t 172.16.1.100:80 -s rr",
+		"-a -t 172.16.1.100:80 -r 172.16.1.6:80 -m")
+	var p nat.Packet
+	tb.Process(nattest.TCP(nattest.AP("10.0.0.10:40001"), nattest.AP("172.16.1.100:80"), nattest.SYN, 0), &p, 1)
+	l, err := Execute(tb, []string{"-L", "-n", "-c"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(l, "local") {
+		t.Fatalf("masquerading only, yet a local column:\n%s", l)
+	}
+	mustApply(t, tb,
+		"--add-laddr -t 172.16.1.100:80 -z 172.16.1.250",
+		"-a -t 172.16.1.100:80 -r 172.16.1.5:8080 --fullnat")
+	tb.Process(nattest.TCP(nattest.AP("10.0.0.10:40000"), nattest.AP("172.16.1.100:80"), nattest.SYN, 0), &p, 1)
+	l, err = Execute(tb, []string{"-L", "-n", "-c"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"pro expire state       source             virtual            local              destination\n",
+		"TCP 00:00  SYN_RECV    10.0.0.10:40000    172.16.1.100:80    172.16.1.250:5000  172.16.1.5:8080\n",
+		"TCP 00:00  SYN_RECV    10.0.0.10:40001    172.16.1.100:80    10.0.0.10:40001    172.16.1.6:80\n",
+	} {
+		if !strings.Contains(l, want) {
+			t.Fatalf("-Lnc lacks %q:\n%s", want, l)
+		}
 	}
 }

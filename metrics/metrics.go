@@ -185,6 +185,8 @@ func Write(w io.Writer, src Source) {
 	for _, c := range t.SynProxyCounters() {
 		m.val("tunvs_synproxy_total", `event="`+escape(c.Name)+`"`, c.Value)
 	}
+	m.head("tunvs_proxy_protocol_headers_total", "counter", "PROXY protocol headers sent to full-NAT real servers, retransmitted first segments included")
+	m.val("tunvs_proxy_protocol_headers_total", "", t.ProxyHeaders())
 	m.head("tunvs_connections_max", "gauge", "bound of the connection table (--max-conns)")
 	m.val("tunvs_connections_max", "", uint64(t.MaxConns()))
 	m.head("tunvs_services", "gauge", "virtual services")

@@ -304,3 +304,50 @@ func BenchmarkProxyProtocolSegment(b *testing.B) {
 		tb.Process(buf, &p, 5)
 	}
 }
+
+// A first data segment that arrives as a GSO super-packet with a partial
+// checksum (a TUN with offloads): the header goes in, the checksum stays
+// partial for the new length, and the segments the device cuts at
+// SegLen come out right. The MTU applies per segment: a super-packet
+// larger than the MTU is not refused for the header.
+func TestProxyProtocolOffload(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		tb := nat.New(nat.Config{Seed: 3, EgressMTU: func(netip.Addr) int { return 1500 }})
+		v, c, rs, lads := vip, cli, rs1, lad4
+		if v6 {
+			v, c, rs, lads = vip6, cli6, rs6, lad6
+		}
+		k := nat.ServiceKey{Proto: 6, Addr: v.Addr(), Port: v.Port()}
+		if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: v.Addr(), Port: v.Port(), Scheduler: "rr", LocalAddrs: lads, ProxyProtocol: rules.ProxyV1}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.AddDest(k, nat.DestConfig{Addr: rs, Port: 8080, Weight: 1, Method: rules.FullNAT}); err != nil {
+			t.Fatal(err)
+		}
+		var p nat.Packet
+		tb.Process(nattest.Build(nattest.Seg{Src: c, Dst: v, Proto: 6, Flags: S, Seq: 1000}), &p, 1)
+		data := make([]byte, 4000)
+		for i := range data {
+			data[i] = byte(i)
+		}
+		b := nattest.Build(nattest.Seg{Src: c, Dst: v, Proto: 6, Flags: A, Seq: 1001, Ack: 1, Payload: data, DF: true})
+		start, off := nattest.Partial(b)
+		r := tb.ProcessOffload(b, &p, 2, nat.Offload{SegLen: 1400, PartialCsum: true})
+		if r.Verdict != nat.Forward || !r.Proxy {
+			t.Fatalf("v6=%v: %+v", v6, r)
+		}
+		dst := make([]byte, len(b)+nat.ProxyMaxLen)
+		n := nat.InsertProxy(dst, &p, r.Conn)
+		hdr := nat.AppendProxyHeader(nil, 1, c, v)
+		if n != len(b)+len(hdr) || !bytes.Equal(p.Payload(), append(hdr, data...)) {
+			t.Fatalf("v6=%v: %d bytes", v6, n)
+		}
+		out := dst[:n]
+		// Still partial: the field is the pseudo-header sum of the new
+		// length, which the device completes.
+		nattest.Finish(out, start, off)
+		if !nattest.L4ChecksumOK(out) || (!v6 && !nattest.IPv4HeaderOK(out)) {
+			t.Fatalf("v6=%v: checksum after the device completes it", v6)
+		}
+	}
+}
