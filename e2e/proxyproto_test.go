@@ -289,3 +289,78 @@ func nftDrops(t *testing.T, h *netns.Host, chain string) int {
 	}
 	return drops
 }
+
+// TestProxyProtocolTAP: the same through a one-armed director on a TAP
+// (the first segment with its header leaves by the bypass with its
+// Ethernet header rewritten), v2, as root and as uid 65534; half of the
+// requests have their first data segment dropped once by the real
+// server's nftables after the director put the header in.
+func TestProxyProtocolTAP(t *testing.T) {
+	for _, tool := range []string{"nginx", "nft"} {
+		if _, err := lookTool(tool); err != nil {
+			netns.Unavailable(t, "the PROXY protocol test needs %s (Debian's nginx-light, nftables): %v", tool, err)
+		}
+	}
+	inSandboxes(t, runProxyProtocolTAP)
+}
+
+func runProxyProtocolTAP(t *testing.T) {
+	e := newEnv(t)
+	topo := e.topo
+	must, lan, r := e.oneArmed(t, "tunvs-e2e-pp-")
+	svc := fmt.Sprintf("%s:%d", vip4, ppPort)
+	e.startDaemon([]string{"run", "--socket", e.sock, "--log-level", "info",
+		fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32,addr=%s/32", vip4, lad4),
+		"--route=default,via=172.16.1.200",
+		"--rule", fmt.Sprintf("-A -t %s -s rr --proxy-protocol v2", svc),
+		"--rule", fmt.Sprintf("--add-laddr -t %s -z %s", svc, lad4),
+		"--rule", fmt.Sprintf("-a -t %s -r %s:8081 --fullnat", svc, rsV4)}, "tvlan")
+	must(topo.Veth(r.host, "eth0", lan, "rs1", 0))
+	must(r.host.AddAddr("eth0", rsV4.String()+"/24"))
+	must(topo.Root().MoveLink("tvlan", lan))
+	e.addRouter(lan, must)
+	must(lan.Bridge("br0", "rs1", "tvlan", "router"))
+	log := e.startNginx(r, true)
+
+	c := e.httpClient()
+	url := fmt.Sprintf("http://%s:%d/", vip4, ppPort)
+	const n = 10
+	for range n {
+		if got := get(t, c, url); got != "RS1" {
+			t.Fatalf("answer %q", got)
+		}
+	}
+	e.nft(r.host, `table inet pp {
+	chain in {
+		type filter hook input priority 0;
+		tcp dport 8081 tcp flags & (syn|rst|fin) == 0 ip length > 60 ct mark 0 ct mark set 1 counter drop
+	}
+}`)
+	for range n {
+		if got := get(t, c, url); got != "RS1" {
+			t.Fatalf("answer %q", got)
+		}
+	}
+	if d := nftDrops(t, r.host, "in"); d != n {
+		t.Fatalf("the real server's nftables dropped %d first segments, want %d", d, n)
+	}
+	want := fmt.Sprintf("pp=%s peer=%s GET / HTTP/1.1 200", cip4, lad4)
+	deadline := time.Now().Add(10 * time.Second)
+	var lines []string
+	for {
+		b, _ := os.ReadFile(log)
+		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) >= 2*n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if len(lines) != 2*n {
+		t.Fatalf("nginx logged %d requests, want %d:\n%s", len(lines), 2*n, strings.Join(lines, "\n"))
+	}
+	for _, l := range lines {
+		if l != want {
+			t.Errorf("log line %q, want %q", l, want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ var directors = []director{
 	{name: "tunvs-mq", setup: setupTunvsMQ},
 	{name: "tunvs-split", setup: setupTunvsSplit, topo: topoTUN},
 	{name: "tunvs-plain", setup: setupTunvs},
+	{name: "tunvs-fullnat", setup: setupTunvsFullNAT},
 	{name: "haproxy", setup: setupHAProxy},
 }
 
@@ -156,6 +157,18 @@ func setupTunvsMQ(b *bed, c config) (string, error) {
 // what the in-place rewrite saves.
 func setupTunvsSplit(b *bed, c config) (string, error) {
 	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true", "--tun-gso=false"); err != nil {
+		return "", err
+	}
+	return "", nil
+}
+
+// setupTunvsFullNAT is tunvs-offload with every real server --fullnat
+// (issue 15): the client's address becomes the local address laddr on
+// the way in, and back on the way out, on top of what masquerading
+// rewrites.
+func setupTunvsFullNAT(b *bed, c config) (string, error) {
+	b.fullNAT = true
+	if err := b.tunvsWiring(c.tunvsBin, "--tun-offload=true"); err != nil {
 		return "", err
 	}
 	return "", nil

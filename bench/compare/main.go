@@ -11,6 +11,8 @@
 //   - tun: the client and each real server on a point-to-point link to the
 //     director, which routes between them (tunvs: one TUN device per
 //     host, plus the variant tunvs-split of that device);
+//     tunvs-fullnat is tunvs-offload with its real servers --fullnat
+//     (issue 15), on both topologies;
 //   - article: the classic LVS-NAT article's (LAB.md): client -> router ->
 //     the director one-armed on the real servers' bridge, the VIP an alias
 //     beside the DIP, the real servers' gateway the VIP (tunvs: one TAP
@@ -138,7 +140,7 @@ func main() {
 	var c config
 	flag.StringVar(&c.out, "out", "bench/results", "directory for results.json and chart.svg")
 	flag.DurationVar(&c.duration, "t", 5*time.Second, "duration of each workload")
-	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,haproxy; tunvs-split on the TUN topology only)")
+	flag.StringVar(&c.only, "only", "", "comma-separated directors to run (ipvs,nft,tunvs-offload,tunvs-mq,tunvs-split,tunvs-plain,tunvs-fullnat,haproxy; tunvs-split on the TUN topology only)")
 	flag.StringVar(&c.tunvsBin, "tunvs", "", "tunvs binary (default: build it)")
 	flag.IntVar(&c.rounds, "rounds", 1, "run every director's workloads this many times, directors interleaved, and report the medians (the machine's drift and noise hit every director alike); the flows workload runs once")
 	flag.IntVar(&c.udpSenders, "udp-senders", 2, fmt.Sprintf("sending threads of the UDP workload, 1 to %d (the flows stay %d)", udpFlows, udpFlows))

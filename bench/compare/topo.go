@@ -27,6 +27,9 @@ const (
 
 var rsAddrs = []string{"172.16.1.5", "172.16.1.6"}
 
+// laddr is tunvs-fullnat's local address, on the real servers' network.
+const laddr = "172.16.1.250"
+
 // The topologies a director can be measured on (-topology).
 const (
 	// topoTUN is one point-to-point link per host, the director the
@@ -71,6 +74,9 @@ type bed struct {
 	// tunvs says the director is tunvs, serving its metrics on
 	// flowsMetrics.
 	tunvs bool
+	// fullNAT: tunvs's real servers are --fullnat, with laddr (owned by
+	// the director on the real servers' side) as the local address.
+	fullNAT bool
 }
 
 // output is what a started process printed so far.
@@ -256,20 +262,37 @@ func (b *bed) articleKernelWiring() error {
 }
 
 // tunvsRules are the director's rules on either topology: HTTP over
-// both real servers, iperf3 to the first, UDP over both.
-func tunvsRules() []string {
+// both real servers, iperf3 to the first, UDP over both; masqueraded, or
+// full NAT from laddr.
+func tunvsRules(fullNAT bool) []string {
+	m := "-m"
 	args := []string{
 		"--rule", "-A -t " + vip + ":80 -s rr",
 		"--rule", "-A -t " + vip + ":5201 -s rr",
 		"--rule", fmt.Sprintf("-A -u %s:%d -s rr", vip, udpPort),
-		"--rule", "-a -t " + vip + ":5201 -r " + rsAddrs[0] + " -m",
 	}
+	if fullNAT {
+		m = "--fullnat"
+		args = append(args,
+			"--rule", "--add-laddr -t "+vip+":80 -z "+laddr,
+			"--rule", "--add-laddr -t "+vip+":5201 -z "+laddr,
+			"--rule", fmt.Sprintf("--add-laddr -u %s:%d -z %s", vip, udpPort, laddr))
+	}
+	args = append(args, "--rule", "-a -t "+vip+":5201 -r "+rsAddrs[0]+" "+m)
 	for _, a := range rsAddrs {
 		args = append(args,
-			"--rule", "-a -t "+vip+":80 -r "+a+" -m",
-			"--rule", fmt.Sprintf("-a -u %s:%d -r %s -m", vip, udpPort, a))
+			"--rule", "-a -t "+vip+":80 -r "+a+" "+m,
+			"--rule", fmt.Sprintf("-a -u %s:%d -r %s %s", vip, udpPort, a, m))
 	}
 	return args
+}
+
+// laddrFlag is the link address tunvs-fullnat adds for laddr.
+func (b *bed) laddrFlag() string {
+	if b.fullNAT {
+		return ",addr=" + laddr + "/32"
+	}
+	return ""
 }
 
 // tunvsWiring starts tunvs in the director host with extra on its command
@@ -285,7 +308,7 @@ func (b *bed) tunvsWiring(bin string, extra ...string) error {
 // --route flags) and waits for its devices devs.
 func (b *bed) startTunvs(bin string, links, extra, devs []string) error {
 	args := append([]string{bin, "run", "--socket", "", "--log-level", "warn"}, links...)
-	args = append(args, tunvsRules()...)
+	args = append(args, tunvsRules(b.fullNAT)...)
 	args = append(args, extra...)
 	args = append(args, b.dirExtra...)
 	if b.pprof {
@@ -328,7 +351,7 @@ func (b *bed) articleTunvsWiring(bin string, extra ...string) error {
 		return err
 	}
 	links := []string{
-		fmt.Sprintf("--link=name=%s,kind=tap,addr=%s/24,addr=%s/32", dev, dip, vip),
+		fmt.Sprintf("--link=name=%s,kind=tap,addr=%s/24,addr=%s/32%s", dev, dip, vip, b.laddrFlag()),
 		"--route=default,via=" + routerLab,
 	}
 	if err := b.startTunvs(bin, links, extra, []string{dev}); err != nil {
@@ -349,7 +372,7 @@ func (b *bed) tunTunvsWiring(bin string, extra ...string) error {
 	for i, a := range rsAddrs {
 		dev := fmt.Sprintf("tvr%d", i+1)
 		links = append(links,
-			"--link=name="+dev+",addr="+dip+"/32",
+			"--link=name="+dev+",addr="+dip+"/32"+b.laddrFlag(),
 			"--route="+a+"/32,dev="+dev)
 	}
 	devs := []string{"tvc", "tvr1", "tvr2"}
