@@ -197,6 +197,26 @@ func TestOffloadClose(t *testing.T) {
 	}
 }
 
+// readQueues reads every queue in a goroutine of its own until it is
+// closed, calling fn with the queue's index and each packet (valid until
+// fn returns).
+func readQueues(qs []Device, fn func(queue int, pkt []byte)) {
+	for i, q := range qs {
+		go func() {
+			bufs, sizes := makeBufs(q.BatchSize(), 1500)
+			for {
+				n, err := q.Read(bufs, sizes, 16)
+				if err != nil {
+					return
+				}
+				for j := 0; j < n; j++ {
+					fn(i, bufs[j][16:16+sizes[j]])
+				}
+			}
+		}()
+	}
+}
+
 // TestOffloadKernelUDP sends UDP from kernel sockets to a real offload
 // device in a private network namespace: with UDP_SEGMENT one send is a
 // USO super-packet (when the kernel accepted TUN_F_USO*), which Read must
@@ -223,20 +243,7 @@ func TestOffloadKernelUDP(t *testing.T) {
 		pkt   []byte
 	}
 	pkts := make(chan got, 1024)
-	for i, q := range qs {
-		go func() {
-			bufs, sizes := makeBufs(q.BatchSize(), 1500)
-			for {
-				n, err := q.Read(bufs, sizes, 16)
-				if err != nil {
-					return
-				}
-				for j := 0; j < n; j++ {
-					pkts <- got{i, bytes.Clone(bufs[j][16 : 16+sizes[j]])}
-				}
-			}
-		}()
-	}
+	readQueues(qs, func(i int, p []byte) { pkts <- got{i, bytes.Clone(p)} })
 	collect := func(want int, match func([]byte) bool) []got {
 		var out []got
 		timeout := time.After(readTimeout)

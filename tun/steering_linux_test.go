@@ -49,22 +49,11 @@ func TestQueueSteering(t *testing.T) {
 		dst   netip.AddrPort
 	}
 	replies := make(chan got, 64)
-	for i, q := range qs {
-		go func() {
-			bufs, sizes := makeBufs(q.BatchSize(), 1500)
-			for {
-				n, err := q.Read(bufs, sizes, 16)
-				if err != nil {
-					return
-				}
-				for j := 0; j < n; j++ {
-					if _, dst, _, ok := parseIPv4UDP(bufs[j][16 : 16+sizes[j]]); ok {
-						replies <- got{i, dst}
-					}
-				}
-			}
-		}()
-	}
+	readQueues(qs, func(i int, p []byte) {
+		if _, dst, _, ok := parseIPv4UDP(p); ok {
+			replies <- got{i, dst}
+		}
+	})
 	const flows = 16
 	server := netip.MustParseAddrPort("10.77.0.1:7")
 	for i := range flows {
