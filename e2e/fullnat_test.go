@@ -88,6 +88,24 @@ func runFullNATDownload(t *testing.T) {
 	}
 }
 
+// fullNATOneArmed starts the director one-armed on a TAP with the VIP
+// and the local address lad4, with rules, on the real server's segment
+// beside a router to the client; the real server has no route beyond its
+// segment, none to the client's network nor via the director.
+func (e *env) fullNATOneArmed(t *testing.T, prefix string, rules ...string) *rs {
+	topo := e.topo
+	must, lan, r := e.oneArmed(t, prefix)
+	e.startDaemon(append([]string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
+		fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32,addr=%s/32", vip4, lad4),
+		"--route=default,via=172.16.1.200"}, rules...), "tvlan")
+	must(topo.Veth(r.host, "eth0", lan, "rs1", 0))
+	must(r.host.AddAddr("eth0", rsV4.String()+"/24"))
+	must(topo.Root().MoveLink("tvlan", lan))
+	e.addRouter(lan, must)
+	must(lan.Bridge("br0", "rs1", "tvlan", "router"))
+	return r
+}
+
 // TestFullNATTAP: the director one-armed on a TAP, on the real server's
 // segment beside a router to the client; the real server has no route
 // beyond its segment, none to the client's network. The director owns
@@ -100,22 +118,10 @@ func TestFullNATTAP(t *testing.T) {
 
 func runFullNATTAP(t *testing.T) {
 	e := newEnv(t)
-	topo := e.topo
-	must, lan, r := e.oneArmed(t, "tunvs-e2e-fnat-")
-	e.startDaemon([]string{"run", "--socket", e.sock, "--log-level", "info", "--metrics=127.0.0.1:0",
-		fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32,addr=%s/32", vip4, lad4),
-		"--route=default,via=172.16.1.200",
+	r := e.fullNATOneArmed(t, "tunvs-e2e-fnat-",
 		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
 		"--rule", fmt.Sprintf("--add-laddr -t %s:80 -z %s", vip4, lad4),
-		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 --fullnat", vip4, rsV4)}, "tvlan")
-
-	must(topo.Veth(r.host, "eth0", lan, "rs1", 0))
-	must(r.host.AddAddr("eth0", rsV4.String()+"/24"))
-	// No route beyond its own segment: not to the client, not via the
-	// director.
-	must(topo.Root().MoveLink("tvlan", lan))
-	e.addRouter(lan, must)
-	must(lan.Bridge("br0", "rs1", "tvlan", "router"))
+		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 --fullnat", vip4, rsV4))
 	e.startServers(r)
 	if out, err := r.host.Run(context.Background(), "ip", "route", "get", cip4.String()); err == nil {
 		t.Fatalf("the real server has a route to the client: %s", out)

@@ -138,15 +138,7 @@ func runProxyProtocol(t *testing.T) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for name, file := range logs {
-		var lines []string
-		for {
-			b, _ := os.ReadFile(file)
-			lines = strings.Split(strings.TrimSpace(string(b)), "\n")
-			if len(lines) >= total/2 || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		lines := logLines(file, total/2, deadline)
 		if len(lines) != total/2 {
 			t.Errorf("%s logged %d requests, want %d:\n%s", name, len(lines), total/2, strings.Join(lines, "\n"))
 			continue
@@ -306,20 +298,11 @@ func TestProxyProtocolTAP(t *testing.T) {
 
 func runProxyProtocolTAP(t *testing.T) {
 	e := newEnv(t)
-	topo := e.topo
-	must, lan, r := e.oneArmed(t, "tunvs-e2e-pp-")
 	svc := fmt.Sprintf("%s:%d", vip4, ppPort)
-	e.startDaemon([]string{"run", "--socket", e.sock, "--log-level", "info",
-		fmt.Sprintf("--link=name=tvlan,kind=tap,addr=172.16.1.3/24,addr=%s/32,addr=%s/32", vip4, lad4),
-		"--route=default,via=172.16.1.200",
+	r := e.fullNATOneArmed(t, "tunvs-e2e-pp-",
 		"--rule", fmt.Sprintf("-A -t %s -s rr --proxy-protocol v2", svc),
 		"--rule", fmt.Sprintf("--add-laddr -t %s -z %s", svc, lad4),
-		"--rule", fmt.Sprintf("-a -t %s -r %s:8081 --fullnat", svc, rsV4)}, "tvlan")
-	must(topo.Veth(r.host, "eth0", lan, "rs1", 0))
-	must(r.host.AddAddr("eth0", rsV4.String()+"/24"))
-	must(topo.Root().MoveLink("tvlan", lan))
-	e.addRouter(lan, must)
-	must(lan.Bridge("br0", "rs1", "tvlan", "router"))
+		"--rule", fmt.Sprintf("-a -t %s -r %s:8081 --fullnat", svc, rsV4))
 	log := e.startNginx(r, true)
 
 	c := e.httpClient()
@@ -346,15 +329,7 @@ func runProxyProtocolTAP(t *testing.T) {
 	}
 	want := fmt.Sprintf("pp=%s peer=%s GET / HTTP/1.1 200", cip4, lad4)
 	deadline := time.Now().Add(10 * time.Second)
-	var lines []string
-	for {
-		b, _ := os.ReadFile(log)
-		lines = strings.Split(strings.TrimSpace(string(b)), "\n")
-		if len(lines) >= 2*n || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	lines := logLines(log, 2*n, deadline)
 	if len(lines) != 2*n {
 		t.Fatalf("nginx logged %d requests, want %d:\n%s", len(lines), 2*n, strings.Join(lines, "\n"))
 	}
@@ -362,5 +337,18 @@ func runProxyProtocolTAP(t *testing.T) {
 		if l != want {
 			t.Errorf("log line %q, want %q", l, want)
 		}
+	}
+}
+
+// logLines reads file's lines once it has n or deadline passes (nginx
+// writes its access log line after the response is sent).
+func logLines(file string, n int, deadline time.Time) []string {
+	for {
+		b, _ := os.ReadFile(file)
+		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+		if len(lines) >= n || time.Now().After(deadline) {
+			return lines
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
