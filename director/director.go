@@ -215,7 +215,10 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
 	if cfg.Metrics != "" {
-		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot}
+		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot, Sync: d.Sync}
+		if d.vrrpRx != nil {
+			src.VRRP = &metrics.VRRPSource{Routers: d.Routers, Drops: d.vrrpRx.Drops}
+		}
 		if d.ctl != nil {
 			src.Listeners = append(src.Listeners, d.ctl.Listener())
 		}

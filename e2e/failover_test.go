@@ -117,7 +117,7 @@ func runFailover(t *testing.T) {
 	start := func(name, link, addr string, prio int) *tvDirector {
 		conf := filepath.Join(dir, name+".conf")
 		must(os.WriteFile(conf, []byte(haConf(link, prio)), 0o644))
-		d := startDirector(t, e.topo.Root(), name, filepath.Join(dir, name+".sock"), []string{"--log-level", "info",
+		d := startDirector(t, e.topo.Root(), name, filepath.Join(dir, name+".sock"), []string{"--log-level", "info", "--metrics=127.0.0.1:0",
 			"--link=name=" + link + ",kind=tap,addr=" + addr + "/24", "--route=default,via=172.16.1.200", "--keepalived-conf", conf}, link)
 		must(e.topo.Root().MoveLink(link, lan))
 		must(lan.IP("link", "set", "dev", link, "master", "br0"))
@@ -237,12 +237,14 @@ func runFailover(t *testing.T) {
 	// Older than 3 s, and past the sync master's 2 s flush.
 	time.Sleep(4 * time.Second)
 	synced := b.adm("-L", "-n", "-c")
+	bMetrics := scrapeMetrics(t, b.log.String())
 
 	kill := time.Now()
 	a.stop(syscall.SIGKILL)
 	takeover := eventually(t, 20*time.Second, "B takes over", func() bool { return routerSees(lan, vmac, "tvb") },
 		func() string { return "the bridge has not learned the virtual MAC on B's port" })
 	time.Sleep(3 * time.Second)
+	bAfter := scrapeMetrics(t, b.log.String())
 	close(bye)
 	wg.Wait()
 	close(stopNew)
@@ -275,6 +277,19 @@ func runFailover(t *testing.T) {
 			after++
 		default:
 			failed++
+		}
+	}
+	// B's metrics: the records it took from A's sync master, then its
+	// router master and its sync daemon the master.
+	applied := metric(t, bMetrics, "tunvs_sync_backup_conns_total")
+	t.Logf("failover: B applied %d synced connection records before the kill", applied)
+	if applied < longLived {
+		t.Errorf("B applied %d synced records: fewer than the %d long-lived connections", applied, longLived)
+	}
+	for _, w := range []string{`tunvs_vrrp_state{vrrp="VI_1",link="tvb",vrid="51"} 2`, `tunvs_vrrp_became_master_total{vrrp="VI_1",link="tvb",vrid="51"} 1`,
+		`tunvs_sync_daemon_running{role="master"} 1`, `tunvs_sync_daemon_running{role="backup"} 0`} {
+		if !strings.Contains(bAfter, w+"\n") {
+			t.Errorf("B's metrics after the takeover have no %q", w)
 		}
 	}
 	mdi := 3*interval + interval*(256-100)/256

@@ -57,18 +57,24 @@ var metricsAddr = regexp.MustCompile(`metrics listening.*?(127\.0\.0\.1:[0-9]+)`
 // whose address the log tells).
 func (e *env) metrics() string {
 	e.t.Helper()
-	mm := metricsAddr.FindStringSubmatch(e.log.String())
+	return scrapeMetrics(e.t, e.log.String())
+}
+
+// scrapeMetrics scrapes the metrics of the daemon whose log is log.
+func scrapeMetrics(t *testing.T, log string) string {
+	t.Helper()
+	mm := metricsAddr.FindStringSubmatch(log)
 	if mm == nil {
-		e.t.Fatalf("no metrics address in the log:\n%s", e.log)
+		t.Fatalf("no metrics address in the log:\n%s", log)
 	}
 	resp, err := http.Get("http://" + mm[1] + "/metrics")
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return string(b)
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/guard"
+	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/netstack"
 )
@@ -36,6 +37,10 @@ type Source struct {
 	// Listeners are the daemon's own listeners (the control socket);
 	// Serve adds its own.
 	Listeners []*guard.Listener
+	// VRRP, if set, are the virtual routers (metrics/ha.go).
+	VRRP *VRRPSource
+	// Sync, if set, are the connection sync daemons.
+	Sync *ipvssync.Daemons
 }
 
 // Handler serves /metrics.
@@ -175,6 +180,12 @@ func Write(w io.Writer, src Source) {
 		writeHealth(m, src.Health())
 	}
 	writeListeners(m, src.Listeners)
+	if src.VRRP != nil {
+		writeVRRP(m, src.VRRP)
+	}
+	if src.Sync != nil {
+		writeSync(m, src.Sync)
+	}
 	m.head("tunvs_connections", "gauge", "entries in the connection table")
 	m.val("tunvs_connections", "", uint64(t.Len()))
 	m.head("tunvs_connections_early_dropped_total", "counter", "connections not yet established dropped to make room in a full table")
