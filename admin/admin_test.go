@@ -238,7 +238,7 @@ func TestParse(t *testing.T) {
 		{"-C", true, OpClear},
 		{"--set 900 120 300", true, OpSetTimeout},
 		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -g", true, OpAddDest},
-		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i", false, 0},
+		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-port 5555", false, 0},
 		{"-A -f 1", false, 0},
 		{"-A -t 10.0.0.1", false, 0},
 		{"-A -t 10.0.0.1:99999", false, 0},

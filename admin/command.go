@@ -98,8 +98,10 @@ type Command struct {
 	DestAddr netip.Addr
 	DestPort uint16
 	// Method is the real server's forwarding method: -m (the zero
-	// value, and what tunvs takes when none is given) or -g.
+	// value, and what tunvs takes when none is given), -g or -i; Tun is
+	// -i's --tun-type, --tun-port and checksum option.
 	Method    rules.Method
+	Tun       rules.Encap
 	Weight    int
 	HasWeight bool
 	// UThreshold and LThreshold are -x and -y.

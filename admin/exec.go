@@ -213,7 +213,7 @@ func (c Command) changes() bool {
 // its default (weight 1, no thresholds), as ipvsadm does.
 func (c Command) Change() rules.Change {
 	k := rules.Service{ServiceKey: nat.ServiceKey{Proto: c.Proto, Addr: c.Addr, Port: c.Port}}
-	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight, Method: c.Method,
+	srv := rules.Server{Addr: netip.AddrPortFrom(c.DestAddr, c.DestPort), Weight: c.Weight, Method: c.Method, Tun: c.Tun,
 		UThreshold: c.UThreshold, LThreshold: c.LThreshold, ProxyProtocol: c.ProxyProtocol}
 	if c.FullNAT {
 		srv.Method = rules.FullNAT
@@ -294,7 +294,7 @@ func CommandOf(ch rules.Change) Command {
 		d := ch.Server
 		c.HasDest, c.DestAddr, c.DestPort = true, d.Addr.Addr(), d.Addr.Port()
 		c.Weight, c.HasWeight = d.Weight, true
-		c.Method = d.Method
+		c.Method, c.Tun = d.Method, d.Tun
 		c.UThreshold, c.LThreshold = d.UThreshold, d.LThreshold
 		c.HasUThreshold, c.HasLThreshold = d.UThreshold != 0, d.LThreshold != 0
 		c.FullNAT = d.Method == rules.FullNAT
@@ -472,7 +472,7 @@ Usage:
   tunvsadm -C
   tunvsadm -R
   tunvsadm -S [-n]
-  tunvsadm -a|e virtual-service -r server-address [-m|--fullnat] [-w weight] [-x upper-threshold] [-y lower-threshold] [--proxy-protocol P]
+  tunvsadm -a|e virtual-service -r server-address [-g|-i|-m|--fullnat] [-w weight] [-x upper-threshold] [-y lower-threshold] [--proxy-protocol P]
   tunvsadm -d virtual-service -r server-address
   tunvsadm -L|l [virtual-service] [options]
   tunvsadm -Z [virtual-service]
@@ -500,6 +500,13 @@ Options:
   --proxy-protocol P                  (DPVS's) PROXY protocol header for full-NAT servers, TCP:
                                       disable|v1|v2|v1-insecure|v2-insecure (on -a/-e: this server's)
   --gatewaying   -g                   gatewaying (direct routing), on TAP links
+  --ipip         -i                   ipip encapsulation (tunneling), on any link
+  --tun-type      type                one of ipip|gue|gre,
+                                      the default tunnel type is ipip.
+  --tun-port      port                tunnel destination port
+  --tun-nocsum                        tunnel encapsulation without checksum
+  --tun-csum                          tunnel encapsulation with checksum
+  --tun-remcsum                       tunnel encapsulation with remote checksum
   --masquerading -m                   masquerading (NAT), the default in tunvs
   --weight       -w weight            capacity of real server
   --u-threshold  -x uthreshold        upper threshold of connections
@@ -513,10 +520,11 @@ Options:
   --exact                             expand numbers (display exact values)
   --thresholds                        output of thresholds information
   --persistent-conn                   output of persistent connection info
+  --tun-info                          output of tunnel information
   --nosort                            disable sorting output of service/server entries
   --sort                              does nothing, for backwards compatibility
   --sysctl                            (tunvs's, with -L) the net.ipv4.vs sysctls
 
-Not supported: -i (ipip), -f (fwmark services), --pe, the sync daemon.
+Not supported: -f (fwmark services), --pe, the sync daemon.
 Without -n, names come from /etc/hosts and /etc/services only (no DNS).
 `

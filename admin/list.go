@@ -276,7 +276,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			// ipvsadm 1.31 saves no -x/-y (print_service_entry), so
 			// neither does tunvsadm -S: thresholds do not survive
 			// -S | -R, with either.
-			fmt.Fprintf(w, "-a %s -r %s %s -w %d%s\n", name, dn, methodFlag(d.Method()), d.Weight(), proxyFlag(d.ProxyProtocol()))
+			fmt.Fprintf(w, "-a %s -r %s %s -w %d%s%s\n", name, dn, methodFlag(d.Method()), d.Weight(), tunnelRule(d), proxyFlag(d.ProxyProtocol()))
 		case f&FmtStats != 0:
 			ds := d.Stats.Snapshot()
 			fmt.Fprintf(w, "  -> %-28s%s%s%s%s%s\n", dn, largeNum(ds.Conns, f), largeNum(ds.InPkts, f),
@@ -292,8 +292,7 @@ func printService(w io.Writer, s *nat.Service, f Format, est *Estimator) {
 			fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", dn, d.Weight(), d.PersistConns(),
 				d.ActiveConns(), d.InactConns())
 		case f&FmtTunInfo != 0:
-			// Masq, FullNat and Route have no tunnel: "n/a".
-			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, d.Method(), "n/a", d.Weight(), d.ActiveConns(), d.InactConns())
+			fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", dn, d.Method(), tunInfo(d), d.Weight(), d.ActiveConns(), d.InactConns())
 		default:
 			// A server's own --proxy-protocol follows its line, as
 			// DPVS shows the service's after the scheduler.
@@ -487,8 +486,66 @@ func methodFlag(m rules.Method) string {
 		return "--fullnat"
 	case rules.Route:
 		return "-g"
+	case rules.Tunnel:
+		return "-i"
 	}
 	return "-m"
+}
+
+// tunFlagOpts are ipvsadm's tun_flags_opts: the option of each
+// IP_VS_TUNNEL_ENCAP_FLAG_* value.
+var tunFlagOpts = [...]string{0: "--tun-nocsum", rules.TunCsum: "--tun-csum", rules.TunRemCsum: "--tun-remcsum"}
+
+// encapOptions is what ipvsadm 1.31's print_tunnel_rule writes after -w
+// for a tunnelling server: --tun-type, and --tun-port and the checksum
+// option for gue, the checksum option for gre.
+func encapOptions(e rules.Encap) string {
+	s := " --tun-type " + e.Type.String()
+	switch e.Type {
+	case rules.TunGUE:
+		s += fmt.Sprintf(" --tun-port %d %s", e.Port, tunFlagOpt(e.Flags))
+	case rules.TunGRE:
+		s += " " + tunFlagOpt(e.Flags)
+	}
+	return s
+}
+
+func tunFlagOpt(f rules.TunFlags) string {
+	if int(f) < len(tunFlagOpts) {
+		return tunFlagOpts[f]
+	}
+	return ""
+}
+
+// tunnelRule is encapOptions for a tunnelling dest, "" for the others.
+func tunnelRule(d *nat.Dest) string {
+	if e, ok := d.Encap(); ok {
+		return encapOptions(e)
+	}
+	return ""
+}
+
+// tunFlagNames are ipvsadm's tunflags: how --tun-info shows each
+// IP_VS_TUNNEL_ENCAP_FLAG_* value.
+var tunFlagNames = [...]string{0: "-c", rules.TunCsum: "+c", rules.TunRemCsum: "r+c"}
+
+// tunInfo is ipvsadm 1.31's fwd_tun_info for --tun-info: "ipip",
+// "gue:PORT:FLAGS", "gre:FLAGS"; "n/a" for a server that does not tunnel.
+func tunInfo(d *nat.Dest) string {
+	e, ok := d.Encap()
+	var fl string
+	if int(e.Flags) < len(tunFlagNames) {
+		fl = tunFlagNames[e.Flags]
+	}
+	switch {
+	case !ok:
+		return "n/a"
+	case e.Type == rules.TunGUE:
+		return fmt.Sprintf("gue:%d:%s", e.Port, fl)
+	case e.Type == rules.TunGRE:
+		return "gre:" + fl
+	}
+	return e.Type.String()
 }
 
 // ListLocalAddrs prints services' local addresses as DPVS's ipvsadm

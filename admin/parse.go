@@ -689,6 +689,7 @@ func (p *ipvsadmParser) syncOption(o opt) (bool, error) {
 		case "sync-maxlen":
 			c.Daemon.Config.MaxLen = n
 		case "tun-port":
+			p.c.Tun.Port = uint16(n)
 			p.tunnel = true
 		}
 	default:
@@ -715,9 +716,13 @@ func (p *ipvsadmParser) tunnelOption(o opt) (bool, error) {
 		if p.tunType < 0 {
 			return true, fail("illegal tunnel type specified")
 		}
+		p.c.Tun.Type = rules.TunType(p.tunType)
 		p.tunnel = true
 	case "tun-nocsum", "tun-csum", "tun-remcsum":
 		p.tunnel = true
+		// ipvsadm ORs IP_VS_TUNNEL_ENCAP_FLAG_* into tun_flags
+		// (nocsum is 0); tunnel_opt_check allows one of them.
+		p.c.Tun.Flags |= map[string]rules.TunFlags{"tun-csum": rules.TunCsum, "tun-remcsum": rules.TunRemCsum}[name]
 		return true, p.set(map[string]int{"tun-nocsum": optTunNoCsum, "tun-csum": optTunCsum, "tun-remcsum": optTunRemCsum}[name])
 	default:
 		return false, nil
@@ -953,11 +958,12 @@ func (p *ipvsadmParser) tunvsRefuses() error {
 		return fail("--sctp-service is not supported: tunvs balances TCP and UDP")
 	case p.pe:
 		return fail("--pe (persistence engines, e.g. sip) is not supported by tunvs")
-	case p.fwd == fwdTunnel:
-		return fail("-i (IP-IP tunnelling) is not supported: tunvs is a NAT director; use -m")
 	}
-	if p.fwd == fwdRoute {
+	switch p.fwd {
+	case fwdRoute:
 		c.Method = rules.Route
+	case fwdTunnel:
+		c.Method = rules.Tunnel
 	}
 	if p.opts&(1<<optNetmask) != 0 {
 		if !p.svcV6 {

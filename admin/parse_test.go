@@ -94,7 +94,6 @@ func TestParseForms(t *testing.T) {
 func TestParseRefusals(t *testing.T) {
 	for _, tc := range []struct{ args, msg string }{
 		{"-A -f 1 -s rr", "not supported"},
-		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i", "not supported"},
 		{"-A -u 10.0.0.1:53 --pe sip", "not supported"},
 		{"-A -t 10.0.0.1:80 -o", "One-Packet Scheduling is only for UDP virtual services"},
 		{"-A -t 10.0.0.1:0", "Zero port specified for non-persistent service"},

@@ -131,7 +131,11 @@ func (c Command) String() string {
 	if c.HasDest {
 		s += " -r " + addrPortString(c.DestAddr, c.DestPort)
 		if c.Op != OpDelDest {
-			s += fmt.Sprintf(" %s -w %d", methodFlag(c.Change().Server.Method), c.Weight)
+			srv := c.Change().Server
+			s += fmt.Sprintf(" %s -w %d", methodFlag(srv.Method), c.Weight)
+			if srv.Method == rules.Tunnel {
+				s += encapOptions(srv.Tun)
+			}
 			s += proxyFlag(c.ProxyProtocol)
 		}
 	}

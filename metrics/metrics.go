@@ -218,6 +218,8 @@ func Write(w io.Writer, src Source) {
 			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
 			{"route_drops", "direct-routing (-g) packets not sent: real server not on a TAP segment, or its MAC unresolved", c.RouteDrops.Load()},
 			{"replies", "packets the NAT answered in place, sent back out of their link (SYN proxy cookie SYN-ACKs)", c.Replies.Load()},
+			{"tunnel_sent", "tunnel (-i) packets sent encapsulated to their real server (pieces and fragments each)", c.TunnelSent.Load()},
+			{"tunnel_drops", "tunnel (-i) packets not sent: no route to the real server, or its MAC unresolved", c.TunnelDrops.Load()},
 			{"gso_packets", "offloaded super-packets read whole from a TUN or TAP device and NATed as one", c.GSOPackets.Load()},
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},

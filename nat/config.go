@@ -207,8 +207,7 @@ func (w *writer) apply(c rules.Change, sc sched.Scheduler) {
 		s.mu.Lock()
 		d := s.dests[s.findLocked(c.Server.Addr.Addr(), c.Server.Addr.Port())]
 		d.weight.Store(int32(c.Server.Weight))
-		d.fullNAT.Store(c.Server.Method == rules.FullNAT)
-		d.route.Store(c.Server.Method == rules.Route)
+		d.setMethod(c.Server)
 		d.proxy.Store(uint32(c.Server.ProxyProtocol))
 		d.setThresholds(c.Server.UThreshold, c.Server.LThreshold)
 		s.updateLocked()
@@ -289,8 +288,7 @@ func (w *writer) addDest(s *Service, c rules.Server) {
 		d.svc.Store(s)
 	}
 	d.weight.Store(int32(c.Weight))
-	d.fullNAT.Store(c.Method == rules.FullNAT)
-	d.route.Store(c.Method == rules.Route)
+	d.setMethod(c)
 	d.proxy.Store(uint32(c.ProxyProtocol))
 	d.setThresholds(c.UThreshold, c.LThreshold)
 	d.removed.Store(false)
@@ -332,7 +330,8 @@ func (t *Table) rulesLocked() rules.Rules {
 }
 
 func (d *Dest) rule() rules.Server {
-	return rules.Server{Addr: d.AddrPort(), Method: d.Method(), Weight: d.Weight(),
+	e, _ := d.Encap()
+	return rules.Server{Addr: d.AddrPort(), Method: d.Method(), Tun: e, Weight: d.Weight(),
 		UThreshold: d.UThreshold(), LThreshold: d.LThreshold(), ProxyProtocol: d.ProxyProtocol()}
 }
 
@@ -352,7 +351,7 @@ func serviceConfig(r rules.Service) ServiceConfig {
 }
 
 func (c DestConfig) rule() rules.Server {
-	return rules.Server{Addr: netip.AddrPortFrom(c.Addr, c.Port), Method: c.Method, Weight: c.Weight,
+	return rules.Server{Addr: netip.AddrPortFrom(c.Addr, c.Port), Method: c.Method, Tun: c.Tun, Weight: c.Weight,
 		UThreshold: c.UThreshold, LThreshold: c.LThreshold, ProxyProtocol: c.ProxyProtocol}
 }
 

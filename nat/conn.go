@@ -138,6 +138,8 @@ const (
 	// connection that has seen no packet from its real server: its TCP
 	// states follow the client's packets alone (the INPUT-ONLY table).
 	// The first packet the other way clears it, as set_tcp_state does.
+	// A tunnel connection has it too (__ip_vs_update_dest sets it for
+	// every method but masquerading).
 	flagNoOutput
 	// flagTemplate: a persistence template (IP_VS_CONN_F_TEMPLATE); set
 	// before it is published, never cleared.
@@ -152,6 +154,10 @@ const (
 	// flagSynProxy: a connection the SYN proxy made, its state in x.sp
 	// (synproxy.go); set before it is published, never cleared.
 	flagSynProxy
+	// flagTunnel: a tunnel connection (IP_VS_CONN_F_TUNNEL), never
+	// rewritten: the host encapsulates its client's packets to the
+	// real server (see tunnel.go); set before it is published.
+	flagTunnel
 )
 
 // Routed reports whether the connection is direct routing (-g): its

@@ -24,6 +24,7 @@ const (
 	DropNoLocalPort                // full NAT: no local address, or no free port on any, for a new connection
 	DropProxyNoRoom                // a client's first data with the PROXY protocol header would exceed an IP packet's length
 	DropSynProxy                   // the SYN proxy holds back or cannot pass a segment while a real server's handshake is under way
+	DropTunnelMTU                  // tunnel (-i): the route's MTU less the encapsulation is below 68 (__ip_vs_get_out_rt)
 	numDropReasons
 )
 
@@ -46,6 +47,7 @@ var dropNames = [numDropReasons]string{
 	DropNoLocalPort:     "no_local_port",
 	DropProxyNoRoom:     "proxy_no_room",
 	DropSynProxy:        "synproxy",
+	DropTunnelMTU:       "tunnel_mtu",
 }
 
 func (r DropReason) String() string {

@@ -50,6 +50,9 @@ func (d *Dest) Method() rules.Method {
 	if d.route.Load() {
 		return rules.Route
 	}
+	if d.tun.Load()&tunOn != 0 {
+		return rules.Tunnel
+	}
 	return rules.Masquerade
 }
 

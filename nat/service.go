@@ -128,8 +128,10 @@ type DestConfig struct {
 	// UThreshold and LThreshold are -x and -y: connection thresholds
 	// (0: none).
 	UThreshold, LThreshold int
-	// Method is Masquerade (the zero value) or FullNAT.
+	// Method is Masquerade (the zero value), FullNAT, Route or Tunnel;
+	// Tun is a Tunnel's encapsulation.
 	Method rules.Method
+	Tun    rules.Encap
 	// ProxyProtocol is the server's own --proxy-protocol (ProxyUnset:
 	// the service's).
 	ProxyProtocol rules.ProxyProtocol
@@ -205,6 +207,10 @@ type Dest struct {
 	// proxy is the dest's own rules.ProxyProtocol (-a/-e
 	// --proxy-protocol); a connection keeps what it was made with.
 	proxy atomic.Uint32
+	// tun: tunOn when new connections to the dest are tunnelled (-i),
+	// and its encapsulation (packTun), which its connections read at
+	// every packet, as the kernel's read dest->tun_type.
+	tun atomic.Uint32
 
 	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
 	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under

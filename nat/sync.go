@@ -344,6 +344,11 @@ func (t *Table) newSynced(s *SyncedConn) *Conn {
 	}
 	// Templates are bound inactive and stay so.
 	c.initState(st, s.Inactive || s.Template)
+	if d != nil {
+		// ip_vs_bind_dest: a synced connection inherits the
+		// forwarding method of the backup's own server.
+		c.flags.Or(d.methodFlags())
+	}
 	return c
 }
 

@@ -479,16 +479,16 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 		control: sr.ct,
 	}
 	c.setAddrs(src, dst, d.Addr)
-	route := d.route.Load()
-	if sp != nil && route {
-		// A direct-routing server answers the client itself: there is
-		// no SYN-ACK to see, no numbers to translate.
+	mf := d.methodFlags()
+	if sp != nil && mf != 0 {
+		// A direct-routing or tunnelling server answers the client
+		// itself: there is no SYN-ACK to see, no numbers to translate.
 		if sr.ct != nil {
 			sr.ct.x.nControl.Add(-1)
 		}
 		return t.drop(DropSynProxy)
 	}
-	fnat := d.fullNAT.Load() && !sr.ops && !route
+	fnat := d.fullNAT.Load() && !sr.ops && mf == 0
 	if fnat {
 		c.ext().fnat = new(fnatExt)
 		c.setFlag(flagFullNAT)
@@ -499,9 +499,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 			}
 		}
 	}
-	if route {
-		c.setFlag(flagRoute | flagNoOutput)
-	}
+	c.setFlag(mf)
 	st := StateNone
 	if p.Proto == ProtoUDP {
 		st = StateUDP
@@ -617,7 +615,15 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 			}
 		}
 	}
-	if mtu := int(c.mtu[dir]); mtu > 0 && p.netLen()+extra > mtu && p.DF() {
+	mtu := int(c.mtu[dir])
+	if mtu > 0 && dir == DirIn && c.hasFlag(flagTunnel) {
+		// __ip_vs_get_out_rt in tunnel mode: the route's MTU less the
+		// outer headers, no less than 68.
+		if mtu -= c.EncapLen(); mtu < 68 {
+			return t.drop(DropTunnelMTU)
+		}
+	}
+	if mtu > 0 && p.netLen()+extra > mtu && p.DF() {
 		t.drops[DropTooBig].Add(1)
 		// With the header to come, the client's segment must be
 		// smaller by its length (proxyproto.go).
@@ -648,9 +654,10 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		}
 	}
 	n := uint64(p.Len())
-	if c.hasFlag(flagRoute) {
+	if c.hasFlag(flagRoute | flagTunnel) {
 		// ip_vs_dr_xmit: the packet leaves as it came; the host sends it
-		// to the real server's Ethernet address.
+		// to the real server's Ethernet address. ip_vs_tunnel_xmit:
+		// the host puts it in a packet to the real server.
 		if dir == DirIn {
 			c.dest.countIn(n)
 			t.syncIn(c, now)
@@ -735,7 +742,7 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 		// Error from the client side about a reply we sent as
 		// VIP:vport -> client: hand it to the real server.
 		t.countICMP(c, DirIn, p)
-		if c.hasFlag(flagRoute) {
+		if c.hasFlag(flagRoute | flagTunnel) {
 			// ip_vs_icmp_xmit: not masqueraded, the error goes on
 			// unchanged by the connection's own transmitter, to the
 			// real server that sent the quoted reply.

@@ -523,6 +523,8 @@ func FuzzProcess(f *testing.F) {
 		nattest.Build(nattest.Seg{Src: spCli2, Dst: spVIP, Proto: 6, Flags: A, Seq: 11, Options: tsOpts(6, 7), Size: 300}),
 		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: cli, Proto: 6, Flags: S | A, Ack: 11, Options: synOpts(1460, 5, 6, 7)}),
 		nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: spCli2, Proto: 6, Flags: A, Seq: 4001, Ack: 11, Options: tsOpts(6, 7), Size: 200}),
+		nattest.TCP(cli, tnVIP, S, 0),
+		nattest.UDP(cli6, tnVIP6, []byte("hello")),
 	}
 	var op nat.Packet
 	nat.Parse(nattest.Build(nattest.Seg{Src: cli, Dst: netip.AddrPortFrom(rs1, 8080), Proto: 6, Size: 600}), &op)
@@ -557,6 +559,10 @@ func FuzzProcess(f *testing.F) {
 		spService(t, tb)
 		spHandshake(t, tb, cli, false)
 		spHandshake(t, tb, spCli2, true)
+		// Tunnelling (-i), TCP over IPv4 and UDP over IPv6.
+		tunnelService(t, tb, 6, tnVIP, rs1, rules.Encap{Type: rules.TunGUE, Port: 6080})
+		tunnelService(t, tb, 17, tnVIP6, rs6, rules.Encap{Type: rules.TunGRE, Flags: rules.TunCsum})
+		orig := append([]byte(nil), b...)
 		var p nat.Packet
 		before := len(b)
 		valid := false
@@ -576,6 +582,9 @@ func FuzzProcess(f *testing.F) {
 		if r.Verdict == nat.Forward && r.Dir == nat.DirIn && r.Conn.FullNAT() && p.Proto != 1 && p.Proto != 58 &&
 			(p.Src() != r.Conn.Local().Addr() || p.SrcPort != r.Conn.Local().Port()) {
 			t.Fatalf("full NAT: source %v:%d, want the local tuple %v", p.Src(), p.SrcPort, r.Conn.Local())
+		}
+		if r.Verdict == nat.Forward && r.Dir == nat.DirIn && r.Conn.Tunnelled() && !bytes.Equal(b, orig) {
+			t.Fatal("a tunnelled packet was rewritten")
 		}
 		if r.Verdict == nat.Forward && valid && !p.VerifyL4Checksum() {
 			t.Fatalf("a valid packet has a bad checksum after the rewrite")

@@ -36,6 +36,8 @@ type fastPath struct {
 	// proxyBuf holds a first data segment with its PROXY protocol
 	// header (forwardProxy), made on first use.
 	proxyBuf []byte
+	// frag holds one outer fragment of a tunnelled packet (tunnel.go).
+	frag []byte
 }
 
 type segmenter struct {
@@ -150,18 +152,24 @@ func (f *fastPath) txQueue(in, out *NIC) int {
 // resolveEgress finds the hop (index+1) the packet's destination is
 // routed by, or noBypass.
 func (h *Host) resolveEgress(p *nat.Packet) uint32 {
-	dst := p.Dst()
+	eg, _ := h.routeHop(p.Dst())
+	return eg
+}
+
+// routeHop finds the hop (index+1) dst is routed by, or noBypass, and
+// the route's source address.
+func (h *Host) routeHop(dst netip.Addr) (uint32, tcpip.Address) {
 	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
 	if e != nil {
-		return noBypass
+		return noBypass, tcpip.Address{}
 	}
 	defer r.Release()
 	if fromTCPIP(r.LocalAddress()) == dst || r.NICID() == 0 {
-		return noBypass
+		return noBypass, tcpip.Address{}
 	}
 	out := h.nicByID(r.NICID())
 	if out == nil {
-		return noBypass
+		return noBypass, tcpip.Address{}
 	}
 	// NextHop is the gateway, empty for a connected route (gVisor's
 	// own Route.nextHop falls back to the destination the same way).
@@ -169,7 +177,7 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 	if next.Len() == 0 {
 		next = r.RemoteAddress()
 	}
-	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst))
+	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst)), r.LocalAddress()
 }
 
 // resolveDirect finds the hop of a direct-routing real server: a TAP

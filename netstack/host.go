@@ -83,7 +83,13 @@ type Counters struct {
 	// Replies are packets the NAT answered in place and the host sent
 	// back out of the link they came by (the SYN proxy's cookie
 	// SYN-ACKs).
-	Replies     atomic.Uint64
+	Replies atomic.Uint64
+	// TunnelSent are packets of tunnel (-i) connections sent
+	// encapsulated (each piece of a super-packet, each fragment);
+	// TunnelDrops those that could not be: no route to the real
+	// server, its MAC not yet resolved on a TAP segment.
+	TunnelSent  atomic.Uint64
+	TunnelDrops atomic.Uint64
 	GSOPackets  atomic.Uint64 // super-packets read whole (tun.GSODevice)
 	GSOSplit    atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
 	ReadErrors  atomic.Uint64
@@ -115,6 +121,8 @@ type Host struct {
 	// vrrp, if set, is handed the VRRP packets read on TAP links
 	// (SetVRRP).
 	vrrp atomic.Pointer[func(link string, l3 []byte)]
+	// tuns are the tunnel (-i) real servers' routes (see tunnel.go).
+	tuns tunTable
 
 	wg   sync.WaitGroup
 	done chan struct{}

@@ -22,8 +22,10 @@ const (
 	// bufOffset is the room left in front of every packet buffer, for a
 	// device header (a virtio-net header is 10 or 12 bytes) so that a
 	// packet read from one device can be written to another in place,
-	// and, from a TUN to a TAP, an Ethernet header in front of that.
-	bufOffset = 32
+	// and, from a TUN to a TAP, an Ethernet header in front of that;
+	// for a tunnel (-i) connection the outer headers (nat.MaxEncapLen,
+	// 52 bytes) go in front of the packet too: 12 + 14 + 52 = 78.
+	bufOffset = 96
 	// maxPacket bounds one packet: the largest IP packet plus a link
 	// header.
 	maxPacket = 65535 + ethHdrLen
@@ -437,6 +439,14 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		case nat.Forward:
 			if res.Proxy {
 				n.forwardProxy(frame, g, p, res, f, tr, proto)
+				return
+			}
+			if res.Conn.Tunnelled() && res.Dir == nat.DirIn {
+				// Tunnelling: encapsulated to the real server,
+				// never delivered to the stack that owns the VIP.
+				if !f.tunnel(n, res, p, whole, g) {
+					h.Counters.TunnelDrops.Add(1)
+				}
 				return
 			}
 			if res.Conn.Routed() && res.Dir == nat.DirIn {

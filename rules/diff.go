@@ -403,6 +403,6 @@ func maskBits(s *Service) int {
 }
 
 func sameServer(a, b *Server) bool {
-	return a.Method == b.Method && a.Weight == b.Weight && a.UThreshold == b.UThreshold && a.LThreshold == b.LThreshold &&
+	return a.Method == b.Method && a.Tun == b.Tun && a.Weight == b.Weight && a.UThreshold == b.UThreshold && a.LThreshold == b.LThreshold &&
 		a.ProxyProtocol == b.ProxyProtocol
 }

@@ -74,6 +74,12 @@ const (
 	// the VIP itself, answers the client directly. Only a TAP link has
 	// Ethernet addresses to rewrite.
 	Route
+	// Tunnel is -i, IP-in-IP tunnelling (IP_VS_CONN_F_TUNNEL): the
+	// packet, unchanged, goes inside a new IP header (and a GUE or GRE
+	// header: Server.Tun) from the director to the real server, which
+	// decapsulates it, holds the VIP and answers the client directly.
+	// Any link carries it.
+	Tunnel
 )
 
 // String is the method as ipvsadm (and DPVS's, for full NAT) lists it.
@@ -85,8 +91,66 @@ func (m Method) String() string {
 		return "FullNat"
 	case Route:
 		return "Route"
+	case Tunnel:
+		return "Tunnel"
 	}
 	return "method?"
+}
+
+// TunType is a tunnelling real server's encapsulation (--tun-type), the
+// kernel's IP_VS_CONN_F_TUNNEL_TYPE_*.
+type TunType uint8
+
+// The encapsulations.
+const (
+	TunIPIP TunType = iota // IP in IP (IPv6 in IPv6): ipip
+	TunGUE                 // Generic UDP Encapsulation to Encap.Port: gue
+	TunGRE                 // GRE: gre
+)
+
+// String is the type as ipvsadm spells it.
+func (t TunType) String() string {
+	switch t {
+	case TunIPIP:
+		return "ipip"
+	case TunGUE:
+		return "gue"
+	case TunGRE:
+		return "gre"
+	}
+	return "tun-type?"
+}
+
+// TunFlags are IP_VS_TUNNEL_ENCAP_FLAG_*: 0 is --tun-nocsum.
+type TunFlags uint8
+
+// The encapsulation flags.
+const (
+	TunCsum    TunFlags = 1 << 0 // --tun-csum: the GUE UDP or GRE checksum is set
+	TunRemCsum TunFlags = 1 << 1 // --tun-remcsum: GUE remote checksum offload
+)
+
+// String is the flag as ipvsadm's --tun-info lists it.
+func (f TunFlags) String() string {
+	switch f {
+	case 0:
+		return "nocsum"
+	case TunCsum:
+		return "csum"
+	case TunRemCsum:
+		return "remcsum"
+	}
+	return "flags?"
+}
+
+// Encap is a tunnelling real server's encapsulation (ipvsadm 1.31's
+// --tun-type, --tun-port, --tun-nocsum, --tun-csum, --tun-remcsum; the
+// kernel's dest tun_type, tun_port, tun_flags). It is the zero value for
+// every other method.
+type Encap struct {
+	Type  TunType
+	Port  uint16 // GUE's UDP destination port; 0 otherwise
+	Flags TunFlags
 }
 
 // Service is one virtual service (ipvsadm -A/-E) and its real servers.
@@ -137,6 +201,8 @@ func (s *Service) SchedulerName() string {
 type Server struct {
 	Addr   netip.AddrPort
 	Method Method
+	// Tun is the encapsulation of a Tunnel server (zero otherwise).
+	Tun    Encap
 	Weight int // 0..MaxWeight; 0 quiesces it
 	// UThreshold and LThreshold are -x and -y (0: none).
 	UThreshold, LThreshold int

@@ -119,10 +119,11 @@ func ValidServer(svc ServiceKey, d *Server) error {
 		return fmt.Errorf("%w: real server address %v", ErrInvalid, a)
 	}
 	if a.Is4() != svc.Addr.Is4() {
-		// IPVS allows mixed families only for tunnel mode.
-		return fmt.Errorf("%w: real server %v is not of the service's address family", ErrInvalid, a)
+		// IPVS allows mixed families for tunnel mode (IPv4 in IPv6 and
+		// back); tunvs does not.
+		return fmt.Errorf("%w: real server %v is not of the service's address family (tunvs tunnels IPv4 in IPv4 and IPv6 in IPv6 only)", ErrInvalid, a)
 	}
-	if d.Method != Masquerade && d.Method != FullNAT && d.Method != Route {
+	if d.Method > Tunnel {
 		return fmt.Errorf("%w: forwarding method %v", ErrInvalid, d.Method)
 	}
 	if err := validProxy(d.ProxyProtocol, svc.Proto); err != nil {
@@ -132,6 +133,9 @@ func ValidServer(svc ServiceKey, d *Server) error {
 		// DPVS sends it only to full-NAT servers (proxy_proto_insert:
 		// EDPVS_NOTSUPP otherwise).
 		return fmt.Errorf("%w: the PROXY protocol needs --fullnat", ErrInvalid)
+	}
+	if err := validTunnel(d); err != nil {
+		return err
 	}
 	if d.Weight < 0 || d.Weight > MaxWeight {
 		return fmt.Errorf("%w: weight %d out of range 0..%d", ErrInvalid, d.Weight, MaxWeight)
@@ -367,6 +371,28 @@ func validProxy(p ProxyProtocol, proto uint8) error {
 	}
 	if p.Version() != 0 && proto != ProtoTCP {
 		return fmt.Errorf("%w: the PROXY protocol is for TCP services", ErrInvalid)
+	}
+	return nil
+}
+
+// validTunnel checks a server's encapsulation as ip_vs_add_dest does (a
+// GUE tunnel needs its port: EINVAL "tunnel port is zero"), and what
+// ipvsadm's tunnel_types_v_options lets through: no port but for GUE, no
+// checksum flag for ipip, no remote checksum for GRE, one flag at most;
+// no tunnel options on a server that does not tunnel.
+func validTunnel(d *Server) error {
+	t := d.Tun
+	switch {
+	case d.Method != Tunnel && t != Encap{}:
+		return fmt.Errorf("%w: tunnel options on a %v real server", ErrInvalid, d.Method)
+	case t.Type > TunGRE:
+		return fmt.Errorf("%w: tunnel type %d", ErrInvalid, t.Type)
+	case t.Type == TunGUE && t.Port == 0:
+		return fmt.Errorf("%w: tunnel port is zero (a gue tunnel needs --tun-port)", ErrInvalid)
+	case t.Type != TunGUE && t.Port != 0:
+		return fmt.Errorf("%w: a tunnel port is for the gue tunnel type only", ErrInvalid)
+	case t.Flags > TunRemCsum, t.Type == TunIPIP && t.Flags != 0, t.Type == TunGRE && t.Flags == TunRemCsum:
+		return fmt.Errorf("%w: tunnel checksum flags %v with the %v tunnel type", ErrInvalid, t.Flags, t.Type)
 	}
 	return nil
 }
