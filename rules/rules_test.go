@@ -101,9 +101,15 @@ func TestValidateRefuses(t *testing.T) {
 		}, ErrInvalid},
 		{"laddr twice", func(r *Rules) { r.Services[0].LocalAddrs = []netip.Addr{rs3.Addr(), rs3.Addr()} }, ErrLocalAddrExists},
 		{"method", func(r *Rules) { r.Services[0].Servers[0].Method = Tunnel + 1 }, ErrInvalid},
-		{"gue without a port", func(r *Rules) { r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Type: TunGUE} }, ErrInvalid},
-		{"ipip with a checksum", func(r *Rules) { r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Flags: TunCsum} }, ErrInvalid},
-		{"gre with remcsum", func(r *Rules) { r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Type: TunGRE, Flags: TunRemCsum} }, ErrInvalid},
+		{"gue without a port", func(r *Rules) {
+			r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Type: TunGUE}
+		}, ErrInvalid},
+		{"ipip with a checksum", func(r *Rules) {
+			r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Flags: TunCsum}
+		}, ErrInvalid},
+		{"gre with remcsum", func(r *Rules) {
+			r.Services[0].Servers[0].Method, r.Services[0].Servers[0].Tun = Tunnel, Encap{Type: TunGRE, Flags: TunRemCsum}
+		}, ErrInvalid},
 		{"encap without -i", func(r *Rules) { r.Services[0].Servers[0].Tun = Encap{Type: TunGRE} }, ErrInvalid},
 		{"twice", func(r *Rules) { r.Services[1].ServiceKey = web }, ErrServiceExists},
 		{"family", func(r *Rules) { r.Services[0].Addr = vip6 }, ErrInvalid},
