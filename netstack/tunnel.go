@@ -143,7 +143,7 @@ func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, 
 	ep := h.tuns.at(ti)
 	hp := h.hops.at(ep.hop)
 	t := tunnelTx{ep: ep, out: hp.nic, enc: c.Encap(), ids: &h.tuns.ipID}
-	t.q = t.out.txq[f.qi%len(t.out.txq)]
+	t.q = t.out.txq[f.txQueue(in, t.out)]
 	if t.out.kind == tun.KindTAP {
 		if t.mac = hp.mac.Load(); t.mac == 0 {
 			return false
