@@ -11,8 +11,8 @@ import (
 )
 
 var (
-	tnVIP  = nattest.AP("172.16.1.100:8443")
-	tnVIP6 = nattest.AP("[fd00::100]:5353")
+	tnVIP  = nattest.AP("172.16.1.103:80")
+	tnVIP6 = nattest.AP("[fd00::103]:5353")
 )
 
 // tunnelService adds a service whose one real server tunnels with enc.
