@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/clock"
 	"github.com/tunvs/tunvs/internal/guard"
@@ -86,6 +87,9 @@ type Config struct {
 	// VRRP are the virtual routers (see VRRP); they start last, once
 	// the rules are in.
 	VRRP []VRRP
+	// BGP, if set, announces the VIPs that have a real server to routers
+	// (package bgp), over the director's own stack.
+	BGP *bgp.Config
 }
 
 // Director is a running director.
@@ -118,6 +122,7 @@ type Director struct {
 	allLostOnce sync.Once
 	wg          sync.WaitGroup
 	closeOnce   sync.Once
+	bgp         *bgp.Speaker
 }
 
 // New builds and starts a director. On error everything it opened is
@@ -207,6 +212,11 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str(admin.FieldEvent, admin.EventServiceAdded).
 			Str(admin.FieldService, nat.ProtoName(s.Proto)+" "+s.AddrPort().String()).
 			Str(admin.FieldScheduler, s.SchedulerName()).Int("servers", len(s.Dests())).Msg("service added")
+	}
+	if cfg.BGP != nil {
+		if err := d.startBGP(cfg.BGP, cfg.Links); err != nil {
+			return nil, err
+		}
 	}
 	if cfg.Socket != "" {
 		if d.ctl, err = admin.ListenEnv(cfg.Socket, d.env(), cfg.Log); err != nil {
@@ -427,6 +437,9 @@ func (d *Director) dropCounts() []uint64 {
 // Close stops the control socket and the host and closes the devices.
 func (d *Director) Close() error {
 	var errs []error
+	// The routers are told first, so that they stop sending here while
+	// the director still forwards what is on its way.
+	errs = append(errs, d.stopBGP())
 	// The checks stop before the stack they dial from.
 	d.mu.Lock()
 	if d.Health != nil {

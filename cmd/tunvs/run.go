@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/director"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/gcpace"
@@ -81,6 +82,14 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
                    (TUN: raw IP, TAP: Ethernet), each packet marked
                    inbound or outbound; Wireshark and tshark read it
                    (tcpdump reads a one-link or all-TAP capture)
+  --bgp as=ASN,peer=ADDR,peer-as=ASN[,next-hop=ADDR][,next-hop6=ADDR][,router-id=ADDR][,hold=9s][,port=179]
+        announce every VIP that has a real server taking connections
+        (weight above 0) to the router(s) peer= as a /32 or /128 with the
+        director as next hop (default: its address on the peer's subnet),
+        over BGP (GoBGP, embedded) from the director's own stack; a VIP
+        is withdrawn when health checks leave it no real server, and all
+        are on shutdown. For ECMP over several directors: README, "When
+        one director is not enough"
   --trace          print each packet's walk through the director to stderr
                    (rate-limited by --trace-rate packets a second)
 
@@ -121,6 +130,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
 	pprofAddr := fs.String("pprof", "", "serve the Go runtime's profiles (CPU, heap, block, mutex, execution trace) on http://ADDR/debug/pprof/; turns block and mutex profiling on, which costs a little on every lock")
+	bgpSpec := fs.String("bgp", "", "announce the VIPs over BGP (see above)")
 	trace := fs.Bool("trace", false, "print each packet's walk through the director to stderr")
 	traceRate := fs.Int("trace-rate", 50, "packets traced per second at most (then a summary line)")
 	var lf logFlags
@@ -169,6 +179,14 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 
 	// Everything is parsed and checked before any device is opened.
+	var bgpCfg *bgp.Config
+	if *bgpSpec != "" {
+		c, err := bgp.ParseSpec(*bgpSpec)
+		if err != nil {
+			return usageError{fmt.Errorf("--bgp %q: %w", *bgpSpec, err)}
+		}
+		bgpCfg = &c
+	}
 	var cmds []admin.Command
 	var lines []int
 	var checks health.Parser
@@ -263,7 +281,7 @@ func cmdRun(ctx context.Context, args []string) error {
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
 		Bypass: *bypass, NoGSO: !*gso, Socket: *socket, Log: log,
 		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
-		Health: hc, VRRP: vrrps,
+		Health: hc, VRRP: vrrps, BGP: bgpCfg,
 	}
 	if *trace {
 		dcfg.Trace = os.Stderr

@@ -14,10 +14,10 @@ _tunvs() {
 		;;
 	"run")
 		case "$prev" in
-		--busy-poll|--check|--gogc|--keepalived-conf|--keepalived-id|--link|--log-level|--max-conns|--pprof|--route|--rule|--socket|--state-timeout|--sysctl|--timeouts|--trace-rate|--tun-queues) COMPREPLY=(); return ;;
+		--bgp|--busy-poll|--check|--gogc|--keepalived-conf|--keepalived-id|--link|--log-level|--max-conns|--pprof|--route|--rule|--socket|--state-timeout|--sysctl|--timeouts|--trace-rate|--tun-queues) COMPREPLY=(); return ;;
 		--pcap|--rules) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		esac
-		COMPREPLY=($(compgen -W "--busy-poll --bypass --check --gogc --keepalived-conf --keepalived-id --link --log-json --log-level --max-conns --metrics --pcap --pprof --route --rule --rules --socket --state-timeout --sysctl --timeouts --trace --trace-rate --tun-gso --tun-offload --tun-queues" -- "$cur"))
+		COMPREPLY=($(compgen -W "--bgp --busy-poll --bypass --check --gogc --keepalived-conf --keepalived-id --link --log-json --log-level --max-conns --metrics --pcap --pprof --route --rule --rules --socket --state-timeout --sysctl --timeouts --trace --trace-rate --tun-gso --tun-offload --tun-queues" -- "$cur"))
 		;;
 	"lab")
 		case "$prev" in

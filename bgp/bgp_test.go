@@ -1,0 +1,195 @@
+package bgp
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	api "github.com/osrg/gobgp/v3/api"
+	"github.com/osrg/gobgp/v3/pkg/server"
+	"github.com/rs/zerolog"
+)
+
+func TestParseSpec(t *testing.T) {
+	c, err := ParseSpec("as=65001,peer=10.1.0.1,peer=10.1.0.2,peer-as=65000,next-hop=10.1.0.11,hold=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AS != 65001 || len(c.Peers) != 2 || c.Peers[1] != (Peer{netip.MustParseAddr("10.1.0.2"), 65000, 179}) ||
+		c.NextHop != netip.MustParseAddr("10.1.0.11") || c.Hold != 3*time.Second {
+		t.Fatalf("%+v", c)
+	}
+	for spec, want := range map[string]string{
+		"peer=10.1.0.1,peer-as=65000":                "as= is missing",
+		"as=65001,peer-as=65000":                     "peer= is missing",
+		"as=65001,peer=10.1.0.1":                     "peer-as= is missing",
+		"as=0,peer=10.1.0.1,peer-as=1":               "AS 0 is reserved",
+		"as=1,peer=10.1.0.1,peer-as=1,hold=1s":       "hold=1s: want 3s",
+		"as=1,peer=10.1.0.1,peer-as=1,next-hop=::1":  "IPv6",
+		"as=1,peer=10.1.0.1,peer-as=1,router-id=::1": "IPv4",
+		"as=1,peer=x,peer-as=1":                      "peer=x",
+		"as=1,peer=10.1.0.1,peer-as=1,colour=red":    `unknown key "colour"`,
+		"as=1,peer": "not key=value",
+	} {
+		if _, err := ParseSpec(spec); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want %q", spec, err, want)
+		}
+	}
+}
+
+// router is a GoBGP server standing in for the router: it listens on the
+// loopback and accepts the speaker's session from src.
+func router(t *testing.T, listen, src netip.Addr, peerAS uint32) (*server.BgpServer, int) {
+	t.Helper()
+	// A free port on listen, released for GoBGP to take.
+	l, err := net.Listen("tcp", netip.AddrPortFrom(listen, 0).String())
+	if err != nil {
+		t.Skipf("loopback: %v", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := server.NewBgpServer(server.LoggerOption(logAdapter{zerolog.Nop()}))
+	go r.Serve()
+	ctx := context.Background()
+	if err := r.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65000, RouterId: "10.9.9.9",
+		ListenPort: int32(port), ListenAddresses: []string{listen.String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddPeer(ctx, &api.AddPeerRequest{Peer: &api.Peer{
+		Conf:      &api.PeerConf{NeighborAddress: src.String(), PeerAsn: peerAS},
+		Transport: &api.Transport{PassiveMode: true},
+		Timers:    &api.Timers{Config: &api.TimersConfig{HoldTime: 3, KeepaliveInterval: 1}},
+		AfiSafis: []*api.AfiSafi{
+			{Config: &api.AfiSafiConfig{Family: familyV4, Enabled: true}},
+			{Config: &api.AfiSafiConfig{Family: familyV6, Enabled: true}},
+		},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.StopBgp(context.Background(), &api.StopBgpRequest{}) })
+	return r, port
+}
+
+// routes is what r has learnt: prefix -> next hop.
+func routes(r *server.BgpServer) map[string]string {
+	out := map[string]string{}
+	for _, f := range []*api.Family{familyV4, familyV6} {
+		r.ListPath(context.Background(), &api.ListPathRequest{TableType: api.TableType_GLOBAL, Family: f}, func(d *api.Destination) {
+			for _, p := range d.Paths {
+				nh := ""
+				for _, a := range p.Pattrs {
+					var n api.NextHopAttribute
+					var mp api.MpReachNLRIAttribute
+					if a.UnmarshalTo(&n) == nil {
+						nh = n.NextHop
+					} else if a.UnmarshalTo(&mp) == nil && len(mp.NextHops) > 0 {
+						nh = mp.NextHops[0]
+					}
+				}
+				out[d.Prefix] = nh
+			}
+		})
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within 30 s: %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestAnnounceWithdraw runs the speaker against a GoBGP router over the
+// kernel loopback (Dial stands in for the director's stack: it dials
+// from src, as the director dials from its DIP): the VIPs arrive with the
+// director's next hop, a VIP taken out of Set is withdrawn, and Close
+// ends the session, which drops the rest.
+func TestAnnounceWithdraw(t *testing.T) {
+	listen, src := netip.MustParseAddr("127.0.0.100"), netip.MustParseAddr("127.0.0.101")
+	r, port := router(t, listen, src, 65001)
+	dialed := 0
+	s, err := Start(Config{
+		AS: 65001, Peers: []Peer{{Addr: listen, AS: 65000, Port: uint16(port)}},
+		NextHop: netip.MustParseAddr("10.1.0.11"), NextHop6: netip.MustParseAddr("fd00::11"), Hold: 3 * time.Second,
+		Dial: func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
+			dialed++
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+			return d.DialContext(ctx, "tcp", to.String())
+		},
+		Log: zerolog.Nop(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	waitFor(t, "session established", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
+	vip, vip6 := netip.MustParseAddr("172.16.1.100"), netip.MustParseAddr("fd00::100")
+	if err := s.Set([]netip.Addr{vip, vip6, netip.MustParseAddr("172.16.1.101")}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "three routes", func() bool { return len(routes(r)) == 3 })
+	got := routes(r)
+	if got["172.16.1.100/32"] != "10.1.0.11" || got["fd00::100/128"] != "fd00::11" {
+		t.Fatalf("router learnt %v", got)
+	}
+	if err := s.Set([]netip.Addr{vip}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "withdrawal", func() bool { return len(routes(r)) == 1 })
+	if a := s.Announced(); len(a) != 1 || a[0] != vip {
+		t.Fatalf("announced %v", a)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "routes gone after Close", func() bool { return len(routes(r)) == 0 })
+	if dialed == 0 {
+		t.Fatal("the session did not go through Dial")
+	}
+	if err := s.Set([]netip.Addr{vip}); err == nil {
+		t.Fatal("Set after Close succeeded")
+	}
+}
+
+// TestNoNextHopNoAnnounce: a VIP of a family without a next hop is not
+// announced (it would carry no usable next hop).
+func TestNoNextHopNoAnnounce(t *testing.T) {
+	s := &Speaker{cfg: Config{NextHop: netip.MustParseAddr("10.1.0.11")}, announced: map[netip.Addr][]byte{}}
+	s.srv = server.NewBgpServer(server.LoggerOption(logAdapter{zerolog.Nop()}))
+	go s.srv.Serve()
+	defer s.srv.Stop()
+	if err := s.srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{Asn: 1, RouterId: "10.1.0.11", ListenPort: -1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]netip.Addr{netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.Announced(); len(a) != 1 || a[0] != netip.MustParseAddr("10.0.0.1") {
+		t.Fatalf("announced %v", a)
+	}
+}
+
+func TestStartRefuses(t *testing.T) {
+	dial := func(context.Context, netip.AddrPort) (net.Conn, error) { return nil, nil }
+	peers := []Peer{{Addr: netip.MustParseAddr("10.0.0.1"), AS: 2}}
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{AS: 1, Peers: peers}, "no Dial"},
+		{Config{AS: 1, Dial: dial}, "at least one peer"},
+		{Config{AS: 1, Peers: peers, Dial: dial}, "no router-id"},
+	} {
+		if _, err := Start(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
