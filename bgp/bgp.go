@@ -200,11 +200,6 @@ func Start(cfg Config) (_ *Speaker, err error) {
 	}}); err != nil {
 		return nil, fmt.Errorf("bgp: start: %w", err)
 	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.watch(ctx)
-	}()
 	for i, p := range cfg.Peers {
 		if p.Port == 0 {
 			p.Port = 179
@@ -245,6 +240,13 @@ func Start(cfg Config) (_ *Speaker, err error) {
 		cfg.Log.Info().Str("event", "bgp_peer_added").Stringer("peer", p.Addr).Uint32("peer_as", p.AS).
 			Uint32("as", cfg.AS).Dur("hold", cfg.Hold).Msg("bgp: connecting to the router from the director's stack")
 	}
+	// After the relays exist: watch reads them. A session cannot be
+	// established before this, at least one connect retry away.
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.watch(ctx)
+	}()
 	return s, nil
 }
 
@@ -367,6 +369,16 @@ func (s *Speaker) Peers() []PeerState {
 	return out
 }
 
+// peerOf is the router behind GoBGP's loopback neighbor address.
+func (s *Speaker) peerOf(loop string) string {
+	for i, r := range s.relays {
+		if r.loop.String() == loop {
+			return s.cfg.Peers[i].Addr.String()
+		}
+	}
+	return ""
+}
+
 // watch logs the sessions coming up and going down.
 func (s *Speaker) watch(ctx context.Context) {
 	_ = s.srv.WatchEvent(ctx, &api.WatchEventRequest{Peer: &api.WatchEventRequest_Peer{}}, func(r *api.WatchEventResponse) {
@@ -380,7 +392,10 @@ func (s *Speaker) watch(ctx context.Context) {
 		}
 		peer := ""
 		if pe.Peer.Conf != nil {
-			peer = pe.Peer.Conf.Description
+			peer = s.peerOf(pe.Peer.Conf.NeighborAddress)
+		}
+		if peer == "" {
+			return
 		}
 		if st == api.PeerState_ESTABLISHED {
 			s.cfg.Log.Info().Str("event", "bgp_established").Str("peer", peer).Msg("bgp: session established")

@@ -63,6 +63,10 @@ type NetnsConfig struct {
 	// HA: two directors, master and backup (see HAConf), the real
 	// servers' gateway HAGateway. TAP and masquerading only.
 	HA bool
+	// Directors, if above 0, makes it the scale-out lab instead
+	// (cluster.go): that many directors behind a BGP router with ECMP,
+	// direct routing to the real servers.
+	Directors int
 }
 
 func (c *NetnsConfig) defaults() error {
@@ -77,6 +81,9 @@ func (c *NetnsConfig) defaults() error {
 	}
 	if c.Attach == "" {
 		c.Attach = "tap"
+	}
+	if c.Directors < 0 || c.Directors > MaxDirectors {
+		return fmt.Errorf("lab: --directors %d: want 1 to %d", c.Directors, MaxDirectors)
 	}
 	if c.Attach != "tap" && c.Attach != "tun" {
 		return fmt.Errorf("lab: --attach %q: want tap or tun", c.Attach)

@@ -60,6 +60,9 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	if err := cfg.defaults(); err != nil {
 		return err
 	}
+	if cfg.Directors > 0 {
+		return ClusterInner(ctx, cfg, w)
+	}
 	if err := netns.CheckFresh(); err != nil {
 		return err
 	}
@@ -659,6 +662,9 @@ func RemoveState(dir string) error {
 	}
 	known := map[string]bool{"sandbox": true, "hosts": true, "ready": true, "tunvs.sock": true, "nft-unavailable": true,
 		"director.pid": true, "backup.pid": true, "tunvs-backup.sock": true, "director-keepalived.conf": true, "backup-keepalived.conf": true}
+	for k := range clusterFiles {
+		known[k] = true
+	}
 	for _, e := range ents {
 		n := e.Name()
 		if n == "bin" && e.IsDir() {
@@ -668,7 +674,7 @@ func RemoveState(dir string) error {
 			}
 			continue
 		}
-		if !known[n] && !strings.HasSuffix(n, ".log") && !strings.HasSuffix(n, ".tmp") || e.IsDir() {
+		if !known[n] && !isDirectorSocket(n) && !strings.HasSuffix(n, ".log") && !strings.HasSuffix(n, ".tmp") || e.IsDir() {
 			return fmt.Errorf("lab: %s holds %s, which is not the lab's: not removing it", dir, n)
 		}
 	}

@@ -73,6 +73,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	ruleLines := fs.StringArray("rule", nil, "in-process lab: one ipvsadm command, instead of the article's rules; repeatable")
 	fwd := fs.String("fwd", "masq", "forwarding method of the real servers: masq (NAT: their gateway is the director) or fullnat (DPVS's full NAT: they keep their own gateway and see the director's local address "+lab.LocalAddr.String()+")")
 	ha := fs.Bool("ha", false, "with --netns: two directors, master and backup, as a keepalived LVS-NAT pair: VRRP moves the VIP and the real servers' gateway "+lab.HAGateway.String()+", the sync daemons the connections (kill the master to watch the failover)")
+	directors := fs.Int("directors", 0, fmt.Sprintf("with --netns: the scale-out lab: N (1 to %d) tunvs directors behind a BGP router (BIRD) with ECMP, direct routing to the real servers, scheduler mh unless -s; see README, \"When one director is not enough\"", lab.MaxDirectors))
 	inner := fs.Bool("inner", false, "")
 	fs.MarkHidden("inner")
 	var lf logFlags
@@ -119,7 +120,7 @@ func cmdLab(ctx context.Context, args []string) error {
 		return usageError{fmt.Errorf("-r %d: want 1 to %d real servers (%s)", *servers, maxServers, kind)}
 	}
 	if !*useNetns {
-		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir", "ha"} {
+		for _, f := range []string{"attach", "rs-cmd", "detach", "walk", "walk-auto", "state-dir", "ha", "directors"} {
 			if fs.Changed(f) {
 				return usageError{fmt.Errorf("--%s needs --netns", f)}
 			}
@@ -173,9 +174,18 @@ func cmdLab(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT, HA: *ha}
+	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT, HA: *ha,
+		Directors: *directors}
 	if *ha && (*attach != "tap" || fullNAT) {
 		return usageError{fmt.Errorf("--ha needs --attach tap and --fwd masq (the virtual addresses move by ARP on the lab segment)")}
+	}
+	if fs.Changed("directors") {
+		if *ha {
+			return usageError{fmt.Errorf("--ha and --directors: give one (an HA pair, or N directors behind a BGP router)")}
+		}
+		if err := clusterFlags(fs, &cfg); err != nil {
+			return err
+		}
 	}
 	if *attach != "tap" && *attach != "tun" {
 		return usageError{fmt.Errorf("--attach %q: want tap or tun", *attach)}

@@ -57,6 +57,9 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	if cfg.HA {
 		args = append(args, "--ha")
 	}
+	if cfg.Directors > 0 {
+		args = append(args, "--directors", strconv.Itoa(cfg.Directors))
+	}
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}
@@ -113,7 +116,11 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	if st, err = lab.ReadState(cfg.StateDir); err != nil {
 		return fail(err)
 	}
-	lab.Banner(os.Stdout, st, cfg, "tunvs")
+	if cfg.Directors > 0 {
+		lab.ClusterBanner(os.Stdout, st, cfg, "tunvs")
+	} else {
+		lab.Banner(os.Stdout, st, cfg, "tunvs")
+	}
 	if walk {
 		fmt.Println()
 		if err := lab.Walk(ctx, st, lab.WalkOptions{Self: cfg.Self, Pause: !walkAuto, In: os.Stdin, Out: os.Stdout, Servers: cfg.Servers}); err != nil {
