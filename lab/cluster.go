@@ -116,11 +116,11 @@ func BuildCluster(ctx context.Context, topo *netns.Topology, cfg ClusterConfig) 
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	bird, err := exec.LookPath("bird")
-	if err != nil {
+	bird := sbinTool("bird")
+	if bird == "" {
 		return nil, errors.New("lab: bird (Debian package bird2) is needed for the router")
 	}
-	birdc, _ := exec.LookPath("birdc")
+	birdc := sbinTool("birdc")
 	c := &Cluster{cfg: cfg, topo: topo, dirs: map[int]*labProc{}, birdPath: bird, birdcPath: birdc,
 		birdSockP: filepath.Join(cfg.StateDir, birdSock)}
 	defer func() {
@@ -568,3 +568,17 @@ var clusterFiles = map[string]bool{birdConf: true, birdSock: true, "bird.pid": t
 var directorSocketRE = regexp.MustCompile(`^d[0-9]+\.sock$`)
 
 func isDirectorSocket(name string) bool { return directorSocketRE.MatchString(name) }
+
+// sbinTool finds a tool in PATH or in /usr/sbin, /sbin (an ordinary
+// user's PATH often lacks them; Debian puts bird there).
+func sbinTool(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if _, err := os.Stat(filepath.Join(d, name)); err == nil {
+			return filepath.Join(d, name)
+		}
+	}
+	return ""
+}
