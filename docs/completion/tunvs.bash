@@ -21,14 +21,14 @@ _tunvs() {
 		;;
 	"lab")
 		case "$prev" in
-		--check|--log-level|--requests|--rs-cmd|--rule|--servers|--socket|-n|-r) COMPREPLY=(); return ;;
+		--check|--directors|--log-level|--requests|--rs-cmd|--rule|--servers|--socket|-n|-r) COMPREPLY=(); return ;;
 		--scheduler|-s) COMPREPLY=($(compgen -W "dh fo lblc lblcr lc mh nq ovf rr sed sh twos wlc wrr" -- "$cur")); return ;;
 		--state-dir) COMPREPLY=($(compgen -d -- "$cur")); return ;;
 		--rules) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--fwd) COMPREPLY=($(compgen -W "masq fullnat" -- "$cur")); return ;;
 		--attach) COMPREPLY=($(compgen -W "tap tun" -- "$cur")); return ;;
 		esac
-		COMPREPLY=($(compgen -W "--attach --check --detach --fwd --ha --log-json --log-level --netns --requests -n --rs-cmd --rule --rules --scheduler -s --servers -r --socket --state-dir --stay --trace --walk --walk-auto exec walk capture down" -- "$cur"))
+		COMPREPLY=($(compgen -W "--attach --check --detach --directors --fwd --ha --log-json --log-level --netns --requests -n --rs-cmd --rule --rules --scheduler -s --servers -r --socket --state-dir --stay --trace --walk --walk-auto exec walk capture down" -- "$cur"))
 		;;
 	"lab exec")
 		case "$prev" in
