@@ -213,6 +213,16 @@ func (c *Conn) proxyOut(p *Packet) {
 	}
 }
 
+// proxyQuote maps the sequence number an ICMP error quotes, of a client
+// segment as the real server's side saw it, back to the client's.
+func (c *Conn) proxyQuote(p *Packet) {
+	pc := c.pp()
+	pc.mu.Lock()
+	a := pc.seq
+	pc.mu.Unlock()
+	p.AdjustInnerSeq(&a)
+}
+
 // maxIPLen is the largest IP packet (IPv4 total length, IPv6 header and
 // payload length).
 func maxIPLen(v6 bool) int {

@@ -175,6 +175,23 @@ func TestProxyProtocolFlow(t *testing.T) {
 				if r.Proxy || p.Seq() != next+h || !p.VerifyL4Checksum() {
 					t.Fatalf("second segment: %+v seq %d", r, p.Seq())
 				}
+				// A router on the real server's side says the
+				// segment was too big: the client must find its own
+				// number in the quote.
+				icmp := make([]byte, 1500)
+				router := netip.MustParseAddr("172.16.1.254")
+				if v6 {
+					router = netip.MustParseAddr("fd00::254")
+				}
+				n := nat.BuildTooBig(icmp, &p, router, 1400)
+				var ip nat.Packet
+				if r := tb.Process(icmp[:n], &ip, 5); r.Verdict != nat.Forward || r.Dir != nat.DirOut {
+					t.Fatalf("ICMP: %+v", r)
+				}
+				in := ip.Inner
+				if q := binary.BigEndian.Uint32(ip.B[in.L4+4:]); q != next || !ip.VerifyL4Checksum() || ip.InnerSrc() != c.Addr() {
+					t.Fatalf("ICMP quotes seq %d from %v, want %d from %v; checksum ok %v", q, ip.InnerSrc(), next, c.Addr(), ip.VerifyL4Checksum())
+				}
 				// The real server acknowledges everything and SACKs
 				// a later range; the client sees its own numbers.
 				rs := r.Conn.Dest()

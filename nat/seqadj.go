@@ -259,3 +259,38 @@ func (p *Packet) put16(th []byte, off int, v uint16) {
 		put16(c, csum.Update(binary.BigEndian.Uint16(c), old, v))
 	}
 }
+
+// AdjustInnerSeq maps the sequence number of the TCP segment an ICMP
+// error quotes from the receiver's numbering back to the sender's, with
+// a the sender's direction's shift (a.Ack), so that the sender finds the
+// segment it sent (Linux ignores an error quoting a number outside its
+// window, tcp_v4_err). The quoted TCP checksum, when quoted, and the ICMP
+// checksum are kept right. It reports whether p quotes a TCP segment.
+func (p *Packet) AdjustInnerSeq(a *SeqAdj) bool {
+	in := &p.Inner
+	b := p.B
+	if !p.ICMPError || in.Proto != ipProtoTCP || p.innerLater || in.L4 < 0 || in.L4+8 > len(b) || p.L4+icmpHeader > len(b) {
+		return false
+	}
+	if !a.Active() {
+		return true
+	}
+	o := in.L4 + tcpSeqOff
+	old := binary.BigEndian.Uint32(b[o:])
+	nw := a.Ack(old)
+	if nw == old {
+		return true
+	}
+	d := csum.WordDelta(uint16(old>>16), uint16(nw>>16)) + csum.WordDelta(uint16(old), uint16(nw))
+	binary.BigEndian.PutUint32(b[o:], nw)
+	outer := d
+	if c := in.L4 + tcpCsumOff; c+2 <= len(b) {
+		oc := binary.BigEndian.Uint16(b[c:])
+		nc := csum.ApplyDelta(oc, d)
+		put16(b[c:], nc)
+		outer += csum.WordDelta(oc, nc)
+	}
+	c := b[p.L4+2 : p.L4+4]
+	put16(c, csum.ApplyDelta(binary.BigEndian.Uint16(c), outer))
+	return true
+}

@@ -772,6 +772,10 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 			p.SetInnerSrc(c.CAddr(), c.CPort)
 			p.SetDst(c.CAddr(), 0)
 		}
+		if c.hasFlag(flagProxy) {
+			// The quote carries the shifted sequence number.
+			c.proxyQuote(p)
+		}
 		p.SetSrc(c.VAddr(), 0)
 		return Result{Verdict: Forward, Dir: DirOut, Conn: c}
 	}

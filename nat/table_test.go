@@ -531,6 +531,10 @@ func FuzzProcess(f *testing.F) {
 	icmp := make([]byte, 1280)
 	n := nat.BuildTooBig(icmp, &op, netip.MustParseAddr("172.16.1.254"), 1400)
 	seeds = append(seeds, icmp[:n])
+	// An error about the PROXY connection's shifted segment.
+	nat.Parse(nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(lad4[1], 40000), Dst: netip.AddrPortFrom(rs2, 8080), Proto: 6, Seq: 1500, Size: 600}), &op)
+	icmp2 := make([]byte, 1280)
+	seeds = append(seeds, icmp2[:nat.BuildTooBig(icmp2, &op, netip.MustParseAddr("172.16.1.254"), 1400)])
 	for _, s := range seeds {
 		f.Add(s)
 	}
