@@ -2,7 +2,11 @@ package vrrp
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tunvs/tunvs/internal/csum"
@@ -154,6 +158,15 @@ func FuzzReceive(f *testing.F) {
 	f.Add(AppendAdvertFrame(nil, &a, VirtualMAC(9, false), netip.MustParseAddr("192.0.2.2"))[ethLen:])
 	a.Addrs = []netip.Addr{netip.MustParseAddr("2001:db8::1")}
 	f.Add(AppendAdvertFrame(nil, &a, VirtualMAC(9, true), netip.MustParseAddr("fe80::2"))[ethLen:])
+	// keepalived's own adverts (golden_test.go).
+	files, _ := filepath.Glob("testdata/keepalived/*.hex")
+	for _, fn := range files {
+		if raw, err := os.ReadFile(fn); err == nil {
+			if b, err := hex.DecodeString(strings.TrimSpace(string(raw))); err == nil {
+				f.Add(b)
+			}
+		}
+	}
 	rc := NewReceiver()
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ip, err := ParseIP(b)
