@@ -100,7 +100,13 @@ func ParseRulesLines(r io.Reader) ([]Command, []int, error) {
 		}
 		switch c.Op {
 		case OpAddService, OpEditService, OpDelService, OpAddDest, OpEditDest, OpDelDest, OpClear, OpSetTimeout, OpZero, OpSetSysctl,
-			OpAddLocalAddr, OpDelLocalAddr:
+			OpAddLocalAddr, OpDelLocalAddr, OpStartDaemon:
+			// A rules file may start the sync daemons as
+			// ipvsadm --start-daemon lines do (rules.Rules.Sync);
+			// --stop-daemon is what a line taken out does.
+			if c.Op == OpStartDaemon && c.Daemon.Role == 0 {
+				return nil, nil, &LineError{Line: n, Text: text, Err: usagef("--start-daemon needs master or backup")}
+			}
 		default:
 			return nil, nil, &LineError{Line: n, Text: text, Err: usagef("not a command a rules file may hold")}
 		}

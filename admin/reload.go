@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/tunvs/tunvs/health"
+	"github.com/tunvs/tunvs/ipvssync"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/rules"
 )
@@ -33,21 +34,48 @@ func ReadRulesFile(data string, checks *health.Parser) ([]Command, []int, error)
 // describes a whole table), checked as a whole: the first refused command
 // is returned with its line, and ipvsadm's message, as Apply would.
 func RulesOf(cmds []Command, lines []int) (rules.Rules, error) {
-	d := make(rules.Diff, len(cmds))
-	for i, c := range cmds {
-		d[i] = c.Change()
+	d := make(rules.Diff, 0, len(cmds))
+	// at maps d's changes back to cmds, for the errors: --start-daemon
+	// lines are no change to the table but the rules' Sync.
+	at := make([]int, 0, len(cmds))
+	var sync rules.Sync
+	lineErr := func(i int, err error) error {
 		if lines != nil && i < len(lines) {
-			d[i].Line = lines[i]
+			return &LineError{Line: lines[i], Err: err}
 		}
+		return fmt.Errorf("command %d: %w", i+1, err)
+	}
+	for i, c := range cmds {
+		if c.Op == OpStartDaemon {
+			cfg := c.Daemon.Config
+			slot := &sync.Master
+			if c.Daemon.Role == ipvssync.Backup {
+				slot = &sync.Backup
+			}
+			if *slot != nil {
+				return rules.Rules{}, lineErr(i, ipvsErr("Daemon has already run", ipvssync.ErrRunning))
+			}
+			if err := cfg.Validate(); err != nil {
+				return rules.Rules{}, lineErr(i, ipvsErr(fmt.Sprintf("Invalid argument (%v)", err), err))
+			}
+			*slot = &cfg
+			continue
+		}
+		ch := c.Change()
+		if lines != nil && i < len(lines) {
+			ch.Line = lines[i]
+		}
+		d = append(d, ch)
+		at = append(at, i)
 	}
 	r, err := rules.Rules{}.Next(d)
 	var ce *rules.ChangeError
 	if errors.As(err, &ce) {
-		err = natErr(cmds[ce.Index].Op, ce.Err)
-		if lines != nil && ce.Index < len(lines) {
-			return r, &LineError{Line: lines[ce.Index], Err: err}
-		}
-		return r, fmt.Errorf("command %d: %w", ce.Index+1, err)
+		i := at[ce.Index]
+		return r, lineErr(i, natErr(cmds[i].Op, ce.Err))
+	}
+	if sync.Master != nil || sync.Backup != nil {
+		r.Sync = &sync
 	}
 	return r, err
 }

@@ -110,8 +110,11 @@ type Director struct {
 	// Routers are the VRRP virtual routers (Config.VRRP).
 	Routers []*vrrp.Router
 	vrrpRx  *vrrp.Receiver
-	ctl     *admin.Server
-	log     zerolog.Logger
+	// vrrpDrivesSync: a router drives the sync daemons (a rules file's
+	// --start-daemon lines then do not).
+	vrrpDrivesSync bool
+	ctl            *admin.Server
+	log            zerolog.Logger
 	// mu serialises changes to the table: control requests and reloads.
 	mu        sync.Mutex
 	pcap      *netstack.PcapWriter
@@ -331,7 +334,14 @@ func (d *Director) Reload(path string) ([]admin.Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	return d.ReloadRules(want)
+	cmds, err := d.ReloadRules(want)
+	if err != nil {
+		return cmds, err
+	}
+	if err := d.syncFromFile(want.Sync); err != nil {
+		return cmds, fmt.Errorf("rules applied, but: %w", err)
+	}
+	return cmds, nil
 }
 
 // ReloadRules is Reload with the configuration already read and

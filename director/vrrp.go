@@ -54,6 +54,9 @@ func (d *Director) startVRRP(cfgs []VRRP) error {
 			return fmt.Errorf("vrrp %s: virtual router id %d twice on %s", c.Router.Name, c.Router.VRID, c.Router.Link)
 		}
 		rs = append(rs, r)
+		if c.Sync != nil {
+			d.vrrpDrivesSync = true
+		}
 	}
 	d.vrrpRx = rx
 	d.Host.SetVRRP(rx.Receive)
