@@ -149,9 +149,10 @@ func proxySetting(svc *Service, d *Dest) rules.ProxyProtocol {
 }
 
 // initProxy gives the full-NAT connection c, not yet published and with
-// its addresses set, opened by the SYN p, the PROXY protocol setting s.
-func (c *Conn) initProxy(p *Packet, s rules.ProxyProtocol) {
-	pp := &ppExt{setting: s, isn: p.Seq()}
+// its addresses set, whose client's initial sequence number is isn, the
+// PROXY protocol setting s.
+func (c *Conn) initProxy(isn uint32, s rules.ProxyProtocol) {
+	pp := &ppExt{setting: s, isn: isn}
 	var buf [ProxyMaxLen]byte
 	pp.hlen = uint8(len(AppendProxyHeader(buf[:0], s.Version(),
 		netip.AddrPortFrom(c.CAddr(), c.CPort), netip.AddrPortFrom(c.VAddr(), c.VPort))))

@@ -368,3 +368,57 @@ func TestProxyProtocolOffload(t *testing.T) {
 		}
 	}
 }
+
+// With the SYN proxy the connection starts from the cookie ACK, which
+// tells the client's ISN: the request held until the server answers goes
+// to it with the header in front, and the later numbers are shifted on
+// top of the SYN proxy's translation.
+func TestProxyProtocolSynProxy(t *testing.T) {
+	laddr := netip.MustParseAddr("172.16.1.200")
+	e := newEnv(t, nat.Config{}, func(tb *nat.Table) {
+		if _, err := tb.AddService(nat.ServiceConfig{Proto: 6, Addr: vip.Addr(), Port: vip.Port(), Scheduler: "rr", SynProxy: true,
+			LocalAddrs: []netip.Addr{laddr}, ProxyProtocol: rules.ProxyV2}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tb.AddDest(nat.ServiceKey{Proto: 6, Addr: vip.Addr(), Port: vip.Port()},
+			nat.DestConfig{Addr: rs1, Port: 8080, Weight: 1, Method: rules.FullNAT}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	sp := &spEnv{env: e, c: cli, v: vip, rs: rs1}
+	const cISN, rsISN = 1_000_000, 7_000_000
+	_, b := sp.send(nattest.Seg{Src: cli, Dst: vip, Flags: S, Seq: cISN, Options: synOpts(1460, 500, 0, 9), Window: 64240})
+	sa := readSeg(t, b)
+	cookie, ourTS := sa.seq, u32(sa.opts[8])
+	r, b := sp.send(nattest.Seg{Src: cli, Dst: vip, Flags: A, Seq: cISN + 1, Ack: cookie + 1, Options: tsOpts(501, ourTS), Window: 502})
+	if r.Verdict != nat.Forward || r.Proxy {
+		t.Fatalf("cookie ACK: %+v", r)
+	}
+	local := readSeg(t, b).src
+	req := []byte("GET / HTTP/1.1\r\n\r\n")
+	sp.send(nattest.Seg{Src: cli, Dst: vip, Flags: A | nattest.PSH, Seq: cISN + 1, Ack: cookie + 1, Options: tsOpts(502, ourTS), Payload: req})
+	r, _ = sp.send(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: local, Flags: S | A, Seq: rsISN, Ack: cISN + 1,
+		Options: synOpts(1400, 90000, 501, 7)})
+	if r.Verdict != nat.Forward || !r.Proxy {
+		t.Fatalf("held request: %+v", r)
+	}
+	dst := make([]byte, 2000)
+	n := nat.InsertProxy(dst, &e.p, r.Conn)
+	hdr := nat.AppendProxyHeader(nil, 2, cli, vip)
+	d := readSeg(t, dst[:n])
+	if d.seq != cISN+1 || d.ack != rsISN+1 || string(d.payload) != string(hdr)+string(req) || !nattest.L4ChecksumOK(dst[:n]) {
+		t.Fatalf("held request to the server %+v", d)
+	}
+	// The next client segment is shifted by the header; the server's
+	// acknowledgement of everything comes back to the client's number.
+	next := cISN + 1 + uint32(len(req))
+	_, b = sp.send(nattest.Seg{Src: cli, Dst: vip, Flags: A, Seq: next, Ack: cookie + 1, Options: tsOpts(503, ourTS), Payload: []byte("x")})
+	if s := readSeg(t, b); s.seq != next+uint32(len(hdr)) || s.ack != rsISN+1 {
+		t.Fatalf("second segment %+v", s)
+	}
+	_, b = sp.send(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: local, Flags: A, Seq: rsISN + 1, Ack: next + uint32(len(hdr)) + 1,
+		Options: tsOpts(90010, 503)})
+	if o := readSeg(t, b); o.ack != next+1 || o.seq != cookie+1 {
+		t.Fatalf("to the client %+v", o)
+	}
+}

@@ -492,10 +492,14 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	if fnat {
 		c.ext().fnat = new(fnatExt)
 		c.setFlag(flagFullNAT)
-		if p.Proto == ProtoTCP && p.TCPFlags&tcpSYN != 0 {
-			// Only a SYN tells where the client's data starts.
-			if pps := proxySetting(svc, d); pps.Version() != 0 {
-				c.initProxy(p, pps)
+		// Only a SYN, or the SYN proxy's cookie ACK, tells where the
+		// client's data starts.
+		if pps := proxySetting(svc, d); pps.Version() != 0 && p.Proto == ProtoTCP {
+			switch {
+			case p.TCPFlags&tcpSYN != 0:
+				c.initProxy(p.Seq(), pps)
+			case sp != nil:
+				c.initProxy(sp.clientISN, pps)
 			}
 		}
 	}
