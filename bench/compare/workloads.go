@@ -221,8 +221,10 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // path. It also records key_cpu_us_pkt, the director's CPU time (its
 // own and the kernel's work in its system calls, the receiving hosts'
 // TCP included) per packet over the workload: unlike the throughput, it
-// hardly moves with what else the machine runs, so options can be
-// compared on a busy one.
+// moves less with what else the machine runs, so options can be
+// compared on a busy one. At a low packet rate (the latency workload)
+// the director's background work (expiry, rate estimator, metrics
+// scrapes, and with -profile the profiling) is a large part of it.
 func (b *bed) bypassShare(r *result, key string) func() {
 	if !b.tunvs {
 		return func() {}
