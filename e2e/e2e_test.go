@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -82,7 +83,9 @@ type env struct {
 	rss    []*rs
 	sock   string
 	daemon *exec.Cmd
-	log    *lockedBuffer
+	// wrap runs the daemon under another command (prlimit, say).
+	wrap []string
+	log  *lockedBuffer
 }
 
 type opts struct {
@@ -93,6 +96,8 @@ type opts struct {
 	clientAdvmss, rsAdvmss bool
 	// extra are more tunvs run arguments.
 	extra []string
+	// nofile, if set, bounds the daemon's descriptors (prlimit --nofile).
+	nofile int
 	// fullNAT: every real server is --fullnat, each service has a local
 	// address (lad4, lad6) on the real servers' network, and the real
 	// servers have no route but their own network's: none to the
@@ -124,7 +129,8 @@ func (e *env) startDaemon(args []string, devs ...string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	e.daemon = exec.CommandContext(ctx, bin("tunvs"), args...)
+	cmd := append(append(slices.Clone(e.wrap), bin("tunvs")), args...)
+	e.daemon = exec.CommandContext(ctx, cmd[0], cmd[1:]...)
 	e.daemon.Stdout, e.daemon.Stderr = e.log, e.log
 	e.daemon.Cancel = func() error { return e.daemon.Process.Signal(os.Interrupt) }
 	e.daemon.WaitDelay = 5 * time.Second
@@ -198,6 +204,9 @@ func setup(t *testing.T, o opts) *env {
 		)
 	}
 	args = append(args, o.extra...)
+	if o.nofile > 0 {
+		e.wrap = []string{"prlimit", fmt.Sprintf("--nofile=%d:%d", o.nofile, o.nofile), "--"}
+	}
 	e.startDaemon(args, "tvc", "tvr1", "tvr2")
 	// The TUN devices move into the hosts; the director keeps their fds.
 	must := func(err error) {

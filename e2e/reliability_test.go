@@ -25,9 +25,14 @@ import (
 // TUNVS_RELIABILITY is set.
 const envReliability = "TUNVS_RELIABILITY"
 
-// floodRates are the flood's packets a second; 0 is as fast as one
-// sender goroutine can write them.
-var floodRates = []int{20000, 0}
+// floods are the flood's packets a second (0: as fast as one sender
+// goroutine can write them) and the SYN proxy's mode: the default, which
+// sends cookies once the table is at its bound, and "always" (synproxy=2),
+// where no SYN takes an entry.
+var floods = []struct {
+	rate     int
+	synproxy int
+}{{20000, 1}, {0, 1}, {0, 2}}
 
 // A spoofed SYN flood against a bounded table (--max-conns 10000, the
 // issue's case): clients' new connections during the flood, an
@@ -40,12 +45,12 @@ func TestSYNFlood(t *testing.T) {
 		t.Skip("set " + envReliability + "=1 (make reliability)")
 	}
 	inSandboxes(t, func(t *testing.T) {
-		for _, rate := range floodRates {
-			name := "max"
-			if rate > 0 {
-				name = strconv.Itoa(rate)
+		for _, f := range floods {
+			name := rateName(f.rate)
+			if f.synproxy == 2 {
+				name += "_synproxy_always"
 			}
-			t.Run(name, func(t *testing.T) { runSYNFlood(t, rate) })
+			t.Run(name, func(t *testing.T) { runSYNFlood(t, f.rate, f.synproxy) })
 		}
 	})
 }
@@ -79,7 +84,7 @@ func (e *env) conns() int {
 	return n
 }
 
-func runSYNFlood(t *testing.T, rate int) {
+func runSYNFlood(t *testing.T, rate, synproxy int) {
 	const (
 		maxConns = 10000
 		floodFor = 10 * time.Second
@@ -87,7 +92,8 @@ func runSYNFlood(t *testing.T, rate int) {
 	e := setup(t, opts{extra: []string{fmt.Sprintf("--max-conns=%d", maxConns),
 		// The flood's half-open entries drain in 10 s instead of the
 		// kernel's 60 so that the suite ends in bounded time.
-		"--state-timeout=SYN_RECV=10s"}})
+		"--state-timeout=SYN_RECV=10s",
+		"--sysctl", fmt.Sprintf("synproxy=%d", synproxy), "--metrics=127.0.0.1:0"}})
 	pid := e.daemon.Process.Pid
 	c := e.httpClient()
 	get(t, c, "http://172.16.1.100/") // warm up
@@ -209,11 +215,16 @@ func runSYNFlood(t *testing.T, rate int) {
 	drained := time.Since(drainStart).Round(time.Second)
 	time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
 	rssAfter := rssKB(pid)
+	m := e.metrics()
+	ev := func(name string) uint64 {
+		return metric(t, m, fmt.Sprintf(`tunvs_synproxy_total{event="%s"}`, name))
+	}
 	total := newOK.Load() + newFail.Load()
 	pct := 100 * float64(newOK.Load()) / float64(max(total, 1))
-	t.Logf("FIGURES rate=%s sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d",
-		rateName(rate), sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
-		estOK.Load(), estFail.Load(), estNew.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter)
+	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d",
+		rateName(rate), synproxy, sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
+		estOK.Load(), estFail.Load(), estNew.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter,
+		ev("cookies_sent"), ev("cookie_acks"), ev("bad_cookie_acks"), metric(t, m, `tunvs_drops_total{reason="table_full"}`))
 	if pct < 99 {
 		t.Errorf("%.2f%% of new connections succeeded during the flood, want >= 99%%", pct)
 	}

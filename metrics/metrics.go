@@ -292,6 +292,7 @@ func writeListeners(m *writer, ls []*guard.Listener) {
 		{"accepted", "connections accepted", func(s *guard.Stats) uint64 { return s.Accepted.Load() }},
 		{"accept_errors", "failed accepts retried after a backoff (out of descriptors, say)", func(s *guard.Stats) uint64 { return s.AcceptErrors.Load() }},
 		{"over_limit", "connections closed at once: the listener's connection limit was reached", func(s *guard.Stats) uint64 { return s.OverLimit.Load() }},
+		{"evicted", "connections that had sent nothing closed to make room for a new one at the limit", func(s *guard.Stats) uint64 { return s.Evicted.Load() }},
 		{"timeouts", "connections closed idle or too slow past their read deadline", func(s *guard.Stats) uint64 { return s.Timeouts.Load() }},
 		{"too_large", "requests refused for their size", func(s *guard.Stats) uint64 { return s.TooLarge.Load() }},
 	} {

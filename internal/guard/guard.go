@@ -5,8 +5,11 @@
 // ENOBUFS, ECONNABORTED...): it backs off as net/http's Server.Serve does,
 // 5 ms doubling to 1 s, and tries again, so that the listener answers
 // again as soon as descriptors are free. It holds at most Max connections
-// at once and closes the ones beyond at once, so that idle clients cannot
-// take every descriptor of the process. Each of these is counted, and
+// at once, so that idle clients cannot take every descriptor of the
+// process: at the limit a new connection takes the place of the oldest one
+// that has not sent a byte in evictAfter (a client that connects and says
+// nothing, as a slow-loris attack does, cannot keep others out), and if
+// there is none the new one is closed at once. Each of these is counted, and
 // logged once when it starts (and accept errors again when they stop), not
 // once per connection.
 package guard
@@ -31,14 +34,22 @@ const (
 	maxBackoff = time.Second
 )
 
+// defaultEvictAfter is how long a connection may stay silent (no byte
+// received since it was accepted) before a new one at the limit takes its
+// place: long enough for any client's first write to arrive.
+const defaultEvictAfter = 100 * time.Millisecond
+
 // Stats are a listener's counters.
 type Stats struct {
 	// Accepted connections, those closed at once over the limit included.
 	Accepted atomic.Uint64
 	// AcceptErrors are failed accepts that were retried after a backoff.
 	AcceptErrors atomic.Uint64
-	// OverLimit are connections closed at once because Max were open.
+	// OverLimit are connections closed at once because Max were open
+	// and none was silent.
 	OverLimit atomic.Uint64
+	// Evicted are silent connections closed to make room for a new one.
+	Evicted atomic.Uint64
 	// Timeouts are connections whose read deadline passed (an idle
 	// keep-alive, a client too slow to send its request).
 	Timeouts atomic.Uint64
@@ -52,7 +63,10 @@ type Config struct {
 	Name string
 	// Max is how many connections may be open at once (0: 64).
 	Max int
-	Log zerolog.Logger
+	// EvictAfter is how long a connection may have sent nothing before a
+	// new one at the limit takes its place (0: 100 ms).
+	EvictAfter time.Duration
+	Log        zerolog.Logger
 	// sleep waits d or until done is closed (tests shorten it).
 	sleep func(d time.Duration, done <-chan struct{})
 }
@@ -70,7 +84,12 @@ type Listener struct {
 	// failing is set while accepts fail; overLimit while connections are
 	// refused for the limit; timedOut and tooLarge once the first of
 	// those was logged. They keep each condition to one log line.
-	failing, overLimit, timeoutLogged, tooLargeLogged atomic.Bool
+	failing, overLimit, timeoutLogged, tooLargeLogged, evictLogged atomic.Bool
+	// silent are the open connections that have sent nothing yet, oldest
+	// first, under mu.
+	mu         sync.Mutex
+	silent     []*conn
+	evictAfter time.Duration
 }
 
 // New wraps ln.
@@ -81,8 +100,11 @@ func New(ln net.Listener, cfg Config) *Listener {
 	if cfg.sleep == nil {
 		cfg.sleep = sleep
 	}
+	if cfg.EvictAfter <= 0 {
+		cfg.EvictAfter = defaultEvictAfter
+	}
 	return &Listener{Listener: ln, name: cfg.Name, log: cfg.Log, slots: make(chan struct{}, cfg.Max),
-		done: make(chan struct{}), sleep: cfg.sleep}
+		done: make(chan struct{}), sleep: cfg.sleep, evictAfter: cfg.EvictAfter}
 }
 
 func sleep(d time.Duration, done <-chan struct{}) {
@@ -149,11 +171,13 @@ func (l *Listener) Accept() (net.Conn, error) {
 				Msg("accept works again")
 		}
 		l.Stats.Accepted.Add(1)
-		select {
-		case l.slots <- struct{}{}:
-			l.overLimit.Store(false)
-			return &conn{Conn: c, l: l}, nil
-		default:
+		if gc, ok := l.admit(c); ok {
+			return gc, nil
+		}
+		if l.evict() {
+			if gc, ok := l.admit(c); ok {
+				return gc, nil
+			}
 		}
 		l.Stats.OverLimit.Add(1)
 		if !l.overLimit.Swap(true) {
@@ -162,6 +186,54 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		_ = c.Close()
 	}
+}
+
+// admit takes a slot for c, if one is free.
+func (l *Listener) admit(c net.Conn) (net.Conn, bool) {
+	select {
+	case l.slots <- struct{}{}:
+	default:
+		return nil, false
+	}
+	l.overLimit.Store(false)
+	gc := &conn{Conn: c, l: l, at: time.Now()}
+	l.mu.Lock()
+	l.silent = append(l.silent, gc)
+	l.mu.Unlock()
+	return gc, true
+}
+
+// evict closes the oldest connection silent for l.evictAfter, if any, and
+// reports whether it did.
+func (l *Listener) evict() bool {
+	l.mu.Lock()
+	var old *conn
+	if len(l.silent) > 0 && time.Since(l.silent[0].at) >= l.evictAfter {
+		old = l.silent[0]
+	}
+	l.mu.Unlock()
+	if old == nil {
+		return false
+	}
+	_ = old.Close()
+	l.Stats.Evicted.Add(1)
+	if !l.evictLogged.Swap(true) {
+		l.log.Warn().Str("listener", l.name).Int("max", cap(l.slots)).
+			Msg("connection limit reached: closing connections that sent nothing to make room (counted from now on, not logged again)")
+	}
+	return true
+}
+
+// spoke takes c off the silent list.
+func (l *Listener) spoke(c *conn) {
+	l.mu.Lock()
+	for i, s := range l.silent {
+		if s == c {
+			l.silent = append(l.silent[:i], l.silent[i+1:]...)
+			break
+		}
+	}
+	l.mu.Unlock()
 }
 
 // Open is how many connections are open.
@@ -187,12 +259,17 @@ func (l *Listener) timedOut() {
 // conn gives its slot back when closed and counts read deadlines passed.
 type conn struct {
 	net.Conn
-	l    *Listener
-	once sync.Once
+	l     *Listener
+	once  sync.Once
+	at    time.Time   // accepted
+	spoke atomic.Bool // a byte was received
 }
 
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 && !c.spoke.Swap(true) {
+		c.l.spoke(c)
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		c.l.timedOut()
 	}
@@ -200,7 +277,12 @@ func (c *conn) Read(p []byte) (int, error) {
 }
 
 func (c *conn) Close() error {
-	c.once.Do(func() { <-c.l.slots })
+	c.once.Do(func() {
+		if !c.spoke.Swap(true) {
+			c.l.spoke(c)
+		}
+		<-c.l.slots
+	})
 	return c.Conn.Close()
 }
 

@@ -97,7 +97,8 @@ func TestConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	l := New(ln, Config{Name: "metrics", Max: 2, Log: zerolog.New(&logs)})
+	// Silent clients are not evicted here (TestEvictSilent).
+	l := New(ln, Config{Name: "metrics", Max: 2, Log: zerolog.New(&logs), EvictAfter: time.Hour})
 	defer l.Close()
 	accepted := make(chan net.Conn, 10)
 	go func() {
@@ -197,5 +198,66 @@ func TestLimitReader(t *testing.T) {
 	r = LimitReader(strings.NewReader("012"), 4)
 	if b, err := io.ReadAll(r); string(b) != "012" || err != nil {
 		t.Fatalf("got %q, %v", b, err)
+	}
+}
+
+// At the limit a new connection takes the place of the oldest one that has
+// sent nothing for EvictAfter; one that has spoken keeps its place.
+func TestEvictSilent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	l := New(ln, Config{Name: "control", Max: 2, Log: zerolog.New(&logs), EvictAfter: 10 * time.Millisecond})
+	defer l.Close()
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	talker, silent := dial(), dial()
+	st := <-accepted
+	<-accepted
+	// The first speaks (the server reads its byte).
+	talker.Write([]byte("x"))
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	dial()
+	select {
+	case c := <-accepted:
+		defer c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the new connection was not admitted")
+	}
+	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := silent.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the silent connection was not closed: %v", err)
+	}
+	talker.Write([]byte("y"))
+	if _, err := st.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the connection that spoke was closed: %v", err)
+	}
+	if l.Stats.Evicted.Load() != 1 || l.Stats.OverLimit.Load() != 0 || l.Open() != 2 {
+		t.Errorf("evicted %d, over limit %d, open %d", l.Stats.Evicted.Load(), l.Stats.OverLimit.Load(), l.Open())
+	}
+	if n := strings.Count(logs.String(), "closing connections that sent nothing"); n != 1 {
+		t.Errorf("eviction logged %d times:\n%s", n, logs.String())
 	}
 }
