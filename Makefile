@@ -4,7 +4,7 @@
 GO ?= go
 PKGS := ./...
 
-.PHONY: all build install docs lab test check cross unit race norace bench-smoke fuzz-smoke bench compare clean
+.PHONY: all build install docs lab test check cross unit race norace bench-smoke fuzz-smoke bench compare compare-cluster clean
 
 all: build
 
@@ -110,6 +110,12 @@ bench:
 # Needs iperf3, wrk, nftables (and haproxy, ipvsadm to include those).
 compare:
 	$(GO) run ./bench/compare -rounds 3 -out bench/results
+
+# compare-cluster: the scale-out lab's aggregate upload throughput through
+# 1, 2 and 3 directors behind the BGP router's ECMP, with each director's
+# CPU (bench/cluster; needs bird2).
+compare-cluster:
+	$(GO) run ./bench/cluster -directors 1,2,3
 
 clean:
 	rm -rf bin

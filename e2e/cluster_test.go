@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,6 +312,30 @@ func runCluster(t *testing.T, scheduler string) {
 	t.Logf("%s: d4 added under load, in the router's route after %v; d4 took:\n%s", scheduler, joined.Round(time.Millisecond), out)
 	t.Logf("%s: at the end: %d of %d connections completed (%.1f%%); broken: %d on surviving directors, %d on d%d; first errors: %v",
 		scheduler, completed, len(flows), share, final.survivorBroken, final.victimBroken, victim+1, final.examples)
+
+	// A director whose servers all take no new connections (weight 0, as
+	// health checks with on-fail=inhibit leave them) withdraws the VIP;
+	// given one back, it announces it again.
+	weight := func(w int) {
+		for i := range clusterServer {
+			out, err := exec.Command(bin("tunvsadm"), "--socket", lab.DirectorSocket(dir, 0), "-e", "-t",
+				netip.AddrPortFrom(lab.ClusterVIP, clusterPort).String(), "-r", lab.RealServerAddr(i).String(), "-g", "-w", strconv.Itoa(w)).CombinedOutput()
+			if err != nil {
+				t.Fatalf("d1 -e -w %d: %v\n%s", w, err, out)
+			}
+		}
+	}
+	weight(0)
+	if err := c.WaitNextHops(ctx, 2, 30*time.Second); err != nil {
+		t.Fatalf("d1 with no server to send to: %v", err)
+	}
+	if hops, _ := c.NextHops(ctx); slices.Contains(hops, lab.DirectorDIP(0).Addr()) {
+		t.Errorf("d1 has no server with weight above 0, yet the router still routes through it: %v", hops)
+	}
+	weight(1)
+	if err := c.WaitNextHops(ctx, 3, 30*time.Second); err != nil {
+		t.Fatalf("d1 with its servers back: %v", err)
+	}
 
 	switch scheduler {
 	case "mh":
