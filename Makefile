@@ -144,4 +144,4 @@ reliability:
 .PHONY: ipvs-parity
 ipvs-parity:
 	./parity/setup.sh
-	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 30m -run '^(TestIPVSParity|TestSync)$$' -v ./parity/
+	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 45m -run '^(TestIPVSParity|TestSync)$$' -v ./parity/

@@ -188,3 +188,36 @@ virtual_server 10.0.0.1 $PORT
 		t.Errorf("warnings %v", c.Warnings)
 	}
 }
+
+// A MISC_CHECK whose script cannot be found or run is disabled with a
+// warning, the server left in the pool, as keepalived disables it when it
+// reads the file; a script found through PATH is kept.
+func TestMiscScriptMissing(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "k.conf")
+	os.WriteFile(p, []byte(`virtual_server 10.0.0.1 80 {
+	protocol TCP
+	real_server 10.0.0.2 80 {
+		MISC_CHECK {
+			misc_path "`+filepath.Join(dir, "missing.sh")+` arg"
+		}
+	}
+	real_server 10.0.0.3 80 {
+		MISC_CHECK {
+			misc_path "sh -c true"
+		}
+	}
+}
+`), 0o644)
+	c, err := Load(p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := c.Rules.Checks.Services[0].Servers
+	if len(srv) != 1 || srv[0].Check.Command != "sh -c true" {
+		t.Errorf("checks %+v, want the one of 10.0.0.3", srv)
+	}
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].String(), "k.conf:4: MISC_CHECK disabled") || !strings.Contains(c.Warnings[0].String(), "missing.sh") {
+		t.Errorf("warnings %v", c.Warnings)
+	}
+}

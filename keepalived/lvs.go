@@ -2,10 +2,12 @@ package keepalived
 
 import (
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -480,6 +482,17 @@ func (m *mapper) realServer(vs *vsConf, s stmt) (rsConf, error) {
 				continue
 			}
 			ck, err = m.checker(vs, k)
+			if err == nil && ck.Kind == rules.KindMisc {
+				if perr := scriptAccessible(ck.Command); perr != nil {
+					// keepalived checks the script when it loads the
+					// file and runs without the checker, leaving the
+					// server in the pool ("Disabling misc script ...
+					// since not found/accessible": check_misc.c,
+					// check_misc_script_security).
+					m.warnf(k.Pos, "MISC_CHECK disabled, as keepalived disables it: %v", perr)
+					ck = nil
+				}
+			}
 		case "SMTP_CHECK", "DNS_CHECK", "BFD_CHECK", "FILE_CHECK":
 			m.warnf(k.Pos, "%s ignored: tunvs has no such check (tcp, http, https, udp, ping, misc)", k.key())
 		case "notify_up", "notify_down", "smtp_alert", "alpha", "retry", "delay_before_retry", "connect_timeout", "virtualhost", "warmup":
@@ -562,6 +575,23 @@ func (m *mapper) checker(vs *vsConf, s stmt) (*rules.Check, error) {
 		m.warnf(s.Pos, "UDP_CHECK without require_reply: tunvs still wants a reply (keepalived takes silence as success)")
 	}
 	return c, nil
+}
+
+// lookPath finds a misc_path's program; tests replace it.
+var lookPath = exec.LookPath
+
+// scriptAccessible tells whether a misc_path's program (its first word,
+// looked up in PATH when it has no slash, as keepalived's find_path does)
+// exists and can be executed.
+func scriptAccessible(command string) error {
+	f := strings.Fields(command)
+	if len(f) == 0 {
+		return errors.New("empty misc_path")
+	}
+	if _, err := lookPath(f[0]); err != nil {
+		return fmt.Errorf("script %s cannot be accessed: %w", f[0], err)
+	}
+	return nil
 }
 
 func hexArg(k stmt) ([]byte, error) {

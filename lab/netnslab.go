@@ -71,12 +71,15 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 		return err
 	}
 	var procs []*labProc
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	go reapOrphans(reapCtx)
 	defer func() {
 		// The daemon first, so that it closes its device cleanly.
 		for i := len(procs) - 1; i >= 0; i-- {
 			stopProc(procs[i])
 		}
 		topo.Close()
+		stopReaping()
 	}()
 	must := func(e error) {
 		if e != nil && err == nil {
@@ -195,14 +198,15 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 			return e
 		}
 		defer f.Close()
+		// In the host's own PID namespace: ps and kill in rs1 see
+		// rs1's server alone.
 		var c *exec.Cmd
 		if cfg.RSCmd != "" {
-			c = rs.Command(ctx, "sh", "-c", cfg.RSCmd)
+			c = rs.Daemon(ctx, cfg.StateDir, "sh", "-c", cfg.RSCmd)
 		} else {
-			c = rs.Command(ctx, cfg.Self, "lab", "serve", "--name", RealServerName(i), "--listen", ":80")
+			c = rs.Daemon(ctx, cfg.StateDir, cfg.Self, "lab", "serve", "--name", RealServerName(i), "--listen", ":80")
 		}
 		c.Env = append(os.Environ(), "TUNVS_LAB_NAME="+RealServerName(i), "TUNVS_LAB_ADDR="+RealServerAddr(i).String())
-		c.Dir = cfg.StateDir
 		c.Stdout, c.Stderr = f, f
 		c.WaitDelay = 2 * time.Second
 		if err := c.Start(); err != nil {
@@ -308,11 +312,13 @@ func stopProc(p *labProc) {
 		return
 	default:
 	}
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	// A real server's Cmd is nsenter and the server its child, one
+	// process group (netns.Host.Daemon).
+	netns.SignalGroup(p.cmd, syscall.SIGTERM)
 	select {
 	case <-p.done:
 	case <-time.After(5 * time.Second):
-		p.cmd.Process.Kill()
+		netns.SignalGroup(p.cmd, syscall.SIGKILL)
 		<-p.done
 	}
 }
@@ -714,7 +720,10 @@ func (s *State) ExecArgv(host string, argv []string) ([]string, error) {
 	}
 	wd, _ := os.Getwd()
 	out := []string{nsenter, "--preserve-credentials", "-U", "-m", "-p", "-t", strconv.Itoa(s.PID), "--",
-		nsenter, "--net=/proc/" + strconv.Itoa(pid) + "/ns/net", "--",
+		// The host's network namespace, and its PID and mount
+		// namespaces (its processes, its /proc; the sandbox's own where
+		// the host has none of its own).
+		nsenter, "--target", strconv.Itoa(pid), "--net", "--pid", "--mount", "--",
 		// Entering a mount namespace moves to its root directory; come
 		// back to where the user was, if it exists there.
 		"/bin/sh", "-c", `cd "$0" 2>/dev/null; exec "$@"`, wd}

@@ -167,16 +167,16 @@ func TestNetnsLab(t *testing.T) {
 				if o, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "director", "--", "ipvsadm", "-L", "-n"); err != nil || !strings.Contains(o, "TCP  172.16.1.100:80 rr") {
 					t.Errorf("ipvsadm -L -n in the director: %v\n%s", err, o)
 				}
-				// ps and kill work in a host (the lab's /proc): stop
-				// rs1's server, the one process in rs1's network
-				// namespace listening on :80; rs1 then refuses and rs2
-				// answers.
+				// ps and kill work in a host, as on a machine of its
+				// own (its PID namespace and /proc): ps in rs1 lists
+				// rs1's server and not rs2's nor the director; a plain
+				// pkill stops it; rs1 then refuses and rs2 answers.
 				ps, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--", "ps", "-o", "pid,args", "-e")
-				if err != nil || !strings.Contains(ps, "Proxy01 Real Server") {
-					t.Fatalf("ps in rs1: %v\n%s", err, ps)
+				if err != nil || !strings.Contains(ps, "Proxy01 Real Server") || strings.Contains(ps, "Proxy02") || strings.Contains(ps, " run --socket") {
+					t.Fatalf("ps in rs1 (want rs1's server alone): %v\n%s", err, ps)
 				}
 				if o, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--",
-					"sh", "-c", `pkill --ns $$ --nslist net -f "[l]ab serve"`); err != nil {
+					"pkill", "-f", "[l]ab serve"); err != nil {
 					t.Fatalf("pkill in rs1: %v\n%s", err, o)
 				}
 				var answers []string

@@ -82,8 +82,13 @@ var update = flag.Bool("update", false, "rewrite generated scenarios")
 
 // TestCLIListCurrent: scenarios/cli_list.txt is what ListCases generates.
 func TestCLIListCurrent(t *testing.T) {
-	const path = "scenarios/cli_list.txt"
-	want := ListCases()
+	checkGenerated(t, "scenarios/cli_list.txt", ListCases(), "TestCLIListCurrent")
+}
+
+// checkGenerated fails unless the file at path holds want; with -update it
+// writes want there first.
+func checkGenerated(t *testing.T, path, want, test string) {
+	t.Helper()
 	if *update {
 		if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
 			t.Fatal(err)
@@ -94,7 +99,7 @@ func TestCLIListCurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 	if string(got) != want {
-		t.Errorf("%s is stale: go test ./parity -run TestCLIListCurrent -update", path)
+		t.Errorf("%s is stale: go test ./parity -run %s -update", path, test)
 	}
 }
 

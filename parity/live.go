@@ -25,12 +25,8 @@ package parity
 import (
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/tunvs/tunvs/keepalived"
 )
 
 // Live step kinds.
@@ -134,16 +130,7 @@ func runLiveHost(st Step) (string, string) {
 	if st.Kind != StepLive {
 		return LiveOnHost, ""
 	}
-	dir, err := os.MkdirTemp("", "parity-live")
-	if err != nil {
-		return "error: " + err.Error(), ""
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "keepalived.conf")
-	if err := os.WriteFile(path, []byte(st.Stdin), 0o644); err != nil {
-		return "error: " + err.Error(), ""
-	}
-	kc, err := keepalived.Load(path, keepalived.Options{})
+	kc, err := loadKeepalived(st.Stdin)
 	if err != nil {
 		return LiveOnHost, "tunvs refuses it: " + err.Error()
 	}

@@ -252,7 +252,7 @@ func bootVM(t *testing.T, job string, env map[string]string, run string) (consol
 	if accel == "" {
 		accel = "tcg"
 	}
-	limit := 15 * time.Minute
+	limit := 25 * time.Minute
 	if s := os.Getenv("TUNVS_PARITY_VM_TIMEOUT"); s != "" {
 		if d, err := time.ParseDuration(s); err == nil {
 			limit = d

@@ -195,16 +195,7 @@ func (r *tunvsRun) udp(st Step) (string, string) {
 // --keepalived-conf does (the checks are not run: the scenarios' checkers
 // are ones that pass), and lists it as KeepalivedOutcome.
 func (r *tunvsRun) keepalived(st Step) (string, string) {
-	dir, err := os.MkdirTemp("", "parity-keepalived")
-	if err != nil {
-		return "error: " + err.Error(), ""
-	}
-	defer os.RemoveAll(dir)
-	path := filepath.Join(dir, "keepalived.conf")
-	if err := os.WriteFile(path, []byte(st.Stdin), 0o644); err != nil {
-		return "error: " + err.Error(), ""
-	}
-	kc, err := keepalived.Load(path, keepalived.Options{})
+	kc, err := loadKeepalived(st.Stdin)
 	if err != nil {
 		return "error: " + err.Error(), ""
 	}
@@ -215,4 +206,19 @@ func (r *tunvsRun) keepalived(st Step) (string, string) {
 	admin.List(&l, r.t, admin.FmtNumeric)
 	admin.List(&th, r.t, admin.FmtNumeric|admin.FmtThresholds)
 	return KeepalivedOutcome(l.String(), th.String()), fmt.Sprint(kc.Warnings)
+}
+
+// loadKeepalived reads a step's keepalived.conf text as tunvs run
+// --keepalived-conf reads the file.
+func loadKeepalived(text string) (keepalived.Config, error) {
+	dir, err := os.MkdirTemp("", "parity-keepalived")
+	if err != nil {
+		return keepalived.Config{}, err
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "keepalived.conf")
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		return keepalived.Config{}, err
+	}
+	return keepalived.Load(path, keepalived.Options{})
 }

@@ -52,7 +52,18 @@ type Host struct {
 
 	keeper   *exec.Cmd // nil for root
 	lifeline *os.File  // write end of the keeper's stdin
+	// ownPID: the keeper is PID 1 of the host's own PID namespace, with
+	// its own /proc (keeperScript).
+	ownPID bool
 }
+
+// keeperScript makes the host's mount namespace private and mounts a /proc
+// for its PID namespace, then becomes the keeper ($1, cat: it exits when
+// its stdin, the lifeline, closes). As PID 1 it takes every process of
+// the host's PID namespace with it when it ends.
+const keeperScript = `mount --make-rprivate / 2>/dev/null
+mount -t proc proc /proc 2>/dev/null
+exec "$1"`
 
 // New starts a topology whose Root is the sandbox's own network namespace.
 // It fails unless CheckFresh passes, before touching anything. It brings
@@ -149,16 +160,28 @@ func (t *Topology) newHost(name string) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netns: host %s: keeper pipe: %w", name, err)
 	}
-	keeper := exec.Command(t.cat)
+	// The keeper is PID 1 of a PID namespace of the host's own, with a
+	// mount namespace whose /proc shows it: ps and kill in the host (Daemon,
+	// `tunvs lab exec`) see that host's processes only, as on a machine of
+	// its own. The mounts stay inside: propagation is made private first.
+	// Where the kernel refuses the extra namespaces, the host has a
+	// network namespace alone, and shares the sandbox's processes.
+	keeper := exec.Command(t.sh, "-c", keeperScript, "keeper", t.cat)
 	keeper.Stdin = r
-	keeper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
-	err = keeper.Start()
+	keeper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET | syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
+	ownPID := true
+	if err = keeper.Start(); err != nil {
+		keeper = exec.Command(t.cat)
+		keeper.Stdin = r
+		keeper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
+		err, ownPID = keeper.Start(), false
+	}
 	r.Close()
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("netns: host %s: start keeper in a new network namespace: %w", name, err)
 	}
-	h := &Host{t: t, name: name, pid: keeper.Process.Pid, keeper: keeper, lifeline: w, nsfd: -1}
+	h := &Host{t: t, name: name, pid: keeper.Process.Pid, keeper: keeper, lifeline: w, nsfd: -1, ownPID: ownPID}
 	if err := h.open(); err != nil {
 		h.stop()
 		return nil, err
@@ -238,20 +261,27 @@ func (h *Host) argv(args []string) []string {
 // command checks everything a command in h needs: the sandbox, the
 // topology, the arguments.
 func (h *Host) command(ctx context.Context, closedOK bool, args []string) (*exec.Cmd, error) {
+	if err := h.canRun(closedOK, args); err != nil {
+		return nil, err
+	}
+	argv := h.argv(args)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...), nil
+}
+
+func (h *Host) canRun(closedOK bool, args []string) error {
 	if len(args) == 0 {
-		return nil, fmt.Errorf("netns: host %s: no command", h.name)
+		return fmt.Errorf("netns: host %s: no command", h.name)
 	}
 	if err := CheckFresh(); err != nil {
-		return nil, err
+		return err
 	}
 	h.t.mu.Lock()
 	closed := h.t.closed
 	h.t.mu.Unlock()
 	if closed && !closedOK {
-		return nil, errClosed
+		return errClosed
 	}
-	argv := h.argv(args)
-	return exec.CommandContext(ctx, argv[0], argv[1:]...), nil
+	return nil
 }
 
 // Run runs args in the host and returns its combined output. The error
@@ -289,6 +319,100 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 	}
 	return cmd
 }
+
+// Daemon is Command for a process that belongs to the host as on a
+// machine of its own (a real server): it runs in the host's PID and mount
+// namespaces too, so ps and kill in the host (`tunvs lab exec`) see it
+// and nothing of the other hosts. dir is its working directory.
+//
+// nsenter forks to enter the PID namespace, so Cmd.Process is nsenter and
+// the program its child, in a process group of its own. SignalGroup
+// (which ctx's cancellation uses too) signals the program, not nsenter:
+// nsenter then reaps it and exits with its status. Were nsenter killed
+// first, the program would be orphaned to the sandbox's init, which does
+// not reap it, and its zombie would hold up the end of the host's PID
+// namespace (zap_pid_ns_processes waits for it). Without the host's own
+// PID namespace it is Command with dir.
+func (h *Host) Daemon(ctx context.Context, dir string, args ...string) *exec.Cmd {
+	if h.root || !h.ownPID {
+		cmd := h.Command(ctx, args...)
+		cmd.Dir = dir
+		return cmd
+	}
+	if err := h.canRun(false, args); err != nil {
+		return &exec.Cmd{Err: err}
+	}
+	// Entering the mount namespace moves to its root: cd back.
+	argv := append([]string{h.t.nsenter, "--target", strconv.Itoa(h.pid), "--net", "--pid", "--mount", "--",
+		h.t.sh, "-c", `cd "$0" 2>/dev/null; exec "$@"`, dir}, args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return SignalGroup(cmd, syscall.SIGKILL) }
+	return cmd
+}
+
+// SignalGroup signals a started Cmd: for one that leads a process group
+// (Daemon's), the group's other processes (nsenter's child, the program),
+// or the leader when it has none left; else its process.
+func SignalGroup(cmd *exec.Cmd, sig syscall.Signal) error {
+	if cmd.Process == nil {
+		return errors.New("netns: not started")
+	}
+	if cmd.SysProcAttr == nil || !cmd.SysProcAttr.Setpgid {
+		return cmd.Process.Signal(sig)
+	}
+	leader := cmd.Process.Pid
+	n := 0
+	for _, pid := range groupMembers(leader) {
+		if pid != leader && syscall.Kill(pid, sig) == nil {
+			n++
+		}
+	}
+	if n == 0 {
+		return cmd.Process.Signal(sig)
+	}
+	return nil
+}
+
+// groupMembers lists the processes of process group pgid, from /proc
+// (field 5 of /proc/PID/stat, after the command name in parentheses).
+func groupMembers(pgid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := ProcStat(pid); len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// ProcStat is /proc/PID/stat's fields after the command name (which may
+// hold blanks and parentheses): state, ppid, pgrp, ...; nil if the
+// process is gone.
+func ProcStat(pid int) []string {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return nil
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil
+	}
+	return strings.Fields(string(b[i+1:]))
+}
+
+// OwnPID tells whether the host has a PID namespace (and /proc) of its
+// own.
+func (h *Host) OwnPID() bool { return h.ownPID }
 
 // IP runs ip(8) with args in the host.
 func (h *Host) IP(args ...string) error {

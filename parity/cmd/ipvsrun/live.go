@@ -6,11 +6,14 @@ package main
 // `tunvs run --keepalived-conf` on a TAP device bridged to the same real
 // servers, both checking them for real.
 //
-// The TAP device tv<i> is a port of the director's bridge br0 (the real
+// The TAP device eth0 is a port of the director's bridge br0 (the real
 // servers' segment, 10.1.0.0/24); tunvs holds 10.1.0.253 on it, so its
 // checkers reach the real servers the way keepalived's do from the
 // director's 10.1.0.254, and a real server that stops listening is seen
-// by both.
+// by both. It is named eth0, and tunvs has a second TAP eth1 (on nothing),
+// because keepalived's samples name those interfaces in their
+// vrrp_instances, which tunvs runs on its links (keepalived -C does not
+// run VRRP at all).
 
 import (
 	"errors"
@@ -184,7 +187,7 @@ func (l *liveWorld) start(st parity.Step) error {
 	if err := os.WriteFile(conf, []byte(st.Stdin), 0o644); err != nil {
 		return err
 	}
-	tap := fmt.Sprintf("tv%d", l.i)
+	const tap = "eth0" // in the director's namespace: one per scenario
 	in := func(a ...string) []string { return append([]string{"ip", "-n", l.dir}, a...) }
 	if err := batch([][]string{
 		in("tuntap", "add", "dev", tap, "mode", "tap"),
@@ -198,7 +201,8 @@ func (l *liveWorld) start(st parity.Step) error {
 		return fmt.Errorf("keepalived: %w", err)
 	}
 	if l.tv, err = startDaemon(l.dir, dir+"/tunvs.log", "/tmp/tunvs", "run", "--socket", l.sock,
-		"--keepalived-conf", conf, "--link", "name="+tap+",kind=tap,addr=10.1.0.253/24"); err != nil {
+		"--keepalived-conf", conf, "--link", "name="+tap+",kind=tap,addr=10.1.0.253/24",
+		"--link", "name=eth1,kind=tap,addr=10.9.0.1/24"); err != nil {
 		return fmt.Errorf("tunvs: %w", err)
 	}
 	return nil
