@@ -279,14 +279,14 @@ func (c *Cluster) startServers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// In the host's own PID namespace, as in NetnsInner.
 		var cmd *exec.Cmd
 		if c.cfg.RSCmd != "" {
-			cmd = rs.Command(ctx, "sh", "-c", c.cfg.RSCmd)
+			cmd = rs.Daemon(ctx, c.cfg.StateDir, "sh", "-c", c.cfg.RSCmd)
 		} else {
-			cmd = rs.Command(ctx, c.cfg.Self, "lab", "serve", "--name", RealServerName(i), "--listen", fmt.Sprintf(":%d", c.cfg.Port))
+			cmd = rs.Daemon(ctx, c.cfg.StateDir, c.cfg.Self, "lab", "serve", "--name", RealServerName(i), "--listen", fmt.Sprintf(":%d", c.cfg.Port))
 		}
 		cmd.Env = append(os.Environ(), "TUNVS_LAB_NAME="+RealServerName(i), "TUNVS_LAB_ADDR="+RealServerAddr(i).String())
-		cmd.Dir = c.cfg.StateDir
 		cmd.Stdout, cmd.Stderr = f, f
 		cmd.WaitDelay = 2 * time.Second
 		if err := cmd.Start(); err != nil {
@@ -478,6 +478,9 @@ func ClusterInner(ctx context.Context, cfg NetnsConfig, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	reapCtx, stopReaping := context.WithCancel(context.Background())
+	go reapOrphans(reapCtx)
+	defer stopReaping()
 	defer topo.Close()
 	c, err := BuildCluster(ctx, topo, ClusterConfig{
 		Directors: cfg.Directors, Servers: cfg.Servers, Scheduler: cfg.Scheduler, RSCmd: cfg.RSCmd,
