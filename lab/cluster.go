@@ -493,6 +493,11 @@ func ClusterInner(ctx context.Context, cfg NetnsConfig, w io.Writer) error {
 	if err := labBin(cfg.StateDir, cfg.Self); err != nil {
 		return err
 	}
+	// `tunvs lab exec director -- ipvsadm` talks to d1.
+	os.Remove(SocketPath(cfg.StateDir))
+	if err := os.Symlink(DirectorSocket(cfg.StateDir, 0), SocketPath(cfg.StateDir)); err != nil {
+		return err
+	}
 	hosts := map[string]int{HostDir: topo.Root().PID(), HostClient: c.Client.PID(), HostRouter: c.Router.PID(), HostLan: c.Lan.PID()}
 	for i, rs := range c.RSs {
 		hosts[RealServerHost(i)] = rs.PID()
