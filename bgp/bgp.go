@@ -488,9 +488,13 @@ func (r *relay) run(ctx context.Context) {
 		}
 		// GoBGP binds its side to the peer's loopback address (Transport
 		// LocalAddress); anything else on this machine that finds the
-		// port is refused.
-		if ap := c.RemoteAddr().(*net.TCPAddr).AddrPort(); ap.Addr().Unmap() != r.loop {
-			r.log.Warn().Stringer("from", ap).Msg("bgp: relay refused a connection not from the speaker")
+		// port is refused, and so (on Linux) is a connection from
+		// another process that bound the same address.
+		ap := c.RemoteAddr().(*net.TCPAddr).AddrPort()
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		own, err := ownSocket(ap, c.LocalAddr().(*net.TCPAddr).AddrPort())
+		if ap.Addr() != r.loop || !own {
+			r.log.Warn().Err(err).Stringer("from", ap).Msg("bgp: relay refused a connection not from this process's speaker")
 			c.Close()
 			continue
 		}

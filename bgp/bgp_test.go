@@ -2,8 +2,12 @@ package bgp
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +195,70 @@ func TestStartRefuses(t *testing.T) {
 		if _, err := Start(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
 		}
+	}
+}
+
+// TestRelayRefusesStrangers: a connection to the relay from its loopback
+// address but not from this process's speaker (here: a child process,
+// this test binary again: any program on the machine could do it) is closed at once, without
+// a connection to the router being dialled.
+func TestRelayRefusesStrangers(t *testing.T) {
+	loop := netip.MustParseAddr("127.0.0.77")
+	dialed := make(chan struct{}, 1)
+	r, err := newRelay(loop, netip.MustParseAddrPort("127.0.0.78:179"), func(context.Context, netip.AddrPort) (net.Conn, error) {
+		dialed <- struct{}{}
+		return nil, errors.New("no router here")
+	}, zerolog.Nop())
+	if err != nil {
+		t.Skipf("loopback: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go r.run(ctx)
+	defer r.close()
+	// Another process, bound to the relay's address: refused, not dialled.
+	cmd := exec.Command(os.Args[0], "-test.run=^TestStrangerHelper$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("TUNVS_BGP_STRANGER=%s %d", loop, r.port()))
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "stranger: closed") {
+		t.Fatalf("a stranger's connection: %v %s", err, out)
+	}
+	select {
+	case <-dialed:
+		t.Fatal("the relay dialled the router for a stranger")
+	default:
+	}
+	// This process, from the same address: accepted and dialled.
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(loop, 0))}
+	c, err := d.Dial("tcp", netip.AddrPortFrom(loop, r.port()).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	select {
+	case <-dialed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the relay did not dial the router for this process's connection")
+	}
+}
+
+// TestStrangerHelper is the other process of TestRelayRefusesStrangers.
+func TestStrangerHelper(t *testing.T) {
+	v := os.Getenv("TUNVS_BGP_STRANGER")
+	if v == "" {
+		t.Skip("run by TestRelayRefusesStrangers")
+	}
+	addr, port, _ := strings.Cut(v, " ")
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(addr)}}
+	c, err := d.Dial("tcp", net.JoinHostPort(addr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(make([]byte, 1)); n == 0 && err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		fmt.Println("stranger: closed")
+	} else {
+		fmt.Println("stranger: open", n, err)
 	}
 }
