@@ -205,9 +205,7 @@ func (c *Conn) proxyIn(p *Packet, first bool, grow int) {
 // is lowered by the header's length.
 func (c *Conn) proxyOut(p *Packet) {
 	pc := c.pp()
-	pc.mu.Lock()
-	a := pc.seq
-	pc.mu.Unlock()
+	a := pc.shift()
 	p.AdjustAck(&a)
 	if p.TCPFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK {
 		p.ReduceMSS(int(pc.hlen))
@@ -217,11 +215,15 @@ func (c *Conn) proxyOut(p *Packet) {
 // proxyQuote maps the sequence number an ICMP error quotes, of a client
 // segment as the real server's side saw it, back to the client's.
 func (c *Conn) proxyQuote(p *Packet) {
-	pc := c.pp()
-	pc.mu.Lock()
-	a := pc.seq
-	pc.mu.Unlock()
+	a := c.pp().shift()
 	p.AdjustInnerSeq(&a)
+}
+
+// shift is a copy of the client stream's shift as it is now.
+func (pc *ppExt) shift() SeqAdj {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.seq
 }
 
 // maxIPLen is the largest IP packet (IPv4 total length, IPv6 header and
