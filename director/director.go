@@ -228,7 +228,7 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
 	if cfg.Metrics != "" {
-		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot, Sync: d.Sync}
+		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot, Sync: d.Sync, BGP: d.bgp}
 		if d.vrrpRx != nil {
 			src.VRRP = &metrics.VRRPSource{Routers: d.Routers, Drops: d.vrrpRx.Drops}
 		}

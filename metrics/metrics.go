@@ -18,6 +18,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/ipvssync"
@@ -41,6 +42,8 @@ type Source struct {
 	VRRP *VRRPSource
 	// Sync, if set, are the connection sync daemons.
 	Sync *ipvssync.Daemons
+	// BGP, if set, is the speaker announcing the VIPs (metrics/bgp.go).
+	BGP *bgp.Speaker
 }
 
 // Handler serves /metrics.
@@ -180,6 +183,9 @@ func Write(w io.Writer, src Source) {
 		writeHealth(m, src.Health())
 	}
 	writeListeners(m, src.Listeners)
+	if src.BGP != nil {
+		writeBGP(m, src.BGP)
+	}
 	if src.VRRP != nil {
 		writeVRRP(m, src.VRRP)
 	}
