@@ -31,6 +31,9 @@ type tvDirector struct {
 func startDirector(t *testing.T, root *netns.Host, name, sock string, args []string, devs ...string) *tvDirector {
 	t.Helper()
 	d := &tvDirector{t: t, name: name, log: &lockedBuffer{}, sock: sock, done: make(chan struct{})}
+	// A director SIGKILLed before left its socket: the wait below is
+	// for this one's.
+	os.Remove(sock)
 	d.cmd = exec.Command(bin("tunvs"), append([]string{"run", "--socket", sock}, args...)...)
 	d.cmd.Stdout, d.cmd.Stderr = d.log, d.log
 	if err := d.cmd.Start(); err != nil {
@@ -43,6 +46,13 @@ func startDirector(t *testing.T, root *netns.Host, name, sock string, args []str
 			t.Logf("%s log:\n%s", name, d.log)
 		}
 	})
+	// The control socket listens once the links are set up: a device
+	// moved sooner may still be replaced (offloads refused: opened again
+	// plain).
+	eventually(t, 20*time.Second, name+"'s control socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	}, d.log.String)
 	for _, dev := range devs {
 		if err := netns.WaitLink(root, dev, 10*time.Second); err != nil {
 			t.Fatalf("%s did not create %s: %v\n%s", name, dev, err, d.log)
@@ -65,6 +75,24 @@ func (d *tvDirector) stop(sig syscall.Signal) {
 		d.cmd.Process.Kill()
 		<-d.done
 	}
+}
+
+// builders are the helpers a test that lays its own hosts starts with:
+// must fails the test on an error, add adds a host.
+func (e *env) builders(t *testing.T) (must func(error), add func(name string) *netns.Host) {
+	must = func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	add = func(name string) *netns.Host {
+		t.Helper()
+		h, err := e.topo.AddHost(name)
+		must(err)
+		return h
+	}
+	return must, add
 }
 
 // adm runs tunvsadm against the director.
@@ -173,17 +201,7 @@ func runVRRPKeepalived(t *testing.T) {
 		netns.Unavailable(t, "needs keepalived (Debian package keepalived)")
 	}
 	e := newEnv(t)
-	must := func(err error) {
-		t.Helper()
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	add := func(name string) *netns.Host {
-		h, err := e.topo.AddHost(name)
-		must(err)
-		return h
-	}
+	must, add := e.builders(t)
 	lan, ka, obs := add("lan"), add("ka"), add("obs")
 	must(e.topo.Veth(ka, "eth0", lan, "ka", 0))
 	must(ka.AddAddr("eth0", "172.16.1.4/24"))

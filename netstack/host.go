@@ -368,16 +368,9 @@ func toSubnet(p netip.Prefix) (tcpip.Subnet, error) {
 // connected route for the prefix (unless it is a host prefix, /32 or /128,
 // like an IPVS VIP alias).
 func (h *Host) AddAddress(nicName string, p netip.Prefix) error {
-	n, err := h.NICByName(nicName)
+	n, err := h.addProtocolAddress(nicName, p)
 	if err != nil {
 		return err
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol:          protoOf(p.Addr()),
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()},
-	}
-	if e := h.s.AddProtocolAddress(n.id, pa, stack.AddressProperties{}); e != nil {
-		return convErr(fmt.Sprintf("add address %v to %s", p, nicName), e)
 	}
 	if p.Bits() < p.Addr().BitLen() {
 		sn, err := toSubnet(p)

@@ -139,16 +139,9 @@ func (h *Host) OwnMAC(name string) ([]byte, error) {
 // (its own address in the same subnet, as usual): the kernel keeps one
 // prefix route per subnet, not one per address.
 func (h *Host) AddVirtualAddress(name string, p netip.Prefix) error {
-	n, err := h.NICByName(name)
+	n, err := h.addProtocolAddress(name, p)
 	if err != nil {
 		return err
-	}
-	pa := tcpip.ProtocolAddress{
-		Protocol:          protoOf(p.Addr()),
-		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()},
-	}
-	if e := h.s.AddProtocolAddress(n.id, pa, stack.AddressProperties{}); e != nil {
-		return convErr(fmt.Sprintf("add address %v to %s", p, name), e)
 	}
 	if p.Bits() == p.Addr().BitLen() {
 		return nil
@@ -164,6 +157,22 @@ func (h *Host) AddVirtualAddress(name string, p netip.Prefix) error {
 	}
 	h.s.AddRoute(tcpip.Route{Destination: sn, NIC: n.id})
 	return nil
+}
+
+// addProtocolAddress assigns p to the NIC named name, without a route.
+func (h *Host) addProtocolAddress(name string, p netip.Prefix) (*NIC, error) {
+	n, err := h.NICByName(name)
+	if err != nil {
+		return nil, err
+	}
+	pa := tcpip.ProtocolAddress{
+		Protocol:          protoOf(p.Addr()),
+		AddressWithPrefix: tcpip.AddressWithPrefix{Address: toTCPIP(p.Addr()), PrefixLen: p.Bits()},
+	}
+	if e := h.s.AddProtocolAddress(n.id, pa, stack.AddressProperties{}); e != nil {
+		return nil, convErr(fmt.Sprintf("add address %v to %s", p, name), e)
+	}
+	return n, nil
 }
 
 // RemoveVirtualAddress takes a virtual address off a NIC, and the
