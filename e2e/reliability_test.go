@@ -183,18 +183,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	nc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: c.Transport.(*http.Transport).DialContext}}
 	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if resp, err := nc.Get("http://172.16.1.100/"); err == nil {
-					resp.Body.Close()
-					newOK.Add(1)
-				} else {
-					newFail.Add(1)
-				}
-			}
-		}()
+		until(ctx, &wg, 0, &newOK, &newFail, func() bool { return fetched(nc, "http://172.16.1.100/") })
 	}
 	time.Sleep(floodFor / 2)
 	during := e.conns()

@@ -52,22 +52,6 @@ func runSoak(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	var ok, fail, ctlOK, ctlFail, edits atomic.Int64
-	loop := func(every time.Duration, f func() bool) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				if f() {
-					ok.Add(1)
-				} else {
-					fail.Add(1)
-				}
-				if every > 0 {
-					time.Sleep(every)
-				}
-			}
-		}()
-	}
 	fetch := func(cl *http.Client, url string, want int) func() bool {
 		return func() bool {
 			resp, err := cl.Get(url)
@@ -80,35 +64,20 @@ func runSoak(t *testing.T) {
 		}
 	}
 	for range 2 {
-		loop(0, fetch(c, "http://172.16.1.100/", 0))
+		until(ctx, &wg, 0, &ok, &fail, fetch(c, "http://172.16.1.100/", 0))
 	}
-	loop(200*time.Millisecond, fetch(c, "http://[fd00:100::100]/", 0))
-	loop(5*time.Second, fetch(c, "http://172.16.1.100/big", 1<<20))
+	until(ctx, &wg, 200*time.Millisecond, &ok, &fail, fetch(c, "http://[fd00:100::100]/", 0))
+	until(ctx, &wg, 5*time.Second, &ok, &fail, fetch(c, "http://172.16.1.100/big", 1<<20))
 	keep := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1,
 		DialContext: c.Transport.(*http.Transport).DialContext}}
-	loop(100*time.Millisecond, fetch(keep, "http://172.16.1.100/", 0))
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for i := 0; ctx.Err() == nil; i++ {
-			w := fmt.Sprint(1 + i%3)
-			if e.admOK("-e", "-t", "172.16.1.100:80", "-r", "172.16.1.5:8080", "-m", "-w", w) {
-				edits.Add(1)
-			}
-			time.Sleep(2 * time.Second)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if e.admOK("-L", "-n") {
-				ctlOK.Add(1)
-			} else {
-				ctlFail.Add(1)
-			}
-			time.Sleep(time.Second)
-		}
-	}()
+	until(ctx, &wg, 100*time.Millisecond, &ok, &fail, fetch(keep, "http://172.16.1.100/", 0))
+	var noEdit atomic.Int64
+	i := 0
+	until(ctx, &wg, 2*time.Second, &edits, &noEdit, func() bool {
+		i++
+		return e.admOK("-e", "-t", "172.16.1.100:80", "-r", "172.16.1.5:8080", "-m", "-w", fmt.Sprint(1+i%3))
+	})
+	until(ctx, &wg, time.Second, &ctlOK, &ctlFail, func() bool { return e.admOK("-L", "-n") })
 	type sample struct {
 		at           time.Duration
 		conns, rssKB int

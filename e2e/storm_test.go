@@ -198,44 +198,11 @@ func runMalformedStorm(t *testing.T) {
 	}()
 	c := e.httpClient()
 	var newOK, newFail, ctlOK, ctlFail, estOK, estFail atomic.Int64
-	wg.Add(3)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if resp, err := c.Get("http://172.16.1.100/"); err == nil {
-				resp.Body.Close()
-				newOK.Add(1)
-			} else {
-				newFail.Add(1)
-			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1,
-			DialContext: c.Transport.(*http.Transport).DialContext}}
-		for ctx.Err() == nil {
-			if resp, err := keep.Get("http://172.16.1.100/"); err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				estOK.Add(1)
-			} else {
-				estFail.Add(1)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			if e.admOK("-L", "-n") {
-				ctlOK.Add(1)
-			} else {
-				ctlFail.Add(1)
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}()
+	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1,
+		DialContext: c.Transport.(*http.Transport).DialContext}}
+	until(ctx, &wg, 0, &newOK, &newFail, func() bool { return fetched(c, "http://172.16.1.100/") })
+	until(ctx, &wg, 50*time.Millisecond, &estOK, &estFail, func() bool { return fetched(keep, "http://172.16.1.100/") })
+	until(ctx, &wg, 200*time.Millisecond, &ctlOK, &ctlFail, func() bool { return e.admOK("-L", "-n") })
 	wg.Wait()
 	if stormErr != nil {
 		t.Fatalf("storm: %v", stormErr)
@@ -287,3 +254,33 @@ func (e *env) admOK(args ...string) bool {
 }
 
 var execCommand = exec.CommandContext
+
+// until runs f in a goroutine of wg, every `every`, until ctx ends, and
+// counts what it reports in ok or fail.
+func until(ctx context.Context, wg *sync.WaitGroup, every time.Duration, ok, fail *atomic.Int64, f func() bool) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			if f() {
+				ok.Add(1)
+			} else {
+				fail.Add(1)
+			}
+			if every > 0 {
+				time.Sleep(every)
+			}
+		}
+	}()
+}
+
+// fetched GETs url and reads the answer whole: whether that worked.
+func fetched(c *http.Client, url string) bool {
+	resp, err := c.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	_, err = io.Copy(io.Discard, resp.Body)
+	return err == nil
+}

@@ -3,7 +3,8 @@ package nat
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"math/bits"
+
+	"github.com/tunvs/tunvs/internal/siphash"
 )
 
 // SYN cookies as Linux makes them (net/ipv4/syncookies.c,
@@ -70,7 +71,7 @@ func (s *cookieSecret) cookieHash(p *Packet, count uint32, c int) uint32 {
 	binary.LittleEndian.PutUint32(in[n:], count)
 	binary.BigEndian.PutUint16(in[n+4:], p.SrcPort)
 	binary.BigEndian.PutUint16(in[n+6:], p.DstPort)
-	return uint32(sipHash24(s[c][0], s[c][1], in[:n+8]))
+	return uint32(siphash.Sum64(s[c][0], s[c][1], in[:n+8]))
 }
 
 // cookieCount is tcp_cookie_time for the clock now (Unix ns).
@@ -126,52 +127,4 @@ func cookieTimestamp(now int64, wscale int8, sack bool) uint32 {
 		ts -= 1 << tsBits
 	}
 	return ts
-}
-
-// sipHash24 is SipHash-2-4 of b under the key (k0, k1), as the kernel's
-// siphash (lib/siphash.c). b is at most a few dozen bytes here.
-func sipHash24(k0, k1 uint64, b []byte) uint64 {
-	v0 := k0 ^ 0x736f6d6570736575
-	v1 := k1 ^ 0x646f72616e646f6d
-	v2 := k0 ^ 0x6c7967656e657261
-	v3 := k1 ^ 0x7465646279746573
-	round := func() {
-		v0 += v1
-		v1 = bits.RotateLeft64(v1, 13)
-		v1 ^= v0
-		v0 = bits.RotateLeft64(v0, 32)
-		v2 += v3
-		v3 = bits.RotateLeft64(v3, 16)
-		v3 ^= v2
-		v0 += v3
-		v3 = bits.RotateLeft64(v3, 21)
-		v3 ^= v0
-		v2 += v1
-		v1 = bits.RotateLeft64(v1, 17)
-		v1 ^= v2
-		v2 = bits.RotateLeft64(v2, 32)
-	}
-	n := len(b)
-	for len(b) >= 8 {
-		m := binary.LittleEndian.Uint64(b)
-		v3 ^= m
-		round()
-		round()
-		v0 ^= m
-		b = b[8:]
-	}
-	var last [8]byte
-	copy(last[:], b)
-	last[7] = byte(n)
-	m := binary.LittleEndian.Uint64(last[:])
-	v3 ^= m
-	round()
-	round()
-	v0 ^= m
-	v2 ^= 0xff
-	round()
-	round()
-	round()
-	round()
-	return v0 ^ v1 ^ v2 ^ v3
 }

@@ -358,13 +358,6 @@ func TestSynProxyAllocatesNothing(t *testing.T) {
 	}
 }
 
-// SipHash-2-4's reference vector (the SipHash paper, appendix A).
-func TestSipHashVector(t *testing.T) {
-	if got := nat.SipHash24ForTest(); got != 0xa129ca6149be45e5 {
-		t.Fatalf("siphash %#x", got)
-	}
-}
-
 // The flood of TestEarlyDropUnderSYNFlood with the SYN proxy in its
 // default, automatic mode: once the table is at its bound every SYN gets a
 // cookie and no entry, and every client that answers its cookie connects.

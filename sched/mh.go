@@ -1,6 +1,10 @@
 package sched
 
-import "math/bits"
+import (
+	"math/bits"
+
+	"github.com/tunvs/tunvs/internal/siphash"
+)
 
 // Maglev hashing, as net/netfilter/ipvs/ip_vs_mh.c.
 //
@@ -49,38 +53,16 @@ const (
 // the length in the top byte of the last block, and the low 32 bits of
 // the result.
 func hsiphash32(v uint32, k0, k1 uint64) uint32 {
-	v0 := uint64(0x736f6d6570736575) ^ k0
-	v1 := uint64(0x646f72616e646f6d) ^ k1
-	v2 := uint64(0x6c7967656e657261) ^ k0
-	v3 := uint64(0x7465646279746573) ^ k1
+	v0, v1, v2, v3 := siphash.C0^k0, siphash.C1^k1, siphash.C2^k0, siphash.C3^k1
 	b := uint64(4)<<56 | uint64(v)
 	v3 ^= b
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = siphash.Round(v0, v1, v2, v3)
 	v0 ^= b
 	v2 ^= 0xff
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
-	v0, v1, v2, v3 = sipRound(v0, v1, v2, v3)
+	v0, v1, v2, v3 = siphash.Round(v0, v1, v2, v3)
+	v0, v1, v2, v3 = siphash.Round(v0, v1, v2, v3)
+	v0, v1, v2, v3 = siphash.Round(v0, v1, v2, v3)
 	return uint32(v0 ^ v1 ^ v2 ^ v3)
-}
-
-// sipRound is one SipHash round (SIPHASH_PERMUTATION).
-func sipRound(v0, v1, v2, v3 uint64) (uint64, uint64, uint64, uint64) {
-	v0 += v1
-	v1 = bits.RotateLeft64(v1, 13)
-	v1 ^= v0
-	v0 = bits.RotateLeft64(v0, 32)
-	v2 += v3
-	v3 = bits.RotateLeft64(v3, 16)
-	v3 ^= v2
-	v0 += v3
-	v3 = bits.RotateLeft64(v3, 21)
-	v3 ^= v0
-	v2 += v1
-	v1 = bits.RotateLeft64(v1, 17)
-	v1 ^= v2
-	v2 = bits.RotateLeft64(v2, 32)
-	return v0, v1, v2, v3
 }
 
 // mhScheduler is the "mh" scheduler. The caller serialises Update and

@@ -100,17 +100,7 @@ func TestConnectionLimit(t *testing.T) {
 	// Silent clients are not evicted here (TestEvictSilent).
 	l := New(ln, Config{Name: "metrics", Max: 2, Log: zerolog.New(&logs), EvictAfter: time.Hour})
 	defer l.Close()
-	accepted := make(chan net.Conn, 10)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(l)
 	var clients []net.Conn
 	for range 5 {
 		c, err := net.Dial("tcp", ln.Addr().String())
@@ -211,17 +201,7 @@ func TestEvictSilent(t *testing.T) {
 	var logs bytes.Buffer
 	l := New(ln, Config{Name: "control", Max: 2, Log: zerolog.New(&logs), EvictAfter: 10 * time.Millisecond})
 	defer l.Close()
-	accepted := make(chan net.Conn, 10)
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
+	accepted := acceptAll(l)
 	dial := func() net.Conn {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
@@ -260,4 +240,21 @@ func TestEvictSilent(t *testing.T) {
 	if n := strings.Count(logs.String(), "closing connections that sent nothing"); n != 1 {
 		t.Errorf("eviction logged %d times:\n%s", n, logs.String())
 	}
+}
+
+// acceptAll accepts from l into the channel it returns, closed when
+// Accept fails.
+func acceptAll(l *Listener) chan net.Conn {
+	accepted := make(chan net.Conn, 10)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				close(accepted)
+				return
+			}
+			accepted <- c
+		}
+	}()
+	return accepted
 }
