@@ -38,7 +38,7 @@ const (
 	StepSettle = "settle"
 )
 
-// LiveSettle is how long both listings must stay unchanged before a live
+// LiveSettleSeconds is how long both listings must stay unchanged before a live
 // or settle step takes them.
 const LiveSettleSeconds = 3
 

@@ -146,16 +146,25 @@ func openDevice(name string, kind Kind) (io.ReadWriteCloser, string, error) {
 		// Ethernet frames as they are: nothing to add or strip.
 		return &bsdFile{File: f, name: ifname}, ifname, nil
 	}
-	d := &bsdTun{bsdFile: bsdFile{File: f, name: ifname}}
-	rc, err := f.SyscallConn()
+	d, err := newBSDTun(f, ifname)
 	if err != nil {
 		f.Close()
 		destroyInterface(ifname)
 		return nil, "", err
 	}
+	return d, ifname, nil
+}
+
+// newBSDTun wraps a tun(4) file in TUNSIFHEAD mode.
+func newBSDTun(f *os.File, name string) (*bsdTun, error) {
+	d := &bsdTun{bsdFile: bsdFile{File: f, name: name}}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
 	d.rc = rc
 	d.readFn, d.writeFn = d.readv, d.writev
-	return d, ifname, nil
+	return d, nil
 }
 
 // bsdFile is a cloned device: Close also destroys the interface.
