@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -335,6 +336,18 @@ func runCluster(t *testing.T, scheduler string) {
 	weight(1)
 	if err := c.WaitNextHops(ctx, 3, 30*time.Second); err != nil {
 		t.Fatalf("d1 with its servers back: %v", err)
+	}
+	// SIGTERM: d1 withdraws and ends its session with a NOTIFICATION
+	// (Cease, peer de-configured), which BIRD logs; the router does not
+	// wait for the hold time.
+	if err := c.StopDirector(0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitNextHops(ctx, 2, 30*time.Second); err != nil {
+		t.Fatalf("d1 stopped: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "bird.log")); !strings.Contains(string(b), "Received: Peer de-configured") {
+		t.Errorf("BIRD did not log the stopped director's Cease notification:\n%s", b)
 	}
 
 	switch scheduler {
