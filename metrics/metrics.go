@@ -222,6 +222,7 @@ func Write(w io.Writer, src Source) {
 			{"time_exceeded_sent", "ICMP time exceeded sent", c.TimeExceededSent.Load()},
 			{"icmp_rate_limited", "ICMP errors not sent: rate limit (icmp_ratelimit, icmp_msgs_per_sec)", c.ICMPLimited.Load()},
 			{"link_drops", "frames too short or of unknown type", c.LinkDrops.Load()},
+			{"other_host", "frames read from a TAP for another host's MAC, dropped (the kernel's PACKET_OTHERHOST)", c.OtherHost.Load()},
 			{"route_drops", "direct-routing (-g) packets not sent: real server not on a TAP segment, or its MAC unresolved", c.RouteDrops.Load()},
 			{"replies", "packets the NAT answered in place, sent back out of their link (SYN proxy cookie SYN-ACKs)", c.Replies.Load()},
 			{"tunnel_sent", "tunnel (-i) packets sent encapsulated to their real server (pieces and fragments each)", c.TunnelSent.Load()},
