@@ -139,9 +139,11 @@ reliability:
 # under qemu once for every scenario in parity/scenarios/ and diffs the real
 # servers chosen and `ipvsadm -L -n` against tunvs, and once more for the
 # sync daemon (TestSync: a kernel master's datagrams against ipvssync's
-# golden vectors; kernel and tunvs as each other's sync master and backup).
+# golden vectors; kernel and tunvs as each other's sync master and backup),
+# and once for tunnelling (TestTunnel: tunvs -i to real servers whose
+# kernel decapsulates ipip, gue and gre, as root and as uid 65534).
 # See parity/README.md.
 .PHONY: ipvs-parity
 ipvs-parity:
 	./parity/setup.sh
-	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 45m -run '^(TestIPVSParity|TestSync)$$' -v ./parity/
+	TUNVS_PARITY=1 $(GO) test -count=1 -timeout 45m -run '^(TestIPVSParity|TestSync|TestTunnel)$$' -v ./parity/

@@ -109,9 +109,10 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	case in.kind == tun.KindTAP:
 		off = bufOffset + ethHdrLen
 	}
-	// ip_vs_dr_xmit sends the packet on as the director's own output,
-	// not forwarded: the TTL is left alone.
-	if !routed && !p.DecTTL() {
+	// Direct routing decrements the TTL too: ip_vs_dr_xmit's
+	// __ip_vs_get_out_rt calls decrement_ttl for every packet it sends
+	// to another host (net/netfilter/ipvs/ip_vs_xmit.c, Linux 6.1).
+	if !p.DecTTL() {
 		return false
 	}
 	if mac != 0 {

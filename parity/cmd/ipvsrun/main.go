@@ -43,7 +43,22 @@ func main() {
 	out := flag.String("out", "results.json", "where to write the results")
 	syncDir := flag.String("sync", "", "instead of scenarios, capture a kernel sync master's datagrams into this directory (sync.go)")
 	interopDir := flag.String("sync-interop", "", "instead of scenarios, run kernel and tunvs sync daemons against each other; listings into this directory (interop.go)")
+	tunnelDir := flag.String("tunnel", "", "instead of scenarios, tunvs tunnelling (-i) to kernel real servers, as root and as uid 65534; reports into this directory (tunnel.go)")
+	tunnelInner := flag.String("tunnel-inner", "", "the tunnelling run in a user namespace (started by -tunnel)")
 	flag.Parse()
+	if *tunnelDir != "" || *tunnelInner != "" {
+		var err error
+		if *tunnelDir != "" {
+			err = tunnelRun(*tunnelDir)
+		} else {
+			err = tunnelE2E(*tunnelInner, true)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ipvsrun: tunnel:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if *syncDir != "" || *interopDir != "" {
 		// Both in one boot when both are asked for: the capture
 		// first, on its own namespaces, then the interop run.
