@@ -182,16 +182,13 @@ func TestNonNumeric(t *testing.T) {
 	}
 }
 
-// A direct-routing real server lists as ipvsadm lists it: Route, with the
-// service's port; -S saves it with -g, and -R of that makes it again.
-func TestRouteListing(t *testing.T) {
-	tb := nat.New(nat.Config{})
-	mustApply(t, tb, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 10.0.0.2 -g -w 2", "-a -t 10.0.0.1:80 -r 10.0.0.3:8080 -m")
-	for _, c := range []struct{ args, want string }{
-		{"-L -n", "  -> 10.0.0.2:80                  Route   2      0          0         \n"},
-		{"-L -n --tun-info", "  -> 10.0.0.2:80                  Route   n/a           2      0          0         \n"},
-		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 2\n"},
-	} {
+// listingLine is a line a listing (args) must hold.
+type listingLine struct{ args, want string }
+
+// listingHas checks that each listing of tb holds its line.
+func listingHas(t *testing.T, tb *nat.Table, lines []listingLine) {
+	t.Helper()
+	for _, c := range lines {
 		out, err := Execute(tb, strings.Fields(c.args), "")
 		if err != nil {
 			t.Fatalf("%s: %v", c.args, err)
@@ -200,6 +197,12 @@ func TestRouteListing(t *testing.T) {
 			t.Errorf("%s: no line %q in\n%s", c.args, c.want, out)
 		}
 	}
+}
+
+// saveRestore checks that -S of tb, restored by -R into a new table,
+// saves the same again, and returns that table.
+func saveRestore(t *testing.T, tb *nat.Table) *nat.Table {
+	t.Helper()
 	saved, _ := Execute(tb, []string{"-S", "-n"}, "")
 	tb2 := nat.New(nat.Config{})
 	if _, err := Execute(tb2, []string{"-R"}, saved); err != nil {
@@ -208,4 +211,18 @@ func TestRouteListing(t *testing.T) {
 	if again, _ := Execute(tb2, []string{"-S", "-n"}, ""); again != saved {
 		t.Errorf("-S | -R | -S: got\n%s\nwant\n%s", again, saved)
 	}
+	return tb2
+}
+
+// A direct-routing real server lists as ipvsadm lists it: Route, with the
+// service's port; -S saves it with -g, and -R of that makes it again.
+func TestRouteListing(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	mustApply(t, tb, "-A -t 10.0.0.1:80 -s rr", "-a -t 10.0.0.1:80 -r 10.0.0.2 -g -w 2", "-a -t 10.0.0.1:80 -r 10.0.0.3:8080 -m")
+	listingHas(t, tb, []listingLine{
+		{"-L -n", "  -> 10.0.0.2:80                  Route   2      0          0         \n"},
+		{"-L -n --tun-info", "  -> 10.0.0.2:80                  Route   n/a           2      0          0         \n"},
+		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -g -w 2\n"},
+	})
+	saveRestore(t, tb)
 }

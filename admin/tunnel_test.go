@@ -20,7 +20,7 @@ func TestTunnelListing(t *testing.T) {
 		"-a -t 10.0.0.1:80 -r 10.0.0.4 -i --tun-type gre --tun-csum",
 		"-a -t 10.0.0.1:80 -r 10.0.0.5 -i --tun-type gue --tun-port 5555",
 		"-a -t 10.0.0.1:80 -r 10.0.0.6 -i --tun-type gre")
-	for _, c := range []struct{ args, want string }{
+	listingHas(t, tb, []listingLine{
 		{"-L -n", "  -> 10.0.0.2:80                  Tunnel  2      0          0         \n"},
 		{"-L -n", "  -> 10.0.0.3:80                  Tunnel  1      0          0         \n"},
 		{"-L -n --tun-info", "  -> 10.0.0.2:80                  Tunnel  ipip          2      0          0         \n"},
@@ -32,23 +32,8 @@ func TestTunnelListing(t *testing.T) {
 		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.3:80 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum\n"},
 		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.4:80 -i -w 1 --tun-type gre --tun-csum\n"},
 		{"-S -n", "-a -t 10.0.0.1:80 -r 10.0.0.5:80 -i -w 1 --tun-type gue --tun-port 5555 --tun-nocsum\n"},
-	} {
-		out, err := Execute(tb, strings.Fields(c.args), "")
-		if err != nil {
-			t.Fatalf("%s: %v", c.args, err)
-		}
-		if !strings.Contains(out, c.want) {
-			t.Errorf("%s: no line %q in\n%s", c.args, c.want, out)
-		}
-	}
-	saved, _ := Execute(tb, []string{"-S", "-n"}, "")
-	tb2 := nat.New(nat.Config{})
-	if _, err := Execute(tb2, []string{"-R"}, saved); err != nil {
-		t.Fatal(err)
-	}
-	if again, _ := Execute(tb2, []string{"-S", "-n"}, ""); again != saved {
-		t.Errorf("-S | -R | -S: got\n%s\nwant\n%s", again, saved)
-	}
+	})
+	tb2 := saveRestore(t, tb)
 	got := tb2.Rules().Services[0].Servers
 	var gue *rules.Server
 	for i := range got {

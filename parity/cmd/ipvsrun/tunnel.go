@@ -65,7 +65,7 @@ func tunnelTopology(userns bool) error {
 		in("tc", "addr", "add", "fd00:5::2/64", "dev", "eth0", "nodad"),
 		in("tc", "link", "set", "eth0", "up"),
 		in("tc", "route", "add", "default", "via", "10.5.0.1"),
-		in("tc", "-6", "route", "add", "default", "via", "fd00:5::1"),
+		in("tc", "route", "add", "::/0", "via", "fd00:5::1"),
 		in("tr", "link", "add", "br0", "type", "bridge"),
 		in("tr", "addr", "add", "10.6.0.1/24", "dev", "br0"),
 		in("tr", "addr", "add", "fd00:6::1/64", "dev", "br0", "nodad"),
@@ -87,7 +87,7 @@ func tunnelTopology(userns bool) error {
 			in(ns, "addr", "add", fmt.Sprintf("fd00:6::%d/64", 5+i), "dev", "eth0", "nodad"),
 			in(ns, "link", "set", "eth0", "up"),
 			in(ns, "route", "add", "default", "via", "10.6.0.1"),
-			in(ns, "-6", "route", "add", "default", "via", "fd00:6::1"),
+			in(ns, "route", "add", "::/0", "via", "fd00:6::1"),
 		)
 	}
 	cmds = append(cmds,
@@ -230,7 +230,8 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 		}
 		os.WriteFile(filepath.Join(dir, "report.txt"), []byte(report.String()), 0o644)
 	}()
-	fmt.Fprintf(&report, "uid %d\n", os.Getuid())
+	um, _ := os.ReadFile("/proc/self/uid_map")
+	fmt.Fprintf(&report, "uid %d, uid_map %s\n", os.Getuid(), strings.Join(strings.Fields(string(um)), " "))
 	defer func() {
 		for _, ns := range tunnelNS {
 			sh("ip", "netns", "del", ns)
@@ -302,7 +303,7 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 	in := func(a ...string) []string { return append([]string{"ip", "-n", "tr"}, a...) }
 	if err := batch([][]string{
 		in("route", "add", "10.9.0.100/32", "dev", "tvc"),
-		in("-6", "route", "add", "fd00:9::100/128", "dev", "tvc"),
+		in("route", "add", "fd00:9::100/128", "dev", "tvc"),
 		in("addr", "add", "10.7.1.1/30", "dev", "tvr"),
 	}); err != nil {
 		return fmt.Errorf("routes to tunvs: %w", err)
