@@ -25,13 +25,7 @@ import (
 // tuples, states and templates, each expiring within the flush delay of
 // the master's.
 func TestSync(t *testing.T) {
-	if os.Getenv("TUNVS_PARITY") != "1" {
-		t.Skip("boots Debian's kernel under qemu: run `make ipvs-parity`, or set TUNVS_PARITY=1")
-	}
-	env, err := readEnv(filepath.Join(cacheDir(), "parity.env"))
-	if err != nil {
-		t.Fatalf("%v: run parity/setup.sh first", err)
-	}
+	env := vmEnv(t)
 	job := t.TempDir()
 	buildForVM(t, job, "../cmd/tunvs", "../cmd/tunvsadm")
 	console, exit, _, err := bootVM(t, job, env, "/job/ipvsrun -timeout 20s -sync /job/golden -sync-interop /job/interop")
@@ -41,6 +35,20 @@ func TestSync(t *testing.T) {
 	}
 	t.Run("golden", func(t *testing.T) { syncGoldenCheck(t, goTool(), filepath.Join(job, "golden")) })
 	t.Run("interop", func(t *testing.T) { syncInteropCheck(t, filepath.Join(job, "interop")) })
+}
+
+// vmEnv skips the test unless TUNVS_PARITY=1 and returns what
+// parity/setup.sh prepared for the VM.
+func vmEnv(t *testing.T) map[string]string {
+	t.Helper()
+	if os.Getenv("TUNVS_PARITY") != "1" {
+		t.Skip("boots Debian's kernel under qemu: run `make ipvs-parity`, or set TUNVS_PARITY=1")
+	}
+	env, err := readEnv(filepath.Join(cacheDir(), "parity.env"))
+	if err != nil {
+		t.Fatalf("%v: run parity/setup.sh first", err)
+	}
+	return env
 }
 
 func syncGoldenCheck(t *testing.T, goBin, golden string) {

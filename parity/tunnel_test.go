@@ -15,13 +15,7 @@ import (
 // are checked, as root and again as uid 65534 in a user namespace. This
 // host's kernel has no ipip, gre or fou; the VM's has.
 func TestTunnel(t *testing.T) {
-	if os.Getenv("TUNVS_PARITY") != "1" {
-		t.Skip("boots Debian's kernel under qemu: run `make ipvs-parity`, or set TUNVS_PARITY=1")
-	}
-	env, err := readEnv(filepath.Join(cacheDir(), "parity.env"))
-	if err != nil {
-		t.Fatalf("%v: run parity/setup.sh first", err)
-	}
+	env := vmEnv(t)
 	job := t.TempDir()
 	buildForVM(t, job, "../cmd/tunvs", "../cmd/tunvsadm")
 	console, exit, _, err := bootVM(t, job, env, "/job/ipvsrun -timeout 10s -tunnel /job/tunnel")

@@ -103,6 +103,44 @@ func timed(list func() (string, error)) (string, error) {
 	return fmt.Sprintf("%s# taken %d %d\n", out, t0, time.Now().UnixMilli()), err
 }
 
+// startTunvs starts /tmp/tunvs with args in namespace ns, its output to
+// logPath, and waits up to a minute for up to succeed (its control
+// socket answering). stop interrupts it and waits for it, killing it
+// after 10 s.
+func startTunvs(ns, logPath string, args []string, up func() error) (stop func(), err error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	var tunvs *exec.Cmd
+	if err := inNS(ns, func() error {
+		tunvs = exec.Command("/tmp/tunvs", args...)
+		tunvs.Stdout, tunvs.Stderr = logf, logf
+		return tunvs.Start()
+	}); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("tunvs: %w", err)
+	}
+	stop = func() {
+		tunvs.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { tunvs.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			tunvs.Process.Kill()
+		}
+		logf.Close()
+	}
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err = up(); err == nil {
+			return stop, nil
+		}
+	}
+	stop()
+	return nil, fmt.Errorf("tunvs did not come up: %w", err)
+}
+
 func syncInterop(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -153,38 +191,14 @@ func syncInterop(dir string) error {
 			args = append(args, "--rule", l)
 		}
 	}
-	var tunvs *exec.Cmd
-	logf, err := os.Create(filepath.Join(dir, "tunvs.log"))
+	stop, err := startTunvs("b", filepath.Join(dir, "tunvs.log"), args, func() error {
+		_, err := tunvsadm("-L", "-n")
+		return err
+	})
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	if err := inNS("b", func() error {
-		tunvs = exec.Command("/tmp/tunvs", args...)
-		tunvs.Stdout, tunvs.Stderr = logf, logf
-		return tunvs.Start()
-	}); err != nil {
-		return fmt.Errorf("tunvs: %w", err)
-	}
-	defer func() {
-		tunvs.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { tunvs.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			tunvs.Process.Kill()
-		}
-	}()
-	var err2 error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if _, err2 = tunvsadm("-L", "-n"); err2 == nil {
-			break
-		}
-	}
-	if err2 != nil {
-		return fmt.Errorf("tunvs did not come up: %w", err2)
-	}
+	defer stop()
 	for _, l := range []string{
 		"--start-daemon backup --mcast-interface tvs0 --syncid 5",
 		"--start-daemon master --mcast-interface tvs0 --syncid 6",

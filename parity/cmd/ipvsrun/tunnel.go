@@ -251,7 +251,7 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 		"-a -t " + vip + " -r 10.6.0.7 -i --tun-type gre --tun-csum",
 		"-a -t " + vip + " -r 10.8.0.5 -i",
 		"-A -t [fd00:9::100]:80 -s rr",
-		"-a -t [fd00:9::100]:80 -r [fd00:6::5] -i",
+		"-a -t [fd00:9::100]:80 -r [fd00:6::5]:80 -i",
 	}
 	if userns {
 		rules[2] = "-a -t " + vip + " -r 10.6.0.6 -i"
@@ -264,41 +264,17 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 	for _, r := range rules {
 		args = append(args, "--rule", r)
 	}
-	logf, err := os.Create(filepath.Join(dir, "tunvs.log"))
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	var tunvs *exec.Cmd
-	if err := inNS("tr", func() error {
-		tunvs = exec.Command("/tmp/tunvs", args...)
-		tunvs.Stdout, tunvs.Stderr = logf, logf
-		return tunvs.Start()
-	}); err != nil {
-		return fmt.Errorf("tunvs: %w", err)
-	}
-	defer func() {
-		tunvs.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { tunvs.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			tunvs.Process.Kill()
-		}
-	}()
 	adm := func(a ...string) (string, error) {
 		return sh(append([]string{"/tmp/tunvsadm", "--socket", tunnelSock}, a...)...)
 	}
-	var err2 error
-	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if _, err2 = adm("-L", "-n"); err2 == nil {
-			break
-		}
+	stop, err := startTunvs("tr", filepath.Join(dir, "tunvs.log"), args, func() error {
+		_, err := adm("-L", "-n")
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	if err2 != nil {
-		return fmt.Errorf("tunvs did not come up: %w", err2)
-	}
+	defer stop()
 	// The kernel's side of tunvs's TUN devices, which tunvs made.
 	in := func(a ...string) []string { return append([]string{"ip", "-n", "tr"}, a...) }
 	if err := batch([][]string{
