@@ -483,6 +483,8 @@ Usage:
   tunvsadm -L|l [virtual-service] [options]
   tunvsadm -Z [virtual-service]
   tunvsadm --set tcp tcpfin udp
+  tunvsadm --start-daemon {master|backup} [daemon-options]
+  tunvsadm --stop-daemon {master|backup}
   tunvsadm --add-laddr|-P virtual-service -z local-address      (DPVS's) a full-NAT local address
   tunvsadm --del-laddr|-Q virtual-service -z local-address
   tunvsadm --get-laddr|-G [virtual-service]
@@ -520,7 +522,7 @@ Options:
   --numeric      -n                   numeric output of addresses and ports
   --connection   -c                   output of current IPVS connections
   --timeout                           output of timeout (tcp tcpfin udp)
-  --daemon                            output of daemon information (none: tunvs has no sync daemon)
+  --daemon                            output of daemon information
   --stats                             output of statistics information
   --rate                              output of rate information
   --exact                             expand numbers (display exact values)
@@ -531,6 +533,14 @@ Options:
   --sort                              does nothing, for backwards compatibility
   --sysctl                            (tunvs's, with -L) the net.ipv4.vs sysctls
 
-Not supported: -f (fwmark services), --pe, the sync daemon.
+Daemon Options:
+  --syncid sid                        syncid for connection sync (default=0)
+  --sync-maxlen length                Max sync message length (default=1472)
+  --mcast-interface interface         multicast interface for connection sync (a link of the director; default eth0)
+  --mcast-group address               IPv4/IPv6 group (default=224.0.0.81)
+  --mcast-port port                   UDP port (default=8848)
+  --mcast-ttl ttl                     Multicast TTL (default=1)
+
+Not supported: -f (fwmark services), SCTP services, --pe.
 Without -n, names come from /etc/hosts and /etc/services only (no DNS).
 `

@@ -6,6 +6,6 @@ _tunvsadm() {
 	--scheduler|-s) COMPREPLY=($(compgen -W "dh fo lblc lblcr lc mh nq ovf rr sed sh twos wlc wrr" -- "$cur")); return ;;
 	--socket) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 	esac
-	COMPREPLY=($(compgen -W "--add-laddr --connection --daemon --del-laddr --exact --fullnat --gatewaying --get-laddr --ipip --l-threshold --masquerading --netmask --nosort --numeric --ops --pe --persistent --persistent-conn --proxy-protocol --rate --real-server --sched-flags --scheduler --set --socket --sort --stats --synproxy --sysctl --tcp-service --thresholds --timeout --tun-csum --tun-info --tun-nocsum --tun-port --tun-remcsum --tun-type --u-threshold --udp-service --version --weight -A -C -D -G -L -M -P -Q -R -S -Z -a -b -c -d -f -g -h -i -j -m -n -o -p -r -s -t -u -v -w -x -y -z" -- "$cur"))
+	COMPREPLY=($(compgen -W "--add-laddr --connection --daemon --del-laddr --exact --fullnat --gatewaying --get-laddr --ipip --l-threshold --masquerading --mcast-group --mcast-interface --mcast-port --mcast-ttl --netmask --nosort --numeric --ops --pe --persistent --persistent-conn --proxy-protocol --rate --real-server --sched-flags --scheduler --set --socket --sort --start-daemon --stats --stop-daemon --sync-maxlen --syncid --synproxy --sysctl --tcp-service --thresholds --timeout --tun-csum --tun-info --tun-nocsum --tun-port --tun-remcsum --tun-type --u-threshold --udp-service --version --weight -A -C -D -G -L -M -P -Q -R -S -Z -a -b -c -d -f -g -h -i -j -m -n -o -p -r -s -t -u -v -w -x -y -z" -- "$cur"))
 }
 complete -F _tunvsadm tunvsadm
