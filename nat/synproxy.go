@@ -32,6 +32,8 @@ import (
 //     SACK blocks and TSecr (dp_vs_synproxy_dnat_handler,
 //     syn_proxy_filter_opt_outin); windows are rescaled when the server's
 //     window scale is not the one the director offered.
+//     ICMP errors from the client's side quote the cookie's numbers:
+//     the server gets them with its own (spICMPIn), as it checks them.
 //
 // Data the client sends after its ACK, before the real server answered:
 // the first segment is held (one per connection, at most heldMax bytes,
@@ -704,4 +706,43 @@ func (sp *synState) translate(dir Dir, p *Packet) {
 		w := uint32(binary.BigEndian.Uint16(th[14:])) << uint(sp.toServer)
 		p.put16(th, 14, uint16(min(w, 0xffff)))
 	}
+}
+
+// setInnerSeq rewrites the sequence number of the TCP segment an ICMP
+// error quotes, if the quote holds it, keeping the quoted TCP checksum (if
+// quoted) and the ICMP checksum right.
+func (p *Packet) setInnerSeq(v uint32) {
+	b, in := p.B, &p.Inner
+	if !p.ICMPError || in.Proto != ipProtoTCP || p.innerLater || in.L4 < 0 || in.L4+8 > len(b) {
+		return
+	}
+	old := binary.BigEndian.Uint32(b[in.L4+4:])
+	d := csum.WordDelta(uint16(old>>16), uint16(v>>16)) + csum.WordDelta(uint16(old), uint16(v))
+	binary.BigEndian.PutUint32(b[in.L4+4:], v)
+	outer := d
+	if in.L4+18 <= len(b) {
+		c := b[in.L4+16:]
+		oc := binary.BigEndian.Uint16(c)
+		nc := csum.ApplyDelta(oc, d)
+		put16(c, nc)
+		outer += csum.WordDelta(oc, nc)
+	}
+	c := b[p.L4+2:]
+	put16(c, csum.ApplyDelta(binary.BigEndian.Uint16(c), outer))
+}
+
+// spICMPIn puts the server's sequence number back into an ICMP error from
+// the client's side about a segment the director sent the client: the
+// server checks that the quoted number is one it sent (tcp_v4_err's
+// "between(seq, snd_una, snd_nxt)") before it believes a "too big".
+func (c *Conn) spICMPIn(p *Packet) {
+	if !c.hasFlag(flagSynProxy) {
+		return
+	}
+	sp := c.syn()
+	if sp.phase.Load() != spEstablished || p.innerLater || p.Inner.L4+8 > len(p.B) {
+		return
+	}
+	seq := binary.BigEndian.Uint32(p.B[p.Inner.L4+4:])
+	p.setInnerSeq(seq - uint32(sp.out.Delta))
 }

@@ -455,3 +455,31 @@ func BenchmarkSynProxyCookie(b *testing.B) {
 		tb.Process(work[:len(syn)], &p, 1)
 	}
 }
+
+// A "too big" from a router on the client's side about a segment the
+// director sent the client quotes the cookie's numbers; the real server
+// gets it with its own sequence number, or it would ignore it.
+func TestSynProxyICMPQuote(t *testing.T) {
+	tb := nat.New(nat.Config{})
+	spService(t, tb)
+	spHandshake(t, tb, cli, true)
+	var p nat.Packet
+	seg := roomy(nattest.Build(nattest.Seg{Src: netip.AddrPortFrom(rs1, 8080), Dst: cli, Proto: 6, Flags: A, Seq: 4001 + 500, Ack: 11, DF: true, Size: 1400}))
+	if r := tb.Process(seg, &p, 1); r.Verdict != nat.Forward {
+		t.Fatalf("server segment: %+v", r)
+	}
+	toClient := slices.Clone(p.B)
+	var q nat.Packet
+	nat.Parse(toClient, &q)
+	icmp := make([]byte, 1280)
+	n := nat.BuildTooBig(icmp, &q, netip.MustParseAddr("10.0.0.1"), 1280)
+	if r := tb.Process(roomy(icmp[:n]), &p, 1); r.Verdict != nat.Forward || r.Dir != nat.DirIn {
+		t.Fatalf("too big: %+v", r)
+	}
+	if !p.VerifyL4Checksum() {
+		t.Fatal("ICMP checksum broken")
+	}
+	if seq := binary.BigEndian.Uint32(p.B[p.Inner.L4+4:]); seq != 4501 {
+		t.Fatalf("quoted sequence number %d, want the server's 4501", seq)
+	}
+}

@@ -753,6 +753,7 @@ func (t *Table) processICMP(p *Packet, now int64) Result {
 			return Result{Verdict: Forward, Dir: DirIn, Conn: c}
 		}
 		p.SetInnerSrc(c.DAddr(), c.DPort)
+		c.spICMPIn(p)
 		if c.hasFlag(flagFullNAT) {
 			// The real server sent its segment to LADDR:lport, and
 			// has no route to whoever reported the error: both come
