@@ -18,6 +18,7 @@ func FuzzRules(f *testing.F) {
 		"--set 1 2 3\n-C\n-Z\n# comment\n\n",
 		"-Ln --stats --exact\n",
 		"-a -t 1.2.3.4:80 -r 5.6.7.8 -w 99999\n",
+		"-A -t 172.16.1.100:80 -s rr\n-a -t 172.16.1.100:80 -r 172.16.1.5 -i -w 1 --tun-type gue --tun-port 6080 --tun-csum\n-a -t 172.16.1.100:80 -r 172.16.1.6 -i --tun-type gre\n-e -t 172.16.1.100:80 -r 172.16.1.6 -i -w 2 --tun-type ipip\n",
 	} {
 		f.Add(s)
 	}
