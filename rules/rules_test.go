@@ -276,3 +276,26 @@ func BenchmarkNextLarge(b *testing.B) {
 		}
 	}
 }
+
+// A change of a tunnelling server's encapsulation alone (what a reload
+// of a rules file with another --tun-type or --tun-port finds) is an
+// edit of the server, and Next carries it.
+func TestDiffTunnel(t *testing.T) {
+	a := sample()
+	a.Services[0].Servers[0].Method = Tunnel
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := a.Clone()
+	b.Services[0].Servers[0].Tun = Encap{Type: TunGUE, Port: 6080, Flags: TunCsum}
+	d := a.Diff(b)
+	if len(d) != 1 || d[0].Kind != EditServer || d[0].Server.Tun != b.Services[0].Servers[0].Tun {
+		t.Fatalf("diff %+v", d)
+	}
+	if next, err := a.Next(d); err != nil || !reflect.DeepEqual(next.Services[0], b.Services[0]) {
+		t.Fatalf("next %+v, %v", next.Services[0], err)
+	}
+	if d := b.Diff(b.Clone()); len(d) != 0 {
+		t.Errorf("no change, diff %+v", d)
+	}
+}
