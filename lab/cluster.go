@@ -372,6 +372,17 @@ func (c *Cluster) DirectorPID(i int) int {
 	return 0
 }
 
+// DirectorCPU is the CPU time director i has used (user and system,
+// /proc/PID/stat's utime and stime, in clock ticks of 1/100 s), 0 if it
+// is not running.
+func (c *Cluster) DirectorCPU(i int) time.Duration {
+	pid := c.DirectorPID(i)
+	if pid == 0 {
+		return 0
+	}
+	return time.Duration(procStatField(pid, 14)+procStatField(pid, 15)) * 10 * time.Millisecond
+}
+
 // KillDirector ends director i with SIGKILL, as a crash would: it
 // withdraws nothing and the router keeps its route until the hold time.
 func (c *Cluster) KillDirector(i int) error { return c.endDirector(i, syscall.SIGKILL) }

@@ -558,22 +558,27 @@ func WriteSandbox(dir string, unsharePID int, within time.Duration) (*State, err
 }
 
 // procStart is field 22 of /proc/PID/stat, 0 if the process is gone.
-func procStart(pid int) uint64 {
+func procStart(pid int) uint64 { return procStatField(pid, 22) }
+
+// procStatField is field n (1-based, as proc(5) numbers them) of
+// /proc/PID/stat, 0 if the process is gone.
+func procStatField(pid, n int) uint64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0
 	}
-	// The command name may contain spaces: skip past its closing paren.
+	// The command name may contain spaces: skip past its closing paren
+	// (field 2); the fields after it start at 3.
 	i := strings.LastIndexByte(string(b), ')')
 	if i < 0 {
 		return 0
 	}
 	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 {
+	if len(f) < n-2 {
 		return 0
 	}
-	n, _ := strconv.ParseUint(f[19], 10, 64)
-	return n
+	v, _ := strconv.ParseUint(f[n-3], 10, 64)
+	return v
 }
 
 func procAlive(pid int, start uint64) bool {

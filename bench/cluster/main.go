@@ -11,7 +11,7 @@
 // director, so uploads are what loads the directors (a download would
 // send them only ACKs). The real servers count what they receive. The
 // figures are the real servers' aggregate goodput and each director's
-// CPU time (utime+stime from /proc/PID/stat) over the measurement, as a
+// CPU time (Cluster.DirectorCPU: utime+stime) over the measurement, as a
 // share of one core.
 //
 // Everything (client, router, directors, real servers, the load
@@ -193,13 +193,13 @@ func round(n, flows, servers int, d time.Duration, self string) (res result, err
 	time.Sleep(time.Second)
 	cpu0 := make([]float64, n)
 	for i := range n {
-		cpu0[i] = cpuSeconds(c.DirectorPID(i))
+		cpu0[i] = c.DirectorCPU(i).Seconds()
 	}
 	b0, t0 := received.Load(), time.Now()
 	time.Sleep(d)
 	b1, el := received.Load(), time.Since(t0)
 	for i := range n {
-		res.cpu = append(res.cpu, (cpuSeconds(c.DirectorPID(i))-cpu0[i])/el.Seconds()*100)
+		res.cpu = append(res.cpu, (c.DirectorCPU(i).Seconds()-cpu0[i])/el.Seconds()*100)
 	}
 	stop.Store(true)
 	wg.Wait()
@@ -231,24 +231,4 @@ func sink(ln net.Listener, n *atomic.Int64) {
 			}
 		}()
 	}
-}
-
-// cpuSeconds is a process's user and system CPU time (/proc/PID/stat
-// fields 14 and 15, in clock ticks of 1/100 s on Linux).
-func cpuSeconds(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseFloat(f[11], 64)
-	s, _ := strconv.ParseFloat(f[12], 64)
-	return (u + s) / 100
 }
