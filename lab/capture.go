@@ -69,7 +69,15 @@ func (f CaptureFilter) match(p Packet) bool {
 func Capture(ctx context.Context, dev string, f CaptureFilter, ready func(), fn func(Packet) bool) error {
 	ifi, err := net.InterfaceByName(dev)
 	if err != nil {
-		return err
+		// net's own error ("route ip+net: no such network interface")
+		// names neither the device nor what there is.
+		var names []string
+		if ifs, e := net.Interfaces(); e == nil {
+			for _, i := range ifs {
+				names = append(names, i.Name)
+			}
+		}
+		return fmt.Errorf("capture: no device %q in this host (it has: %s)", dev, strings.Join(names, ", "))
 	}
 	// SOCK_DGRAM: the kernel strips the link-layer header, so Ethernet
 	// (TAP, veth, bridge) and TUN devices look alike.

@@ -3,6 +3,9 @@
 package lab
 
 import (
+	"context"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,6 +78,27 @@ func TestNetnsLabHA(t *testing.T) {
 			if l := readFile(sd, "backup.log"); !strings.Contains(l, "to=MASTER") {
 				t.Errorf("the backup did not log becoming master:\n%s", l)
 			}
+			// The walk follows the backup now; the dead master's device
+			// is gone, and capturing on it says so.
+			if out, err := labRun(t, u, 2*time.Minute, tunvs, "lab", "walk", "--auto", "--state-dir", sd); err != nil || !strings.Contains(out, "lan/"+BackupDev+" ") {
+				t.Errorf("tunvs lab walk after the failover: %v\n%s", err, out)
+			}
+			if out, err := labRun(t, u, 30*time.Second, tunvs, "lab", "capture", "--state-dir", sd, HostLan, DirectorDev); err == nil || !strings.Contains(out, `no device "`+DirectorDev+`"`) {
+				t.Errorf("tunvs lab capture on the dead master's device: %v\n%s", err, out)
+			}
 		})
+	}
+}
+
+// tunvs lab walk in the scale-out lab says it follows the one-director lab
+// and what to use instead, rather than failing on a device that is not there.
+func TestWalkRefusesClusterLab(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, clusterMarker), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err := Walk(context.Background(), &State{Dir: dir}, WalkOptions{Out: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "--directors") || !strings.Contains(err.Error(), "capture "+HostLan+" "+DirectorTAP(0)) {
+		t.Fatalf("walk in a scale-out lab: %v", err)
 	}
 }

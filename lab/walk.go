@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -75,10 +76,14 @@ func parseCapLine(l string) (walkPkt, bool) {
 // interfaces, makes one request, then shows each step with the packet as
 // captured there and the director's tables.
 func Walk(ctx context.Context, s *State, o WalkOptions) error {
+	if _, err := os.Stat(filepath.Join(s.Dir, clusterMarker)); err == nil {
+		return fmt.Errorf("walk: the walk follows the one-director lab, not the scale-out one (--directors); watch a director there with `tunvs lab capture %s %s`", HostLan, DirectorTAP(0))
+	}
 	if !s.Alive() || !s.Ready {
 		return fmt.Errorf("%w (state in %s)", ErrNoLab, s.Dir)
 	}
-	caps := walkPoints(o.Servers)
+	d := activeDirector(s)
+	caps := walkPoints(o.Servers, d.dev)
 	cctx, cancelCaps := context.WithCancel(ctx)
 	defer cancelCaps()
 	for _, p := range caps {
@@ -89,7 +94,7 @@ func Walk(ctx context.Context, s *State, o WalkOptions) error {
 	if err := caps.waitReady(); err != nil {
 		return err
 	}
-	req, err := walkRequest(ctx, s, o.Self)
+	req, err := walkRequest(ctx, s, o.Self, d.socket)
 	if err != nil {
 		return err
 	}
@@ -103,7 +108,7 @@ func Walk(ctx context.Context, s *State, o WalkOptions) error {
 	if !ok {
 		return errors.New("walk: the client's SYN was not captured")
 	}
-	c := walkConn{cip: syn.src, dst0: syn.dst, vip: netip.AddrPortFrom(VIP, 80)}
+	c := walkConn{cip: syn.src, dst0: syn.dst, vip: netip.AddrPortFrom(VIP, 80), dev: d.dev}
 	// Which real server got it: the one whose interface saw the SYN.
 	for i := 0; i < o.Servers; i++ {
 		if pk, ok := caps.find(RealServerHost(i), "eth0", false, addrIs(c.cip), anyAddr, true); ok {
@@ -113,14 +118,33 @@ func Walk(ctx context.Context, s *State, o WalkOptions) error {
 	return printWalk(o, caps, walkSteps(c, req), c, req)
 }
 
+// walkDirector is the director the walk follows: its device on the lab
+// segment and its control socket.
+type walkDirector struct{ dev, socket string }
+
+// activeDirector is the director that holds the VIP: the only one, or in
+// the HA lab (--ha) the master while it runs (its priority is the higher,
+// and it preempts), else the backup, which took over when it died.
+func activeDirector(s *State) walkDirector {
+	d := walkDirector{DirectorDev, SocketPath(s.Dir)}
+	if _, err := os.Stat(BackupSocketPath(s.Dir)); err != nil {
+		return d
+	}
+	if _, err := admin.Call(d.socket, admin.Request{Args: []string{"-L", "-n"}}); err != nil {
+		return walkDirector{BackupDev, BackupSocketPath(s.Dir)}
+	}
+	return d
+}
+
 // walkPoints are the walk's capture points: the client, both sides of the
-// router, the director's port on the lab segment and every real server.
-func walkPoints(servers int) walkCaps {
+// router, the director's port on the lab segment (dev) and every real
+// server.
+func walkPoints(servers int, dev string) walkCaps {
 	points := walkCaps{
 		{host: HostClient, dev: "eth0", what: "the client's interface"},
 		{host: HostRouter, dev: "eth0", what: "the router's public interface"},
 		{host: HostRouter, dev: "eth1", what: "the router's lab-side interface"},
-		{host: HostLan, dev: DirectorDev, what: "the director's port on the lab segment"},
+		{host: HostLan, dev: dev, what: "the director's port on the lab segment"},
 	}
 	for i := 0; i < servers; i++ {
 		points = append(points, &capPoint{host: RealServerHost(i), dev: "eth0", what: "real server " + RealServerHost(i)})
@@ -230,7 +254,7 @@ type walkReq struct {
 
 // walkRequest makes one request from the client, kept open for a moment
 // so that the table shows it.
-func walkRequest(ctx context.Context, s *State, self string) (walkReq, error) {
+func walkRequest(ctx context.Context, s *State, self, socket string) (walkReq, error) {
 	var r walkReq
 	url := "http://" + RouterPublic.Addr().String() + "/"
 	if _, err := os.Stat(s.Dir + "/nft-unavailable"); err == nil {
@@ -253,19 +277,20 @@ func walkRequest(ctx context.Context, s *State, self string) (walkReq, error) {
 	}
 	r.body, _ = bufio.NewReader(fout).ReadString('\n')
 	time.Sleep(100 * time.Millisecond)
-	r.tablesEst = adm(s, "-L", "-n") + "\n$ tunvsadm -Lnc\n" + adm(s, "-L", "-n", "-c")
+	r.tablesEst = adm(socket, "-L", "-n") + "\n$ tunvsadm -Lnc\n" + adm(socket, "-L", "-n", "-c")
 	io.Copy(io.Discard, fout)
 	if err := fetch.Wait(); err != nil {
 		return r, fmt.Errorf("walk: the request failed: %v: %s", err, strings.TrimSpace(fetchErr.String()))
 	}
 	time.Sleep(200 * time.Millisecond)
-	r.tablesAfter = adm(s, "-L", "-n", "-c")
+	r.tablesAfter = adm(socket, "-L", "-n", "-c")
 	return r, nil
 }
 
 // walkConn is the walked connection's addresses: the client's, the one it
 // sent to, the VIP, and the real server chosen and its address.
 type walkConn struct {
+	dev            string // the director's device on the lab segment
 	cip, dst0, vip netip.AddrPort
 	rs             string
 	rip            netip.AddrPort
@@ -289,7 +314,7 @@ type walkStep struct {
 
 // walkSteps are the article's steps for the connection c.
 func walkSteps(c walkConn, req walkReq) []walkStep {
-	cip, dst0, vip, rs, rip := c.cip, c.dst0, c.vip, c.rs, c.rip
+	cip, dst0, vip, rs, rip, dev := c.cip, c.dst0, c.vip, c.rs, c.rip, c.dev
 	return []walkStep{
 		{title: "The client sends a SYN to the router's public address",
 			text: "The client knows only 10.0.0.200, the lab's \"public\" address.",
@@ -300,10 +325,10 @@ func walkSteps(c walkConn, req walkReq) []walkStep {
 				{HostRouter, "eth1", true, cip, vip, true, "leaves the router for the VIP"}}},
 		{title: "Client -> VIP:80 arrives at the director (article step 1)",
 			text: "src CIP, dst VIP: this is the packet as the director reads it, before its NAT.",
-			at:   []walkAt{{HostLan, DirectorDev, true, cip, vip, true, "into the director"}}},
+			at:   []walkAt{{HostLan, dev, true, cip, vip, true, "into the director"}}},
 		{title: "VIP:80 is a virtual service: the scheduler picks a real server, DNAT (steps 2 and 3)",
 			text:   fmt.Sprintf("The director records the connection and rewrites the destination to %s.", rip),
-			at:     []walkAt{{HostLan, DirectorDev, false, cip, rip, true, "out of the director, after DNAT"}},
+			at:     []walkAt{{HostLan, dev, false, cip, rip, true, "out of the director, after DNAT"}},
 			tables: "$ tunvsadm -L -n\n" + req.tablesEst},
 		{title: "The packet reaches the real server: src CIP, dst RIP (step 4)",
 			text: "The real server sees the client's own address.",
@@ -311,10 +336,10 @@ func walkSteps(c walkConn, req walkReq) []walkStep {
 		{title: "The real server answers via its gateway, the VIP: the director (step 5)",
 			text: "src RIP, dst CIP: as the director reads it, before SNAT.",
 			at: []walkAt{{rs, "eth0", true, rip, cip, false, "leaves " + rs},
-				{HostLan, DirectorDev, true, rip, cip, false, "into the director, before SNAT"}}},
+				{HostLan, dev, true, rip, cip, false, "into the director, before SNAT"}}},
 		{title: "SNAT: the director finds the connection, rewrites the source to VIP:80 (step 6)",
 			text: "The reply now comes from the address the router sent to.",
-			at: []walkAt{{HostLan, DirectorDev, false, vip, cip, false, "out of the director, after SNAT"},
+			at: []walkAt{{HostLan, dev, false, vip, cip, false, "out of the director, after SNAT"},
 				{HostRouter, "eth1", false, vip, cip, false, "arrives at the router"}}},
 		{title: "The router undoes its DNAT; the client sees the reply from 10.0.0.200:80",
 			text: "The connection is complete: the client never saw the VIP or the real server.",
@@ -329,8 +354,8 @@ func walkSteps(c walkConn, req walkReq) []walkStep {
 func printWalk(o WalkOptions, caps walkCaps, steps []walkStep, c walkConn, req walkReq) error {
 	w := o.Out
 	fmt.Fprintf(w, "The packet walk: one HTTP request from the client to http://%s/ (answer: %s)\n", c.dst0.Addr(), strings.TrimSpace(req.body))
-	fmt.Fprintf(w, "Captured SYN and SYN-ACK on: client/eth0, router/eth0, router/eth1, lan/%s (the director's port), rs*/eth0.\n", DirectorDev)
-	fmt.Fprintf(w, "On lan/%s, \"Out\" is the bridge sending to the director (what the director reads, before its NAT)\n", DirectorDev)
+	fmt.Fprintf(w, "Captured SYN and SYN-ACK on: client/eth0, router/eth0, router/eth1, lan/%s (the director's port), rs*/eth0.\n", c.dev)
+	fmt.Fprintf(w, "On lan/%s, \"Out\" is the bridge sending to the director (what the director reads, before its NAT)\n", c.dev)
 	fmt.Fprintf(w, "and \"In\" is what the director wrote (after its NAT).\n")
 	missing := 0
 	rd := bufio.NewReader(o.In)
@@ -377,8 +402,8 @@ func indent(s, p string) string {
 	return b.String()
 }
 
-func adm(s *State, args ...string) string {
-	resp, err := admin.Call(SocketPath(s.Dir), admin.Request{Args: args})
+func adm(socket string, args ...string) string {
+	resp, err := admin.Call(socket, admin.Request{Args: args})
 	if err != nil {
 		return "(tunvsadm: " + err.Error() + ")\n"
 	}
