@@ -417,13 +417,14 @@ var ignoredWhy = map[string]string{
 	"dynamic_weight":          "not supported",
 }
 
-// method refuses what tunvs does not forward by.
+// method refuses what this reader does not map: tunvs forwards by DR and
+// TUN too, but from -g and -i rules, not from keepalived.conf.
 func method(k stmt) error {
 	switch strings.ToUpper(k.arg(1)) {
 	case "NAT":
 		return nil
 	case "DR", "TUN":
-		return errAt(k.Pos, "%s %s: not supported: tunvs is a NAT director (lb_kind NAT)", k.key(), k.arg(1))
+		return errAt(k.Pos, "%s %s: not supported in keepalived.conf (lb_kind NAT only; give -g or -i real servers in a --rules file)", k.key(), k.arg(1))
 	}
 	return errAt(k.Pos, "%s %q: want NAT, DR or TUN", k.key(), k.arg(1))
 }
