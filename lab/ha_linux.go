@@ -29,10 +29,10 @@ func startHA(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *ne
 		if err := os.WriteFile(conf, []byte(HAConf(d.dev, d.prio)), 0o600); err != nil {
 			return procs, err
 		}
-		a := append(append([]string(nil), args...), "--socket", d.sock, "--keepalived-conf", conf,
+		a := append(append([]string(nil), args...), "--keepalived-conf", conf,
 			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s", d.dev, d.dip),
 			"--route=default,via="+RouterLab.Addr().String())
-		p, err := startLabDirector(ctx, cfg, topo, lan, d.name, d.dev, a)
+		p, err := startLabDirector(ctx, cfg, topo, lan, d.name, d.dev, d.sock, a)
 		if p != nil {
 			procs = append(procs, p)
 		}

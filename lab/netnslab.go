@@ -175,7 +175,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	var dproc *labProc
 	if !cfg.HA {
 		var e error
-		dproc, e = startLabDirector(ctx, cfg, topo, lan, "director", DirectorDev, append(args, "--socket", SocketPath(cfg.StateDir)))
+		dproc, e = startLabDirector(ctx, cfg, topo, lan, "director", DirectorDev, SocketPath(cfg.StateDir), args)
 		if dproc != nil {
 			procs = append(procs, dproc)
 			dDone = dproc.done
@@ -251,11 +251,14 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	}
 }
 
-// startLabDirector runs `tunvs run args` as the director called name
-// (its log name.log in the state directory, its PID in name.pid) and
-// moves its device dev to the lab segment, a TAP onto the bridge. The
-// process is returned even with an error, for the caller to stop.
-func startLabDirector(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *netns.Host, name, dev string, args []string) (*labProc, error) {
+// startLabDirector runs `tunvs run args --socket sock` as the director
+// called name (its log name.log in the state directory, its PID in
+// name.pid) and moves its device dev to the lab segment, a TAP onto the
+// bridge. The process is returned even with an error, for the caller to
+// stop.
+func startLabDirector(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *netns.Host, name, dev, sock string, args []string) (*labProc, error) {
+	args = append(args[:len(args):len(args)], "--socket", sock)
+	os.Remove(sock)
 	logPath := filepath.Join(cfg.StateDir, name+".log")
 	dlog, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -272,6 +275,12 @@ func startLabDirector(ctx context.Context, cfg NetnsConfig, topo *netns.Topology
 	p := startedProc(daemon)
 	if err := writeFileAtomic(filepath.Join(cfg.StateDir, name+".pid"), []byte(strconv.Itoa(daemon.Process.Pid)+"\n")); err != nil {
 		return p, err
+	}
+	// The control socket listens once the links are set up: a device
+	// moved sooner may still be replaced (its offloads refused, tunvs
+	// opens it again plain), and the moved one is gone.
+	if err := waitSocket(ctx, sock, 20*time.Second); err != nil {
+		return p, fmt.Errorf("lab: the %s did not start (see %s): %w", name, logPath, err)
 	}
 	if err := netns.WaitLink(topo.Root(), dev, 10*time.Second); err != nil {
 		return p, fmt.Errorf("lab: the %s did not create %s (see %s): %w", name, dev, logPath, err)
