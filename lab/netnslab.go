@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -773,7 +774,10 @@ func labBin(stateDir, self string) error {
 // ExecEnv is the environment for commands run with ExecArgv: tunvsadm
 // finds the lab's director.
 func (s *State) ExecEnv() []string {
-	return append(os.Environ(), "TUNVS_SOCKET="+SocketPath(s.Dir), "TUNVS_LAB_HOST=1", "TUNVS_LAB_BIN="+filepath.Join(s.Dir, "bin"))
+	// The caller's own TUNVS_SOCKET would come first, and getenv takes
+	// the first: the lab's replaces it.
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "TUNVS_SOCKET=") })
+	return append(env, "TUNVS_SOCKET="+SocketPath(s.Dir), "TUNVS_LAB_HOST=1", "TUNVS_LAB_BIN="+filepath.Join(s.Dir, "bin"))
 }
 
 // HostNames lists the lab's hosts in a stable order.

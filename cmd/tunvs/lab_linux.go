@@ -169,11 +169,12 @@ func labExec(dir, host string, cmd []string) error {
 	if err != nil {
 		return err
 	}
+	host, env := st.ExecAlias(host)
 	argv, err := st.ExecArgv(host, cmd)
 	if err != nil {
 		return err
 	}
-	return syscall.Exec(argv[0], argv, st.ExecEnv())
+	return syscall.Exec(argv[0], argv, env)
 }
 
 func labDown(dir string) error {
