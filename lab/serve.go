@@ -15,27 +15,33 @@ import (
 
 // Serve is `tunvs lab serve`: the real servers' HTTP server. It answers
 // every request with name and a newline, and logs who asked (the client's
-// own address: NAT mode keeps it).
+// own address: NAT mode keeps it; full NAT's local address, and the
+// client a PROXY protocol header named, proxyserve.go).
 func Serve(ctx context.Context, name, listen string, log io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
+	return serveOn(ctx, ln, name, log)
+}
+
+func serveOn(ctx context.Context, ln net.Listener, name string, log io.Writer) error {
 	var mu sync.Mutex
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
-			fmt.Fprintf(log, "%s %s %s %s\n", time.Now().Format("15:04:05.000"), r.RemoteAddr, r.Method, r.URL.Path)
+			fmt.Fprintf(log, "%s %s %s %s%s\n", time.Now().Format("15:04:05.000"), r.RemoteAddr, r.Method, r.URL.Path, proxyNote(r.Context()))
 			mu.Unlock()
 			io.WriteString(w, name+"\n")
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext:       proxyConnContext,
 	}
 	go func() {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(proxyListener{ln}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
