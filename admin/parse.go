@@ -958,6 +958,10 @@ func (p *ipvsadmParser) tunvsRefuses() error {
 		return fail("--sctp-service is not supported: tunvs balances TCP and UDP")
 	case p.pe:
 		return fail("--pe (persistence engines, e.g. sip) is not supported by tunvs")
+	case p.fwd == fwdTunnel && p.c.HasDest && p.destV6 != p.svcV6:
+		// IPVS tunnels between families (ip_vs_bind_xmit by the
+		// dest's af); tunvs's encapsulation keeps the service's.
+		return fail("-i between address families (IPv4 in IPv6, IPv6 in IPv4) is not supported: tunvs tunnels within one family")
 	}
 	switch p.fwd {
 	case fwdRoute:

@@ -67,6 +67,8 @@ func TestTunnelOptionsRefused(t *testing.T) {
 		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -m --tun-type gre", "Tunnel options conflict with forward method"},
 		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type vxlan", "illegal tunnel type specified"},
 		{"-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 0", "illegal tunnel port specified"},
+		{"-a -t 10.0.0.1:80 -r [fd00::2]:80 -i", "-i between address families"},
+		{"-a -t [fd00::1]:80 -r 10.0.0.2:80 -i --tun-type gre", "-i between address families"},
 	} {
 		if _, err := Parse(strings.Fields(c.args)); err == nil || !strings.Contains(err.Error(), c.msg) {
 			t.Errorf("%s: %v, want %q", c.args, err, c.msg)
