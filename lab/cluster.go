@@ -567,7 +567,7 @@ func ClusterBanner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, ClusterVIP), "a request, through one of the directors"},
 		{fmt.Sprintf("%s lab exec%s router -- ip route show %s", self, dirFlag, ClusterVIP), "the router's ECMP route: a next hop per director"},
 		{fmt.Sprintf("%s lab exec%s router -- birdc -s %s show protocols", self, dirFlag, filepath.Join(s.Dir, birdSock)), "the BGP sessions, one per director"},
-		{fmt.Sprintf("tunvsadm --socket %s -L -n", DirectorSocket(s.Dir, 0)), "director d1's table (d2.sock, ... the others)"},
+		{fmt.Sprintf("%s lab exec%s d1 -- ipvsadm -L -n", self, dirFlag), "director d1's table (d2, ... the others'; or tunvsadm --socket " + DirectorSocket(s.Dir, 0) + ")"},
 		{fmt.Sprintf("kill -TERM $(pgrep -f 'socket %s')", DirectorSocket(s.Dir, 0)), "stop d1: it withdraws the VIP, the router keeps the others"},
 		{fmt.Sprintf("%s lab down%s", self, dirFlag), "remove everything"},
 	}

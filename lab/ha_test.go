@@ -35,6 +35,9 @@ func TestNetnsLabHA(t *testing.T) {
 				return "director log:\n" + readFile(sd, "director.log") + "\nbackup log:\n" + readFile(sd, "backup.log")
 			}
 			kill := "kill -9 $(cat " + MasterPIDFile(sd) + ")"
+			if !strings.Contains(out, "lab exec --state-dir "+sd+" backup -- ipvsadm -Lnc") {
+				t.Errorf("the banner does not show the backup's table by lab exec backup:\n%s", out)
+			}
 			if !strings.Contains(out, kill) {
 				t.Errorf("the banner does not say how to fail over (%q):\n%s", kill, out)
 			}
@@ -60,7 +63,7 @@ func TestNetnsLabHA(t *testing.T) {
 			// change: sent at once, flushed within 2 s).
 			deadline := time.Now().Add(10 * time.Second)
 			for {
-				tab, err := labRun(t, u, 30*time.Second, filepath.Join(bin, "tunvsadm"), "--socket", BackupSocketPath(sd), "-L", "-n", "-c")
+				tab, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "backup", "--", "ipvsadm", "-Lnc")
 				if err == nil && strings.Contains(tab, "10.0.0.10:") {
 					break
 				}

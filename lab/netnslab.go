@@ -883,7 +883,7 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 	}
 	if cfg.HA {
 		tries = append(tries,
-			[2]string{fmt.Sprintf("tunvsadm --socket %s -L -n -c", BackupSocketPath(s.Dir)), "the backup's table: the master's connections, synced"},
+			[2]string{fmt.Sprintf("%s lab exec%s backup -- ipvsadm -Lnc", self, dirFlag), "the backup's table: the master's connections, synced"},
 			[2]string{fmt.Sprintf("%s lab exec%s director -- sh -c 'kill -9 $(cat %s)'", self, dirFlag, MasterPIDFile(s.Dir)), "the failover: the backup takes over in about 3.6 s"})
 	}
 	tries = append(tries, [][2]string{
