@@ -347,6 +347,12 @@ func (c *Cluster) StartDirector(ctx context.Context, i int) error {
 	c.mu.Lock()
 	c.dirs[i] = p
 	c.mu.Unlock()
+	// The control socket listens once the links are set up: a TAP moved
+	// sooner may still be replaced (its offloads refused, tunvs opens it
+	// again plain outside the lab), as startLabDirector says.
+	if err := waitSocket(ctx, DirectorSocket(c.cfg.StateDir, i), 20*time.Second); err != nil {
+		return fmt.Errorf("lab: director %s did not start (see %s): %w", DirectorName(i), f.Name(), err)
+	}
 	if err := netns.WaitLink(c.topo.Root(), DirectorTAP(i), 10*time.Second); err != nil {
 		return fmt.Errorf("lab: director %s did not create %s (see %s): %w", DirectorName(i), DirectorTAP(i), f.Name(), err)
 	}
@@ -356,10 +362,7 @@ func (c *Cluster) StartDirector(ctx context.Context, i int) error {
 	if err := c.Lan.IP("link", "set", "dev", DirectorTAP(i), "master", BridgeDev); err != nil {
 		return err
 	}
-	if err := c.Lan.LinkUp(DirectorTAP(i)); err != nil {
-		return err
-	}
-	return waitSocket(ctx, DirectorSocket(c.cfg.StateDir, i), 15*time.Second)
+	return c.Lan.LinkUp(DirectorTAP(i))
 }
 
 // DirectorPID is director i's process id, 0 if it is not running.
