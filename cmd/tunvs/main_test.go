@@ -178,20 +178,22 @@ func TestLabStaysAndTakesRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
+	// The socket answers before the lab has made its requests, so the
+	// listing is read until both have been made and have finished, one
+	// to each server (wrr, weights 3 and 1).
+	want := "-> 172.16.1.5:80                Masq    3      0          1"
 	var listing string
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		resp, err := admin.Call(sock, admin.Request{Args: []string{"-L", "-n"}})
-		if err == nil && strings.Contains(resp.Output, "TCP  172.16.1.100:80 wrr") {
+		if err == nil {
 			listing = resp.Output
-			break
+			if strings.Contains(listing, "TCP  172.16.1.100:80 wrr") && strings.Contains(listing, want) {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the lab does not answer on %s: %v\n%s", sock, err, out.String())
+			t.Fatalf("the lab does not list %q on %s: %v\nlisting:\n%s\noutput:\n%s", want, sock, err, listing, out.String())
 		}
-	}
-	// Both requests were made, one to each server (wrr, weights 3 and 1).
-	if !strings.Contains(listing, "-> 172.16.1.5:80                Masq    3      0          1") {
-		t.Errorf("listing:\n%s", listing)
 	}
 	cmd.Process.Signal(os.Interrupt)
 	if err := cmd.Wait(); err != nil {
