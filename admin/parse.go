@@ -860,6 +860,11 @@ func (p *ipvsadmParser) check() error {
 		if c.ProxyProtocol.Version() != 0 && c.Proto != nat.ProtoTCP {
 			return fail("the PROXY protocol is for TCP services")
 		}
+		if c.SynProxy && c.Proto != nat.ProtoTCP {
+			// Not ipvsadm's (it has no -j): said here, as the PROXY
+			// protocol's is, rather than as the table's EINVAL.
+			return fail("the SYN proxy (-j) is for TCP services")
+		}
 	case cmdAddDest, cmdEditDest:
 		if c.ProxyProtocol.Version() != 0 && p.fwd != fwdFullNAT {
 			return fail("the PROXY protocol needs --fullnat")

@@ -40,3 +40,13 @@ func TestSynProxyOption(t *testing.T) {
 		}
 	}
 }
+
+// tunvsadm -A -u ... -j enable names the reason (the SYN proxy is TCP's)
+// and is a command-line refusal (exit 2), not the table's "Invalid
+// operation" with status 255.
+func TestSynProxyUDPRefusal(t *testing.T) {
+	_, err := Parse(strings.Fields("-A -u 10.1.1.3:53 -j enable"))
+	if err == nil || !strings.Contains(err.Error(), "the SYN proxy (-j) is for TCP services") || ExitCode(err) != 2 {
+		t.Fatalf("-A -u -j enable: %v (exit %d)", err, ExitCode(err))
+	}
+}
