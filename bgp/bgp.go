@@ -89,7 +89,9 @@ func ParseSpec(s string) (Config, error) {
 		case "as", "peer-as":
 			var n uint64
 			n, err = strconv.ParseUint(v, 10, 32)
-			if err == nil && n == 0 {
+			if err != nil {
+				err = errors.New("want an AS number, 1 to 4294967295")
+			} else if n == 0 {
 				err = errors.New("AS 0 is reserved")
 			}
 			if k == "as" {
@@ -118,13 +120,13 @@ func ParseSpec(s string) (Config, error) {
 			}
 		case "hold":
 			c.Hold, err = time.ParseDuration(v)
-			if err == nil && (c.Hold < 3*time.Second || c.Hold > 65535*time.Second) {
+			if err != nil || (c.Hold < 3*time.Second || c.Hold > 65535*time.Second) {
 				err = errors.New("want 3s to 65535s (RFC 4271: 0 or at least 3 s)")
 			}
 		case "port":
 			port, err = strconv.ParseUint(v, 10, 16)
-			if err == nil && port == 0 {
-				err = errors.New("port 0")
+			if err != nil || port == 0 {
+				err = errors.New("want a port, 1 to 65535")
 			}
 		default:
 			return c, fmt.Errorf("unknown key %q (as, peer, peer-as, router-id, next-hop, next-hop6, hold, port)", k)

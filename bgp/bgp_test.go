@@ -36,7 +36,10 @@ func TestParseSpec(t *testing.T) {
 		"as=1,peer=10.1.0.1,peer-as=1,router-id=::1": "IPv4",
 		"as=1,peer=x,peer-as=1":                      "peer=x",
 		"as=1,peer=10.1.0.1,peer-as=1,colour=red":    `unknown key "colour"`,
-		"as=1,peer": "not key=value",
+		"as=1,peer":                           "not key=value",
+		"as=x,peer=10.1.0.1,peer-as=1":        "as=x: want an AS number",
+		"as=1,peer=10.1.0.1,peer-as=1,port=0": "port=0: want a port",
+		"as=1,peer=10.1.0.1,peer-as=1,hold=3": "hold=3: want 3s",
 	} {
 		if _, err := ParseSpec(spec); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: error %v, want %q", spec, err, want)
