@@ -21,10 +21,13 @@ LDFLAGS := -X github.com/tunvs/tunvs/internal/buildinfo.Stamp=$(VERSION)
 build:
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvs ./cmd/tunvs
 	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvsadm ./cmd/tunvsadm
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o bin/tunvs-bgp ./cmd/tunvs-bgp
 
 # install: the binaries, man pages, bash and zsh completion and the systemd
 # unit, under $(DESTDIR)$(PREFIX) (PREFIX=/usr for a package, DESTDIR for
-# staging). `go install ./cmd/...` installs just the two binaries.
+# staging). `go install ./cmd/...` installs just the three binaries
+# (tunvs-bgp is GoBGP, the speaker `tunvs run --bgp` starts: kept out of
+# tunvs so that a director does not carry it, issue 11).
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
@@ -34,7 +37,7 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(UNITDIR)
-	install -m 0755 bin/tunvs bin/tunvsadm $(DESTDIR)$(BINDIR)/
+	install -m 0755 bin/tunvs bin/tunvsadm bin/tunvs-bgp $(DESTDIR)$(BINDIR)/
 	install -m 0644 docs/man/tunvs.8 docs/man/tunvsadm.8 $(DESTDIR)$(MANDIR)/man8/
 	install -m 0644 docs/completion/tunvs.bash $(DESTDIR)$(BASHCOMPDIR)/tunvs
 	install -m 0644 docs/completion/tunvsadm.bash $(DESTDIR)$(BASHCOMPDIR)/tunvsadm

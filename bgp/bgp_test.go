@@ -8,14 +8,59 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	api "github.com/osrg/gobgp/v3/api"
+	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/rs/zerolog"
 )
+
+// speakerProg is tunvs-bgp, built by TestMain (the tests link GoBGP for
+// their router; package bgp does not).
+var speakerProg string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("TUNVS_BGP_STRANGER") != "" {
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "tunvs-bgp-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	speakerProg = filepath.Join(dir, SpeakerName)
+	if out, err := exec.Command("go", "build", "-o", speakerProg, "../cmd/tunvs-bgp").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build ../cmd/tunvs-bgp: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+var (
+	familyV4 = &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	familyV6 = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+)
+
+// quiet is a GoBGP logger that says nothing, for the test's router.
+type quiet struct{}
+
+func (quiet) Panic(msg string, _ gobgplog.Fields) { panic(msg) }
+func (quiet) Fatal(string, gobgplog.Fields)       {}
+func (quiet) Error(string, gobgplog.Fields)       {}
+func (quiet) Warn(string, gobgplog.Fields)        {}
+func (quiet) Info(string, gobgplog.Fields)        {}
+func (quiet) Debug(string, gobgplog.Fields)       {}
+func (quiet) SetLevel(gobgplog.LogLevel)          {}
+func (quiet) GetLevel() gobgplog.LogLevel         { return gobgplog.InfoLevel }
 
 func TestParseSpec(t *testing.T) {
 	c, err := ParseSpec("as=65001,peer=10.1.0.1,peer=10.1.0.2,peer-as=65000,next-hop=10.1.0.11,hold=3s")
@@ -58,7 +103,7 @@ func router(t *testing.T, listen, src netip.Addr, peerAS uint32) (*server.BgpSer
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	r := server.NewBgpServer(server.LoggerOption(logAdapter{zerolog.Nop()}))
+	r := server.NewBgpServer(server.LoggerOption(quiet{}))
 	go r.Serve()
 	ctx := context.Background()
 	if err := r.StartBgp(ctx, &api.StartBgpRequest{Global: &api.Global{Asn: 65000, RouterId: "10.9.9.9",
@@ -114,24 +159,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// TestAnnounceWithdraw runs the speaker against a GoBGP router over the
-// kernel loopback (Dial stands in for the director's stack: it dials
-// from src, as the director dials from its DIP): the VIPs arrive with the
-// director's next hop, a VIP taken out of Set is withdrawn, and Close
-// ends the session, which drops the rest.
+// TestAnnounceWithdraw runs the speaker (the tunvs-bgp process) against
+// a GoBGP router over the kernel loopback (Dial stands in for the
+// director's stack: it dials from src, as the director dials from its
+// DIP): the VIPs arrive with the director's next hop, a VIP taken out of
+// Set is withdrawn; the speaker process killed, the router loses the
+// routes, the process is started again, counted, and the next Set
+// announces again; Close ends the session, which drops the rest.
 func TestAnnounceWithdraw(t *testing.T) {
 	listen, src := netip.MustParseAddr("127.0.0.100"), netip.MustParseAddr("127.0.0.101")
 	r, port := router(t, listen, src, 65001)
-	dialed := 0
+	var dialed atomic.Int32
+	var logs strings.Builder
+	var logMu sync.Mutex
 	s, err := Start(Config{
 		AS: 65001, Peers: []Peer{{Addr: listen, AS: 65000, Port: uint16(port)}},
 		NextHop: netip.MustParseAddr("10.1.0.11"), NextHop6: netip.MustParseAddr("fd00::11"), Hold: 3 * time.Second,
 		Dial: func(ctx context.Context, to netip.AddrPort) (net.Conn, error) {
-			dialed++
+			dialed.Add(1)
 			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
 			return d.DialContext(ctx, "tcp", to.String())
 		},
-		Log: zerolog.Nop(),
+		Log:     zerolog.New(lockedWriter{&logMu, &logs}),
+		Program: speakerProg,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,37 +204,68 @@ func TestAnnounceWithdraw(t *testing.T) {
 	if a := s.Announced(); len(a) != 1 || a[0] != vip {
 		t.Fatalf("announced %v", a)
 	}
+
+	// The speaker process dies: its sessions go with it, and so do the
+	// router's routes; it is started again.
+	s.mu.Lock()
+	proc := s.p.cmd.Process
+	s.mu.Unlock()
+	pid := proc.Pid
+	if err := proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "routes gone with the speaker", func() bool { return len(routes(r)) == 0 })
+	waitFor(t, "the speaker restarted", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.restarts == 1 && s.p != nil && s.p.cmd.Process.Pid != pid
+	})
+	waitFor(t, "session established again", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
+	if err := s.Set([]netip.Addr{vip}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the route back", func() bool { return routes(r)["172.16.1.100/32"] == "10.1.0.11" })
+	logMu.Lock()
+	for _, ev := range []string{"bgp_established", "bgp_announce", "bgp_withdraw", "bgp_speaker_exited", "bgp_speaker_started"} {
+		if !strings.Contains(logs.String(), `"event":"`+ev+`"`) {
+			t.Errorf("no %s in the log:\n%s", ev, logs.String())
+		}
+	}
+	logMu.Unlock()
+
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "routes gone after Close", func() bool { return len(routes(r)) == 0 })
-	if dialed == 0 {
+	if dialed.Load() == 0 {
 		t.Fatal("the session did not go through Dial")
 	}
 	if err := s.Set([]netip.Addr{vip}); err == nil {
 		t.Fatal("Set after Close succeeded")
 	}
+	s.mu.Lock()
+	p := s.p
+	s.mu.Unlock()
+	select {
+	case <-p.exited:
+	default:
+		t.Fatal("the speaker process runs after Close")
+	}
 }
 
-// TestNoNextHopNoAnnounce: a VIP of a family without a next hop is not
-// announced (it would carry no usable next hop).
-func TestNoNextHopNoAnnounce(t *testing.T) {
-	s := &Speaker{cfg: Config{NextHop: netip.MustParseAddr("10.1.0.11")}, announced: map[netip.Addr][]byte{}}
-	s.srv = server.NewBgpServer(server.LoggerOption(logAdapter{zerolog.Nop()}))
-	go s.srv.Serve()
-	defer s.srv.Stop()
-	if err := s.srv.StartBgp(context.Background(), &api.StartBgpRequest{Global: &api.Global{Asn: 1, RouterId: "10.1.0.11", ListenPort: -1}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Set([]netip.Addr{netip.MustParseAddr("fd00::1"), netip.MustParseAddr("10.0.0.1")}); err != nil {
-		t.Fatal(err)
-	}
-	if a := s.Announced(); len(a) != 1 || a[0] != netip.MustParseAddr("10.0.0.1") {
-		t.Fatalf("announced %v", a)
-	}
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
 }
 
 func TestStartRefuses(t *testing.T) {
+	t.Setenv("PATH", "")
 	dial := func(context.Context, netip.AddrPort) (net.Conn, error) { return nil, nil }
 	peers := []Peer{{Addr: netip.MustParseAddr("10.0.0.1"), AS: 2}}
 	for _, c := range []struct {
@@ -194,6 +275,8 @@ func TestStartRefuses(t *testing.T) {
 		{Config{AS: 1, Peers: peers}, "no Dial"},
 		{Config{AS: 1, Dial: dial}, "at least one peer"},
 		{Config{AS: 1, Peers: peers, Dial: dial}, "no router-id"},
+		// No tunvs-bgp beside the test binary, none on PATH.
+		{Config{AS: 1, Peers: peers, Dial: dial, NextHop: netip.MustParseAddr("10.0.0.2")}, "`make build` puts it in bin/"},
 	} {
 		if _, err := Start(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v, want %q", c.cfg, err, c.want)
@@ -202,9 +285,10 @@ func TestStartRefuses(t *testing.T) {
 }
 
 // TestRelayRefusesStrangers: a connection to the relay from its loopback
-// address but not from this process's speaker (here: a child process,
-// this test binary again: any program on the machine could do it) is closed at once, without
-// a connection to the router being dialled.
+// address but not from the speaker process (here this test's process; the
+// stranger is a child process, this test binary again: any program on
+// the machine could do it) is closed at once, without a connection to the
+// router being dialled.
 func TestRelayRefusesStrangers(t *testing.T) {
 	loop := netip.MustParseAddr("127.0.0.77")
 	dialed := make(chan struct{}, 1)
@@ -215,6 +299,8 @@ func TestRelayRefusesStrangers(t *testing.T) {
 	if err != nil {
 		t.Skipf("loopback: %v", err)
 	}
+	// This process stands for the speaker.
+	r.owner.Store(int64(os.Getpid()))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.run(ctx)

@@ -6,16 +6,22 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 )
 
 // ownSocket reports whether the loopback connection from `from` to `to`
-// was made by this process: the kernel's socket for its far end (local
-// address from, remote to, in /proc/net/tcp) is one of this process's
+// was made by process pid (the speaker): the kernel's socket for its far
+// end (local address from, remote to, in /proc/net/tcp) is one of pid's
 // descriptors. Another program on the machine could bind the relay's
 // loopback address too; this keeps it from taking the director's
-// session to the router.
-func ownSocket(from, to netip.AddrPort) (bool, error) {
+// session to the router. Reading another process's /proc/PID/fd needs
+// ptrace read access (proc_fd_access_allowed): the speaker is the
+// director's own child, same credentials, so it has it.
+func ownSocket(pid int, from, to netip.AddrPort) (bool, error) {
+	if pid <= 0 {
+		return false, nil
+	}
 	want := procTCPAddr(from) + " " + procTCPAddr(to)
 	f, err := os.Open("/proc/net/tcp")
 	if err != nil {
@@ -37,13 +43,14 @@ func ownSocket(from, to netip.AddrPort) (bool, error) {
 	if inode == "" || inode == "0" {
 		return false, nil
 	}
-	ents, err := os.ReadDir("/proc/self/fd")
+	dir := "/proc/" + strconv.Itoa(pid) + "/fd/"
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return false, err
 	}
 	target := "socket:[" + inode + "]"
 	for _, e := range ents {
-		if l, err := os.Readlink("/proc/self/fd/" + e.Name()); err == nil && l == target {
+		if l, err := os.Readlink(dir + e.Name()); err == nil && l == target {
 			return true, nil
 		}
 	}

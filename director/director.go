@@ -228,7 +228,11 @@ func New(cfg Config) (_ *Director, err error) {
 		cfg.Log.Info().Str("socket", cfg.Socket).Msg("control socket listening")
 	}
 	if cfg.Metrics != "" {
-		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot, Sync: d.Sync, BGP: d.bgp}
+		src := metrics.Source{NAT: d.NAT, Host: h, Health: d.healthSnapshot, Sync: d.Sync}
+		if d.bgp != nil {
+			// Not a nil *bgp.Speaker in the interface.
+			src.BGP = d.bgp
+		}
 		if d.vrrpRx != nil {
 			src.VRRP = &metrics.VRRPSource{Routers: d.Routers, Drops: d.vrrpRx.Drops}
 		}

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Chmod(dir, 0o755)
-		for _, c := range []string{"tunvs", "tunvsadm"} {
+		for _, c := range []string{"tunvs", "tunvsadm", "tunvs-bgp"} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../cmd/"+c).CombinedOutput()
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "go build %s: %v\n%s", c, err, out)

@@ -38,6 +38,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/internal/netns"
 )
 
@@ -90,6 +91,11 @@ func (c *ClusterConfig) defaults() error {
 	}
 	if c.StateDir == "" || c.Self == "" {
 		return errors.New("lab: the cluster needs a state directory and the tunvs executable")
+	}
+	// The directors' --bgp runs tunvs-bgp: better said now than in each
+	// director's log.
+	if _, err := bgp.SpeakerPath(c.Self); err != nil {
+		return fmt.Errorf("lab: %w", err)
 	}
 	return nil
 }

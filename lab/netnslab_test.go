@@ -55,7 +55,7 @@ func netnsLabPrereqs(t *testing.T) (bin string, users []labUser) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range []string{"tunvs", "tunvsadm"} {
+	for _, c := range []string{"tunvs", "tunvsadm", "tunvs-bgp"} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "../cmd/"+c).CombinedOutput()
 		if err != nil {
 			t.Fatalf("go build %s: %v\n%s", c, err, out)

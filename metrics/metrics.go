@@ -18,7 +18,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/health"
 	"github.com/tunvs/tunvs/internal/guard"
 	"github.com/tunvs/tunvs/ipvssync"
@@ -42,8 +41,9 @@ type Source struct {
 	VRRP *VRRPSource
 	// Sync, if set, are the connection sync daemons.
 	Sync *ipvssync.Daemons
-	// BGP, if set, is the speaker announcing the VIPs (metrics/bgp.go).
-	BGP *bgp.Speaker
+	// BGP, if set, is the speaker announcing the VIPs (metrics/bgp.go):
+	// a *bgp.Speaker.
+	BGP BGPSource
 }
 
 // Handler serves /metrics.

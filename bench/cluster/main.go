@@ -99,8 +99,11 @@ func outer(self string) error {
 		defer os.RemoveAll(dir)
 		os.Chmod(dir, 0o755)
 		self = filepath.Join(dir, "tunvs")
-		if out, err := exec.Command("go", "build", "-o", self, "./cmd/tunvs").CombinedOutput(); err != nil {
-			return fmt.Errorf("go build ./cmd/tunvs: %v\n%s", err, out)
+		// tunvs-bgp beside it: the directors' --bgp starts it.
+		for _, c := range []string{"tunvs", "tunvs-bgp"} {
+			if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, c), "./cmd/"+c).CombinedOutput(); err != nil {
+				return fmt.Errorf("go build ./cmd/%s: %v\n%s", c, err, out)
+			}
 		}
 	}
 	self, err := filepath.Abs(self)

@@ -86,9 +86,10 @@ Runs the director on TUN or TAP devices until SIGINT or SIGTERM.
         announce every VIP that has a real server taking connections
         (weight above 0) to the router(s) peer= as a /32 or /128 with the
         director as next hop (default: its address on the peer's subnet),
-        over BGP (GoBGP, embedded) from the director's own stack; a VIP
-        is withdrawn when health checks leave it no real server, and all
-        are on shutdown. For ECMP over several directors: README, "When
+        over BGP from the director's own stack (GoBGP, run as the process
+        tunvs-bgp, found next to tunvs or on PATH, restarted if it dies);
+        a VIP is withdrawn when health checks leave it no real server, and
+        all are on shutdown. For ECMP over several directors: README, "When
         one director is not enough"
   --trace          print each packet's walk through the director to stderr
                    (rate-limited by --trace-rate packets a second)
