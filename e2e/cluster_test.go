@@ -346,8 +346,17 @@ func runCluster(t *testing.T, scheduler string) {
 	if err := c.WaitNextHops(ctx, 2, 30*time.Second); err != nil {
 		t.Fatalf("d1 stopped: %v", err)
 	}
-	if b, _ := os.ReadFile(filepath.Join(dir, "bird.log")); !strings.Contains(string(b), "Received: Peer de-configured") {
-		t.Errorf("BIRD did not log the stopped director's Cease notification:\n%s", b)
+	// The withdrawal takes the route away before the Cease arrives, and
+	// BIRD writes its log a moment later: read it for a while.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(dir, "bird.log"))
+		if strings.Contains(string(b), "Received: Peer de-configured") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("BIRD did not log the stopped director's Cease notification within 10 s:\n%s", b)
+			break
+		}
 	}
 
 	switch scheduler {
