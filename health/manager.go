@@ -541,7 +541,7 @@ func (st *svcState) updateQuorum() {
 		st.event(Event{Type: EventQuorumLost, Weight: sum})
 		if st.cfg.Sorry.IsValid() && !st.sorryOn {
 			err := st.change(st.cfg.Sorry, func(*rules.Server) (rules.Change, bool) {
-				return rules.Change{Kind: rules.AddServer, Server: rules.Server{Addr: st.cfg.Sorry, Weight: st.cfg.SorryWeight}}, true
+				return rules.Change{Kind: rules.AddServer, Server: rules.Server{Addr: st.cfg.Sorry, Method: st.cfg.SorryMethod, Tun: st.cfg.SorryTun, Weight: st.cfg.SorryWeight}}, true
 			})
 			if err != nil {
 				st.natError(st.cfg.Sorry, "add sorry server", err)

@@ -128,8 +128,6 @@ func TestRefused(t *testing.T) {
 	}
 	vs := "virtual_server 10.0.0.1 80 {\n"
 	for _, c := range []struct{ text, want string }{
-		{vs + "lb_kind DR\n}\n", "main.conf:2: keepalived.conf: lb_kind DR: not supported"},
-		{vs + "real_server 10.0.0.2 80 {\nlvs_method TUN\n}\n}\n", "main.conf:3: keepalived.conf: lvs_method TUN"},
 		{vs + "real_server 10.0.0.300 80 {\n}\n}\n", "main.conf:2: keepalived.conf: real_server: bad address"},
 		{vs + "real_server fd00::2 80 {\n}\n}\n", "main.conf:2: keepalived.conf: real_server [fd00::2]:80: invalid argument: real server fd00::2 is not of the service's address family"},
 		{vs + "lb_algo nosuch\n}\n", "main.conf:2: keepalived.conf: lb_algo nosuch: unknown scheduler"},
@@ -167,6 +165,7 @@ func TestReading(t *testing.T) {
 virtual_server 10.0.0.1 $PORT
 {
 	protocol TCP
+	lb_kind NAT
 	real_server 10.0.0.2 ${PORT} { ! comment
 		MISC_CHECK {
 			misc_path "/bin/echo a#b !c $UNDEF"   # comment
@@ -197,6 +196,7 @@ func TestMiscScriptMissing(t *testing.T) {
 	p := filepath.Join(dir, "k.conf")
 	os.WriteFile(p, []byte(`virtual_server 10.0.0.1 80 {
 	protocol TCP
+	lvs_method NAT
 	real_server 10.0.0.2 80 {
 		MISC_CHECK {
 			misc_path "`+filepath.Join(dir, "missing.sh")+` arg"
@@ -217,7 +217,7 @@ func TestMiscScriptMissing(t *testing.T) {
 	if len(srv) != 1 || srv[0].Check.Command != "sh -c true" {
 		t.Errorf("checks %+v, want the one of 10.0.0.3", srv)
 	}
-	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].String(), "k.conf:4: MISC_CHECK disabled") || !strings.Contains(c.Warnings[0].String(), "missing.sh") {
+	if len(c.Warnings) != 1 || !strings.Contains(c.Warnings[0].String(), "k.conf:5: MISC_CHECK disabled") || !strings.Contains(c.Warnings[0].String(), "missing.sh") {
 		t.Errorf("warnings %v", c.Warnings)
 	}
 }

@@ -243,7 +243,12 @@ type vsConf struct {
 	retry      int
 	connTO     time.Duration
 	servers    []rsConf
-	anyInhibit int // real servers with inhibit_on_failure
+	anyInhibit int  // real servers with inhibit_on_failure
+	group      bool // virtual_server group
+	// fwd is lb_kind/lvs_method: the default of the real servers and the
+	// sorry server that do not set their own; sorryFwd the sorry
+	// server's.
+	fwd, sorryFwd fwd
 }
 
 type rsConf struct {
@@ -251,6 +256,17 @@ type rsConf struct {
 	srv     rules.Server
 	check   *rules.Check
 	inhibit bool
+	fwd     fwd
+}
+
+// fwd is a forwarding method as keepalived keeps it for a virtual, real or
+// sorry server: unset until an lvs_method line sets it (check_data.c's
+// alloc_vs sets IP_VS_CONN_F_FWD_MASK "so we can detect if it has been
+// set").
+type fwd struct {
+	set    bool
+	method rules.Method
+	tun    rules.Encap
 }
 
 func (m *mapper) virtualServer(s stmt) error {
@@ -280,7 +296,7 @@ func (m *mapper) virtualServer(s stmt) error {
 		}
 		keys = []groupEntry{{s.Pos, a, port}}
 	}
-	vs := vsConf{delayLoop: defaultDelayLoop, retry: -1}
+	vs := vsConf{delayLoop: defaultDelayLoop, retry: -1, group: s.arg(1) == "group"}
 	for _, k := range s.block {
 		if err := m.vsKeyword(&vs, k); err != nil {
 			return err
@@ -316,7 +332,14 @@ func (m *mapper) vsKeyword(vs *vsConf, k stmt) error {
 			return errAt(k.Pos, "%s %s: unknown scheduler (%s)", k.key(), k.arg(1), strings.Join(sched.Names(), ", "))
 		}
 	case "lb_kind", "lvs_method":
-		return method(k)
+		vs.fwd, err = m.forwarding(k, "virtual")
+	case "sorry_server_lvs_method":
+		if !vs.check.Sorry.IsValid() {
+			// check_parser.c's ss_forwarding_handler.
+			m.warnf(k.Pos, "sorry_server_lvs_method ignored: used without (or before) sorry_server, as keepalived ignores it")
+			break
+		}
+		vs.sorryFwd, err = m.forwarding(k, "sorry")
 	case "persistence_timeout":
 		var n int
 		n, err = number(k, 1, math.MaxInt32)
@@ -359,6 +382,9 @@ func (m *mapper) vsKeyword(vs *vsConf, k stmt) error {
 			}
 		}
 		vs.check.Sorry = netip.AddrPortFrom(a, port)
+		// alloc_ssvr (check_data.c): the sorry server starts with the
+		// virtual server's method as it stands.
+		vs.sorryFwd = vs.fwd
 	case "inhibit_on_failure":
 		vs.inhibit = true
 	case "virtualhost":
@@ -381,7 +407,7 @@ func (m *mapper) vsKeyword(vs *vsConf, k stmt) error {
 		}
 		vs.servers = append(vs.servers, rs)
 	case "omega", "quorum_up", "quorum_down", "notify_up", "notify_down", "smtp_alert", "ha_suspend",
-		"sorry_server_inhibit", "sorry_server_lvs_method", "delay_before_retry", "warmup", "ip_family":
+		"sorry_server_inhibit", "delay_before_retry", "warmup", "ip_family":
 		m.warnf(k.Pos, "%s ignored: %s", k.key(), ignoredWhy[k.key()])
 	default:
 		m.warnf(k.Pos, "unknown keyword %q in virtual_server ignored", k.key())
@@ -391,42 +417,106 @@ func (m *mapper) vsKeyword(vs *vsConf, k stmt) error {
 
 // ignoredWhy says why a keyword keepalived knows does nothing here.
 var ignoredWhy = map[string]string{
-	"omega":                   "tunvs runs no quorum scripts",
-	"quorum_up":               "tunvs runs no notification scripts (the log has the event)",
-	"quorum_down":             "tunvs runs no notification scripts (the log has the event)",
-	"notify_up":               "tunvs runs no notification scripts (the log has the event)",
-	"notify_down":             "tunvs runs no notification scripts (the log has the event)",
-	"smtp_alert":              "tunvs sends no mail",
-	"ha_suspend":              "tunvs has no VRRP",
-	"sorry_server_inhibit":    "the sorry server is added and removed",
-	"sorry_server_lvs_method": "tunvs forwards by NAT only",
-	"delay_before_retry":      "tunvs retries at the delay_loop interval",
-	"warmup":                  "only in a checker",
-	"ip_family":               "taken from the addresses",
-	"connect_ip":              "tunvs checks the real server's address",
-	"bindto":                  "checks leave from the director's own address",
-	"bind_port":               "checks leave from the director's own address",
-	"fwmark":                  "tunvs does not mark packets",
-	"user":                    "the command runs as tunvs's user",
-	"http_protocol":           "tunvs sends HTTP/1.1",
-	"enable_sni":              "not set",
-	"min_reply_length":        "not checked",
-	"max_reply_length":        "not checked",
-	"regex":                   "tunvs checks a digest or the status only",
-	"log_all_failures":        "failures are logged once per transition",
-	"dynamic_weight":          "not supported",
+	"omega":                "tunvs runs no quorum scripts",
+	"quorum_up":            "tunvs runs no notification scripts (the log has the event)",
+	"quorum_down":          "tunvs runs no notification scripts (the log has the event)",
+	"notify_up":            "tunvs runs no notification scripts (the log has the event)",
+	"notify_down":          "tunvs runs no notification scripts (the log has the event)",
+	"smtp_alert":           "tunvs sends no mail",
+	"ha_suspend":           "tunvs checks whether or not this director holds the virtual address",
+	"sorry_server_inhibit": "the sorry server is added and removed",
+	"delay_before_retry":   "tunvs retries at the delay_loop interval",
+	"warmup":               "only in a checker",
+	"ip_family":            "taken from the addresses",
+	"connect_ip":           "tunvs checks the real server's address",
+	"bindto":               "checks leave from the director's own address",
+	"bind_port":            "checks leave from the director's own address",
+	"fwmark":               "tunvs does not mark packets",
+	"user":                 "the command runs as tunvs's user",
+	"http_protocol":        "tunvs sends HTTP/1.1",
+	"enable_sni":           "not set",
+	"min_reply_length":     "not checked",
+	"max_reply_length":     "not checked",
+	"regex":                "tunvs checks a digest or the status only",
+	"log_all_failures":     "failures are logged once per transition",
+	"dynamic_weight":       "not supported",
 }
 
-// method refuses what this reader does not map: tunvs forwards by DR and
-// TUN too, but from -g and -i rules, not from keepalived.conf.
-func method(k stmt) error {
-	switch strings.ToUpper(k.arg(1)) {
+// forwarding is keepalived 2.2.7's svr_forwarding_handler
+// (check_parser.c): "lvs_method NAT|DR|TUN [type ipip|gue|gre] [port N]
+// [nocsum|csum|remcsum]", words compared as they are written (strcmp), the
+// tunnel's options defaulting to ipip, no port, nocsum on every line.
+// What keepalived reports as a configuration error (keepalived -t fails)
+// is refused, with its words; full NAT is tunvs's own and has no name
+// there. Tunnel options on a NAT or DR line, which keepalived takes and
+// the kernel does not use, are dropped with a warning.
+func (m *mapper) forwarding(k stmt, who string) (fwd, error) {
+	f := fwd{set: true}
+	switch k.arg(1) {
 	case "NAT":
-		return nil
-	case "DR", "TUN":
-		return errAt(k.Pos, "%s %s: not supported in keepalived.conf (lb_kind NAT only; give -g or -i real servers in a --rules file)", k.key(), k.arg(1))
+		f.method = rules.Masquerade
+	case "DR":
+		f.method = rules.Route
+	case "TUN":
+		f.method = rules.Tunnel
+	default:
+		return f, errAt(k.Pos, "%s %q: unknown routing method for %s server (want NAT, DR or TUN)", k.key(), k.arg(1), who)
 	}
-	return errAt(k.Pos, "%s %q: want NAT, DR or TUN", k.key(), k.arg(1))
+	t, port, opts := rules.TunIPIP, 0, false
+	for i := 2; i < len(k.words); i++ {
+		opts = true
+		switch w := k.words[i]; w {
+		case "type":
+			if i+1 == len(k.words) {
+				return f, errAt(k.Pos, "%s: missing tunnel type for %s server", k.key(), who)
+			}
+			i++
+			switch k.words[i] {
+			case "ipip":
+				t = rules.TunIPIP
+			case "gue":
+				t = rules.TunGUE
+			case "gre":
+				t = rules.TunGRE
+			default:
+				return f, errAt(k.Pos, "%s: unknown tunnel type %s for %s server", k.key(), k.words[i], who)
+			}
+		case "port":
+			if i+1 == len(k.words) {
+				return f, errAt(k.Pos, "%s: missing port for %s server gue tunnel", k.key(), who)
+			}
+			i++
+			n, err := strconv.Atoi(k.words[i])
+			if err != nil || n < 1 || n > 65535 {
+				return f, errAt(k.Pos, "%s: invalid gue tunnel port %s for %s server", k.key(), k.words[i], who)
+			}
+			port = n
+		case "nocsum":
+			f.tun.Flags = 0
+		case "csum":
+			f.tun.Flags = rules.TunCsum
+		case "remcsum":
+			f.tun.Flags = rules.TunRemCsum
+		default:
+			return f, errAt(k.Pos, "%s: invalid tunnel option %s for %s server", k.key(), w, who)
+		}
+	}
+	switch {
+	case (t == rules.TunGUE) != (port != 0):
+		return f, errAt(k.Pos, "%s: gue tunnels require port, otherwise cannot have port", k.key())
+	case t == rules.TunIPIP && f.tun.Flags != 0:
+		return f, errAt(k.Pos, "%s: ipip tunnels do not support checksum option", k.key())
+	case t == rules.TunGRE && f.tun.Flags == rules.TunRemCsum:
+		return f, errAt(k.Pos, "%s: gre tunnels do not support remote checksum option", k.key())
+	}
+	f.tun.Type, f.tun.Port = t, uint16(port)
+	if f.method != rules.Tunnel {
+		if opts {
+			m.warnf(k.Pos, "%s %s: tunnel options ignored (for TUN only)", k.key(), k.arg(1))
+		}
+		f.tun = rules.Encap{}
+	}
+	return f, nil
 }
 
 // maskBits is a netmask (255.255.255.0) or a prefix length as bits.
@@ -448,7 +538,8 @@ func maskBits(s string) (int, bool) {
 }
 
 func (m *mapper) realServer(vs *vsConf, s stmt) (rsConf, error) {
-	rs := rsConf{Pos: s.Pos, srv: rules.Server{Weight: 1, Line: s.Line}}
+	// alloc_rs (check_data.c): the method the virtual server has so far.
+	rs := rsConf{Pos: s.Pos, srv: rules.Server{Weight: 1, Line: s.Line}, fwd: vs.fwd}
 	a, err := netip.ParseAddr(s.arg(1))
 	if err != nil || a.Zone() != "" {
 		return rs, errAt(s.Pos, "real_server: bad address %q", s.arg(1))
@@ -473,8 +564,10 @@ func (m *mapper) realServer(vs *vsConf, s stmt) (rsConf, error) {
 			rs.srv.LThreshold, err = number(k, 0, math.MaxInt32)
 		case "inhibit_on_failure":
 			rs.inhibit = true
-		case "lb_kind", "lvs_method":
-			err = method(k)
+		case "lvs_method":
+			// keepalived takes lvs_method only here; lb_kind is the
+			// virtual server's (check_parser.c's init_check_keywords).
+			rs.fwd, err = m.forwarding(k, "real")
 		case "delay_loop":
 			delayLoop, err = timer(k)
 		case "TCP_CHECK", "HTTP_GET", "SSL_GET", "MISC_CHECK", "UDP_CHECK", "PING_CHECK":
@@ -674,11 +767,38 @@ func (m *mapper) emit(s stmt, vs *vsConf, g groupEntry, first bool) error {
 	}
 	inhibit := 0
 	seen := map[netip.AddrPort]bool{}
+	defaultNAT := false
+	// resolve is validate_check_config's (check_data.c): a real or sorry
+	// server without a method of its own takes the virtual server's, NAT
+	// if it has none, said once; a DR or TUN server's port is the
+	// service's, reset with a warning when it differs (for a group, whose
+	// entries may differ, only the warning).
+	resolve := func(p Pos, what string, f fwd, addr netip.AddrPort) (fwd, netip.AddrPort) {
+		if !f.set {
+			if !vs.fwd.set && !defaultNAT {
+				warnf(s.Pos, "virtual_server %v: no forwarding method set, setting default NAT, as keepalived does", netip.AddrPortFrom(g.addr, g.port))
+				defaultNAT = true
+			}
+			f = vs.fwd
+		}
+		if addr.Port() == 0 {
+			addr = netip.AddrPortFrom(addr.Addr(), svc.Port)
+		}
+		if f.method != rules.Masquerade && addr.Port() != svc.Port {
+			if vs.group {
+				warnf(p, "virtual_server %v and %s %v ports don't match, as keepalived warns", netip.AddrPortFrom(g.addr, g.port), what, addr)
+			} else {
+				warnf(p, "virtual_server %v and %s %v ports don't match: resetting, as keepalived does", netip.AddrPortFrom(g.addr, g.port), what, addr)
+				addr = netip.AddrPortFrom(addr.Addr(), svc.Port)
+			}
+		}
+		return f, addr
+	}
 	for _, rs := range vs.servers {
 		d := rs.srv
-		if d.Addr.Port() == 0 {
-			d.Addr = netip.AddrPortFrom(d.Addr.Addr(), svc.Port)
-		}
+		var f fwd
+		f, d.Addr = resolve(rs.Pos, "real_server", rs.fwd, d.Addr)
+		d.Method, d.Tun = f.method, f.tun
 		if err := rules.ValidServer(k, &d); err != nil {
 			return errAt(rs.Pos, "real_server %v: %v", d.Addr, err)
 		}
@@ -726,6 +846,17 @@ func (m *mapper) emit(s stmt, vs *vsConf, g groupEntry, first bool) error {
 			return errAt(rs.Pos, "real_server %v: %v", d.Addr, err)
 		}
 		cs.Servers = append(cs.Servers, rules.CheckServer{Addr: d.Addr, Check: &c, Line: rs.Line})
+	}
+	if cs.Sorry.IsValid() {
+		// validate_check_config resolves the sorry server after the real
+		// servers, and alters its port only when it does not masquerade.
+		var f fwd
+		sorry := cs.Sorry
+		f, sorry = resolve(s.Pos, "sorry_server", vs.sorryFwd, sorry)
+		if f.method != rules.Masquerade {
+			cs.Sorry = sorry
+		}
+		cs.SorryMethod, cs.SorryTun = f.method, f.tun
 	}
 	if inhibit > 0 && !vs.inhibit {
 		cs.OnFail = rules.Inhibit

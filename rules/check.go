@@ -152,6 +152,11 @@ type CheckService struct {
 	// is back (keepalived's sorry_server).
 	Sorry       netip.AddrPort
 	SorryWeight int
+	// SorryMethod and SorryTun are the sorry server's forwarding method
+	// and encapsulation (keepalived's sorry_server_lvs_method; zero:
+	// masquerading).
+	SorryMethod Method
+	SorryTun    Encap
 	// Quorum is the least sum of the weights of the live real servers
 	// for the service to be up (default 1, as keepalived); Hysteresis
 	// widens it: lost below Quorum-Hysteresis, back at Quorum+Hysteresis.

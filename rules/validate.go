@@ -284,6 +284,12 @@ func (r *Rules) validCheckService(sc *CheckService) (int, error) {
 	if sc.Sorry.IsValid() && svc.Server(sc.Sorry) != nil {
 		return sc.Line, cfgErr("%s: sorry server %v is also a real server", name, sc.Sorry)
 	}
+	if sc.SorryMethod > Tunnel {
+		return sc.Line, cfgErr("%s: sorry server forwarding method %v", name, sc.SorryMethod)
+	}
+	if err := validTunnel(&Server{Method: sc.SorryMethod, Tun: sc.SorryTun}); err != nil {
+		return sc.Line, fmt.Errorf("%s: sorry server: %w", name, err)
+	}
 	if sc.Default != nil {
 		if _, err := sc.Default.WithDefaults(); err != nil {
 			return sc.Line, fmt.Errorf("%s: default check: %w", name, err)
