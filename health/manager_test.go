@@ -14,6 +14,7 @@ import (
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/nat"
+	"github.com/tunvs/tunvs/rules"
 )
 
 // The checks run on the test lab's manual clock, so the interval costs no
@@ -137,14 +138,16 @@ func TestHTTPStatusRemove(t *testing.T) {
 }
 
 // When every server is down the service loses quorum: an event, the flag,
-// and the sorry server in the pool; when one is back, the sorry server
-// leaves.
+// and the sorry server in the pool, by its own forwarding method
+// (keepalived's sorry_server_lvs_method); when one is back, the sorry
+// server leaves.
 func TestQuorumAndSorry(t *testing.T) {
 	tl := newTestLab(t, 2)
 	events := make(chan Event, 64)
 	sorry := netip.MustParseAddrPort("172.16.1.9:8080")
 	m, err := New(Config{Services: []ServiceConfig{{
 		Proto: nat.ProtoTCP, VIP: testVIP, OnFail: Inhibit, Sorry: sorry, Quorum: 1,
+		SorryMethod: rules.Tunnel, SorryTun: rules.Encap{Type: rules.TunGRE},
 		Default: &Check{Kind: KindTCP, Interval: tInterval, Timeout: tTimeout, Fall: 2, Rise: 1},
 	}}}, tl.opts(t, events))
 	if err != nil {
@@ -167,8 +170,8 @@ func TestQuorumAndSorry(t *testing.T) {
 	if s.QuorumUp || !s.SorryActive {
 		t.Errorf("snapshot %+v", s)
 	}
-	if d := tl.dest(t, nat.ProtoTCP, sorry); d == nil || d.Weight() != 1 {
-		t.Fatalf("sorry server not in the pool: %v", d)
+	if d := tl.dest(t, nat.ProtoTCP, sorry); d == nil || d.Weight() != 1 || d.Method() != rules.Tunnel {
+		t.Fatalf("sorry server not in the pool, tunnelled: %v", d)
 	}
 	tl.rs[1].start()
 	tl.waitEvent(t, 2, events, EventQuorumUp, netip.AddrPort{}, tInterval, 1)
