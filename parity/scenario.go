@@ -141,8 +141,9 @@ type Result struct {
 }
 
 // KeepalivedOutcome is a keepalived step's outcome: the listings.
-func KeepalivedOutcome(list, thresholds string) string {
-	return "--- -L -n\n" + TrimListing(list) + "\n--- -L -n --thresholds\n" + TrimListing(thresholds) + "\n"
+func KeepalivedOutcome(list, thresholds, tunInfo string) string {
+	return "--- -L -n\n" + TrimListing(list) + "\n--- -L -n --thresholds\n" + TrimListing(thresholds) +
+		"\n--- -L -n --tun-info\n" + TrimListing(tunInfo) + "\n"
 }
 
 // CmdOutcome is the outcome of a cmd step: everything ipvsadm shows.

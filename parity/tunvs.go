@@ -202,10 +202,11 @@ func (r *tunvsRun) keepalived(st Step) (string, string) {
 	if err := r.t.Apply(r.t.Rules().Diff(kc.Rules)); err != nil {
 		return "error: " + err.Error(), ""
 	}
-	var l, th bytes.Buffer
+	var l, th, tun bytes.Buffer
 	admin.List(&l, r.t, admin.FmtNumeric)
 	admin.List(&th, r.t, admin.FmtNumeric|admin.FmtThresholds)
-	return KeepalivedOutcome(l.String(), th.String()), fmt.Sprint(kc.Warnings)
+	admin.List(&tun, r.t, admin.FmtNumeric|admin.FmtTunInfo)
+	return KeepalivedOutcome(l.String(), th.String(), tun.String()), fmt.Sprint(kc.Warnings)
 }
 
 // loadKeepalived reads a step's keepalived.conf text as tunvs run

@@ -544,7 +544,11 @@ func (w *world) keepalived(i int, st parity.Step) (string, string) {
 			if err != nil {
 				return "error: ipvsadm: " + err.Error(), logText()
 			}
-			return parity.KeepalivedOutcome(out, th), logText()
+			tun, err := shNS(w.dir, "ipvsadm", "-L", "-n", "--tun-info")
+			if err != nil {
+				return "error: ipvsadm: " + err.Error(), logText()
+			}
+			return parity.KeepalivedOutcome(out, th, tun), logText()
 		}
 	}
 	return "error: keepalived's services did not settle", last + logText()
