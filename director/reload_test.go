@@ -174,9 +174,10 @@ func TestReloadKeepalived(t *testing.T) {
 	if save(d) != want {
 		t.Fatalf("after reload:\n%s", save(d))
 	}
-	os.WriteFile(path, []byte(conf(5, "\tlb_kind TUN\n")), 0o644)
+	// Full NAT has no name in keepalived.conf: keepalived refuses it.
+	os.WriteFile(path, []byte(conf(5, "\tlb_kind FNAT\n")), 0o644)
 	if _, err := keepalived.Load(path, keepalived.Options{}); err == nil || !strings.Contains(err.Error(), path+":12: ") {
-		t.Fatalf("TUN: %v", err)
+		t.Fatalf("FNAT: %v", err)
 	}
 	if save(d) != want {
 		t.Errorf("a refused file changed the table:\n%s", save(d))

@@ -16,7 +16,7 @@ import (
 // tunvs run --keepalived-conf as an ordinary user in a user and network
 // namespace of its own: the services of the keepalived.conf listed by
 // tunvsadm; the file changed and SIGHUP: the difference applied; a file
-// tunvs refuses (lb_kind DR) and SIGHUP: nothing changes; and a sysctl set
+// tunvs refuses (an lb_kind TUN type keepalived does not know) and SIGHUP: nothing changes; and a sysctl set
 // and listed through tunvsadm.
 func TestKeepalivedConfDaemon(t *testing.T) {
 	unshare, asUser := ordinaryUser(t)
@@ -50,7 +50,7 @@ virtual_server 172.16.1.100 80 {
 	}
 	kc := conf("keepalived.conf", "")
 	v2 := conf("v2", "    real_server 172.16.1.6 80 {\n        weight 4\n    }\n")
-	bad := conf("bad", "    lb_kind DR\n")
+	bad := conf("bad", "    lb_kind TUN type vxlan\n")
 	logf := filepath.Join(dir, "daemon.log")
 	script := fmt.Sprintf(`
 [ "$(readlink /proc/self/ns/net)" != %q ] || { echo "not in a fresh network namespace: refusing"; exit 99; }
@@ -106,7 +106,7 @@ daemon exit=0
 	}
 	// The warnings and the refusal name the file and line.
 	for _, w := range []string{"vrrp_instance VI_1 ignored: it needs an interface, a virtual_router_id and a virtual_ipaddress file=" + kc + " line=2",
-		kc + ":12: keepalived.conf: lb_kind DR: not supported"} {
+		kc + ":12: keepalived.conf: lb_kind: unknown tunnel type vxlan for virtual server"} {
 		if !strings.Contains(string(log), w) {
 			t.Errorf("daemon log has no %q:\n%s", w, log)
 		}

@@ -150,10 +150,10 @@ func TestLabRefusesBadFlags(t *testing.T) {
 // line before any device is opened; with --rules it is a usage error.
 func TestKeepalivedConfRefused(t *testing.T) {
 	f := filepath.Join(t.TempDir(), "keepalived.conf")
-	os.WriteFile(f, []byte("virtual_server 10.0.0.1 80 {\n  lb_kind DR\n}\n"), 0o644)
+	os.WriteFile(f, []byte("virtual_server 10.0.0.1 80 {\n  lb_kind TUN type vxlan\n}\n"), 0o644)
 	err := cmdRun(t.Context(), []string{"--link", "name=t0", "--keepalived-conf", f})
-	if err == nil || !strings.Contains(err.Error(), f+":2: ") || !strings.Contains(err.Error(), "lb_kind DR") {
-		t.Errorf("got %v, want an error naming %s:2 and lb_kind DR", err, f)
+	if err == nil || !strings.Contains(err.Error(), f+":2: ") || !strings.Contains(err.Error(), "lb_kind: unknown tunnel type vxlan") {
+		t.Errorf("got %v, want an error naming %s:2 and the tunnel type", err, f)
 	}
 	if code := realMain([]string{"run", "--link", "name=t0", "--keepalived-conf", f, "--rules", f}); code != 2 {
 		t.Errorf("--rules with --keepalived-conf: exit %d, want 2", code)
