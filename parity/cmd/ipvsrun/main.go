@@ -396,7 +396,9 @@ func (w *world) setup(i int, sc *parity.Scenario) error {
 	return nil
 }
 
-func serveTCP(l net.Listener, name string) {
+// acceptEach serves every connection l accepts in a goroutine of its own,
+// closing it after serve, until l is closed.
+func acceptEach(l net.Listener, serve func(net.Conn)) {
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -404,10 +406,16 @@ func serveTCP(l net.Listener, name string) {
 		}
 		go func() {
 			defer c.Close()
-			io.WriteString(c, name+"\n")
-			io.Copy(io.Discard, c) // until the client closes
+			serve(c)
 		}()
 	}
+}
+
+func serveTCP(l net.Listener, name string) {
+	acceptEach(l, func(c net.Conn) {
+		io.WriteString(c, name+"\n")
+		io.Copy(io.Discard, c) // until the client closes
+	})
 }
 
 func serveUDP(u net.PacketConn, name string) {

@@ -132,26 +132,18 @@ func syncServers() error {
 			if err != nil {
 				return err
 			}
-			go func(l net.Listener, closeFirst bool) {
-				for {
-					c, err := l.Accept()
-					if err != nil {
-						return
-					}
-					go func() {
-						defer c.Close()
-						if closeFirst {
-							// Read the client's line first: closing
-							// with unread data would send a reset.
-							bufio.NewReader(c).ReadString('\n')
-							io.WriteString(c, "hello\n")
-							return
-						}
-						io.WriteString(c, "hello\n")
-						io.Copy(io.Discard, c)
-					}()
+			closeFirst := spec.closeFirst
+			go acceptEach(l, func(c net.Conn) {
+				if closeFirst {
+					// Read the client's line first: closing with
+					// unread data would send a reset.
+					bufio.NewReader(c).ReadString('\n')
+					io.WriteString(c, "hello\n")
+					return
 				}
-			}(l, spec.closeFirst)
+				io.WriteString(c, "hello\n")
+				io.Copy(io.Discard, c)
+			})
 		}
 		u, err := net.ListenPacket("udp4", "10.1.0.1:5353")
 		if err != nil {

@@ -170,18 +170,11 @@ func tunnelServers() error {
 }
 
 func serveCount(l net.Listener, name string) {
-	for {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			c.SetDeadline(time.Now().Add(60 * time.Second))
-			n, _ := io.Copy(io.Discard, c)
-			fmt.Fprintf(c, "%s %d\n", name, n)
-		}()
-	}
+	acceptEach(l, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		n, _ := io.Copy(io.Discard, c)
+		fmt.Fprintf(c, "%s %d\n", name, n)
+	})
 }
 
 // tunnelRequest sends size bytes from the client to dst and returns the
