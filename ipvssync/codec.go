@@ -84,8 +84,14 @@ const (
 	protoVersion1 = 1 // SYNC_PROTO_VER
 )
 
+// optSynProxy is tunvs's own record option (synproxy.go). The kernel
+// reads an option's type without IPVS_OPT_F_PARAM and skips an unknown
+// one that has the flag, so a kernel backup passes over it; 0x3e is far
+// from the kernel's 1..3 (and IPVS_OPT_PARAM, 7).
+const optSynProxy = optOptional | 0x3e
+
 // Seq is struct ip_vs_seq: TCP sequence adjustment of application helpers
-// (FTP). tunvs has none, but carries what a kernel sends.
+// (the kernel's FTP), and of tunvs's SYN proxy (synproxy.go).
 type Seq struct {
 	InitSeq, Delta, PreviousDelta uint32
 }
@@ -112,6 +118,9 @@ type Conn struct {
 	// Call-ID). Decoded, they point into the message.
 	PEData []byte
 	PEName []byte
+	// SynProxy is the rest of a SYN-proxied connection's translation,
+	// in tunvs's own option (synproxy.go); sent when Present.
+	SynProxy SynProxyOpt
 
 	// Skip, when decoded, says why the backup must leave this record
 	// out (ReasonNone: use it).
@@ -148,6 +157,7 @@ const (
 	ReasonProto         // a protocol tunvs does not synchronise
 	ReasonState         // a state the protocol does not have
 	ReasonPE            // persistence engine data (tunvs has no engines)
+	ReasonSynProxyOpt   // tunvs's SYN proxy option of the wrong length or twice
 	numReasons
 )
 
@@ -158,6 +168,7 @@ var reasonNames = [numReasons]string{
 	"pe name option", "padding", "trailing bytes", "v0 record truncated", "",
 	"unknown mandatory option", "invalid flags",
 	"unsupported protocol", "invalid state", "persistence engine",
+	"synproxy option",
 }
 
 func (r Reason) String() string {
@@ -333,6 +344,21 @@ func decodeRecord(r []byte, c *Conn) Reason {
 			}
 			hasPEName = true
 			c.PEName = data
+		case optSynProxy &^ optOptional:
+			switch {
+			case typ != optSynProxy:
+				// Without the optional flag it is not tunvs's:
+				// the kernel's unknown mandatory option.
+				if c.Skip == ReasonNone {
+					c.Skip = ReasonUnknownOption
+				}
+			case l != SynProxyLen || c.SynProxy.Present:
+				if c.Skip == ReasonNone {
+					c.Skip = ReasonSynProxyOpt
+				}
+			default:
+				c.SynProxy.decode(data)
+			}
 		default:
 			if typ&optOptional == 0 && c.Skip == ReasonNone {
 				c.Skip = ReasonUnknownOption
@@ -483,6 +509,9 @@ func RecordLen(version int, c *Conn) int {
 			n += len(c.PEName) + 2
 		}
 	}
+	if c.SynProxy.Present {
+		n += SynProxyLen + 2
+	}
 	return n
 }
 
@@ -632,8 +661,12 @@ func (e *Encoder) put1(c *Conn) {
 		p += 2 + copy(r[p+2:], c.PEData)
 		if len(c.PEName) > 0 {
 			r[p], r[p+1] = optPEName, uint8(len(c.PEName))
-			copy(r[p+2:], c.PEName)
+			p += 2 + copy(r[p+2:], c.PEName)
 		}
+	}
+	if c.SynProxy.Present {
+		r[p], r[p+1] = optSynProxy, SynProxyLen
+		c.SynProxy.encode(r[p+2 : p+2+SynProxyLen])
 	}
 	e.n++
 	e.finishHeader()

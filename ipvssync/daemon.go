@@ -241,6 +241,7 @@ func fillRecord(r *Conn, c *nat.Conn) {
 		r.Flags |= FlagSync
 	}
 	r.Timeout = uint32(si.Timeout / time.Second)
+	seqToRecord(r, &si.Seq)
 }
 
 // queueLocked hands the current message of port id to the sender
@@ -416,6 +417,9 @@ func toSynced(c *Conn) nat.SyncedConn {
 		Template: flags&FlagTemplate != 0,
 		Inactive: flags&FlagInactive != 0,
 		Timeout:  time.Duration(c.Timeout) * time.Second,
+	}
+	if !sc.Template {
+		seqFromRecord(&sc.Seq, c, flags)
 	}
 	switch {
 	case sc.Template:

@@ -200,6 +200,8 @@ type SyncInfo struct {
 	Template bool // IP_VS_CONN_F_TEMPLATE
 	Synced   bool // IP_VS_CONN_F_SYNC: made by a sync backup
 	Timeout  time.Duration
+	// Seq is the connection's sequence translation (synsync.go).
+	Seq SyncSeq
 }
 
 // SyncInfo snapshots what the master sends of c.
@@ -216,6 +218,7 @@ func (c *Conn) SyncInfo() SyncInfo {
 	}
 	w := c.st.Load()
 	si.State, si.Inactive = State(w), w&stInactive != 0
+	c.syncSeq(&si.Seq)
 	return si
 }
 
@@ -235,6 +238,8 @@ type SyncedConn struct {
 	State State
 	// Timeout from the message; 0 (version 0) takes the state's.
 	Timeout time.Duration
+	// Seq is the sequence translation the record carries (synsync.go).
+	Seq SyncSeq
 }
 
 // ErrSyncRefused is wrapped by ApplySync's errors.
@@ -275,6 +280,13 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 			// already replaced": ignored.
 			return nil
 		}
+		t.remove(c)
+		c = nil
+	}
+	if c != nil && !c.syncSeqMatches(&s.Seq) {
+		// A translation the connection was made without (or with
+		// other numbers): it is made again with the record's, as
+		// the translation is fixed once a connection is published.
 		t.remove(c)
 		c = nil
 	}
@@ -344,6 +356,9 @@ func (t *Table) newSynced(s *SyncedConn) *Conn {
 	}
 	// Templates are bound inactive and stay so.
 	c.initState(st, s.Inactive || s.Template)
+	if !s.Template {
+		c.applySyncSeq(&s.Seq)
+	}
 	if d != nil {
 		// ip_vs_bind_dest: a synced connection inherits the
 		// forwarding method of the backup's own server.

@@ -120,6 +120,9 @@ type synState struct {
 	rsWS     int8
 	rescale  bool
 	toServer int8
+	// synced: made by a sync backup from the master's offsets
+	// (synsync.go); nothing of the handshake is known.
+	synced bool
 }
 
 // synProxyStats are the SYN proxy's counters.
@@ -555,8 +558,11 @@ func (t *Table) spServer(c *Conn, p *Packet, now int64) (r Result, done bool) {
 	th := p.B[p.L4:]
 	fl := p.TCPFlags
 	if sp.phase.Load() == spEstablished {
-		if fl&(tcpSYN|tcpACK|tcpRST) == tcpSYN|tcpACK && binary.BigEndian.Uint32(th[4:]) == sp.rsISN {
+		if fl&(tcpSYN|tcpACK|tcpRST) == tcpSYN|tcpACK && !sp.synced && binary.BigEndian.Uint32(th[4:]) == sp.rsISN {
 			// The server sends its SYN-ACK again: the ACK was lost.
+			// (On a sync backup, which knows neither ISN, it goes to
+			// the client translated, and the client's answer, an
+			// ACK, completes the server's handshake.)
 			return t.spACK(c, sp, p, now), true
 		}
 		return Result{}, false
