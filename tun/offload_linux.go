@@ -43,6 +43,7 @@ type OffloadStats struct {
 	GSOPassed     uint64 // super-packets written whole, as ReadGSO handed them out (WriteGSO)
 	BusyPollHits  uint64 // busy polls (Config.BusyPoll) that found a packet: a wait in the poller saved
 	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
+	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll with Config.ReadThread)
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
 }
@@ -50,7 +51,7 @@ type OffloadStats struct {
 type offloadCounters struct {
 	readCalls, readSyscalls, readPackets, gsoReads, gsoSegments, readDrops atomic.Uint64
 	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
-	busyPollHits, busyPollWaits                                            atomic.Uint64
+	busyPollHits, busyPollWaits, readWaits                                 atomic.Uint64
 }
 
 // OffloadDevice is a Linux TUN or TAP device opened with IFF_VNET_HDR and
@@ -129,6 +130,15 @@ type offloadQueue struct {
 	// splitter holds a whole frame (or, on a TUN, always).
 	eth [ethHdrLen]byte
 	l2  int
+	// thread is Config.ReadThread: the reader waits in ppoll on pfd (this
+	// fd and the eventfd efd, which Close writes) on its locked thread,
+	// tid, instead of in Go's poller; locked says it has locked it. See
+	// readthread_linux.go.
+	thread bool
+	locked bool
+	efd    int
+	pfd    [2]unix.PollFd
+	tid    atomic.Int32
 	// readFn and readGSOFn are the RawConn callbacks of Read and
 	// ReadGSO, made on first use: a closure per call would be an
 	// allocation per call.
@@ -179,7 +189,7 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 	d := &OffloadDevice{}
 	closeAll := func() {
 		for _, q := range d.queues {
-			q.f.Close()
+			q.Close()
 		}
 	}
 	name, staged, err := stagedName(cfg.Name, nq)
@@ -236,6 +246,12 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
+		if cfg.ReadThread {
+			if err := q.openReadThread(); err != nil {
+				closeAll()
+				return nil, err
+			}
+		}
 		if queueAttached != nil {
 			queueAttached(i)
 		}
@@ -307,6 +323,7 @@ func (d *OffloadDevice) Stats() OffloadStats {
 		s.GSOPassed += c.gsoPassed.Load()
 		s.BusyPollHits += c.busyPollHits.Load()
 		s.BusyPollWaits += c.busyPollWaits.Load()
+		s.ReadWaits += c.readWaits.Load()
 	}
 	return s
 }
@@ -404,6 +421,18 @@ func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
 	case err == unix.EAGAIN:
 		if q.rd.n == 0 && q.spin() {
 			return -1, true, false
+		}
+		if q.rd.n == 0 && q.thread {
+			if err := q.waitThread(fd); err != nil {
+				q.rd.err = err
+				return 0, false, true
+			}
+			return -1, true, false
+		}
+		if q.rd.n == 0 {
+			// Back to the poller (the callback returns false),
+			// woken when the device has a packet.
+			q.c.readWaits.Add(1)
 		}
 		return 0, false, q.rd.n > 0
 	case err == unix.EINTR:
@@ -604,7 +633,10 @@ func (q *offloadQueue) Close() error {
 	if q.closed.Swap(true) {
 		return nil
 	}
-	if err := q.f.Close(); err != nil {
+	q.wakeThread()
+	err := q.f.Close()
+	q.closeThread()
+	if err != nil {
 		return fmt.Errorf("close %s: %w", q.name, err)
 	}
 	return nil

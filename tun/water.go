@@ -47,6 +47,16 @@ type Config struct {
 	// the kernel's socket busy polling (SO_BUSY_POLL, net.core.busy_read:
 	// sk_busy_loop in include/net/busy_poll.h) for a device fd.
 	BusyPoll time.Duration
+	// ReadThread, with Offload on Linux, makes each queue's reader wait
+	// for packets in ppoll(2) on its own OS thread, to which the
+	// reading goroutine is locked from its first wait until it exits,
+	// instead of in Go's poller: the kernel then wakes the reader's
+	// thread itself when the device queues a packet, where the poller
+	// wakes some thread that then hands the reader to another (see
+	// readthread_linux.go). It costs a thread per queue, and assumes
+	// a goroutine per queue that reads it for the queue's life, as the
+	// netstack's readers do. Ignored elsewhere.
+	ReadThread bool
 }
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process

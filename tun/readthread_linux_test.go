@@ -1,0 +1,295 @@
+//go:build linux
+
+package tun_test
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/tun"
+)
+
+// TestReadThread checks Config.ReadThread on real devices, in a fresh
+// namespace made by root and by uid 65534: the readers, each waiting in
+// ppoll on its own locked thread, deliver what the kernel sends; Close
+// wakes them, and their goroutines and threads end with them; a device
+// destroyed under a waiting reader wakes it with EBADFD, the error the
+// netstack takes for a lost device.
+func TestReadThread(t *testing.T) {
+	for _, mode := range []struct {
+		name  string
+		unpri bool
+	}{{"root", false}, {"uid65534", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
+				return
+			}
+			t.Run("deliver-close", readThreadDeliverClose)
+			t.Run("gone", readThreadGone)
+		})
+	}
+}
+
+// threadReader reads one queue with ReadGSO until it fails, checking
+// that every read returns on the thread the queue's reader is locked to.
+type threadReader struct {
+	marks chan string
+	errc  chan error
+}
+
+// threadID is what a ReadThread queue tells of its reader's thread.
+type threadID interface{ ReadThreadID() int }
+
+func startThreadReader(q tun.Device) *threadReader {
+	r := &threadReader{marks: make(chan string, 256), errc: make(chan error, 1)}
+	g := q.(tun.GSODevice)
+	go func() {
+		arena := make([]byte, 256<<10)
+		pkts := make([]tun.GSOPacket, 64)
+		for {
+			n, err := g.ReadGSO(arena, 16, pkts)
+			if id := q.(threadID).ReadThreadID(); id != 0 {
+				if got := unix.Gettid(); got != id {
+					r.errc <- fmt.Errorf("read returned on thread %d, the reader's is %d", got, id)
+					return
+				}
+			}
+			if err != nil {
+				r.errc <- err
+				return
+			}
+			for _, p := range pkts[:n] {
+				payload, ok := parseUDP(arena[p.Off : p.Off+p.Len])
+				if ok && strings.HasPrefix(string(payload), "thread ") {
+					r.marks <- string(payload)
+				}
+			}
+		}
+	}()
+	return r
+}
+
+// parseUDP returns the payload of an IPv4 UDP packet (the kernel's
+// other packets on a new link, IPv6 neighbour discovery and the like,
+// are not).
+func parseUDP(p []byte) (payload []byte, ok bool) {
+	if len(p) < 28 || p[0]>>4 != 4 || p[9] != unix.IPPROTO_UDP {
+		return nil, false
+	}
+	return p[int(p[0]&0xf)*4+8:], true
+}
+
+func readThreadDeliverClose(t *testing.T) {
+	base := runtime.NumGoroutine()
+	const name = "tvthread"
+	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadThread: true})
+	od := d.(*tun.OffloadDevice)
+	tun.SetAddr(t, name, netip.MustParsePrefix("10.83.0.1/24"))
+	var readers []*threadReader
+	for _, q := range od.Queues() {
+		readers = append(readers, startThreadReader(q))
+	}
+	// Sixteen flows (the kernel spreads them over the two queues by
+	// hash), a datagram each per round; between rounds the readers find
+	// their queues empty and sleep in ppoll.
+	var conns []net.Conn
+	for i := range 16 {
+		c, err := net.Dial("udp4", fmt.Sprintf("10.83.0.2:%d", 1000+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	// The readers find their queues empty and wait, each on its thread.
+	tids := map[int]bool{}
+	for i, q := range od.Queues() {
+		waitFor(t, fmt.Sprintf("queue %d's reader to wait", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
+		tids[q.(threadID).ReadThreadID()] = true
+	}
+	if len(tids) != 2 {
+		t.Fatalf("reader threads %v, want two", tids)
+	}
+	pending := map[string]bool{}
+	for round := range 3 {
+		time.Sleep(20 * time.Millisecond)
+		for i, c := range conns {
+			m := fmt.Sprintf("thread flow %d round %d", i, round)
+			pending[m] = true
+			if _, err := c.Write([]byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	timeout := time.After(30 * time.Second)
+	total := len(pending)
+	for len(pending) > 0 {
+		var m string
+		select {
+		case m = <-readers[0].marks:
+		case m = <-readers[1].marks:
+		case err := <-readers[0].errc:
+			t.Fatalf("queue 0: %v", err)
+		case err := <-readers[1].errc:
+			t.Fatalf("queue 1: %v", err)
+		case <-timeout:
+			t.Fatalf("%d of %d datagrams read", total-len(pending), total)
+		}
+		if !pending[m] {
+			t.Fatalf("unexpected or repeated datagram %q", m)
+		}
+		delete(pending, m)
+	}
+	st := od.Stats()
+	if st.ReadWaits == 0 {
+		t.Errorf("the readers never waited in ppoll: %+v", st)
+	}
+	for id := range tids {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", id)); err != nil {
+			t.Fatalf("reader thread %d: %v", id, err)
+		}
+	}
+
+	time.Sleep(20 * time.Millisecond) // both asleep in ppoll again
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range readers {
+		select {
+		case err := <-r.errc:
+			if !errors.Is(err, tun.ErrClosed) {
+				t.Errorf("queue %d after Close: %v, want ErrClosed", i, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Close did not wake queue %d's reader", i)
+		}
+	}
+	// The goroutines returned locked: their threads are gone.
+	waitFor(t, "the reader threads to end", func() bool {
+		for id := range tids {
+			if !threadEnded(id) {
+				t.Logf("thread %d (pid %d) still there", id, os.Getpid())
+				return false
+			}
+		}
+		return true
+	})
+	waitFor(t, fmt.Sprintf("goroutines back to %d", base), func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// threadEnded reports whether thread id of this process has ended. The
+// main thread is the exception: the runtime never ends it (mexit parks
+// it for good when a goroutine locked to it returns), and the process
+// has it anyway.
+func threadEnded(id int) bool {
+	if id == os.Getpid() {
+		return true
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", id))
+	return err != nil
+}
+
+// waitFor polls cond for up to 30 s: the runtime ends a thread and a
+// goroutine shortly after it returns, not at once.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func readThreadGone(t *testing.T) {
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skipf("no ip(8): %v", err)
+	}
+	const name = "tvgone"
+	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadThread: true})
+	q := d.(*tun.OffloadDevice).Queues()[0]
+	r := startThreadReader(q)
+	waitFor(t, "the reader to wait", func() bool { return q.(threadID).ReadThreadID() != 0 })
+	tid := q.(threadID).ReadThreadID()
+	// The reader is in ppoll (or about to be: the wakeup is not lost
+	// either way, tun_chr_poll answering EPOLLERR from then on).
+	time.Sleep(20 * time.Millisecond)
+	if out, err := exec.Command(ip, "link", "del", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip link del: %v: %s", err, out)
+	}
+	select {
+	case err := <-r.errc:
+		if !errors.Is(err, syscall.EBADFD) {
+			t.Fatalf("reader after the device went: %v, want EBADFD", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the device's destruction did not wake the reader")
+	}
+	waitFor(t, "the reader thread to end", func() bool {
+		return threadEnded(tid)
+	})
+	if err := d.Close(); err != nil {
+		t.Fatalf("Close after the device went: %v", err)
+	}
+}
+
+// A reader that waits in ppoll allocates nothing: each round's datagram
+// is sent by a helper goroutine only once the round has started, so the
+// reader mostly finds its queue empty and waits (ReadWaits counts it).
+func TestReadThreadAllocatesNothing(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts are not meaningful under the race detector")
+	}
+	if !tun.InSandbox(t) {
+		return
+	}
+	d := tun.OpenOrSkip(t, tun.Config{Name: "tvalloc1", MTU: 1500, Up: true, Offload: true, ReadThread: true})
+	od := d.(*tun.OffloadDevice)
+	dev := d.(tun.GSODevice)
+	tun.SetAddr(t, d.Name(), netip.MustParsePrefix("10.85.0.1/24"))
+	c, err := net.Dial("udp4", "10.85.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	payload := make([]byte, 100)
+	kick := make(chan struct{})
+	defer close(kick)
+	go func() {
+		for range kick {
+			if _, err := c.Write(payload); err != nil {
+				return
+			}
+		}
+	}()
+	arena := make([]byte, 256<<10)
+	pkts := make([]tun.GSOPacket, 16)
+	round := func() {
+		kick <- struct{}{}
+		if _, err := dev.ReadGSO(arena, 16, pkts); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round() // warm up: the thread locked, first-use callbacks
+	before := od.Stats().ReadWaits
+	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
+		t.Errorf("ReadGSO waiting in ppoll allocates %.1f times per round, want 0", allocs)
+	}
+	if od.Stats().ReadWaits == before {
+		t.Error("the reader never waited in ppoll")
+	}
+}
