@@ -50,10 +50,19 @@ func haConf(link string, prio int) string {
 // complete through B (at least 99%), and new connections must work again
 // within Master_Down_Interval of the kill. The figures are logged.
 func TestFailover(t *testing.T) {
-	inSandboxes(t, runFailover)
+	inSandboxes(t, func(t *testing.T) { runFailover(t, false) })
 }
 
-func runFailover(t *testing.T) {
+// TestFailoverSynProxy is TestFailover with the SYN proxy on for every
+// connection (synproxy=2 on both directors): each long-lived connection
+// lives with its sequence numbers and timestamps translated, and B can
+// carry it on only with the translation A synced (nat/synsync.go). All
+// of them must have been made by A's SYN proxy.
+func TestFailoverSynProxy(t *testing.T) {
+	inSandboxes(t, func(t *testing.T) { runFailover(t, true) })
+}
+
+func runFailover(t *testing.T, synproxy bool) {
 	const (
 		longLived = 400
 		interval  = time.Second // advert_int
@@ -82,8 +91,12 @@ func runFailover(t *testing.T) {
 	start := func(name, link, addr string, prio int) *tvDirector {
 		conf := filepath.Join(dir, name+".conf")
 		must(os.WriteFile(conf, []byte(haConf(link, prio)), 0o644))
-		d := startDirector(t, e.topo.Root(), name, filepath.Join(dir, name+".sock"), []string{"--log-level", "info", "--metrics=127.0.0.1:0",
-			"--link=name=" + link + ",kind=tap,addr=" + addr + "/24", "--route=default,via=172.16.1.200", "--keepalived-conf", conf}, link)
+		args := []string{"--log-level", "info", "--metrics=127.0.0.1:0",
+			"--link=name=" + link + ",kind=tap,addr=" + addr + "/24", "--route=default,via=172.16.1.200", "--keepalived-conf", conf}
+		if synproxy {
+			args = append(args, "--sysctl", "synproxy=2")
+		}
+		d := startDirector(t, e.topo.Root(), name, filepath.Join(dir, name+".sock"), args, link)
 		must(e.topo.Root().MoveLink(link, lan))
 		must(lan.IP("link", "set", "dev", link, "master", "br0"))
 		must(lan.LinkUp(link))
@@ -204,6 +217,13 @@ func runFailover(t *testing.T) {
 	time.Sleep(4 * time.Second)
 	synced := b.adm("-L", "-n", "-c")
 	bMetrics := scrapeMetrics(t, b.log.String())
+	if synproxy {
+		made := metric(t, scrapeMetrics(t, a.log.String()), `tunvs_synproxy_total{event="cookie_acks"}`)
+		t.Logf("failover: A's SYN proxy made %d connections before the kill", made)
+		if made < longLived {
+			t.Errorf("A's SYN proxy made %d connections: fewer than the %d long-lived ones", made, longLived)
+		}
+	}
 
 	kill := time.Now()
 	a.stop(syscall.SIGKILL)
