@@ -43,7 +43,8 @@ import (
 // the client retransmits them, as DPVS bounds its saved ACKs
 // (max_ack_saved). Each such client packet also resends the SYN to the
 // server, at most once per synResendGap: the client's retransmissions pace
-// the director's, where DPVS keeps a timer and a copy of the SYN.
+// the director's; a timer resends it too, for a client that sends nothing
+// (synretry.go), as DPVS does from a copy of the SYN.
 //
 // What the SYN proxy cannot give a connection: ECN (the cookie SYN-ACK
 // does not agree to it, so the client never marks its packets), TCP Fast
@@ -104,6 +105,7 @@ type synState struct {
 	clientTS uint32 // the client's latest TSval
 	cwin     uint16 // the client's latest window, in its scale
 	lastSyn  int64  // when the SYN to the server last went
+	retries  uint8  // SYNs the timer resent (synretry.go)
 	held     *[heldMax]byte
 	heldLen  int
 
@@ -135,7 +137,10 @@ type synProxyStats struct {
 	held          atomic.Uint64 // client data segments held for the server's handshake
 	heldDropped   atomic.Uint64 // client segments dropped meanwhile (retransmitted by the client)
 	noRoom        atomic.Uint64 // packets too short a buffer to rebuild in place
+	rsTimeout     atomic.Uint64 // connections given up: the server never answered (synretry.go)
 	heldNow       atomic.Int64
+
+	pend spPending // connections waiting for their server (synretry.go)
 }
 
 // SynProxyCounter is one counter of the SYN proxy, for metrics.
@@ -151,8 +156,9 @@ func (t *Table) SynProxyCounters() []SynProxyCounter {
 		{"cookies_sent", "SYN-ACKs with a SYN cookie the director sent", s.cookiesSent.Load()},
 		{"cookie_acks", "ACKs that proved a cookie and made a connection", s.cookieACKs.Load()},
 		{"bad_cookie_acks", "ACKs without a connection whose cookie failed (left to the stack, which resets them)", s.badCookieACKs.Load()},
-		{"syn_resent", "SYNs resent to a real server on a client's retransmission", s.synResent.Load()},
+		{"syn_resent", "SYNs resent to a real server, on a client's retransmission or the director's timer", s.synResent.Load()},
 		{"rs_reset", "real servers that refused the SYN with a reset, passed on to the client", s.rsReset.Load()},
+		{"rs_timeout", "connections given up after the real server left every SYN unanswered; the client was reset", s.rsTimeout.Load()},
 		{"data_held", "client data segments held until the real server's handshake", s.held.Load()},
 		{"data_dropped", "client segments dropped during the real server's handshake (the client retransmits)", s.heldDropped.Load()},
 		{"no_room", "packets whose buffer had no room to be rebuilt in place", s.noRoom.Load()},

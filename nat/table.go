@@ -572,6 +572,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	d.Stats.Conns.Add(1)
 	svc.Stats.Conns.Add(1)
 	if sp != nil {
+		t.spWatch(c)
 		return t.rebuilt(t.forward(c, DirIn, p, now))
 	}
 	return t.forward(c, DirIn, p, now)

@@ -451,8 +451,8 @@ func (h *Host) EgressMTU(dst netip.Addr) int {
 }
 
 // sweepLoop runs the table's expiry (nat.Table.RunExpiry) and, each
-// quarter second, the bypass's neighbour revalidation, until the host
-// closes.
+// quarter second, the bypass's neighbour revalidation and the SYN proxy's
+// retransmission timer, until the host closes.
 func (h *Host) sweepLoop() {
 	defer h.wg.Done()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -473,6 +473,7 @@ func (h *Host) sweepLoop() {
 			return
 		case <-t.C:
 			h.revalidate()
+			h.synRetransmit()
 		}
 	}
 }
