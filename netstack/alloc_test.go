@@ -1,6 +1,7 @@
 package netstack_test
 
 import (
+	"cmp"
 	"net/netip"
 	"testing"
 
@@ -31,6 +32,7 @@ type replayGSO struct {
 	out    []byte
 	outLen int
 	outG   tun.GSO
+	mtu    int // 0: 1500
 }
 
 func newReplayGSO(name string) *replayGSO {
@@ -82,7 +84,7 @@ func (d *replayGSO) Write(bufs [][]byte, offset int) (int, error) {
 
 func (d *replayGSO) BatchSize() int { return 128 }
 func (d *replayGSO) Headroom() int  { return 10 }
-func (d *replayGSO) MTU() int       { return 1500 }
+func (d *replayGSO) MTU() int       { return cmp.Or(d.mtu, 1500) }
 func (d *replayGSO) Kind() tun.Kind { return max(d.kind, tun.KindTUN) }
 func (d *replayGSO) Name() string   { return d.name }
 func (d *replayGSO) Close() error {

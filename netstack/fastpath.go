@@ -160,25 +160,23 @@ func (h *Host) resolveEgress(p *nat.Packet) uint32 {
 // routeHop finds the hop (index+1) dst is routed by, or noBypass, and
 // the route's source address.
 func (h *Host) routeHop(dst netip.Addr) (uint32, tcpip.Address) {
-	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
-	if e != nil {
+	r := h.route(dst)
+	if !r.ok || r.nic == 0 || fromTCPIP(r.local) == dst {
 		return noBypass, tcpip.Address{}
 	}
-	defer r.Release()
-	if fromTCPIP(r.LocalAddress()) == dst || r.NICID() == 0 {
-		return noBypass, tcpip.Address{}
+	if eg := r.eg.Load(); eg != 0 {
+		return eg, r.local
 	}
-	out := h.nicByID(r.NICID())
+	out := h.nicByID(r.nic)
 	if out == nil {
 		return noBypass, tcpip.Address{}
 	}
-	// NextHop is the gateway, empty for a connected route (gVisor's
-	// own Route.nextHop falls back to the destination the same way).
-	next := r.NextHop()
-	if next.Len() == 0 {
-		next = r.RemoteAddress()
+	eg := h.egressHop(out, r.next, r.local, protoOf(dst))
+	if eg != noBypass {
+		// noBypass (the hop table full) is asked again next time.
+		r.eg.Store(eg)
 	}
-	return h.egressHop(out, next, r.LocalAddress(), protoOf(dst)), r.LocalAddress()
+	return eg, r.local
 }
 
 // resolveDirect finds the hop of a direct-routing real server: a TAP
@@ -205,23 +203,22 @@ var (
 // directNIC is the TAP NIC on whose segment dst is, and the director's
 // address there; or why there is none.
 func (h *Host) directNIC(dst netip.Addr) (*NIC, tcpip.Address, error) {
-	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
-	if e != nil {
+	r := h.route(dst)
+	if !r.ok {
 		return nil, tcpip.Address{}, errDirectNoRoute
 	}
-	defer r.Release()
-	out := h.nicByID(r.NICID())
+	out := h.nicByID(r.nic)
 	switch {
-	case out == nil || r.NICID() == 0:
+	case out == nil || r.nic == 0:
 		return nil, tcpip.Address{}, errDirectNoRoute
-	case fromTCPIP(r.LocalAddress()) == dst:
+	case fromTCPIP(r.local) == dst:
 		return nil, tcpip.Address{}, errDirectLocal
-	case r.NextHop().Len() != 0:
+	case r.gateway:
 		return nil, tcpip.Address{}, errDirectGateway
 	case out.kind != tun.KindTAP:
 		return nil, tcpip.Address{}, fmt.Errorf("%w (%s)", errDirectTUN, out.name)
 	}
-	return out, r.LocalAddress(), nil
+	return out, r.local, nil
 }
 
 // CheckDirect says whether dst can be a direct-routing (-g) real server:

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/tun"
 )
@@ -267,14 +265,13 @@ func (tr *pktTrace) traceEgress(h *Host, l3 []byte) {
 		tr.step("to the stack: local delivery (%v is the director's)", f.dst)
 		return
 	}
-	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(f.dst), protoOf(f.dst), false)
-	if e != nil {
+	r := h.route(f.dst)
+	if !r.ok {
 		tr.step("to the stack: no route to %v", f.dst)
 		return
 	}
-	defer r.Release()
 	name := "?"
-	if n := h.nicByID(r.NICID()); n != nil {
+	if n := h.nicByID(r.nic); n != nil {
 		name = n.name
 	}
 	tr.step("routed by the stack: out %s to %v", name, f.dst)

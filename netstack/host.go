@@ -118,6 +118,8 @@ type Host struct {
 	icmp *icmpLimiter
 	// hops are the bypass's egresses (see hop).
 	hops *hopTable
+	// routes caches the stack's route lookups of new connections.
+	routes routeCache
 	// vrrp, if set, is handed the VRRP packets read on TAP links
 	// (SetVRRP).
 	vrrp atomic.Pointer[func(link string, l3 []byte)]
@@ -176,6 +178,9 @@ func New(cfg Config) *Host {
 }
 
 // Stack is the underlying gVisor stack (for gonet listeners and dialers).
+// Routes, addresses and NICs are changed through the Host's methods,
+// which the route cache of the bypass follows (routeCache): a change made
+// on the stack directly would not be seen by new connections.
 func (h *Host) Stack() *stack.Stack { return h.s }
 
 // NAT is the host's NAT table, nil for a plain host.
@@ -269,6 +274,7 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	if _, ok := h.nics[name]; ok {
 		return nil, fmt.Errorf("nic %q exists", name)
 	}
+	defer h.routesChanged()
 	n := &NIC{h: h, id: tcpip.NICID(len(h.byID) + 1), name: name, dev: dev, kind: dev.Kind()}
 	n.ep = newLinkEP(n)
 	var ep stack.LinkEndpoint = n.ep
@@ -368,6 +374,7 @@ func toSubnet(p netip.Prefix) (tcpip.Subnet, error) {
 // connected route for the prefix (unless it is a host prefix, /32 or /128,
 // like an IPVS VIP alias).
 func (h *Host) AddAddress(nicName string, p netip.Prefix) error {
+	defer h.routesChanged()
 	n, err := h.addProtocolAddress(nicName, p)
 	if err != nil {
 		return err
@@ -386,6 +393,7 @@ func (h *Host) AddAddress(nicName string, p netip.Prefix) error {
 // the one whose connected route covers the gateway. An invalid gw makes a
 // connected route, which needs the NIC.
 func (h *Host) AddRoute(dst netip.Prefix, gw netip.Addr, nicName string) error {
+	defer h.routesChanged()
 	sn, err := toSubnet(dst)
 	if err != nil {
 		return err
@@ -439,12 +447,11 @@ func (n *NIC) localAddr(v6 bool) netip.Addr {
 
 // EgressMTU is the MTU of the NIC the route to dst leaves by, or 0.
 func (h *Host) EgressMTU(dst netip.Addr) int {
-	r, e := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(dst), protoOf(dst), false)
-	if e != nil {
+	r := h.route(dst)
+	if !r.ok {
 		return 0
 	}
-	defer r.Release()
-	if n := h.nicByID(r.NICID()); n != nil {
+	if n := h.nicByID(r.nic); n != nil {
 		return n.dev.MTU()
 	}
 	return 0

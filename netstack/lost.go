@@ -36,6 +36,7 @@ func (n *NIC) lost(err error) {
 		return
 	}
 	_ = h.s.DisableNIC(n.id)
+	h.routesChanged()
 	_ = n.dev.Close()
 	h.mu.Lock()
 	remaining := 0

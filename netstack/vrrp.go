@@ -139,6 +139,7 @@ func (h *Host) OwnMAC(name string) ([]byte, error) {
 // (its own address in the same subnet, as usual): the kernel keeps one
 // prefix route per subnet, not one per address.
 func (h *Host) AddVirtualAddress(name string, p netip.Prefix) error {
+	defer h.routesChanged()
 	n, err := h.addProtocolAddress(name, p)
 	if err != nil {
 		return err
@@ -179,6 +180,7 @@ func (h *Host) addProtocolAddress(name string, p netip.Prefix) (*NIC, error) {
 // connected route for its prefix if no other address of the NIC is in
 // it (fib_del_ifaddr's rule).
 func (h *Host) RemoveVirtualAddress(name string, p netip.Prefix) error {
+	defer h.routesChanged()
 	n, err := h.NICByName(name)
 	if err != nil {
 		return err
