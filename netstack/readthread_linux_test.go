@@ -16,7 +16,7 @@ import (
 	"github.com/tunvs/tunvs/tun"
 )
 
-// The NIC's readers on a device opened with tun.Config.ReadThread (each
+// The NIC's readers on a device opened with tun.Config.ReadWait WaitThread (each
 // asleep in ppoll on its own locked thread) deliver what the kernel sends
 // to the stack, and Host.Close stops them: their goroutines return and
 // their threads end. On real TUN devices in a fresh namespace, made by
@@ -53,7 +53,7 @@ func readThreadReaders(t *testing.T, topo *netns.Topology) {
 		}
 	}()
 	const name = "tvrt0"
-	dev, err := tun.Open(tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadThread: true})
+	dev, err := tun.Open(tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadWait: tun.WaitThread})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ type OffloadStats struct {
 	GSOPassed     uint64 // super-packets written whole, as ReadGSO handed them out (WriteGSO)
 	BusyPollHits  uint64 // busy polls (Config.BusyPoll) that found a packet: a wait in the poller saved
 	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
-	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll with Config.ReadThread)
+	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll: Config.ReadWait)
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
 }
@@ -130,11 +130,13 @@ type offloadQueue struct {
 	// splitter holds a whole frame (or, on a TUN, always).
 	eth [ethHdrLen]byte
 	l2  int
-	// thread is Config.ReadThread: the reader waits in ppoll on pfd (this
-	// fd and the eventfd efd, which Close writes) on its locked thread,
-	// tid, instead of in Go's poller; locked says it has locked it. See
-	// readthread_linux.go.
+	// thread says Config.ReadWait is WaitPoll or WaitThread: the reader
+	// waits in ppoll on pfd (this fd and the eventfd efd, which Close
+	// writes) instead of in Go's poller, from thread tid (its first
+	// wait's); lock says to lock it there (WaitThread), locked that it
+	// has. See readthread_linux.go.
 	thread bool
+	lock   bool
 	locked bool
 	efd    int
 	pfd    [2]unix.PollFd
@@ -246,8 +248,8 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
-		if cfg.ReadThread {
-			if err := q.openReadThread(); err != nil {
+		if cfg.ReadWait != WaitPoller {
+			if err := q.openReadThread(cfg.ReadWait == WaitThread); err != nil {
 				closeAll()
 				return nil, err
 			}

@@ -11,16 +11,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// The reader on its own thread (Config.ReadThread).
+// The reader on its own thread (Config.ReadWait WaitPoll and WaitThread).
 //
 // By default a reader that finds its queue empty returns to Go's
 // poller: the fd is in the runtime's epoll set, the goroutine parks, and
 // when the device queues a packet the thread sleeping in epoll_wait (the
 // poller, or a scheduler looking for work) wakes, marks the goroutine
-// runnable, and some thread, often a third one, runs it. With
-// ReadThread the reader's goroutine is locked to its OS thread
-// (runtime.LockOSThread) and sleeps in ppoll(2) on its own fd and an
-// eventfd, as a blocking system call: the device's packet wakes that
+// runnable, and some thread, often a third one, runs it. With WaitPoll
+// the reader sleeps in ppoll(2) on its own fd and an eventfd, as a
+// blocking system call, and with WaitThread it does so locked to its OS
+// thread (runtime.LockOSThread): the device's packet wakes that
 // thread directly (tun_net_xmit queues the skb and calls sk_data_ready on
 // the queue's socket, whose wait queue ppoll sleeps on through
 // tun_chr_poll's poll_wait, drivers/net/tun.c), and it goes on reading,
@@ -43,21 +43,22 @@ import (
 // that follows fails with EBADFD, the error the netstack's readers take
 // for a lost device (tun_chr_read_iter).
 //
-// The goroutine stays locked to its thread from its first wait on, so
+// With WaitThread the goroutine stays locked to its thread from its
+// first wait on, so
 // that every wait of a reader is on one thread; the Device's readers are
 // a goroutine per queue for the queue's life, and when such a goroutine
 // returns still locked, the runtime ends the thread with it (see
 // runtime.LockOSThread): a reader that stops leaks no thread.
 
-// openReadThread prepares q for Config.ReadThread: the eventfd Close
-// wakes the reader with. It is blocking (no EFD_NONBLOCK), so the runtime
+// openReadThread prepares q for WaitPoll or, lock set, WaitThread: the
+// eventfd Close wakes the reader with. It is blocking (no EFD_NONBLOCK), so the runtime
 // never puts it in its poller; it is only ever polled and written.
-func (q *offloadQueue) openReadThread() error {
+func (q *offloadQueue) openReadThread(lock bool) error {
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("eventfd: %w", err)
 	}
-	q.thread = true
+	q.thread, q.lock = true, lock
 	q.efd = efd
 	q.pfd[1] = unix.PollFd{Fd: int32(efd), Events: unix.POLLIN}
 	return nil
@@ -68,7 +69,9 @@ func (q *offloadQueue) openReadThread() error {
 // the read callback, on the reader's locked thread.
 func (q *offloadQueue) waitThread(fd uintptr) error {
 	if !q.locked {
-		runtime.LockOSThread()
+		if q.lock {
+			runtime.LockOSThread()
+		}
 		q.locked = true
 		q.tid.Store(int32(unix.Gettid()))
 	}
@@ -118,7 +121,8 @@ func (q *offloadQueue) closeThread() {
 	}
 }
 
-// ReadThreadID is the thread (gettid) a ReadThread queue's reader is
-// locked to, 0 before its first wait: for tests, which check that it
-// ends with the reader.
+// ReadThreadID is the thread (gettid) of the first wait in ppoll of a
+// WaitPoll or WaitThread queue's reader, the one a WaitThread reader is
+// locked to; 0 before that wait. For tests, which check that it ends
+// with a WaitThread reader.
 func (q *offloadQueue) ReadThreadID() int { return int(q.tid.Load()) }

@@ -21,12 +21,13 @@ import (
 	"github.com/tunvs/tunvs/tun"
 )
 
-// TestReadThread checks Config.ReadThread on real devices, in a fresh
-// namespace made by root and by uid 65534: the readers, each waiting in
-// ppoll on its own locked thread, deliver what the kernel sends; Close
-// wakes them, and their goroutines and threads end with them; a device
-// destroyed under a waiting reader wakes it with EBADFD, the error the
-// netstack takes for a lost device.
+// TestReadThread checks Config.ReadWait WaitThread and WaitPoll on real
+// devices, in a fresh namespace made by root and by uid 65534: the
+// readers, each waiting in ppoll (WaitThread: on its own locked thread),
+// deliver what the kernel sends; Close wakes them, and their goroutines
+// (and the locked threads) end with them; a device destroyed under a
+// waiting reader wakes it with EBADFD, the error the netstack takes for a
+// lost device.
 func TestReadThread(t *testing.T) {
 	for _, mode := range []struct {
 		name  string
@@ -36,14 +37,20 @@ func TestReadThread(t *testing.T) {
 			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
 				return
 			}
-			t.Run("deliver-close", readThreadDeliverClose)
-			t.Run("gone", readThreadGone)
+			for _, w := range []struct {
+				name string
+				wait tun.ReadWait
+			}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}} {
+				t.Run(w.name+"/deliver-close", func(t *testing.T) { readThreadDeliverClose(t, w.wait) })
+				t.Run(w.name+"/gone", func(t *testing.T) { readThreadGone(t, w.wait) })
+			}
 		})
 	}
 }
 
-// threadReader reads one queue with ReadGSO until it fails, checking
-// that every read returns on the thread the queue's reader is locked to.
+// threadReader reads one queue with ReadGSO until it fails, checking,
+// if locked, that every read returns on the thread the queue's reader is
+// locked to.
 type threadReader struct {
 	marks chan string
 	errc  chan error
@@ -52,7 +59,7 @@ type threadReader struct {
 // threadID is what a ReadThread queue tells of its reader's thread.
 type threadID interface{ ReadThreadID() int }
 
-func startThreadReader(q tun.Device) *threadReader {
+func startThreadReader(q tun.Device, locked bool) *threadReader {
 	r := &threadReader{marks: make(chan string, 256), errc: make(chan error, 1)}
 	g := q.(tun.GSODevice)
 	go func() {
@@ -60,7 +67,7 @@ func startThreadReader(q tun.Device) *threadReader {
 		pkts := make([]tun.GSOPacket, 64)
 		for {
 			n, err := g.ReadGSO(arena, 16, pkts)
-			if id := q.(threadID).ReadThreadID(); id != 0 {
+			if id := q.(threadID).ReadThreadID(); locked && id != 0 {
 				if got := unix.Gettid(); got != id {
 					r.errc <- fmt.Errorf("read returned on thread %d, the reader's is %d", got, id)
 					return
@@ -91,15 +98,15 @@ func parseUDP(p []byte) (payload []byte, ok bool) {
 	return p[int(p[0]&0xf)*4+8:], true
 }
 
-func readThreadDeliverClose(t *testing.T) {
+func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 	base := runtime.NumGoroutine()
 	const name = "tvthread"
-	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadThread: true})
+	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadWait: wait})
 	od := d.(*tun.OffloadDevice)
 	tun.SetAddr(t, name, netip.MustParsePrefix("10.83.0.1/24"))
 	var readers []*threadReader
 	for _, q := range od.Queues() {
-		readers = append(readers, startThreadReader(q))
+		readers = append(readers, startThreadReader(q, wait == tun.WaitThread))
 	}
 	// Sixteen flows (the kernel spreads them over the two queues by
 	// hash), a datagram each per round; between rounds the readers find
@@ -119,7 +126,7 @@ func readThreadDeliverClose(t *testing.T) {
 		waitFor(t, fmt.Sprintf("queue %d's reader to wait", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
 		tids[q.(threadID).ReadThreadID()] = true
 	}
-	if len(tids) != 2 {
+	if wait == tun.WaitThread && len(tids) != 2 {
 		t.Fatalf("reader threads %v, want two", tids)
 	}
 	pending := map[string]bool{}
@@ -157,7 +164,7 @@ func readThreadDeliverClose(t *testing.T) {
 		t.Errorf("the readers never waited in ppoll: %+v", st)
 	}
 	for id := range tids {
-		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", id)); err != nil {
+		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", id)); wait == tun.WaitThread && err != nil {
 			t.Fatalf("reader thread %d: %v", id, err)
 		}
 	}
@@ -176,8 +183,12 @@ func readThreadDeliverClose(t *testing.T) {
 			t.Fatalf("Close did not wake queue %d's reader", i)
 		}
 	}
-	// The goroutines returned locked: their threads are gone.
+	// The goroutines returned locked: their threads are gone. (A
+	// WaitPoll reader's thread goes back to the runtime.)
 	waitFor(t, "the reader threads to end", func() bool {
+		if wait != tun.WaitThread {
+			return true
+		}
 		for id := range tids {
 			if !threadEnded(id) {
 				t.Logf("thread %d (pid %d) still there", id, os.Getpid())
@@ -214,15 +225,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func readThreadGone(t *testing.T) {
+func readThreadGone(t *testing.T, wait tun.ReadWait) {
 	ip, err := exec.LookPath("ip")
 	if err != nil {
 		t.Skipf("no ip(8): %v", err)
 	}
 	const name = "tvgone"
-	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadThread: true})
+	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: wait})
 	q := d.(*tun.OffloadDevice).Queues()[0]
-	r := startThreadReader(q)
+	r := startThreadReader(q, wait == tun.WaitThread)
 	waitFor(t, "the reader to wait", func() bool { return q.(threadID).ReadThreadID() != 0 })
 	tid := q.(threadID).ReadThreadID()
 	// The reader is in ppoll (or about to be: the wakeup is not lost
@@ -240,7 +251,7 @@ func readThreadGone(t *testing.T) {
 		t.Fatal("the device's destruction did not wake the reader")
 	}
 	waitFor(t, "the reader thread to end", func() bool {
-		return threadEnded(tid)
+		return wait != tun.WaitThread || threadEnded(tid)
 	})
 	if err := d.Close(); err != nil {
 		t.Fatalf("Close after the device went: %v", err)
@@ -257,7 +268,7 @@ func TestReadThreadAllocatesNothing(t *testing.T) {
 	if !tun.InSandbox(t) {
 		return
 	}
-	d := tun.OpenOrSkip(t, tun.Config{Name: "tvalloc1", MTU: 1500, Up: true, Offload: true, ReadThread: true})
+	d := tun.OpenOrSkip(t, tun.Config{Name: "tvalloc1", MTU: 1500, Up: true, Offload: true, ReadWait: tun.WaitThread})
 	od := d.(*tun.OffloadDevice)
 	dev := d.(tun.GSODevice)
 	tun.SetAddr(t, d.Name(), netip.MustParsePrefix("10.85.0.1/24"))

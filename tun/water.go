@@ -47,17 +47,33 @@ type Config struct {
 	// the kernel's socket busy polling (SO_BUSY_POLL, net.core.busy_read:
 	// sk_busy_loop in include/net/busy_poll.h) for a device fd.
 	BusyPoll time.Duration
-	// ReadThread, with Offload on Linux, makes each queue's reader wait
-	// for packets in ppoll(2) on its own OS thread, to which the
-	// reading goroutine is locked from its first wait until it exits,
-	// instead of in Go's poller: the kernel then wakes the reader's
-	// thread itself when the device queues a packet, where the poller
-	// wakes some thread that then hands the reader to another (see
-	// readthread_linux.go). It costs a thread per queue, and assumes
-	// a goroutine per queue that reads it for the queue's life, as the
-	// netstack's readers do. Ignored elsewhere.
-	ReadThread bool
+	// ReadWait, with Offload on Linux, is where a queue's reader that
+	// finds the queue empty waits for packets: WaitPoller (the default)
+	// in Go's network poller, WaitPoll or WaitThread in ppoll(2) on its
+	// own thread, which the kernel then wakes itself when the device
+	// queues a packet (see readthread_linux.go). Ignored elsewhere.
+	ReadWait ReadWait
 }
+
+// ReadWait says where a device's reader waits for packets
+// (Config.ReadWait).
+type ReadWait uint8
+
+const (
+	// WaitPoller parks the reading goroutine in Go's network poller
+	// (epoll): a thread in epoll_wait is woken and readies it, often
+	// for another thread to run.
+	WaitPoller ReadWait = iota
+	// WaitPoll makes the reader sleep in ppoll(2) as a blocking system
+	// call on whatever thread runs it: the kernel wakes that thread.
+	WaitPoll
+	// WaitThread is WaitPoll with the reading goroutine locked to its
+	// OS thread (runtime.LockOSThread) from its first wait until it
+	// exits, so that every wait is on one thread: a thread per queue,
+	// for a goroutine per queue that reads it for the queue's life, as
+	// the netstack's readers do. The thread ends with the goroutine.
+	WaitThread
+)
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process
 // needs CAP_NET_ADMIN) and returns it as a Device with BatchSize 1 and
