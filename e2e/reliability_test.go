@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
@@ -37,7 +38,10 @@ var floods = []struct {
 // A spoofed SYN flood against a bounded table (--max-conns 10000, the
 // issue's case): clients' new connections during the flood, an
 // established connection's requests, the table's size and the daemon's
-// RSS before, during and after. Figures are printed; the targets are
+// RSS before, during and after; where a packet the director never saw
+// was lost (the TUN device's queue drops, counted by the kernel), the CPU
+// the director got meanwhile and the established connection's
+// retransmissions. Figures are printed; the targets are
 // checked: at least 99% of new connections succeed, the established one
 // loses nothing, the table stays within its bound.
 func TestSYNFlood(t *testing.T) {
@@ -105,7 +109,12 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		MaxConnsPerHost: 1, IdleConnTimeout: time.Minute,
 		DialContext: c.Transport.(*http.Transport).DialContext}}
-	if resp, err := keep.Get("http://172.16.1.100/"); err != nil {
+	// estConn is the established connection's socket, for its
+	// retransmissions.
+	var estConn atomic.Value
+	first, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) { estConn.Store(i.Conn) }}), "GET", "http://172.16.1.100/", nil)
+	if resp, err := keep.Do(first); err != nil {
 		t.Fatal(err)
 	} else {
 		io.Copy(io.Discard, resp.Body)
@@ -122,6 +131,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 			tr := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 				if !i.Reused {
 					estNew.Add(1)
+					estConn.Store(i.Conn)
 				}
 			}}
 			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), tr), "GET", "http://172.16.1.100/", nil)
@@ -141,6 +151,12 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	// in the client's namespace, out of its link to the director.
 	var sent atomic.Int64
 	var floodErr error
+	queued0, dropped0, err := tunTx(e.client, "tvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run0, wait0 := schedTimes(pid)
+	floodStart := time.Now()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -192,6 +208,21 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	if floodErr != nil {
 		t.Fatalf("flood: %v", floodErr)
 	}
+	// What the kernel dropped in the TUN device's queue before the
+	// director read it, and the CPU the director had meanwhile (the
+	// flood's sender and every other process on the machine share the
+	// cores with it).
+	floodTime := time.Since(floodStart)
+	queued1, dropped1, err := tunTx(e.client, "tvc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run1, wait1 := schedTimes(pid)
+	tunDropped, tunQueued := dropped1-dropped0, queued1-queued0
+	estRetrans := -1
+	if ec, ok := estConn.Load().(net.Conn); ok {
+		estRetrans = retransmits(ec)
+	}
 	// The flood's entries time out: SYN_RECV is 10 s here, but each
 	// SYN-ACK the real servers retransmit to the spoofed sources (for
 	// about a minute) refreshes its entry, as in the kernel.
@@ -210,10 +241,12 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	}
 	total := newOK.Load() + newFail.Load()
 	pct := 100 * float64(newOK.Load()) / float64(max(total, 1))
-	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d",
+	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d tun_queue_drops=%d/%d (%.1f%%) director_cpu=%.0f%% runqueue_wait=%.0f%% established_retrans=%d",
 		rateName(rate), synproxy, sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
 		estOK.Load(), estFail.Load(), estNew.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter,
-		ev("cookies_sent"), ev("cookie_acks"), ev("bad_cookie_acks"), metric(t, m, `tunvs_drops_total{reason="table_full"}`))
+		ev("cookies_sent"), ev("cookie_acks"), ev("bad_cookie_acks"), metric(t, m, `tunvs_drops_total{reason="table_full"}`),
+		tunDropped, tunDropped+tunQueued, 100*float64(tunDropped)/float64(max(tunDropped+tunQueued, 1)),
+		100*(run1-run0).Seconds()/floodTime.Seconds(), 100*(wait1-wait0).Seconds()/floodTime.Seconds(), estRetrans)
 	if pct < 99 {
 		t.Errorf("%.2f%% of new connections succeeded during the flood, want >= 99%%", pct)
 	}
