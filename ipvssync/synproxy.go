@@ -29,8 +29,8 @@ import (
 const SynProxyLen = 8
 
 // SynProxyOpt is tunvs's SYN proxy option: on the wire, TSDelta (4 bytes,
-// network order), a flags byte (1: TS, 2: Rescale), RSWScale, ToServer
-// and a zero byte.
+// network order), a flags byte (1: TS, 2: Rescale, 4: ECNStrip),
+// RSWScale, ToServer and a zero byte.
 type SynProxyOpt struct {
 	// Present: the record carries the option.
 	Present bool
@@ -46,11 +46,15 @@ type SynProxyOpt struct {
 	// ToServer: the shift of the client's windows to a server that does
 	// no window scaling (0: none).
 	ToServer uint8
+	// ECNStrip: the client's packets are taken out of ECN, the server
+	// having refused it (nat/synecn.go).
+	ECNStrip bool
 }
 
 const (
 	spFlagTS      = 1
 	spFlagRescale = 2
+	spFlagECN     = 4
 )
 
 func (o *SynProxyOpt) encode(b []byte) {
@@ -61,6 +65,9 @@ func (o *SynProxyOpt) encode(b []byte) {
 	}
 	if o.Rescale {
 		f |= spFlagRescale
+	}
+	if o.ECNStrip {
+		f |= spFlagECN
 	}
 	b[4], b[5], b[6], b[7] = f, o.RSWScale, o.ToServer, 0
 }
@@ -74,6 +81,7 @@ func (o *SynProxyOpt) decode(b []byte) {
 		TSDelta:  binary.BigEndian.Uint32(b),
 		TS:       b[4]&spFlagTS != 0,
 		Rescale:  b[4]&spFlagRescale != 0,
+		ECNStrip: b[4]&spFlagECN != 0,
 		RSWScale: min(b[5], 14),
 		ToServer: min(b[6], 14),
 	}
@@ -92,7 +100,7 @@ func seqToRecord(r *Conn, s *nat.SyncSeq) {
 	}
 	if s.SynProxy {
 		r.SynProxy = SynProxyOpt{Present: true, TS: s.TS, TSDelta: s.TSDelta,
-			Rescale: s.Rescale, RSWScale: uint8(s.RSWScale), ToServer: uint8(s.ToServer)}
+			Rescale: s.Rescale, RSWScale: uint8(s.RSWScale), ToServer: uint8(s.ToServer), ECNStrip: s.ECNStrip}
 	}
 }
 
@@ -111,6 +119,7 @@ func seqFromRecord(s *nat.SyncSeq, c *Conn, flags uint32) {
 		s.SynProxy = true
 		s.TS, s.TSDelta = o.TS, o.TSDelta
 		s.Rescale, s.RSWScale, s.ToServer = o.Rescale, int8(o.RSWScale), int8(o.ToServer)
+		s.ECNStrip = o.ECNStrip
 	}
 }
 

@@ -24,7 +24,7 @@ var sp4 = Conn{
 	Timeout: 900,
 	OutSeq:  Seq{InitSeq: 0, Delta: 0xfffffc18, PreviousDelta: 0xfffffc18}, // -1000
 	SynProxy: SynProxyOpt{Present: true, TS: true, TSDelta: 0x01020304,
-		Rescale: true, RSWScale: 5},
+		Rescale: true, RSWScale: 5, ECNStrip: true},
 }
 
 // TestSynProxyRecordLayout checks a SYN-proxied connection's record byte
@@ -41,7 +41,7 @@ func TestSynProxyRecordLayout(t *testing.T) {
 		00 06 00 48 00000200 0001 9c40 0050 1f90 00000000 00000384
 		0a090003 0a000064 0a010001
 		01 18 00000000 00000000 00000000 00000000 fffffc18 fffffc18
-		7e 08 01020304 03 05 00 00`)
+		7e 08 01020304 07 05 00 00`)
 	if len(msgs) != 1 || !bytes.Equal(msgs[0], want) {
 		t.Fatalf("encoded\n%x\nwant\n%x", msgs, want)
 	}
@@ -189,7 +189,8 @@ func TestSynProxyFailover(t *testing.T) {
 	}
 	// MSS 1460, SACK permitted, timestamps, window scale 9.
 	synOpts := append([]byte{2, 4, 0x05, 0xb4, 4, 2}, append(ts(500, 0)[2:], 1, 3, 3, 9)...)
-	r, b := send(mt, nattest.Seg{Src: c, Dst: tvip, Flags: nattest.SYN, Seq: cISN, Options: synOpts, Window: 64240})
+	// The client asks for ECN, which the server will refuse.
+	r, b := send(mt, nattest.Seg{Src: c, Dst: tvip, Flags: nattest.SYN | 0x40 | 0x80, Seq: cISN, Options: synOpts, Window: 64240})
 	if r.Verdict != nat.Reply {
 		t.Fatalf("SYN: %+v", r)
 	}
@@ -245,6 +246,20 @@ func TestSynProxyFailover(t *testing.T) {
 	_, o = send(bt, ack)
 	if a, e := binary.BigEndian.Uint32(o[28:]), binary.BigEndian.Uint32(tcpOpt(o, 5)); a != rsISN+11 || e != rsISN+100 {
 		t.Fatalf("backup: ack %d, SACK %d, want %d %d", a, e, rsISN+11, rsISN+100)
+	}
+	// The server refused ECN: on both, the client's packets lose ECT and
+	// one marked CE is dropped.
+	for _, tb := range []*nat.Table{mt, bt} {
+		for _, ecn := range []byte{2, 3} {
+			b := roomy(nattest.Build(nattest.Seg{Src: c, Dst: tvip, Proto: 6, Flags: nattest.ACK, Seq: cISN + 1 + uint32(len(req)), Ack: cookie + 11, Options: ts(504, ourTS+10)}))
+			b[1] |= ecn
+			b[10], b[11] = 0, 0
+			binary.BigEndian.PutUint16(b[10:], nattest.Checksum(b[:20], 0))
+			r := tb.Process(b, &p, clock)
+			if ecn == 2 && (r.Verdict != nat.Forward || p.B[1]&3 != 0 || !nattest.IPv4HeaderOK(p.B)) || ecn == 3 && r.Verdict != nat.Drop {
+				t.Fatalf("backup %v: ECN %d: %+v, ECN now %d", tb == bt, ecn, r, p.B[1]&3)
+			}
+		}
 	}
 
 	// A backup that took the record without the translation forwards

@@ -30,6 +30,7 @@ const (
 	tsBits        = 6 // TSBITS
 	tsOptWscale   = 0xf
 	tsOptSACK     = 1 << 4
+	tsOptECN      = 1 << 5      // TS_OPT_ECN
 	tsOptNoWscale = tsOptWscale // TS_OPT_WSCALE_MASK: the client sent no window scale
 )
 
@@ -112,8 +113,8 @@ func mssIndex(tab *[4]uint16, mss uint16) uint32 {
 
 // cookieTimestamp is cookie_init_timestamp: the director's TSval, a
 // millisecond clock whose low 6 bits carry the client's window scale (or
-// tsOptNoWscale) and SACK permission, never ahead of the clock.
-func cookieTimestamp(now int64, wscale int8, sack bool) uint32 {
+// tsOptNoWscale), SACK permission and ECN, never ahead of the clock.
+func cookieTimestamp(now int64, wscale int8, sack, ecn bool) uint32 {
 	tsNow := uint32(now / 1e6)
 	opts := uint32(tsOptNoWscale)
 	if wscale >= 0 {
@@ -121,6 +122,9 @@ func cookieTimestamp(now int64, wscale int8, sack bool) uint32 {
 	}
 	if sack {
 		opts |= tsOptSACK
+	}
+	if ecn {
+		opts |= tsOptECN
 	}
 	ts := tsNow>>tsBits<<tsBits | opts
 	if ts > tsNow {

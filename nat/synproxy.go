@@ -46,10 +46,13 @@ import (
 // the director's; a timer resends it too, for a client that sends nothing
 // (synretry.go), as DPVS does from a copy of the SYN.
 //
-// What the SYN proxy cannot give a connection: ECN (the cookie SYN-ACK
-// does not agree to it, so the client never marks its packets), TCP Fast
-// Open data in the SYN (not acknowledged: the client sends it again), and
-// options the real server would have offered but the client did not.
+// What the SYN proxy cannot give a connection: ECN, window scaling and
+// SACK to a client without timestamps (the cookie has nowhere else to
+// keep them, as Linux's: cookie_v4_init_sequence keeps only the MSS,
+// cookie_timestamp_decode the rest), TCP Fast Open data in the SYN (not
+// acknowledged: the client sends it again), and options the real server
+// would have offered but the client did not. ECN with timestamps is in
+// synecn.go.
 
 // The "synproxy" knob: when a SYN gets a cookie.
 const (
@@ -100,6 +103,7 @@ type synState struct {
 	mss                  uint16 // the client's, as the cookie kept it
 	cws                  int8   // the client's window scale; -1: none
 	sack, ts             bool
+	ecn                  bool // the client was told ECN is on (synecn.go)
 
 	// Under mu while the phase is spSynSent.
 	clientTS uint32 // the client's latest TSval
@@ -122,6 +126,9 @@ type synState struct {
 	rsWS     int8
 	rescale  bool
 	toServer int8
+	// ecnStrip: the client was told ECN is on and the server said no:
+	// the client's packets lose their ECN marks (synecn.go).
+	ecnStrip bool
 	// synced: made by a sync backup from the master's offsets
 	// (synsync.go); nothing of the handshake is known.
 	synced bool
@@ -138,6 +145,7 @@ type synProxyStats struct {
 	heldDropped   atomic.Uint64 // client segments dropped meanwhile (retransmitted by the client)
 	noRoom        atomic.Uint64 // packets too short a buffer to rebuild in place
 	rsTimeout     atomic.Uint64 // connections given up: the server never answered (synretry.go)
+	ecnOff        atomic.Uint64 // connections taken out of ECN: the server refused it (synecn.go)
 	heldNow       atomic.Int64
 
 	pend spPending // connections waiting for their server (synretry.go)
@@ -158,6 +166,7 @@ func (t *Table) SynProxyCounters() []SynProxyCounter {
 		{"bad_cookie_acks", "ACKs without a connection whose cookie failed (left to the stack, which resets them)", s.badCookieACKs.Load()},
 		{"syn_resent", "SYNs resent to a real server, on a client's retransmission or the director's timer", s.synResent.Load()},
 		{"rs_reset", "real servers that refused the SYN with a reset, passed on to the client", s.rsReset.Load()},
+		{"ecn_off", "connections whose client was given ECN and whose real server refused it: the client's packets are made not-ECT", s.ecnOff.Load()},
 		{"rs_timeout", "connections given up after the real server left every SYN unanswered; the client was reset", s.rsTimeout.Load()},
 		{"data_held", "client data segments held until the real server's handshake", s.held.Load()},
 		{"data_dropped", "client segments dropped during the real server's handshake (the client retransmits)", s.heldDropped.Load()},
@@ -207,7 +216,7 @@ type spInit struct {
 	cookieTS, clientTS   uint32
 	mss, cwin            uint16
 	cws                  int8
-	sack, ts             bool
+	sack, ts, ecn        bool
 }
 
 // tcpOpts are the TCP options the proxy reads (tcp_parse_options).
@@ -382,7 +391,7 @@ func (t *Table) cookieReply(p *Packet, now int64) Result {
 			ws = synWscale
 		}
 		sack = o.sack
-		tsval = cookieTimestamp(now, o.ws, o.sack)
+		tsval = cookieTimestamp(now, o.ws, o.sack, ecnSetup(p))
 	}
 	adv := t.advMSS(p)
 	n := tcpMinHeader + optsLen(true, o.ts, sack, ws)
@@ -401,6 +410,9 @@ func (t *Table) cookieReply(p *Packet, now int64) Result {
 	binary.BigEndian.PutUint32(th[8:], cseq+1)
 	th[12] = byte(n/4) << 4
 	th[13] = tcpSYN | tcpACK
+	if o.ts && ecnSetup(p) {
+		th[13] |= tcpECE // tcp_ecn_make_synack
+	}
 	put16(th[14:], 0xffff) // a SYN's window is never scaled
 	put16(th[18:], 0)
 	putOpts(th[tcpMinHeader:n], adv, o.ts, tsval, o.tsval, sack, ws)
@@ -434,6 +446,7 @@ func (t *Table) checkCookieACK(p *Packet, now int64, s *spInit) bool {
 			s.cws = int8(min(w, 14))
 		}
 		s.sack = o.tsecr&tsOptSACK != 0
+		s.ecn = o.tsecr&tsOptECN != 0 // cookie_ecn_ok
 	}
 	return true
 }
@@ -446,7 +459,7 @@ func (t *Table) spStart(c *Conn, s *spInit, p *Packet, now int64) bool {
 	c.ext().sp = sp
 	c.setFlag(flagSynProxy)
 	sp.clientISN, sp.cookieISN, sp.cookieTS = s.clientISN, s.cookieISN, s.cookieTS
-	sp.mss, sp.cws, sp.sack, sp.ts = s.mss, s.cws, s.sack, s.ts
+	sp.mss, sp.cws, sp.sack, sp.ts, sp.ecn = s.mss, s.cws, s.sack, s.ts, s.ecn
 	sp.clientTS, sp.cwin = s.clientTS, s.cwin
 	sp.lastSyn = now
 	t.spHold(sp, p)
@@ -508,6 +521,9 @@ func (t *Table) spSyn(sp *synState, p *Packet) bool {
 	binary.BigEndian.PutUint32(th[8:], 0)
 	th[12] = byte(n/4) << 4
 	th[13] = tcpSYN
+	if sp.ecn {
+		th[13] |= tcpECE | tcpCWR // an ECN-setup SYN (tcp_ecn_send_syn)
+	}
 	win := uint32(sp.cwin)
 	if sp.cws > 0 {
 		win <<= uint(sp.cws)
@@ -599,6 +615,11 @@ func (t *Table) spServer(c *Conn, p *Packet, now int64) (r Result, done bool) {
 		sp.rsTS, sp.rsTSval = true, o.tsval
 		sp.tsDelta = sp.cookieTS - o.tsval
 	}
+	// An ECN-setup SYN-ACK has ECE without CWR (tcp_ecn_rcv_synack).
+	sp.ecnStrip = sp.ecn && fl&(tcpECE|tcpCWR) != tcpECE
+	if sp.ecnStrip {
+		t.sp.ecnOff.Add(1)
+	}
 	if sp.cws >= 0 {
 		// The client was offered synWscale; the server scales by
 		// its own, or not at all (then neither does the client's
@@ -689,11 +710,13 @@ func (t *Table) rebuilt(r Result) Result {
 // translate moves an established SYN-proxied segment between the
 // client's numbers and the server's (see the top of the file): sequence
 // numbers, acknowledgments and SACK blocks by SeqAdj, timestamps by the
-// clocks' offset (synproxy_tstamp_adjust), windows by the scales.
-func (sp *synState) translate(dir Dir, p *Packet) {
+// clocks' offset (synproxy_tstamp_adjust), windows by the scales; and
+// takes the client's packets out of ECN when the server does none
+// (synecn.go). False: the packet is to be dropped.
+func (sp *synState) translate(dir Dir, p *Packet) bool {
 	th := p.tcpHeader()
 	if th == nil {
-		return
+		return true
 	}
 	var o tcpOpts
 	if sp.rsTS {
@@ -708,7 +731,10 @@ func (sp *synState) translate(dir Dir, p *Packet) {
 			w := uint32(binary.BigEndian.Uint16(th[14:])) << uint(sp.rsWS) >> synWscale
 			p.put16(th, 14, uint16(min(w, 0xffff)))
 		}
-		return
+		return true
+	}
+	if sp.ecnStrip && !p.stripECN() {
+		return false
 	}
 	p.AdjustAck(&sp.out)
 	if o.ts {
@@ -718,6 +744,7 @@ func (sp *synState) translate(dir Dir, p *Packet) {
 		w := uint32(binary.BigEndian.Uint16(th[14:])) << uint(sp.toServer)
 		p.put16(th, 14, uint16(min(w, 0xffff)))
 	}
+	return true
 }
 
 // setInnerSeq rewrites the sequence number of the TCP segment an ICMP

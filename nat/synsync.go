@@ -42,6 +42,8 @@ type SyncSeq struct {
 	Rescale  bool
 	RSWScale int8
 	ToServer int8
+	// ECNStrip: the client's packets are taken out of ECN (synecn.go).
+	ECNStrip bool
 }
 
 // syncSeq fills s with c's translation, once it is fixed: a SYN-proxied
@@ -59,6 +61,7 @@ func (c *Conn) syncSeq(s *SyncSeq) {
 		SynProxy: true,
 		TS:       sp.rsTS, TSDelta: sp.tsDelta,
 		Rescale: sp.rescale, RSWScale: sp.rsWS, ToServer: sp.toServer,
+		ECNStrip: sp.ecnStrip,
 	}
 }
 
@@ -73,6 +76,7 @@ func (c *Conn) applySyncSeq(s *SyncSeq) {
 	if s.SynProxy {
 		sp.rsTS, sp.tsDelta = s.TS, s.TSDelta
 		sp.rescale, sp.rsWS, sp.toServer = s.Rescale, s.RSWScale, s.ToServer
+		sp.ecnStrip = s.ECNStrip
 	}
 	sp.phase.Store(spEstablished)
 	c.ext().sp = sp
@@ -93,6 +97,7 @@ func (c *Conn) syncSeqMatches(s *SyncSeq) bool {
 			want.SynProxy = have.SynProxy
 			want.TS, want.TSDelta = have.TS, have.TSDelta
 			want.Rescale, want.RSWScale, want.ToServer = have.Rescale, have.RSWScale, have.ToServer
+			want.ECNStrip = have.ECNStrip
 		}
 	}
 	return have == want

@@ -654,8 +654,8 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 	}
 	c.expires.Store(now + c.timeout.Load())
 	if c.hasFlag(flagSynProxy) {
-		if sp := c.syn(); sp.phase.Load() == spEstablished {
-			sp.translate(dir, p)
+		if sp := c.syn(); sp.phase.Load() == spEstablished && !sp.translate(dir, p) {
+			return t.drop(DropSynProxy)
 		}
 	}
 	n := uint64(p.Len())
