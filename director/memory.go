@@ -26,6 +26,11 @@ func (d *Director) returnMemory() {
 			return
 		case <-tk.C:
 		}
+		if d.Host != nil {
+			// The readers' arenas first: a flood's full batches
+			// made them resident, and they are outside the heap.
+			d.Host.TrimBuffers()
+		}
 		n := d.NAT.Len()
 		if n > peak {
 			peak = n

@@ -222,6 +222,8 @@ type txQueue struct {
 	mu  sync.Mutex
 	dev tun.Device
 	gso tun.GSODevice // dev, when it takes super-packets and partial checksums
+	// arena is what the queue's reader reads into, when gso is set.
+	arena *rxArena
 }
 
 func (q *txQueue) write(bufs [][]byte, offset int) (int, error) {
@@ -302,7 +304,8 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 		n.txq = append(n.txq, tq)
 		h.wg.Add(1)
 		if tq.gso != nil {
-			go n.readLoopGSO(i, tq.gso)
+			tq.arena = newRxArena()
+			go n.readLoopGSO(i, tq.gso, tq.arena)
 		} else {
 			go n.readLoop(i, q)
 		}

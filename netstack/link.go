@@ -217,17 +217,14 @@ func (n *NIC) readLoop(qi int, dev tun.Device) {
 	}
 }
 
-// gsoArena is the size of the buffer a GSO reader reads into: room for
-// three 64 KiB super-packets, or a batch of small packets in their
-// tun.SmallSlot each.
-const gsoArena = 256 << 10
-
 // readLoopGSO is readLoop for a device that hands super-packets up whole:
-// they are NATed as one packet and leave whole by the bypass.
-func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
+// they are NATed as one packet and leave whole by the bypass. It reads
+// into a, its share of which follows the batches (rxArena.next).
+func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice, a *rxArena) {
 	h := n.h
 	defer h.wg.Done()
-	arena := make([]byte, gsoArena)
+	defer a.free()
+	arena := a.buf[:a.lim]
 	pkts := make([]tun.GSOPacket, 128)
 	f := &fastPath{qi: qi}
 	var p nat.Packet
@@ -268,6 +265,10 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice) {
 			})
 		}
 		f.flush(h)
+		if cnt > 0 {
+			last := pkts[cnt-1]
+			arena = a.next(cnt, len(pkts), (last.Off+max(last.Len, tun.SmallSlot)+7)&^7)
+		}
 	}
 }
 

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -17,6 +19,18 @@ const (
 	pprofBlockRate     = 10_000 // ns
 	pprofMutexFraction = 10
 )
+
+// noHeapProfile turns off the heap profile that the Go runtime keeps by
+// default, when nothing can read it (no --pprof): the runtime then no
+// longer walks the stack of one allocation in every 512 KiB, nor keeps a
+// record per allocation site in a hash table of 1.4 MB whose pages it
+// touches one by one (issue 11: the director's RSS). GODEBUG's
+// memprofilerate, when given, still decides.
+func noHeapProfile() {
+	if !strings.Contains(os.Getenv("GODEBUG"), "memprofilerate=") {
+		runtime.MemProfileRate = 0
+	}
+}
 
 // servePprof serves the Go runtime's profiles (net/http/pprof: CPU, heap,
 // block, mutex, goroutines, the execution trace) on addr, for looking at

@@ -177,6 +177,8 @@ func cmdRun(ctx context.Context, args []string) error {
 			return err
 		}
 		log.Info().Stringer("addr", a).Msg("serving profiles on /debug/pprof/")
+	} else {
+		noHeapProfile()
 	}
 	if fs.Changed("gogc") || os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(*gogc)
