@@ -31,16 +31,4 @@ func (l *lockedBuffer) String() string {
 
 // inSandboxes runs fn in a fresh sandbox twice: created by root ("root")
 // and by uid 65534 ("uid65534", the unprivileged headline case).
-func inSandboxes(t *testing.T, fn func(t *testing.T)) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			fn(t)
-		})
-	}
-}
+func inSandboxes(t *testing.T, fn func(t *testing.T)) { netns.InSandboxes(t, fn) }

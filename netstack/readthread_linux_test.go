@@ -22,25 +22,17 @@ import (
 // their threads end. On real TUN devices in a fresh namespace, made by
 // root and by uid 65534.
 func TestReadThreadReaders(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			if err := netns.CheckTUN(); err != nil {
-				t.Fatal(err)
-			}
-			topo, err := netns.New()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer topo.Close()
-			readThreadReaders(t, topo)
-		})
-	}
+	netns.InSandboxes(t, func(t *testing.T) {
+		if err := netns.CheckTUN(); err != nil {
+			t.Fatal(err)
+		}
+		topo, err := netns.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer topo.Close()
+		readThreadReaders(t, topo)
+	})
 }
 
 func readThreadReaders(t *testing.T, topo *netns.Topology) {

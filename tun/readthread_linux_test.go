@@ -29,23 +29,15 @@ import (
 // waiting reader wakes it with EBADFD, the error the netstack takes for a
 // lost device.
 func TestReadThread(t *testing.T) {
-	for _, mode := range []struct {
-		name  string
-		unpri bool
-	}{{"root", false}, {"uid65534", true}} {
-		t.Run(mode.name, func(t *testing.T) {
-			if !netns.RunInSandbox(t, netns.SandboxOptions{Unprivileged: mode.unpri}) {
-				return
-			}
-			for _, w := range []struct {
-				name string
-				wait tun.ReadWait
-			}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}} {
-				t.Run(w.name+"/deliver-close", func(t *testing.T) { readThreadDeliverClose(t, w.wait) })
-				t.Run(w.name+"/gone", func(t *testing.T) { readThreadGone(t, w.wait) })
-			}
-		})
-	}
+	netns.InSandboxes(t, func(t *testing.T) {
+		for _, w := range []struct {
+			name string
+			wait tun.ReadWait
+		}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}} {
+			t.Run(w.name+"/deliver-close", func(t *testing.T) { readThreadDeliverClose(t, w.wait) })
+			t.Run(w.name+"/gone", func(t *testing.T) { readThreadGone(t, w.wait) })
+		}
+	})
 }
 
 // threadReader reads one queue with ReadGSO until it fails, checking,

@@ -92,6 +92,24 @@ func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
 // device it may open) is missing, or fails it if EnvRequire is "1": on a
 // machine that must run the namespace tests, a missing part is a failure,
 // not a green skip.
+// InSandboxes runs fn in a fresh sandbox twice, as subtests: one created
+// by root ("root") and one by uid 65534 ("uid65534", the unprivileged
+// case tunvs is made for). Code of the caller before it also runs in both
+// inner processes (see RunInSandbox).
+func InSandboxes(t *testing.T, fn func(t *testing.T)) {
+	for _, mode := range []struct {
+		name  string
+		unpri bool
+	}{{"root", false}, {"uid65534", true}} {
+		t.Run(mode.name, func(t *testing.T) {
+			if !RunInSandbox(t, SandboxOptions{Unprivileged: mode.unpri}) {
+				return
+			}
+			fn(t)
+		})
+	}
+}
+
 func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	if os.Getenv(EnvRequire) == "1" {
