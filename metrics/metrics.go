@@ -236,6 +236,7 @@ func Write(w io.Writer, src Source) {
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},
 			{"write_errors", "device write errors", c.WriteErrors.Load()},
+			{"read_waits", "times a device reader found its device empty and slept until a packet woke it (offload devices; --tun-read says where it sleeps)", h.ReadWaits()},
 		} {
 			name := "tunvs_host_" + hc.name + "_total"
 			m.head(name, "counter", hc.help)

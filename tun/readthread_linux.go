@@ -126,3 +126,14 @@ func (q *offloadQueue) closeThread() {
 // locked to; 0 before that wait. For tests, which check that it ends
 // with a WaitThread reader.
 func (q *offloadQueue) ReadThreadID() int { return int(q.tid.Load()) }
+
+// ReadWaits is OffloadStats.ReadWaits alone, for callers that count
+// wakeups without the rest (and without naming OffloadStats, which only
+// Linux has).
+func (d *OffloadDevice) ReadWaits() uint64 {
+	var n uint64
+	for _, q := range d.queues {
+		n += q.c.readWaits.Load()
+	}
+	return n
+}

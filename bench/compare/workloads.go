@@ -224,7 +224,10 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // moves less with what else the machine runs, so options can be
 // compared on a busy one. At a low packet rate (the latency workload)
 // the director's background work (expiry, rate estimator, metrics
-// scrapes, and with -profile the profiling) is a large part of it.
+// scrapes, and with -profile the profiling) is a large part of it. And
+// key_waits_pkt: how many times a device reader slept and was woken
+// (tunvs_host_read_waits_total) per packet, the wakeups the tail at a
+// fixed rate is made of.
 func (b *bed) bypassShare(r *result, key string) func() {
 	if !b.tunvs {
 		return func() {}
@@ -244,6 +247,11 @@ func (b *bed) bypassShare(r *result, key string) func() {
 		if fast+slow > 0 {
 			r.Figures[key+"_bypass_pct"] = 100 * fast / (fast + slow)
 			fmt.Fprintf(os.Stderr, "   %-15s %.0f of %.0f packets past the stack (%.1f%%)\n", key+" bypass", fast, fast+slow, 100*fast/(fast+slow))
+			if w, ok := m["tunvs_host_read_waits_total"]; ok {
+				// How many packets a reader's wakeup carries.
+				r.Figures[key+"_waits_pkt"] = (w - m0["tunvs_host_read_waits_total"]) / (fast + slow)
+				fmt.Fprintf(os.Stderr, "   %-15s %.3f reader wakeups per packet\n", key+" waits", r.Figures[key+"_waits_pkt"])
+			}
 			if _, cpu, err := procUsage(b.dirProc.Process.Pid); err == nil && cpuErr == nil {
 				us := 1e6 * (cpu - cpu0) / (fast + slow)
 				r.Figures[key+"_cpu_us_pkt"] = us
