@@ -108,6 +108,16 @@ func syncInteropCheck(t *testing.T, dir string) {
 	if n < 10 {
 		t.Errorf("only %d connections compared", n)
 	}
+	// The SYN-proxied connection, whose records carry the sequence option
+	// and tunvs's own optional one, is on the kernel backup: the kernel
+	// skipped the option and took the record.
+	proxied := false
+	for k := range kernel {
+		proxied = proxied || strings.Contains(k, "10.4.0.2:42004") && strings.Contains(k, "10.3.0.100:8443")
+	}
+	if !proxied {
+		t.Errorf("the kernel backup lacks the SYN-proxied connection 10.4.0.2:42004 -> 10.3.0.100:8443")
+	}
 	for _, want := range []string{
 		"master sync daemon (mcast=tvs0, syncid=6, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)",
 		"backup sync daemon (mcast=tvs0, syncid=5, maxlen=1472, group=224.0.0.81, port=8848, ttl=1)",

@@ -176,6 +176,7 @@ func syncInterop(dir string) error {
 		"-A -t 10.3.0.100:80 -s rr", "-a -t 10.3.0.100:80 -r 10.3.0.5:8080 -m",
 		"-A -u 10.3.0.100:53 -s rr", "-a -u 10.3.0.100:53 -r 10.3.0.5:5353 -m",
 		"-A -t 10.3.0.100:443 -s rr -p 360", "-a -t 10.3.0.100:443 -r 10.3.0.5:443 -m",
+		"-A -t 10.3.0.100:8443 -s rr", "-a -t 10.3.0.100:8443 -r 10.3.0.5:443 -m",
 		"--start-daemon master --mcast-interface sync0 --syncid 5",
 		"--start-daemon backup --mcast-interface sync0 --syncid 6",
 	), "\n") + "\n"
@@ -187,6 +188,13 @@ func syncInterop(dir string) error {
 	args := []string{"run", "--socket", tunvsSock,
 		"--link", "name=tvs0,kind=tap,addr=10.2.0.3/24,addr=10.3.0.1/24,addr=10.4.0.1/24,addr=10.3.0.100/32"}
 	for _, l := range strings.Split(strings.TrimSpace(script), "\n") {
+		if l == "-A -t 10.3.0.100:8443 -s rr" {
+			// On tunvs, 8443 is SYN-proxied: its record carries the
+			// sequence option and tunvs's own (0x7e, optional),
+			// which the kernel backup must skip and still take the
+			// connection (ipvssync/synproxy.go).
+			l += " -j enable"
+		}
 		if !strings.HasPrefix(l, "--") {
 			args = append(args, "--rule", l)
 		}
@@ -236,6 +244,10 @@ func syncInterop(dir string) error {
 	closeConn(c)
 	if c, err = dial(42002, 443); err != nil {
 		return fmt.Errorf("tunvs master, persistent: %w", err)
+	}
+	held = append(held, c)
+	if c, err = dial(42004, 8443); err != nil {
+		return fmt.Errorf("tunvs master, SYN-proxied: %w", err)
 	}
 	held = append(held, c)
 	if err := udpFrom("c2", "10.4.0.2:42003", "10.3.0.100:53", 3); err != nil {
