@@ -13,6 +13,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(Encode(1, 1, 1472, []Conn{tcp4, seq4, udp6, tpl4})[0])
 	f.Add(Encode(0, 1, 1472, []Conn{tcp4, seq4})[0])
 	f.Add(Encode(1, 0, 1472, []Conn{func() Conn { c := tcp4; c.PEData = []byte("x"); c.PEName = []byte("sip"); return c }()})[0])
+	f.Add(Encode(1, 0, 1472, []Conn{sp4, tcp4})[0])
 	if gs, _ := filepath.Glob("testdata/kernel/*.bin"); len(gs) > 0 {
 		for _, g := range gs {
 			if b, err := os.ReadFile(g); err == nil {

@@ -53,6 +53,18 @@ func TestSynProxyRecordLayout(t *testing.T) {
 		t.Fatalf("decoded %+v\nwant %+v", m.Conns[0], sp4)
 	}
 
+	// IPv6: the same options after struct ip_vs_sync_v6 (108 bytes in
+	// all, so the next record needs no padding).
+	sp6 := sp4
+	sp6.CAddr, sp6.VAddr, sp6.DAddr = netip.MustParseAddr("fd00::2"), netip.MustParseAddr("fd00:100::100"), netip.MustParseAddr("fd00:2::5")
+	msgs = Encode(1, 1, 1472, []Conn{sp6, sp4})
+	if len(msgs) != 1 || len(msgs[0]) != 8+72+26+10+len(want)-8 || binary.BigEndian.Uint16(msgs[0][8+2:]) != 72+26+10 {
+		t.Fatalf("v6 encoded %x", msgs)
+	}
+	if r := m.Decode(msgs[0]); r != ReasonNone || len(m.Conns) != 2 || !reflect.DeepEqual(m.Conns[0], sp6) || !reflect.DeepEqual(m.Conns[1], sp4) {
+		t.Fatalf("v6 decode: %v %+v", r, m.Conns)
+	}
+
 	msgs = Encode(0, 1, 1472, []Conn{sp4})
 	want0 := mustHex(t, `
 		01 01 00 34
