@@ -5,21 +5,14 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/http/httptrace"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
-
-	"github.com/tunvs/tunvs/nat/nattest"
 )
 
 // The reliability suite (make reliability) is long; it runs only when
@@ -105,47 +98,11 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 
 	// The established connection: one keep-alive connection, a request
 	// every 100 ms through the flood.
-	var estOK, estFail, estNew atomic.Int64
-	keep := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		MaxConnsPerHost: 1, IdleConnTimeout: time.Minute,
-		DialContext: c.Transport.(*http.Transport).DialContext}}
-	// estConn is the established connection's socket, for its
-	// retransmissions.
-	var estConn atomic.Value
-	first, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{
-		GotConn: func(i httptrace.GotConnInfo) { estConn.Store(i.Conn) }}), "GET", "http://172.16.1.100/", nil)
-	if resp, err := keep.Do(first); err != nil {
-		t.Fatal(err)
-	} else {
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-
+	est := newKeepAlive(t, c.Transport.(*http.Transport).DialContext, "http://172.16.1.100/")
 	ctx, cancel := context.WithTimeout(context.Background(), floodFor)
 	defer cancel()
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for ctx.Err() == nil {
-			tr := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
-				if !i.Reused {
-					estNew.Add(1)
-					estConn.Store(i.Conn)
-				}
-			}}
-			req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), tr), "GET", "http://172.16.1.100/", nil)
-			if resp, err := keep.Do(req); err == nil {
-				// Read to the end, or the connection is not reused.
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				estOK.Add(1)
-			} else {
-				estFail.Add(1)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
+	est.run(ctx, &wg)
 
 	// The flood: spoofed SYNs from 10.1.0.0/16 written by a raw socket
 	// in the client's namespace, out of its link to the director.
@@ -160,37 +117,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		floodErr = e.client.Do(func() error {
-			fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_RAW, syscall.IPPROTO_RAW)
-			if err != nil {
-				return err
-			}
-			defer syscall.Close(fd)
-			dst := &syscall.SockaddrInet4{Addr: vip4.As4()}
-			vip := netip.AddrPortFrom(vip4, 80)
-			pkts := make([][]byte, 4096)
-			for i := range pkts {
-				src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), uint16(1024+i))
-				pkts[i] = nattest.TCP(src, vip, nattest.SYN, 0)
-			}
-			start := time.Now()
-			for i := 0; ctx.Err() == nil; i++ {
-				p := pkts[i%len(pkts)]
-				// Vary the source port so each SYN is a new flow.
-				p[20], p[21] = byte(i>>8), byte(i)
-				csum(p)
-				if err := syscall.Sendto(fd, p, 0, dst); err != nil && err != syscall.ENOBUFS {
-					return err
-				}
-				n := sent.Add(1)
-				if rate > 0 {
-					if ahead := time.Duration(n)*time.Second/time.Duration(rate) - time.Since(start); ahead > time.Millisecond {
-						time.Sleep(ahead)
-					}
-				}
-			}
-			return nil
-		})
+		floodErr = synFlood(ctx, e.client, rate, &sent)
 	}()
 
 	// Clients: new connections, two at a time, through the flood.
@@ -219,10 +146,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	}
 	run1, wait1 := schedTimes(pid)
 	tunDropped, tunQueued := dropped1-dropped0, queued1-queued0
-	estRetrans := -1
-	if ec, ok := estConn.Load().(net.Conn); ok {
-		estRetrans = retransmits(ec)
-	}
+	estRetrans := est.retransmits()
 	// The flood's entries time out: SYN_RECV is 10 s here, but each
 	// SYN-ACK the real servers retransmit to the spoofed sources (for
 	// about a minute) refreshes its entry, as in the kernel.
@@ -243,15 +167,15 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	pct := 100 * float64(newOK.Load()) / float64(max(total, 1))
 	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d tun_queue_drops=%d/%d (%.1f%%) director_cpu=%.0f%% runqueue_wait=%.0f%% established_retrans=%d",
 		rateName(rate), synproxy, sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
-		estOK.Load(), estFail.Load(), estNew.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter,
+		est.ok.Load(), est.fail.Load(), est.reconnects.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter,
 		ev("cookies_sent"), ev("cookie_acks"), ev("bad_cookie_acks"), metric(t, m, `tunvs_drops_total{reason="table_full"}`),
 		tunDropped, tunDropped+tunQueued, 100*float64(tunDropped)/float64(max(tunDropped+tunQueued, 1)),
 		100*(run1-run0).Seconds()/floodTime.Seconds(), 100*(wait1-wait0).Seconds()/floodTime.Seconds(), estRetrans)
 	if pct < 99 {
 		t.Errorf("%.2f%% of new connections succeeded during the flood, want >= 99%%", pct)
 	}
-	if estFail.Load() != 0 || estNew.Load() != 0 {
-		t.Errorf("the established connection lost %d requests and was reopened %d times", estFail.Load(), estNew.Load())
+	if est.fail.Load() != 0 || est.reconnects.Load() != 0 {
+		t.Errorf("the established connection lost %d requests and was reopened %d times", est.fail.Load(), est.reconnects.Load())
 	}
 	if rssAfter > rssBefore*12/10 {
 		t.Errorf("RSS %d kB after the flood drained, more than 20%% over %d kB before", rssAfter, rssBefore)
