@@ -38,6 +38,9 @@ type fastPath struct {
 	proxyBuf []byte
 	// frag holds one outer fragment of a tunnelled packet (tunnel.go).
 	frag []byte
+	// writers are the reader's own writers of the queues it writes
+	// to, by txQueue.id (see writer).
+	writers []writerSlot
 }
 
 type segmenter struct {
@@ -285,13 +288,17 @@ func (f *fastPath) write(h *Host, nic *NIC, q *txQueue, off int) {
 		}
 	}
 	var err error
-	q.mu.Lock()
-	if q.gso != nil {
-		_, err = q.gso.WriteGSO(f.bufs, f.gso, off)
+	if w := f.writer(q); w != nil {
+		_, err = w.WriteGSO(f.bufs, f.gso, off)
 	} else {
-		_, err = q.dev.Write(f.bufs, off)
+		q.mu.Lock()
+		if q.gso != nil {
+			_, err = q.gso.WriteGSO(f.bufs, f.gso, off)
+		} else {
+			_, err = q.dev.Write(f.bufs, off)
+		}
+		q.mu.Unlock()
 	}
-	q.mu.Unlock()
 	if err != nil {
 		h.Counters.WriteErrors.Add(1)
 	}

@@ -110,6 +110,7 @@ type Host struct {
 	mu     sync.Mutex
 	nics   map[string]*NIC
 	byID   []*NIC // by NICID; published copy-on-write through nicsByID
+	txqs   int    // how many txQueues there are (the next one's id)
 	closed bool
 
 	nicsByID atomic.Pointer[[]*NIC]
@@ -224,6 +225,11 @@ type txQueue struct {
 	gso tun.GSODevice // dev, when it takes super-packets and partial checksums
 	// arena is what the queue's reader reads into, when gso is set.
 	arena *rxArena
+	// src, when gso can give each reader a writer of its own, and id,
+	// the queue's number in the host (the index of those writers, see
+	// fastPath.writer).
+	src tun.WriterSource
+	id  int
 }
 
 func (q *txQueue) write(bufs [][]byte, offset int) (int, error) {
@@ -297,9 +303,11 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	ids := append([]*NIC{nil}, h.byID...) // index = NICID
 	h.nicsByID.Store(&ids)
 	for i, q := range queuesOf(dev) {
-		tq := &txQueue{dev: q}
+		tq := &txQueue{dev: q, id: h.txqs}
+		h.txqs++
 		if g, ok := q.(tun.GSODevice); ok && !h.cfg.NoGSO {
 			tq.gso = g
+			tq.src, _ = q.(tun.WriterSource)
 		}
 		n.txq = append(n.txq, tq)
 		h.wg.Add(1)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -145,7 +146,19 @@ type offloadQueue struct {
 	// ReadGSO, made on first use: a closure per call would be an
 	// allocation per call.
 	readFn, readGSOFn func(fd uintptr) bool
-	// Write side.
+	// Write side: the queue's own Write and WriteGSO (a WriterSource's
+	// writers have their own writeState). closeMu is held for reading by
+	// the writes that use the fd number itself (the writers'), for
+	// writing by Close.
+	writeState
+	closeMu sync.RWMutex
+}
+
+// writeState is what writing to a queue needs of its own: the queue's,
+// or one of its writers' (NewWriter).
+type writeState struct {
+	// wbuf holds a coalesced run or a packet with no room for the
+	// virtio header in front, made on first use.
 	wbuf []byte
 	// ordinary is zero offload states for Write (WriteGSO never changes
 	// them), grown to the largest batch.
@@ -153,6 +166,10 @@ type offloadQueue struct {
 	wpkt     []byte
 	werr     error
 	writeFn  func(fd uintptr) bool
+	// direct: write to fd, the queue's, directly (a writer's: see
+	// writeDirect).
+	direct bool
+	fd     uintptr
 }
 
 // readState is what a read callback works on: the arguments of the Read
@@ -244,7 +261,6 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		}
 		q := &offloadQueue{
 			f: f, rc: rc, name: name, kind: kind,
-			wbuf:     make([]byte, ethHdrLen+readBufSize),
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
@@ -570,16 +586,21 @@ func (q *offloadQueue) Write(bufs [][]byte, offset int) (int, error) {
 
 // write writes one packet (virtio header included), waiting in the
 // poller if the device's queue is full.
-func (q *offloadQueue) write(pkt []byte) error {
-	q.wpkt, q.werr = pkt, nil
-	if q.writeFn == nil {
-		q.writeFn = q.writeCallback
-	}
-	err := q.rc.Write(q.writeFn)
-	q.wpkt = nil
+func (q *offloadQueue) write(w *writeState, pkt []byte) error {
 	q.c.writeSyscalls.Add(1)
+	if w.direct {
+		if done, err := q.writeDirect(w.fd, pkt); done {
+			return err
+		}
+	}
+	w.wpkt, w.werr = pkt, nil
+	if w.writeFn == nil {
+		w.writeFn = w.writeCallback
+	}
+	err := q.rc.Write(w.writeFn)
+	w.wpkt = nil
 	if err == nil {
-		err = q.werr
+		err = w.werr
 	}
 	if err != nil {
 		return q.wrapErr("write", err)
@@ -588,18 +609,26 @@ func (q *offloadQueue) write(pkt []byte) error {
 }
 
 // writeCallback is write's RawConn callback.
-func (q *offloadQueue) writeCallback(fd uintptr) bool {
+func (w *writeState) writeCallback(fd uintptr) bool {
 	for {
-		_, err := rawWrite(fd, q.wpkt)
+		_, err := rawWrite(fd, w.wpkt)
 		switch err {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
 			return false
 		}
-		q.werr = err
+		w.werr = err
 		return true
 	}
+}
+
+// buf is w.wbuf, made on first use.
+func (w *writeState) buf() []byte {
+	if w.wbuf == nil {
+		w.wbuf = make([]byte, ethHdrLen+readBufSize)
+	}
+	return w.wbuf
 }
 
 // wrapErr maps "closed" errors to ErrClosed and names the device.
@@ -636,7 +665,12 @@ func (q *offloadQueue) Close() error {
 		return nil
 	}
 	q.wakeThread()
+	// No Writer's write is under way on the fd number once closeMu is
+	// held, and none starts after (they see closed): the number is not
+	// reused under them.
+	q.closeMu.Lock()
 	err := q.f.Close()
+	q.closeMu.Unlock()
 	q.closeThread()
 	if err != nil {
 		return fmt.Errorf("close %s: %w", q.name, err)
@@ -753,6 +787,10 @@ func (q *offloadQueue) inspect(b []byte) (GSO, bool) {
 // with that virtio header, as one write; runs of ordinary packets (a
 // partial checksum is fine) are coalesced as Write does.
 func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, error) {
+	return q.writeGSO(&q.writeState, bufs, gso, offset)
+}
+
+func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset int) (int, error) {
 	if len(gso) < len(bufs) {
 		return 0, fmt.Errorf("write %s: %d offload states for %d packets", q.name, len(gso), len(bufs))
 	}
@@ -789,19 +827,20 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 		}
 		var pkt []byte
 		if run > 1 {
+			wb := w.buf()
 			fill := coalesce
 			if udp {
 				fill = coalesceUDP
 			}
-			pkt = q.wbuf[:l2+fill(q.wbuf[l2:], bufs[done:done+run], offset+l2)]
+			pkt = wb[:l2+fill(wb[l2:], bufs[done:done+run], offset+l2)]
 			if l2 > 0 {
 				// The virtio header goes in front of the run's
 				// Ethernet header, counting from it.
 				var h virtioHdr
-				h.decode(q.wbuf[l2:])
-				copy(q.wbuf[virtioNetHdrLen:], bufs[done][offset:offset+l2])
+				h.decode(wb[l2:])
+				copy(wb[virtioNetHdrLen:], bufs[done][offset:offset+l2])
 				toFrameOffsets(&h)
-				h.encode(q.wbuf)
+				h.encode(wb)
 			}
 		} else {
 			h := gso[done].hdr()
@@ -811,11 +850,12 @@ func (q *offloadQueue) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, erro
 			if b := bufs[done]; offset >= virtioNetHdrLen {
 				pkt = b[offset-virtioNetHdrLen:]
 			} else {
-				pkt = q.wbuf[:virtioNetHdrLen+copy(q.wbuf[virtioNetHdrLen:], b[offset:])]
+				wb := w.buf()
+				pkt = wb[:virtioNetHdrLen+copy(wb[virtioNetHdrLen:], b[offset:])]
 			}
 			h.encode(pkt)
 		}
-		if err := q.write(pkt); err != nil {
+		if err := q.write(w, pkt); err != nil {
 			return done, err
 		}
 		switch {

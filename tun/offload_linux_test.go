@@ -38,7 +38,7 @@ func fakeQueue(t *testing.T) (*offloadQueue, int) {
 		t.Fatal(err)
 	}
 	q := &offloadQueue{f: f, rc: rc, name: "fake0", mtu: 1500,
-		rbuf: make([]byte, readBufSize), wbuf: make([]byte, readBufSize)}
+		rbuf: make([]byte, readBufSize)}
 	t.Cleanup(func() { q.Close(); unix.Close(fds[1]) })
 	return q, fds[1]
 }

@@ -25,7 +25,6 @@ func eth(dst, src byte, typ uint16, p []byte) []byte {
 func TestOffloadTAPFrames(t *testing.T) {
 	q, peer := fakeQueue(t)
 	q.kind = KindTAP
-	q.wbuf = make([]byte, ethHdrLen+readBufSize)
 	segs := segments(false, 10, 1400, 1400)
 	var frames [][]byte
 	for i, s := range segs {
