@@ -418,12 +418,19 @@ func (b *bed) servers(self string) error {
 			return err
 		}
 	}
-	// Wait until the client reaches both through the director.
+	// Wait until the client reaches both through the director, and
+	// iperf3 listens: started in the background like the HTTP servers,
+	// on a loaded machine it was not always listening yet when the
+	// first workload (iperf3's) began.
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		out, err := b.client.Run(context.Background(), "curl", "-s", "-m", "2", "http://"+vip+"/")
 		if err == nil && strings.HasPrefix(out, "RS") {
-			return nil
+			ls, lerr := b.rs[0].Run(context.Background(), "ss", "-Hltn", "sport = :5201")
+			if lerr == nil && strings.Contains(ls, "5201") {
+				return nil
+			}
+			err, out = lerr, "iperf3 not listening yet: "+ls
 		}
 		if time.Now().After(deadline) {
 			msg := ""

@@ -272,9 +272,15 @@ func iperfTCP(h *netns.Host, secs, streams string) (float64, error) {
 				BitsPerSecond float64 `json:"bits_per_second"`
 			} `json:"sum_received"`
 		} `json:"end"`
+		// iperf3 -J reports a failure (no server listening, say)
+		// here, and exits with status 0.
+		Error string `json:"error"`
 	}
 	if err := json.Unmarshal([]byte(out), &j); err != nil {
 		return 0, fmt.Errorf("iperf3 output: %w", err)
+	}
+	if j.Error != "" {
+		return 0, fmt.Errorf("iperf3: %s", j.Error)
 	}
 	return j.End.SumReceived.BitsPerSecond, nil
 }
