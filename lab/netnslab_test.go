@@ -179,6 +179,18 @@ func TestNetnsLab(t *testing.T) {
 					"pkill", "-f", "[l]ab serve"); err != nil {
 					t.Fatalf("pkill in rs1: %v\n%s", err, o)
 				}
+				// pkill returns once the signal is sent; the server
+				// closes its listener on its way out, which on a
+				// loaded machine came after the next request.
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+					if _, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "rs1", "--",
+						"pgrep", "-f", "[l]ab serve"); err != nil {
+						break // exit status 1: no such process
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("rs1's server still running 10 s after pkill")
+					}
+				}
 				var answers []string
 				for range 2 {
 					got, err := labRun(t, u, 30*time.Second, tunvs, "lab", "exec", "--state-dir", sd, "client", "--",
