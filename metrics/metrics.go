@@ -232,6 +232,8 @@ func Write(w io.Writer, src Source) {
 			{"replies", "packets the NAT answered in place, sent back out of their link (SYN proxy cookie SYN-ACKs)", c.Replies.Load()},
 			{"tunnel_sent", "tunnel (-i) packets sent encapsulated to their real server (pieces and fragments each)", c.TunnelSent.Load()},
 			{"tunnel_drops", "tunnel (-i) packets not sent: no route to the real server, or its MAC unresolved", c.TunnelDrops.Load()},
+			{"tunnel_icmp_relayed", "ICMP errors from routers about tunnel (-i) packets, relayed to the client (frag needed with the MTU less the encapsulation)", c.TunnelICMPRelayed.Load()},
+			{"tunnel_icmp_drops", "ICMP errors about tunnel (-i) packets not relayed: bad checksum, client without DF (path MTU still lowered), rate limit, no route to the client", c.TunnelICMPDrops.Load()},
 			{"gso_packets", "offloaded super-packets read whole from a TUN or TAP device and NATed as one", c.GSOPackets.Load()},
 			{"gso_split", "super-packets cut into packets in software (towards the stack or a device without offloads)", c.GSOSplit.Load()},
 			{"read_errors", "device read errors", c.ReadErrors.Load()},

@@ -211,6 +211,9 @@ type Dest struct {
 	// and its encapsulation (packTun), which its connections read at
 	// every packet, as the kernel's read dest->tun_type.
 	tun atomic.Uint32
+	// pmtu is the path MTU to a tunnel real server that ICMP errors
+	// taught (tunicmp.go).
+	pmtu pathMTU
 
 	// overload is IP_VS_DEST_F_OVERLOAD; lthreshVal is the kernel's
 	// l_threshold_val (-y, or 3/4 of -x when -y is 0). Both change under

@@ -621,11 +621,14 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 		}
 	}
 	mtu := int(c.mtu[dir])
-	if mtu > 0 && dir == DirIn && c.hasFlag(flagTunnel) {
-		// __ip_vs_get_out_rt in tunnel mode: the route's MTU less the
-		// outer headers, no less than 68.
-		if mtu -= c.EncapLen(); mtu < 68 {
-			return t.drop(DropTunnelMTU)
+	if dir == DirIn && c.hasFlag(flagTunnel) {
+		// __ip_vs_get_out_rt in tunnel mode: the route's MTU (a learnt
+		// path MTU, if lower: tunicmp.go) less the outer headers, no
+		// less than 68.
+		if mtu = c.tunnelMTU(mtu, now); mtu > 0 {
+			if mtu -= c.EncapLen(); mtu < 68 {
+				return t.drop(DropTunnelMTU)
+			}
 		}
 	}
 	if mtu > 0 && p.netLen()+extra > mtu && p.DF() {

@@ -94,6 +94,14 @@ type Counters struct {
 	GSOSplit    atomic.Uint64 // ... of those, cut into packets in software (towards the stack, or a device without offloads)
 	ReadErrors  atomic.Uint64
 	WriteErrors atomic.Uint64
+
+	// TunnelICMPRelayed are ICMP errors from routers about tunnel
+	// packets relayed to the client (nat.Table.TunnelError);
+	// TunnelICMPDrops those not: a wrong checksum, "fragmentation
+	// needed" for a client without DF (the path MTU still learnt), the
+	// rate limit, no route to the client.
+	TunnelICMPRelayed atomic.Uint64
+	TunnelICMPDrops   atomic.Uint64
 }
 
 // Host is a gVisor stack with NICs on tun.Devices.

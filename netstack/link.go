@@ -430,6 +430,9 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 			n.sendTimeExceeded(frame, p)
 			return
 		case nat.Pass:
+			if p.ICMPError && f.tunnelError(n, p, now) {
+				return
+			}
 			// gVisor sends "time exceeded" only for packets arriving
 			// with TTL 0 and forwards TTL 1 with TTL 0; a router
 			// must not (RFC 1812 5.3.1). Catch those here.
@@ -445,7 +448,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 			if res.Conn.Tunnelled() && res.Dir == nat.DirIn {
 				// Tunnelling: encapsulated to the real server,
 				// never delivered to the stack that owns the VIP.
-				if !f.tunnel(n, res, p, whole, g) {
+				if !f.tunnel(n, res, p, whole, g, now) {
 					h.Counters.TunnelDrops.Add(1)
 				}
 				return
@@ -553,6 +556,12 @@ func (n *NIC) replyFrame(frame, b []byte, size int, v6 bool) {
 		binary.BigEndian.PutUint16(eth[12:14], et)
 		off = bufOffset
 	}
+	n.writeICMP(b, off, end)
+}
+
+// writeICMP writes the frame b[off:end] out of n; b is the NIC's ICMP
+// buffer, n.icmpMu held.
+func (n *NIC) writeICMP(b []byte, off, end int) {
 	if hk := n.h.hooks; hk != nil && hk.capture != nil {
 		hk.capture.Frame(n.name, n.kind, true, b[off:end])
 	}

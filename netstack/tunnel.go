@@ -118,6 +118,10 @@ type tunnelTx struct {
 	enc   rules.Encap
 	sport uint16 // GUE's UDP source port
 	ids   *atomic.Uint32
+	// pmtu is the path MTU routers reported (nat's tunicmp.go), or 0:
+	// outer fragments are cut to it, as ip_fragment to the route's
+	// learnt MTU.
+	pmtu int
 }
 
 // tunnel sends the packet of a tunnel connection from its client (in
@@ -125,7 +129,7 @@ type tunnelTx struct {
 // encapsulated to the real server. It returns false if it could not: no
 // route to the real server, its next hop's MAC not yet known (the stack
 // is resolving it), a frame on a TAP not addressed to the NIC.
-func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
+func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO, now int64) bool {
 	h := in.h
 	c := res.Conn
 	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
@@ -142,7 +146,7 @@ func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, 
 	}
 	ep := h.tuns.at(ti)
 	hp := h.hops.at(ep.hop)
-	t := tunnelTx{ep: ep, out: hp.nic, enc: c.Encap(), ids: &h.tuns.ipID}
+	t := tunnelTx{ep: ep, out: hp.nic, enc: c.Encap(), ids: &h.tuns.ipID, pmtu: c.PathMTU(now)}
 	t.q = t.out.txq[f.txQueue(in, t.out)]
 	if t.out.kind == tun.KindTAP {
 		if t.mac = hp.mac.Load(); t.mac == 0 {
@@ -267,7 +271,11 @@ func (f *fastPath) encap(h *Host, t *tunnelTx, buf []byte, l2 int) bool {
 	case t.enc.Type == rules.TunGRE && t.enc.Flags&rules.TunCsum != 0:
 		put16(l4[4:], ^csum.Fold(csum.Sum(l4, 0)))
 	}
-	if mtu := t.out.MTU(); total > mtu {
+	mtu := t.out.MTU()
+	if t.pmtu > 0 && t.pmtu < mtu {
+		mtu = t.pmtu
+	}
+	if total > mtu {
 		if df || outer6 {
 			// The table sends "too big" for these first; an MTU
 			// changed since the connection was made lands here.

@@ -11,7 +11,9 @@ import (
 // a client's connections encapsulated (ipip, gue with a checksum, gre
 // with a checksum, IPv6 in IPv6) to real servers whose Debian kernel
 // decapsulates them and answers the client directly; the schedule, path
-// MTU discovery through the tunnel (200 kB uploads) and tunvs's counters
+// MTU discovery through the tunnel (200 kB uploads; a kernel router's
+// "fragmentation needed" about a tunnelled packet relayed by tunvs to the
+// client) and tunvs's counters
 // are checked, as root and again as uid 65534 in a user namespace. This
 // host's kernel has no ipip, gre or fou; the VM's has.
 func TestTunnel(t *testing.T) {

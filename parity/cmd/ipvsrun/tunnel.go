@@ -25,9 +25,11 @@ package main
 // "NAME BYTES". Small requests check the schedule (rr: two each); 200 kB
 // uploads check path-MTU discovery through the tunnel (tunvs sends the
 // client "fragmentation needed" with 1500 less the encapsulation) and
-// the cutting of super-packets; IPv6 goes to t1. With -tunnel-userns the
-// same runs as uid 65534 in a user namespace of its own (the root run
-// starts it after its own).
+// the cutting of super-packets; the link from tr to t4 has MTU 1300, so
+// tr's "fragmentation needed" about tunvs's packets to t4 must reach the
+// client through tunvs (ip_vs_in_icmp's tunnel case); IPv6 goes to t1.
+// With -tunnel-userns the same runs as uid 65534 in a user namespace of
+// its own (the root run starts it after its own).
 
 import (
 	"bytes"
@@ -346,7 +348,15 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 		}
 	}
 	// Uploads larger than the tunnel's MTU: the client learns it from
-	// tunvs's "fragmentation needed" and gets through.
+	// tunvs's "fragmentation needed" and gets through. The link from tr
+	// to t4 is made smaller than tunvs's to tr: tr, a kernel router
+	// between the director and t4, sends tunvs "fragmentation needed"
+	// about the encapsulated packets, which tunvs relays to the client
+	// with the MTU less the outer header (ip_vs_in_icmp); without it the
+	// upload to t4 stalls.
+	if _, err := sh("ip", "-n", "tr", "link", "set", "v4", "mtu", "1300"); err != nil {
+		return fmt.Errorf("lower the MTU to t4: %w", err)
+	}
 	up := map[string]bool{}
 	for i := range 4 {
 		const size = 200000
@@ -385,9 +395,13 @@ func tunnelE2E(dir string, userns bool) (rerr error) {
 	metrics := tunvsMetrics()
 	sent, drops, toobig := tunvsMetric(metrics, "tunvs_host_tunnel_sent_total"), tunvsMetric(metrics, "tunvs_host_tunnel_drops_total"), tunvsMetric(metrics, "tunvs_host_too_big_sent_total")
 	split := tunvsMetric(metrics, "tunvs_host_gso_split_total")
-	fmt.Fprintf(&report, "tunnel_sent %d, tunnel_drops %d, too_big_sent %d, gso_split %d\n", sent, drops, toobig, split)
+	relayed, idrops := tunvsMetric(metrics, "tunvs_host_tunnel_icmp_relayed_total"), tunvsMetric(metrics, "tunvs_host_tunnel_icmp_drops_total")
+	fmt.Fprintf(&report, "tunnel_sent %d, tunnel_drops %d, too_big_sent %d, gso_split %d, tunnel_icmp_relayed %d, tunnel_icmp_drops %d\n", sent, drops, toobig, split, relayed, idrops)
 	if sent < 8 || toobig == 0 {
 		return fmt.Errorf("tunvs sent %d packets encapsulated and %d \"too big\"; want both above 0", sent, toobig)
+	}
+	if relayed == 0 {
+		return fmt.Errorf("tunvs relayed no ICMP error from tr about the packets to t4 (MTU 1300)")
 	}
 	return nil
 }
