@@ -171,3 +171,35 @@ func TestTunnelErrorAllocatesNothing(t *testing.T) {
 		t.Errorf("%v allocations per error", n)
 	}
 }
+
+// IPv6 in IPv6: ip_vs_in_icmp_v6 has no tunnel case, nor has tunvs; a
+// router's "packet too big" about it is left to the stack.
+func TestTunnelErrorNotIPv6(t *testing.T) {
+	e := newEnv(t, nat.Config{}, func(tb *nat.Table) { tunnelService(t, tb, 6, tnVIP6, rs6, rules.Encap{}) })
+	inner := nattest.Build(nattest.Seg{Src: cli6, Dst: tnVIP6, Proto: 6, Flags: S, Size: 1400})
+	if r := e.tb.Process(inner, &e.p, e.now); r.Verdict != nat.Forward || !r.Conn.Tunnelled() {
+		t.Fatalf("SYN: %+v", r)
+	}
+	outer := make([]byte, 40+len(inner))
+	outer[0] = 0x60
+	binary.BigEndian.PutUint16(outer[4:], uint16(len(inner)))
+	outer[6], outer[7] = 41, 64
+	copy(outer[8:24], netip.MustParseAddr("fd00::3").AsSlice())
+	copy(outer[24:40], rs6.AsSlice())
+	copy(outer[40:], inner)
+	var po, p, orig nat.Packet
+	if r := nat.Parse(outer, &po); r != nat.DropNone {
+		t.Fatalf("outer: %v", r)
+	}
+	icmp := make([]byte, 1280)
+	n := nat.BuildTooBig(icmp, &po, netip.MustParseAddr("fd00::fe"), 1300)
+	if r := nat.Parse(icmp[:n], &p); n == 0 || r != nat.DropNone || !p.ICMPError || p.Inner.Proto != 41 {
+		t.Fatalf("packet too big: %d bytes, %v, %+v", n, r, p)
+	}
+	if te, ok := e.tb.TunnelError(&p, &orig, e.now); ok {
+		t.Errorf("IPv6 in IPv6: %+v", te)
+	}
+	if r := e.tb.Process(icmp[:n], &p, e.now); r.Verdict != nat.Pass {
+		t.Errorf("the NAT: %+v, want Pass", r)
+	}
+}

@@ -131,3 +131,50 @@ func TestTunnelErrorAllocatesNothing(t *testing.T) {
 		t.Errorf("TunnelICMPRelayed %d", c)
 	}
 }
+
+// Relayed errors are rate-limited as the director's own (icmplimit.go:
+// per client a burst of 6), "fragmentation needed" never; a wrong ICMP
+// checksum is dropped; each is counted.
+func TestTunnelErrorLimited(t *testing.T) {
+	r := tunnelRig(t, tun.KindTUN, tun.KindTUN, false, rules.Encap{Type: rules.TunGRE})
+	r.fromClient(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
+	big := nattest.Build(nattest.Seg{Src: gCli, Dst: gVIP, Proto: 6, Flags: nattest.ACK, Seq: 101, Ack: 1, Size: 1400, DF: true})
+	outer, _ := r.fromClient(gsoIn{pkt: big})
+	outer = append([]byte(nil), outer...)
+	r.in.frames = make(chan []byte, 64)
+	c := &r.h.Counters
+	burst := func(icmp []byte, n int) {
+		t.Helper()
+		start := c.TunnelICMPRelayed.Load() + c.TunnelICMPDrops.Load()
+		// Set once: the reader copies it after each kick; the previous
+		// burst's copies are done (its counts are in).
+		r.out.pkt, r.out.g = icmp, tun.GSO{}
+		for range n {
+			r.out.kick <- struct{}{}
+		}
+		for deadline := time.Now().Add(5 * time.Second); c.TunnelICMPRelayed.Load()+c.TunnelICMPDrops.Load() < start+uint64(n); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d of %d errors handled", c.TunnelICMPRelayed.Load()+c.TunnelICMPDrops.Load()-start, n)
+			}
+		}
+	}
+	burst(nattest.ICMPError(tnRouter, outer, 11, 0, 0, 0), 20)
+	relayed, dropped := c.TunnelICMPRelayed.Load(), c.TunnelICMPDrops.Load()
+	if relayed == 0 || relayed > 6 || relayed+dropped != 20 || c.ICMPLimited.Load() != dropped {
+		t.Errorf("20 time exceeded: %d relayed, %d dropped, %d limited; want at most 6 relayed, the rest limited", relayed, dropped, c.ICMPLimited.Load())
+	}
+	burst(nattest.ICMPError(tnRouter, outer, 3, 4, 1300, 0), 20)
+	if got := c.TunnelICMPRelayed.Load() - relayed; got != 20 {
+		t.Errorf("20 frag needed: %d relayed, want all", got)
+	}
+	bad := nattest.ICMPError(tnRouter, outer, 3, 4, 1300, 0)
+	bad[22] ^= 0xff
+	before := c.TunnelICMPDrops.Load()
+	burst(bad, 1)
+	if c.TunnelICMPDrops.Load() != before+1 {
+		t.Errorf("a wrong checksum not counted as dropped")
+	}
+	if n := len(r.in.frames); uint64(n) != c.TunnelICMPRelayed.Load() {
+		t.Errorf("%d written to the client's link, %d counted relayed", n, c.TunnelICMPRelayed.Load())
+	}
+}
