@@ -95,6 +95,7 @@ bench-smoke:
 fuzz-smoke:
 	$(GO) test -run '^$$' -fuzz '^FuzzPacket$$' -fuzztime 300000x ./nat/
 	$(GO) test -run '^$$' -fuzz '^FuzzProcess$$' -fuzztime 200000x ./nat/
+	$(GO) test -run '^$$' -fuzz '^FuzzTunnelError$$' -fuzztime 100000x ./nat/
 	$(GO) test -run '^$$' -fuzz '^FuzzRules$$' -fuzztime 100000x ./admin/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 50000x ./health/
 	$(GO) test -run '^$$' -fuzz '^FuzzSplit$$' -fuzztime 50000x ./tun/

@@ -203,3 +203,42 @@ func TestTunnelErrorNotIPv6(t *testing.T) {
 		t.Errorf("the NAT: %+v, want Pass", r)
 	}
 }
+
+// FuzzTunnelError: whatever the bytes, TunnelError and Build neither
+// panic nor relay anything but an ICMP error from the VIP to the client
+// of a tunnel connection.
+func FuzzTunnelError(f *testing.F) {
+	// Errors about the connection of each service (below).
+	for i, k := range tnKinds[:3] {
+		inner := nattest.Build(nattest.Seg{Src: cli, Dst: netip.AddrPortFrom(tnVIP.Addr(), uint16(80+i)), Proto: 6, Flags: A, Size: 600, DF: true})
+		outer := nattest.Encap(k.kind, tnDir, rs1, 6080, false, inner)
+		f.Add(nattest.ICMPError(tnRouter, outer, 3, 4, 1300, 0))
+		f.Add(nattest.ICMPError(tnRouter, outer, 11, 0, 0, 60))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tb := nat.New(nat.Config{MaxConns: 16})
+		for i, k := range tnKinds[:3] {
+			tunnelService(t, tb, 6, netip.AddrPortFrom(tnVIP.Addr(), uint16(80+i)), rs1, k.enc)
+		}
+		var p, orig nat.Packet
+		for i := range 3 {
+			tb.Process(nattest.TCP(cli, netip.AddrPortFrom(tnVIP.Addr(), uint16(80+i)), S, 0), &p, 1e18)
+		}
+		if nat.Parse(b, &p) != nat.DropNone {
+			return
+		}
+		te, ok := tb.TunnelError(&p, &orig, 1e18)
+		if !ok || !te.Relay {
+			return
+		}
+		out := make([]byte, 1280)
+		n := te.Build(out, &orig)
+		if n == 0 {
+			return
+		}
+		var q nat.Packet
+		if r := nat.Parse(out[:n], &q); r != nat.DropNone || !q.ICMPError || q.Src() != te.Conn.VAddr() || q.Dst() != te.Conn.CAddr() {
+			t.Fatalf("relayed %v %+v", r, q)
+		}
+	})
+}
