@@ -103,12 +103,17 @@ func (c *Conn) initState(s State, inactive bool) {
 }
 
 // updateState changes the state word by f, atomically, and returns the
-// words before and after.
+// words before and after. The service's half-open count follows the
+// change that won (halfopen.go).
 func (c *Conn) updateState(f func(old uint32) uint32) (old, nw uint32) {
 	for {
 		old = c.st.Load()
 		nw = f(old)
-		if nw == old || c.st.CompareAndSwap(old, nw) {
+		if nw == old {
+			return old, nw
+		}
+		if c.st.CompareAndSwap(old, nw) {
+			c.halfOpenMove(old, nw)
 			return old, nw
 		}
 	}

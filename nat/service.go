@@ -162,6 +162,9 @@ type Service struct {
 	proxy atomic.Uint32
 	// synProxy is cfg.SynProxy for the packet path.
 	synProxy atomic.Bool
+	// halfOpen counts the connections in SYN_RECV or SYNACK
+	// (halfopen.go).
+	halfOpen atomic.Int64
 }
 
 // Config returns the service's configuration as -A/-E last set it, the

@@ -300,6 +300,7 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 			c.mtu[DirOut] = mtu16(mtu(s.CAddr))
 		}
 		t.syncTimeout(c, s, now)
+		w0 := c.st.Load()
 		if !t.insert(c) {
 			// Made meanwhile by a packet or another message: update
 			// that one instead.
@@ -313,6 +314,7 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 			if !s.Inactive {
 				c.dest.active.Add(1)
 			}
+			c.halfOpenInserted(w0)
 			return nil
 		}
 	}

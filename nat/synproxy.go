@@ -58,9 +58,10 @@ import (
 const (
 	// SynProxyOff: only services with --synproxy.
 	SynProxyOff = 0
-	// SynProxyAuto (the default): also every other TCP service while the
-	// table is at its bound, as Linux's tcp_syncookies=1 sends cookies
-	// only while a listener's SYN queue overflows.
+	// SynProxyAuto (the default): also every other TCP service while
+	// its half-open connections are at synproxy_backlog, as Linux's
+	// tcp_syncookies=1 sends cookies only while a listener's SYN queue
+	// is full (halfopen.go), or while the table is at its bound.
 	SynProxyAuto = 1
 	// SynProxyAlways: every TCP service, as tcp_syncookies=2.
 	SynProxyAlways = 2
@@ -197,7 +198,7 @@ func (t *Table) synProxyOn(svc *Service) bool {
 	case SynProxyAlways:
 		return true
 	case SynProxyAuto:
-		return t.n.Load() >= int64(t.cfg.MaxConns)
+		return t.synQueueFull(svc) || t.n.Load() >= int64(t.cfg.MaxConns)
 	}
 	return false
 }

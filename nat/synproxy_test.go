@@ -359,19 +359,27 @@ func TestSynProxyAllocatesNothing(t *testing.T) {
 }
 
 // The flood of TestEarlyDropUnderSYNFlood with the SYN proxy in its
-// default, automatic mode: once the table is at its bound every SYN gets a
-// cookie and no entry, and every client that answers its cookie connects.
+// default, automatic mode: once the service's half-open connections are
+// at synproxy_backlog (or, with a backlog past it, the table is at its
+// bound) every SYN gets a cookie and no entry, and every client that
+// answers its cookie connects.
 func TestSynProxyUnderSYNFlood(t *testing.T) {
+	t.Run("backlog", func(t *testing.T) { synProxyUnderSYNFlood(t, nat.DefaultSynProxyBacklog, nat.DefaultSynProxyBacklog) })
+	t.Run("table", func(t *testing.T) { synProxyUnderSYNFlood(t, 1<<30, 10000) })
+}
+
+func synProxyUnderSYNFlood(t *testing.T, backlog, want int) {
 	const max = 10000
 	e := newEnv(t, nat.Config{MaxConns: max}, twoServers("rr", 6))
+	setSysctl(t, e.tb, "synproxy_backlog", backlog)
 	synFlood := func(from, n int) {
 		for i := range n {
 			e.tb.Process(roomy(nattest.TCP(spoofed(from+i), vip, S, 0)), &e.p, e.now)
 		}
 	}
 	synFlood(0, 5*max)
-	if e.tb.Len() != max {
-		t.Fatalf("table at %d, want %d", e.tb.Len(), max)
+	if e.tb.Len() != want {
+		t.Fatalf("table at %d, want %d", e.tb.Len(), want)
 	}
 	ok := 0
 	const clients = 1000

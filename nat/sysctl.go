@@ -73,6 +73,10 @@ var sysctls = map[string]sysctl{
 		get: func(t *Table) int { return int(t.spMode.Load()) },
 		set: func(t *Table, v int) { t.spMode.Store(int32(v)) },
 	},
+	"synproxy_backlog": {
+		get: func(t *Table) int { return int(t.spBacklog.Load()) },
+		set: func(t *Table, v int) { t.spBacklog.Store(int32(v)) },
+	},
 	"sync_ports": {
 		get: func(t *Table) int { return int(t.sync.ports.Load()) },
 		set: func(t *Table, v int) { t.sync.ports.Store(int32(v)) },

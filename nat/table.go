@@ -161,10 +161,11 @@ type Table struct {
 	// defense is the flood defences' state (defense.go).
 	defense defense
 	// The SYN proxy (synproxy.go): the cookie secret, the "synproxy"
-	// knob and the counters.
-	cookie cookieSecret
-	spMode atomic.Int32
-	sp     synProxyStats
+	// and "synproxy_backlog" knobs and the counters.
+	cookie    cookieSecret
+	spMode    atomic.Int32
+	spBacklog atomic.Int32
+	sp        synProxyStats
 
 	sweepNext atomic.Uint32
 
@@ -215,6 +216,7 @@ func New(cfg Config) *Table {
 	}
 	t := &Table{cfg: cfg, cookie: newCookieSecret()}
 	t.spMode.Store(SynProxyAuto)
+	t.spBacklog.Store(DefaultSynProxyBacklog)
 	to := cfg.Timeouts.withDefaults()
 	t.timeouts.Store(&to)
 	t.svcs.Store(&svcIndex{byKey: map[svcKey]*Service{}, vips: map[[16]byte]struct{}{}})

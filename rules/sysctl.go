@@ -61,7 +61,12 @@ var SysctlTable = []Sysctl{
 	// modes follow tcp_syncookies (0 never, 1 when the SYN queue
 	// overflows, 2 always). Services with --synproxy always have it.
 	{Name: "synproxy", Default: 1, Min: 0, Max: 2,
-		Doc: "SYN cookies for every TCP service: 0 only --synproxy services, 1 while the table is at its bound, 2 always"},
+		Doc: "SYN cookies for every TCP service: 0 only --synproxy services, 1 while its half-open connections are at synproxy_backlog or the table is at its bound, 2 always"},
+	// tcp_syncookies=1's trigger, a listener's SYN queue full
+	// (inet_csk_reqsk_queue_is_full), its bound the listen backlog,
+	// at most somaxconn (4096).
+	{Name: "synproxy_backlog", Default: 4096, Min: 0, Max: math.MaxInt32,
+		Doc: "half-open (SYN_RECV, SYNACK) connections of a service at which synproxy=1 answers its SYNs with cookies"},
 }
 
 // LookupSysctl finds a knob by name.
