@@ -184,3 +184,29 @@ func TestHalfOpenConcurrent(t *testing.T) {
 		t.Fatalf("drained: %d entries, half-open %d", e.tb.Len(), svc.HalfOpen())
 	}
 }
+
+// Keeping the count allocates nothing: a connection taken round SYN_RECV,
+// ESTABLISHED and CLOSE again and again (conn_reuse_mode 0 keeps the
+// same entry for the new SYN).
+func TestHalfOpenAllocatesNothing(t *testing.T) {
+	e := newEnv(t, nat.Config{}, twoServers("rr", 6))
+	setSysctl(t, e.tb, "conn_reuse_mode", 0)
+	svc := theService(t, e.tb)
+	e.in(cli, S)
+	pkts := [][]byte{nattest.TCP(cli, vip, A, 0), nattest.TCP(cli, vip, R, 0), nattest.TCP(cli, vip, S, 0)}
+	work := make([]byte, 256)
+	if n := testing.AllocsPerRun(200, func() {
+		for _, b := range pkts {
+			w := work[:len(b)]
+			copy(w, b)
+			if r := e.tb.Process(w, &e.p, e.now); r.Verdict != nat.Forward {
+				t.Fatalf("%+v", r)
+			}
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations", n)
+	}
+	if c, _ := e.tb.Lookup(6, cli, vip); c == nil || c.State() != nat.StateSynRecv || svc.HalfOpen() != 1 || e.tb.Len() != 1 {
+		t.Fatalf("after the cycles: %v, half-open %d, %d entries", c, svc.HalfOpen(), e.tb.Len())
+	}
+}
