@@ -5,7 +5,8 @@ package nat
 // a cookie once its queue of request socks is full (tcp_conn_request:
 // "if ((syncookies == 2 || inet_csk_reqsk_queue_is_full(sk)) && !isn)",
 // net/ipv4/tcp_input.c), that queue bounded by the listen backlog
-// (inet_csk_listen_start: sk_max_ack_backlog, at most somaxconn). A
+// (sk_max_ack_backlog, which inet_listen sets from listen()'s backlog,
+// capped at somaxconn by __sys_listen). A
 // service's queue here is its connections in SYN_RECV or SYNACK (the
 // states a connection sits in from the client's SYN until its ACK or the
 // real server's answer, the latter with secure_tcp), and its backlog the
