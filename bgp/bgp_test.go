@@ -19,6 +19,8 @@ import (
 	gobgplog "github.com/osrg/gobgp/v3/pkg/log"
 	"github.com/osrg/gobgp/v3/pkg/server"
 	"github.com/rs/zerolog"
+
+	"github.com/tunvs/tunvs/internal/waitfor"
 )
 
 // speakerProg is tunvs-bgp, built by TestMain (the tests link GoBGP for
@@ -148,17 +150,6 @@ func routes(r *server.BgpServer) map[string]string {
 	return out
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 30 s: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestAnnounceWithdraw runs the speaker (the tunvs-bgp process) against
 // a GoBGP router over the kernel loopback (Dial stands in for the
 // director's stack: it dials from src, as the director dials from its
@@ -187,12 +178,12 @@ func TestAnnounceWithdraw(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	waitFor(t, "session established", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
+	waitfor.Until(t, 30*time.Second, "session established", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
 	vip, vip6 := netip.MustParseAddr("172.16.1.100"), netip.MustParseAddr("fd00::100")
 	if err := s.Set([]netip.Addr{vip, vip6, netip.MustParseAddr("172.16.1.101")}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "three routes", func() bool { return len(routes(r)) == 3 })
+	waitfor.Until(t, 30*time.Second, "three routes", func() bool { return len(routes(r)) == 3 })
 	got := routes(r)
 	if got["172.16.1.100/32"] != "10.1.0.11" || got["fd00::100/128"] != "fd00::11" {
 		t.Fatalf("router learnt %v", got)
@@ -200,7 +191,7 @@ func TestAnnounceWithdraw(t *testing.T) {
 	if err := s.Set([]netip.Addr{vip}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "withdrawal", func() bool { return len(routes(r)) == 1 })
+	waitfor.Until(t, 30*time.Second, "withdrawal", func() bool { return len(routes(r)) == 1 })
 	if a := s.Announced(); len(a) != 1 || a[0] != vip {
 		t.Fatalf("announced %v", a)
 	}
@@ -214,17 +205,17 @@ func TestAnnounceWithdraw(t *testing.T) {
 	if err := proc.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "routes gone with the speaker", func() bool { return len(routes(r)) == 0 })
-	waitFor(t, "the speaker restarted", func() bool {
+	waitfor.Until(t, 30*time.Second, "routes gone with the speaker", func() bool { return len(routes(r)) == 0 })
+	waitfor.Until(t, 30*time.Second, "the speaker restarted", func() bool {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		return s.restarts == 1 && s.p != nil && s.p.cmd.Process.Pid != pid
 	})
-	waitFor(t, "session established again", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
+	waitfor.Until(t, 30*time.Second, "session established again", func() bool { return s.Peers()[0].State == "ESTABLISHED" })
 	if err := s.Set([]netip.Addr{vip}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the route back", func() bool { return routes(r)["172.16.1.100/32"] == "10.1.0.11" })
+	waitfor.Until(t, 30*time.Second, "the route back", func() bool { return routes(r)["172.16.1.100/32"] == "10.1.0.11" })
 	logMu.Lock()
 	for _, ev := range []string{"bgp_established", "bgp_announce", "bgp_withdraw", "bgp_speaker_exited", "bgp_speaker_started"} {
 		if !strings.Contains(logs.String(), `"event":"`+ev+`"`) {
@@ -236,7 +227,7 @@ func TestAnnounceWithdraw(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "routes gone after Close", func() bool { return len(routes(r)) == 0 })
+	waitfor.Until(t, 30*time.Second, "routes gone after Close", func() bool { return len(routes(r)) == 0 })
 	if dialed.Load() == 0 {
 		t.Fatal("the session did not go through Dial")
 	}

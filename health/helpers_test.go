@@ -269,14 +269,3 @@ func (tl *testLab) waitEvent(t *testing.T, n int, ch <-chan Event, typ EventType
 	t.Fatalf("no %s event for %v within %d ticks of %v", typ, server, ticks, interval)
 	return Event{}, 0
 }
-
-func waitFor(t *testing.T, within time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, within)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/waitfor"
 	"github.com/tunvs/tunvs/nat"
 )
 
@@ -96,7 +97,7 @@ func TestLabFailover(t *testing.T) {
 			defer cl.halt()
 			// The client runs on real time, the checks on the lab's
 			// clock: requests are counted, not waited for.
-			waitFor(t, 10*time.Second, "5 requests before the failure", func() bool {
+			waitfor.Until(t, 10*time.Second, "5 requests before the failure", func() bool {
 				return len(cl.since(time.Time{})) >= 5
 			})
 			tl.settle(t, 2)
@@ -111,7 +112,7 @@ func TestLabFailover(t *testing.T) {
 			// A request that started before the NAT changed may still
 			// have been scheduled to the failed server.
 			settled := time.Now().Add(20 * time.Millisecond)
-			waitFor(t, 10*time.Second, "10 requests while the server is down", func() bool {
+			waitfor.Until(t, 10*time.Second, "10 requests while the server is down", func() bool {
 				return len(cl.since(settled)) >= 10
 			})
 			after := cl.since(settled)
@@ -136,7 +137,7 @@ func TestLabFailover(t *testing.T) {
 				t.Errorf("up after %v, want rise × interval = %v", back, 2*tInterval)
 			}
 			upAt := time.Now()
-			waitFor(t, 10*time.Second, "10 requests after recovery", func() bool {
+			waitfor.Until(t, 10*time.Second, "10 requests after recovery", func() bool {
 				return len(cl.since(upAt)) >= 10
 			})
 			n1, n2 := 0, 0

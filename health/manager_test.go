@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tunvs/tunvs/admin"
+	"github.com/tunvs/tunvs/internal/waitfor"
 	"github.com/tunvs/tunvs/lab"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/rules"
@@ -309,13 +310,13 @@ func TestNoLeaks(t *testing.T) {
 		m.Stop()
 		m.Restore()
 	}
-	waitFor(t, 5*time.Second, "goroutines back to the baseline", func() bool {
+	waitfor.Until(t, 5*time.Second, "goroutines back to the baseline", func() bool {
 		return runtime.NumGoroutine() <= baseG
 	})
 	if n := OpenConns(); n != 0 {
 		t.Errorf("%d check sockets open", n)
 	}
-	waitFor(t, 5*time.Second, "director endpoints back to the baseline", func() bool {
+	waitfor.Until(t, 5*time.Second, "director endpoints back to the baseline", func() bool {
 		return len(st.RegisteredEndpoints()) <= baseEP
 	})
 	t.Logf("goroutines %d (baseline %d), endpoints %d (baseline %d, %d seen while checking), TCP established %d",

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tunvs/tunvs/internal/waitfor"
 	"github.com/tunvs/tunvs/nat"
 	"github.com/tunvs/tunvs/nat/nattest"
 	"github.com/tunvs/tunvs/netstack"
@@ -338,18 +339,6 @@ func (c counters) sub(o counters) counters {
 	return counters{c.gso - o.gso, c.split - o.split, c.fast - o.fast, c.delivered - o.delivered, c.linkDrops - o.linkDrops, c.tooBig - o.tooBig}
 }
 
-// eventually polls cond for up to five seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // ---- packets ----
 
 // parsed is a packet as nat.Parse sees it, with its checksums verified
@@ -514,7 +503,7 @@ func TestGSOForward(t *testing.T) {
 				}
 				before := r.counters()
 				r.cli.inject(ordinary(cli, vip, nattest.SYN, 100, nil))
-				eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 1 })
+				waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 1 })
 				syn := flowPkts(r.atRS(), cli.Port(), rs.Port())[0]
 				checkSeg(t, "SYN", syn.pkt, cli, rs, 63)
 				if syn.g.Pending() {
@@ -528,7 +517,7 @@ func TestGSOForward(t *testing.T) {
 				// before it.
 				r.cli.inject(ordinary(cli, vip, nattest.ACK, 50000, nil))
 				isMarker := func(o gsoOut) bool { return seqOf(o.pkt) == 50000 }
-				eventually(t, "the marker at the real server", func() bool {
+				waitfor.Until(t, 5*time.Second, "the marker at the real server", func() bool {
 					f := flowPkts(r.atRS(), cli.Port(), rs.Port())
 					return len(f) > 0 && isMarker(f[len(f)-1])
 				})
@@ -584,16 +573,16 @@ func TestGSOReply(t *testing.T) {
 				cli, vip, rs = gCli6, gVIP6, gRS6
 			}
 			r.cli.inject(ordinary(cli, vip, nattest.SYN, 100, nil))
-			eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), cli.Port(), rs.Port())) == 1 })
+			waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), cli.Port(), rs.Port())) == 1 })
 			r.rs.inject(ordinary(rs, cli, nattest.SYN|nattest.ACK, 7000, nil))
-			eventually(t, "the SYN-ACK at the client", func() bool { return len(flowPkts(r.cli.written(), vip.Port(), cli.Port())) == 1 })
+			waitfor.Until(t, 5*time.Second, "the SYN-ACK at the client", func() bool { return len(flowPkts(r.cli.written(), vip.Port(), cli.Port())) == 1 })
 			checkSeg(t, "SYN-ACK", flowPkts(r.cli.written(), vip.Port(), cli.Port())[0].pkt, vip, cli, 63)
 
 			before := r.counters()
 			sp := superPkt(rs, cli, 7001, 4, 1400)
 			r.rs.inject(sp)
 			r.rs.inject(ordinary(rs, cli, nattest.ACK, 90000, nil))
-			eventually(t, "the marker at the client", func() bool {
+			waitfor.Until(t, 5*time.Second, "the marker at the client", func() bool {
 				f := flowPkts(r.cli.written(), vip.Port(), cli.Port())
 				return len(f) > 0 && seqOf(f[len(f)-1].pkt) == 90000
 			})
@@ -622,7 +611,7 @@ func TestGSOPartialChecksum(t *testing.T) {
 					cli, vip, rs = gCli6, gVIP6, gRS6
 				}
 				r.cli.inject(ordinary(cli, vip, nattest.SYN, 100, nil))
-				eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 1 })
+				waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 1 })
 				before := r.counters()
 				pp := partialPkt(cli, vip, 101, data(777, 3))
 				want := tun.GSO{NeedsCsum: true, CsumStart: 20, CsumOffset: 16}
@@ -633,7 +622,7 @@ func TestGSOPartialChecksum(t *testing.T) {
 					t.Fatalf("test packet has %+v", pp.g)
 				}
 				r.cli.inject(pp)
-				eventually(t, "the packet at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 2 })
+				waitfor.Until(t, 5*time.Second, "the packet at the real server", func() bool { return len(flowPkts(r.atRS(), cli.Port(), rs.Port())) == 2 })
 				o := flowPkts(r.atRS(), cli.Port(), rs.Port())[1]
 				if !plain {
 					if !o.viaGSO || o.g != want {
@@ -667,10 +656,10 @@ func TestGSOPartialChecksum(t *testing.T) {
 func TestGSOSplitCountsSuperPacketsOnly(t *testing.T) {
 	r := newGSORig(t, true, netstack.Config{})
 	r.cli.inject(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
-	eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), gCli.Port(), gRS.Port())) == 1 })
+	waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), gCli.Port(), gRS.Port())) == 1 })
 	before := r.counters()
 	r.cli.inject(partialPkt(gCli, gVIP, 101, data(100, 1)))
-	eventually(t, "the packet at the real server", func() bool { return len(flowPkts(r.atRS(), gCli.Port(), gRS.Port())) == 2 })
+	waitfor.Until(t, 5*time.Second, "the packet at the real server", func() bool { return len(flowPkts(r.atRS(), gCli.Port(), gRS.Port())) == 2 })
 	if d := r.counters().sub(before); d.split > d.gso {
 		t.Errorf("GSOSplit +%d for GSOPackets +%d: an ordinary packet with a partial checksum counted as a split super-packet", d.split, d.gso)
 	}
@@ -682,7 +671,7 @@ func TestGSOSplitCountsSuperPacketsOnly(t *testing.T) {
 func TestGSOTooBig(t *testing.T) {
 	r := newGSORig(t, false, netstack.Config{})
 	r.cli.inject(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
-	eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 1 })
+	waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 1 })
 	before := r.counters()
 	r.cli.inject(superPkt(gCli, gVIP, 101, 3, 1461)) // segments of 1501 bytes
 	isFragNeeded := func(o gsoOut) bool {
@@ -690,7 +679,7 @@ func TestGSOTooBig(t *testing.T) {
 		return len(b) >= 28 && b[0]>>4 == 4 && b[9] == 1 && b[20] == 3 && b[21] == 4
 	}
 	var icmp []byte
-	eventually(t, "the ICMP error at the client", func() bool {
+	waitfor.Until(t, 5*time.Second, "the ICMP error at the client", func() bool {
 		for _, o := range r.cli.written() {
 			if isFragNeeded(o) {
 				icmp = o.pkt
@@ -707,7 +696,7 @@ func TestGSOTooBig(t *testing.T) {
 	}
 	// Segments of exactly the MTU pass.
 	r.cli.inject(superPkt(gCli, gVIP, 101, 3, 1460))
-	eventually(t, "the super-packet at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 2 })
+	waitfor.Until(t, 5*time.Second, "the super-packet at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 2 })
 	if n := len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())[1].pkt); n != 40+3*1460 {
 		t.Errorf("%d bytes forwarded", n)
 	}
@@ -718,7 +707,7 @@ func TestGSOToStack(t *testing.T) {
 	r := newGSORig(t, false, netstack.Config{})
 	before := r.counters()
 	r.cli.inject(superPkt(gCli, nattest.AP("10.0.0.1:22"), 1, 3, 1000))
-	eventually(t, "three segments delivered to the stack", func() bool { return r.counters().sub(before).delivered >= 3 })
+	waitfor.Until(t, 5*time.Second, "three segments delivered to the stack", func() bool { return r.counters().sub(before).delivered >= 3 })
 	if d := r.counters().sub(before); d.delivered != 3 || d.gso != 1 || d.split != 1 || d.fast != 0 {
 		t.Errorf("counters moved by %+v, want Delivered +3, GSOPackets +1, GSOSplit +1", d)
 	}
@@ -730,9 +719,9 @@ func TestGSOToStack(t *testing.T) {
 func TestGSOConfigNoGSO(t *testing.T) {
 	r := newGSORig(t, false, netstack.Config{NoGSO: true})
 	r.cli.inject(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
-	eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 1 })
+	waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 1 })
 	r.cli.inject(superPkt(gCli, gVIP, 101, 3, 1000))
-	eventually(t, "the segments at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 4 })
+	waitfor.Until(t, 5*time.Second, "the segments at the real server", func() bool { return len(flowPkts(r.rs.written(), gCli.Port(), gRS.Port())) == 4 })
 	for i, o := range flowPkts(r.rs.written(), gCli.Port(), gRS.Port())[1:] {
 		if o.viaGSO || o.g.Pending() {
 			t.Errorf("segment %d written by WriteGSO %v with %+v", i, o.viaGSO, o.g)
@@ -757,14 +746,14 @@ func TestGSOSplitOnIngress(t *testing.T) {
 		t.Run(fmt.Sprintf("plain=%v", plain), func(t *testing.T) {
 			r := newGSORig(t, plain, netstack.Config{})
 			r.cli.inject(ordinary(gCli6, gVIP6, nattest.SYN, 100, nil))
-			eventually(t, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), gCli6.Port(), gRS6.Port())) == 1 })
+			waitfor.Until(t, 5*time.Second, "the SYN at the real server", func() bool { return len(flowPkts(r.atRS(), gCli6.Port(), gRS6.Port())) == 1 })
 			before := r.counters()
 			sp := withDestOpts(superPkt(gCli6, gVIP6, 101, 3, 1000))
 			if sp.g.InPlace(sp.pkt) {
 				t.Fatal("test packet is InPlace")
 			}
 			r.cli.inject(sp)
-			eventually(t, "the segments at the real server", func() bool { return len(flowPkts(r.atRS(), gCli6.Port(), gRS6.Port())) == 4 })
+			waitfor.Until(t, 5*time.Second, "the segments at the real server", func() bool { return len(flowPkts(r.atRS(), gCli6.Port(), gRS6.Port())) == 4 })
 			for i, o := range flowPkts(r.atRS(), gCli6.Port(), gRS6.Port())[1:] {
 				if o.g.Pending() {
 					t.Errorf("segment %d written with %+v", i, o.g)
@@ -800,7 +789,7 @@ func TestGSOIngressSplitAfterEgressSplit(t *testing.T) {
 	r := newGSORig(t, true, netstack.Config{})
 	r.cli.inject(ordinary(gCli, gVIP, nattest.SYN, 100, nil))
 	r.cli.inject(ordinary(gCli6, gVIP6, nattest.SYN, 100, nil))
-	eventually(t, "the SYNs at the real server", func() bool {
+	waitfor.Until(t, 5*time.Second, "the SYNs at the real server", func() bool {
 		return len(flowPkts(r.atRS(), gCli.Port(), gRS.Port())) == 2 // v4 and v6 alike
 	})
 	a := superPkt(gCli, gVIP, 101, 3, 1000)
@@ -808,7 +797,7 @@ func TestGSOIngressSplitAfterEgressSplit(t *testing.T) {
 	r.cli.inject(a, b)
 	// Markers behind them, one per flow.
 	r.cli.inject(ordinary(gCli, gVIP, nattest.ACK, 50000, nil), ordinary(gCli6, gVIP6, nattest.ACK, 50000, nil))
-	eventually(t, "the markers at the real server", func() bool {
+	waitfor.Until(t, 5*time.Second, "the markers at the real server", func() bool {
 		n := 0
 		for _, o := range flowPkts(r.atRS(), gCli.Port(), gRS.Port()) {
 			if seqOf(o.pkt) == 50000 {

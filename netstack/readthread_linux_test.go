@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/waitfor"
 	"github.com/tunvs/tunvs/netstack"
 	"github.com/tunvs/tunvs/tun"
 )
@@ -67,7 +68,7 @@ func readThreadReaders(t *testing.T, topo *netns.Topology) {
 	type threadID interface{ ReadThreadID() int }
 	var tids []int
 	for i, q := range od.Queues() {
-		eventually(t, fmt.Sprintf("queue %d's reader to wait in ppoll", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
+		waitfor.Until(t, 5*time.Second, fmt.Sprintf("queue %d's reader to wait in ppoll", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
 		tids = append(tids, q.(threadID).ReadThreadID())
 	}
 	if tids[0] == tids[1] {
@@ -90,7 +91,7 @@ func readThreadReaders(t *testing.T, topo *netns.Topology) {
 			}
 		}
 	}
-	eventually(t, "48 datagrams delivered", func() bool { return h.Counters.Delivered.Load()-before >= 48 })
+	waitfor.Until(t, 5*time.Second, "48 datagrams delivered", func() bool { return h.Counters.Delivered.Load()-before >= 48 })
 	if st := od.Stats(); st.ReadWaits == 0 || h.ReadWaits() < st.ReadWaits {
 		t.Errorf("waits: device %d, host %d (%+v)", st.ReadWaits, h.ReadWaits(), st)
 	}
@@ -101,7 +102,7 @@ func readThreadReaders(t *testing.T, topo *netns.Topology) {
 	// Close waited for the readers: their threads end with them (but
 	// the main thread, which the runtime never ends and the process has
 	// anyway).
-	eventually(t, "the reader threads to end", func() bool {
+	waitfor.Until(t, 5*time.Second, "the reader threads to end", func() bool {
 		for _, id := range tids {
 			if id == os.Getpid() {
 				continue
@@ -112,5 +113,5 @@ func readThreadReaders(t *testing.T, topo *netns.Topology) {
 		}
 		return true
 	})
-	eventually(t, fmt.Sprintf("goroutines back to %d", base), func() bool { return runtime.NumGoroutine() <= base })
+	waitfor.Until(t, 5*time.Second, fmt.Sprintf("goroutines back to %d", base), func() bool { return runtime.NumGoroutine() <= base })
 }

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/waitfor"
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -115,7 +116,7 @@ func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 	// The readers find their queues empty and wait, each on its thread.
 	tids := map[int]bool{}
 	for i, q := range od.Queues() {
-		waitFor(t, fmt.Sprintf("queue %d's reader to wait", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
+		waitfor.Until(t, 30*time.Second, fmt.Sprintf("queue %d's reader to wait", i), func() bool { return q.(threadID).ReadThreadID() != 0 })
 		tids[q.(threadID).ReadThreadID()] = true
 	}
 	if wait == tun.WaitThread && len(tids) != 2 {
@@ -177,7 +178,7 @@ func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 	}
 	// The goroutines returned locked: their threads are gone. (A
 	// WaitPoll reader's thread goes back to the runtime.)
-	waitFor(t, "the reader threads to end", func() bool {
+	waitfor.Until(t, 30*time.Second, "the reader threads to end", func() bool {
 		if wait != tun.WaitThread {
 			return true
 		}
@@ -189,7 +190,7 @@ func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 		}
 		return true
 	})
-	waitFor(t, fmt.Sprintf("goroutines back to %d", base), func() bool { return runtime.NumGoroutine() <= base })
+	waitfor.Until(t, 30*time.Second, fmt.Sprintf("goroutines back to %d", base), func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // threadEnded reports whether thread id of this process has ended. The
@@ -204,19 +205,6 @@ func threadEnded(id int) bool {
 	return err != nil
 }
 
-// waitFor polls cond for up to 30 s: the runtime ends a thread and a
-// goroutine shortly after it returns, not at once.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func readThreadGone(t *testing.T, wait tun.ReadWait) {
 	ip, err := exec.LookPath("ip")
 	if err != nil {
@@ -226,7 +214,7 @@ func readThreadGone(t *testing.T, wait tun.ReadWait) {
 	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: wait})
 	q := d.(*tun.OffloadDevice).Queues()[0]
 	r := startThreadReader(q, wait == tun.WaitThread)
-	waitFor(t, "the reader to wait", func() bool { return q.(threadID).ReadThreadID() != 0 })
+	waitfor.Until(t, 30*time.Second, "the reader to wait", func() bool { return q.(threadID).ReadThreadID() != 0 })
 	tid := q.(threadID).ReadThreadID()
 	// The reader is in ppoll (or about to be: the wakeup is not lost
 	// either way, tun_chr_poll answering EPOLLERR from then on).
@@ -242,7 +230,7 @@ func readThreadGone(t *testing.T, wait tun.ReadWait) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the device's destruction did not wake the reader")
 	}
-	waitFor(t, "the reader thread to end", func() bool {
+	waitfor.Until(t, 30*time.Second, "the reader thread to end", func() bool {
 		return wait != tun.WaitThread || threadEnded(tid)
 	})
 	if err := d.Close(); err != nil {
