@@ -3,8 +3,6 @@ package netstack
 import (
 	"encoding/binary"
 
-	"gvisor.dev/gvisor/pkg/tcpip"
-
 	"github.com/tunvs/tunvs/tun"
 )
 
@@ -26,12 +24,11 @@ func (h *Host) injectForward(l3 []byte) {
 	if !f.ok {
 		return
 	}
-	r, err := h.s.FindRoute(0, tcpip.Address{}, toTCPIP(f.dst), protoOf(f.dst), false)
-	if err != nil {
+	e := h.route(f.dst)
+	if !e.ok {
 		return // lost as the stack loses an unroutable packet
 	}
-	n := h.nicByID(r.NICID())
-	r.Release()
+	n := h.nicByID(e.nic)
 	if n == nil {
 		return
 	}
@@ -44,11 +41,7 @@ func (h *Host) injectForward(l3 []byte) {
 		}
 		copy(frame[0:6], hw)
 		copy(frame[6:12], n.mac)
-		typ := uint16(0x0800)
-		if f.dst.Is6() {
-			typ = 0x86dd
-		}
-		binary.BigEndian.PutUint16(frame[12:], typ)
+		binary.BigEndian.PutUint16(frame[12:], etherTypeOf(f.dst.Is6()))
 		copy(frame[ethHdrLen:], l3)
 	}
 	n.deliver(protoOf(f.dst), frame)
