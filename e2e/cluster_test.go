@@ -136,14 +136,7 @@ func runCluster(t *testing.T, scheduler string) {
 			netns.Unavailable(t, "bird (Debian package bird2) is needed for the router")
 		}
 	}
-	if err := netns.CheckTUN(); err != nil {
-		t.Fatalf("the directors need /dev/net/tun: %v", err)
-	}
-	topo, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { topo.Close() })
+	topo := netns.NewTopology(t, true)
 	dir, err := os.MkdirTemp("", "tunvs-e2e-cluster-")
 	if err != nil {
 		t.Fatal(err)

@@ -74,14 +74,7 @@ func runDeviceLoss(t *testing.T, flags ...string) {
 // With its only link gone the director can do nothing: it says so and
 // exits with an error.
 func runLastLinkLost(t *testing.T) {
-	if err := netns.CheckTUN(); err != nil {
-		t.Fatal(err)
-	}
-	topo, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer topo.Close()
+	topo := netns.NewTopology(t, true)
 	log := &lockedBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

@@ -110,14 +110,9 @@ func bin(name string) string { return filepath.Join(os.Getenv(envBin), name) }
 // newEnv starts a topology in the sandbox, torn down when the test ends.
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	if err := netns.CheckTUN(); err != nil {
-		t.Fatalf("the director needs /dev/net/tun: %v", err)
-	}
-	topo, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &env{t: t, topo: topo, log: &lockedBuffer{}}
+	// Cleanups run last first: e.close stops the daemon and servers
+	// before NewTopology's cleanup removes the namespaces.
+	e := &env{t: t, topo: netns.NewTopology(t, true), log: &lockedBuffer{}}
 	t.Cleanup(func() { e.close() })
 	return e
 }
@@ -321,7 +316,6 @@ func (e *env) close() {
 			<-done
 		}
 	}
-	e.topo.Close()
 	if e.t.Failed() {
 		e.t.Logf("director log:\n%s", e.log)
 	}

@@ -38,11 +38,7 @@ func TestSYNFloodKernel(t *testing.T) {
 
 func runKernelFlood(t *testing.T) {
 	const floodFor = 10 * time.Second
-	topo, err := netns.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { topo.Close() })
+	topo := netns.NewTopology(t, false)
 	must := func(err error) {
 		t.Helper()
 		if err != nil {

@@ -24,15 +24,7 @@ import (
 // root and by uid 65534.
 func TestReadThreadReaders(t *testing.T) {
 	netns.InSandboxes(t, func(t *testing.T) {
-		if err := netns.CheckTUN(); err != nil {
-			t.Fatal(err)
-		}
-		topo, err := netns.New()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer topo.Close()
-		readThreadReaders(t, topo)
+		readThreadReaders(t, netns.NewTopology(t, true))
 	})
 }
 

@@ -138,3 +138,22 @@ func innerVerdict(out, name string) string {
 	}
 	return m[1]
 }
+
+// NewTopology starts a Topology for test t, closed when t ends. With tun
+// set it first checks that the hosts can open TUN devices (CheckTUN); a
+// failure of either step is fatal, since a test that reached here was
+// meant to run.
+func NewTopology(t testing.TB, tun bool) *Topology {
+	t.Helper()
+	if tun {
+		if err := CheckTUN(); err != nil {
+			t.Fatalf("netns: the test needs TUN devices: %v", err)
+		}
+	}
+	topo, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	return topo
+}
