@@ -60,7 +60,8 @@ type Conn struct {
 	mtu [2]uint16
 
 	// Egress is free for the router to cache its forwarding decision per
-	// direction (netstack stores a NIC id + 1); 0 means unknown.
+	// direction (netstack stores a hop's index + 1 and the route
+	// generation it was found in: netstack/egress.go); 0 means unknown.
 	Egress [2]atomic.Uint32
 
 	// flags are bits that change without a lock: see flagInvalid etc.

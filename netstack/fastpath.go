@@ -59,7 +59,8 @@ type pending struct {
 // try sends an already rewritten packet of an established connection
 // straight to its egress device. The route is looked up once per
 // connection and direction and cached in the connection as a hop (see
-// hop). On a TAP egress the frame's Ethernet header is rewritten in
+// hop), and again after the host's routes, addresses or NICs changed
+// (egress.go). On a TAP egress the frame's Ethernet header is rewritten in
 // place: from the egress NIC's MAC to the next hop's, as the stack's
 // neighbour table has it, which is also what makes a one-armed director
 // (in and out of the same TAP) work. It returns false where the stack
@@ -72,15 +73,17 @@ type pending struct {
 func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
 	h := in.h
 	slot := &res.Conn.Egress[res.Dir]
-	eg := slot.Load()
-	routed := res.Conn.Routed()
+	tag := h.egressTag()
+	eg := loadEgress(slot, tag)
 	if eg == 0 {
-		if routed {
+		// The first packet of this direction, or the first since a
+		// route, address or NIC changed (egress.go).
+		if res.Conn.Routed() {
 			eg = h.resolveDirect(res.Conn.DAddr())
 		} else {
 			eg = h.resolveEgress(p)
 		}
-		slot.Store(eg)
+		storeEgress(slot, eg, tag)
 	}
 	if eg == noBypass {
 		return false

@@ -209,7 +209,7 @@ func (n *NIC) traceArrival(l3 []byte) *pktTrace {
 // traceBypass says that the packet skipped the stack.
 func (tr *pktTrace) traceBypass(h *Host, res nat.Result) {
 	name := "?"
-	if eg := res.Conn.Egress[res.Dir].Load(); eg != 0 && eg != noBypass {
+	if eg := heldEgress(&res.Conn.Egress[res.Dir]); eg != 0 {
 		name = h.hops.at(eg).nic.name
 	}
 	tr.step("bypass: written straight out of %s (TTL decremented, the stack skipped)", name)

@@ -26,10 +26,10 @@ const routeCacheSlots = 1024
 // real server, __ip_vs_dst_check in net/netfilter/ipvs/ip_vs_xmit.c):
 // every change the host makes to routes, addresses or NICs bumps gen
 // (routesChanged), and an entry of an older generation is looked up
-// again. Connections keep the egress their first packet found (the Conn's
-// Egress slot), as in the kernel an IPVS connection keeps its real
-// server's cached route until it is found obsolete; the cache is for the
-// next connection.
+// again. A connection keeps the egress it found in its Egress slot with
+// the generation it was found in, and looks it up again (here) when that
+// is old (egress.go), as IPVS looks up a real server's route again once
+// the cached one is found obsolete.
 //
 // Lookups take no lock and allocate nothing on a hit; a miss allocates
 // the entry that replaces the slot's old one, which is never changed

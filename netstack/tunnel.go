@@ -3,6 +3,7 @@ package netstack
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -74,16 +75,23 @@ const maxTunEPs = 1 << 16
 func (t *tunTable) at(i uint32) *tunEP { return (*t.list.Load())[i-1] }
 
 // get returns the index + 1 of dst's entry, made from hop and src if new,
-// or noBypass when the table is full.
+// or noBypass when the table is full. An entry whose route changed (a
+// route change resolves the tunnel connections again: egress.go) is
+// replaced in a new copy of the list, at the same index.
 func (t *tunTable) get(dst netip.Addr, hop uint32, src netip.Addr) uint32 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if i, ok := t.index[dst]; ok {
-		return i
-	}
 	var old []*tunEP
 	if l := t.list.Load(); l != nil {
 		old = *l
+	}
+	if i, ok := t.index[dst]; ok {
+		if ep := old[i-1]; ep.hop != hop || ep.src != src {
+			list := slices.Clone(old)
+			list[i-1] = &tunEP{hop: hop, src: src, dstAddr: dst}
+			t.list.Store(&list)
+		}
+		return i
 	}
 	if len(old) >= maxTunEPs {
 		return noBypass
@@ -136,10 +144,11 @@ func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, 
 		return false
 	}
 	slot := &c.Egress[nat.DirIn]
-	ti := slot.Load()
+	tag := h.egressTag()
+	ti := loadEgress(slot, tag)
 	if ti == 0 {
 		ti = h.resolveTunnel(c.DAddr())
-		slot.Store(ti)
+		storeEgress(slot, ti, tag)
 	}
 	if ti == noBypass {
 		return false

@@ -1,0 +1,64 @@
+package netstack
+
+import "sync/atomic"
+
+// A connection direction's Egress slot (nat.Conn.Egress) holds what the
+// bypass resolved for it, and the route generation it was resolved in:
+//
+//	bits 0-16:  the hop's index + 1 (a tunnel connection's DirIn: its
+//	            tunnel endpoint's), or egNone for noBypass; maxHops and
+//	            maxTunEPs, 1<<16, fit
+//	bits 17-31: the low 15 bits of the route generation (routeCache.gen)
+//
+// 0 is unresolved. A slot of another generation is resolved again, so an
+// established connection follows a route change from its next packet, as
+// IPVS's transmitters do: __ip_vs_get_out_rt checks the route it keeps in
+// each real server on every packet (__ip_vs_dst_check against the
+// generation, rt_genid, and dst->obsolete, in
+// net/netfilter/ipvs/ip_vs_xmit.c) and looks it up again when it is stale;
+// the replies, which the kernel forwards, are routed per packet anyway.
+// The check is one more atomic load per packet (of the generation) and a
+// compare. The tag is 15 bits because the entry has no room for more (see
+// nat.Conn's layout): a slot last resolved exactly a multiple of 32768
+// route changes ago looks current, and keeps the egress it had, as every
+// connection did before this check.
+const (
+	egBits   = 17
+	egMask   = 1<<egBits - 1
+	egNone   = egMask
+	egTagged = ^uint32(egMask)
+)
+
+// egressTag is the current route generation as a slot keeps it. Read it
+// before resolving: a change during the resolution then leaves the slot
+// stale, to be resolved again by the next packet, never current with an
+// old answer.
+func (h *Host) egressTag() uint32 { return uint32(h.routes.gen.Load()) << egBits }
+
+// loadEgress returns what slot holds for generation tag (noBypass
+// included), or 0 if it holds nothing of that generation.
+func loadEgress(slot *atomic.Uint32, tag uint32) uint32 {
+	v := slot.Load()
+	if v == 0 || v&egTagged != tag {
+		return 0
+	}
+	if v &= egMask; v == egNone {
+		return noBypass
+	}
+	return v
+}
+
+// storeEgress keeps eg (an index + 1, or noBypass) in slot, resolved in
+// generation tag.
+func storeEgress(slot *atomic.Uint32, eg, tag uint32) {
+	slot.Store(tag | eg&egMask)
+}
+
+// heldEgress is what slot holds, of whatever generation, or 0 if nothing
+// (or noBypass): for the trace, which names the egress a packet took.
+func heldEgress(slot *atomic.Uint32) uint32 {
+	if v := slot.Load() & egMask; v != egNone {
+		return v
+	}
+	return 0
+}
