@@ -180,6 +180,16 @@ func Write(w io.Writer, src Source) {
 			}
 		}
 	}
+	// The SYN queue of each service as the SYN proxy's automatic mode
+	// counts it (nat/halfopen.go): at synproxy_backlog its SYNs are
+	// answered with cookies. Linux's listener shows the same as ss's
+	// Recv-Q and its limit; IPVS has no such count.
+	m.head("tunvs_service_half_open_connections", "gauge", "per virtual service: connections in SYN_RECV or SYNACK; at tunvs_synproxy_backlog the SYN proxy's automatic mode answers its SYNs with cookies")
+	for _, s := range svcs {
+		m.val("tunvs_service_half_open_connections", svcLabels(s), uint64(max(s.HalfOpen(), 0)))
+	}
+	m.head("tunvs_synproxy_backlog", "gauge", "the synproxy_backlog knob: a service's half-open connections at which the automatic SYN proxy starts")
+	m.val("tunvs_synproxy_backlog", "", uint64(max(t.SynProxyBacklog(), 0)))
 	m.head("tunvs_drops_total", "counter", "packets dropped by the NAT, by reason")
 	for _, r := range nat.DropReasons() {
 		m.val("tunvs_drops_total", `reason="`+escape(r.String())+`"`, t.Drops(r))

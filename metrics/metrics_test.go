@@ -45,6 +45,8 @@ func TestWrite(t *testing.T) {
 		"# TYPE tunvs_health_checks_total counter\n",
 		`tunvs_health_quorum_up{service="TCP 172.16.1.100:80"} 1`,
 		"tunvs_connections_max 1048576\n",
+		`tunvs_service_half_open_connections{protocol="tcp",service="172.16.1.100:80"} 0`,
+		"tunvs_synproxy_backlog 4096\n",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("missing %q", want)

@@ -51,6 +51,8 @@ type Packet struct {
 	// only (see Offload.PartialCsum). segLen: see Offload.SegLen.
 	partial bool
 	segLen  int
+	// inMTU: see Offload.MTU.
+	inMTU int
 }
 
 // Offload describes what a device's offloads left unfinished in a packet
@@ -69,6 +71,15 @@ type Offload struct {
 	// sits in the TCP or UDP header the parse finds (no IPv6 extension
 	// headers, not a fragment); it is ignored for other protocols.
 	PartialCsum bool
+	// MTU, when not zero, is the MTU of the link the packet arrived by.
+	// The SYN proxy's cookie SYN-ACK goes back out of that link (as
+	// DPVS's dp_vs_synproxy_syn_rcv sends it back out of the port the
+	// SYN came in by), and the MSS it offers is what that link can
+	// receive (RFC 1122 4.2.2.6: the MSS sent is bounded by the largest
+	// message that can be received). Without it the MSS follows the
+	// route to the client, a route lookup that a flood's spoofed
+	// sources, each new, never find cached.
+	MTU int
 }
 
 // netLen is the length the MTU applies to: of each segment of a

@@ -351,15 +351,19 @@ func (p *Packet) finishTCP() {
 	Parse(p.B, p)
 }
 
-// advMSS is the MSS the director offers a client: its route's MTU less
-// the headers (dst_metric_advmss), or Ethernet's.
+// advMSS is the MSS the director offers a client: the MTU of the link
+// its SYN came by (Offload.MTU), where the SYN-ACK goes back and the
+// client's segments arrive, or else of its route (dst_metric_advmss),
+// or Ethernet's, less the headers.
 func (t *Table) advMSS(p *Packet) uint16 {
 	hdr := 40
 	if p.V6 {
 		hdr = 60
 	}
 	mtu := 1500
-	if f := t.cfg.EgressMTU; f != nil {
+	if p.inMTU > hdr {
+		mtu = p.inMTU
+	} else if f := t.cfg.EgressMTU; f != nil {
 		if m := f(p.Src()); m > hdr {
 			mtu = m
 		}

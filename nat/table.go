@@ -314,6 +314,7 @@ func (t *Table) ProcessOffload(b []byte, p *Packet, now int64, o Offload) Result
 		p.partial = o.PartialCsum
 		p.segLen = o.SegLen
 	}
+	p.inMTU = o.MTU
 	switch p.Proto {
 	case ProtoTCP, ProtoUDP:
 		return t.processL4(p, now)

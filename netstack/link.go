@@ -402,7 +402,7 @@ func (n *NIC) handle(frame, whole []byte, g tun.GSO, p *nat.Packet, now int64, f
 		}
 	}
 	if h.nat != nil && (proto == ipv4.ProtocolNumber || proto == ipv6.ProtocolNumber) {
-		res := h.nat.ProcessOffload(l3, p, now, nat.Offload{SegLen: g.SegLen(), PartialCsum: g.NeedsCsum})
+		res := h.nat.ProcessOffload(l3, p, now, nat.Offload{SegLen: g.SegLen(), PartialCsum: g.NeedsCsum, MTU: n.dev.MTU()})
 		if tr != nil {
 			tr.traceNAT(res)
 		}
