@@ -21,8 +21,10 @@
 //     expired in an untimed sweep).
 //     B/flow is the heap the population took per connection. Each size
 //     is populated once per BenchmarkTable run (1M: a few seconds).
-//   - BenchmarkLabHTTP: HTTP GETs through the in-process lab (lab.New),
-//     each on a new TCP connection; ns/op is per request.
+//
+// The in-process lab's own benchmarks (what `tunvs lab` does: a bulk
+// transfer and HTTP requests on new connections, with the bypass and
+// without) are in package lab: go test -run '^$' -bench Lab ./lab/.
 //
 // Run them with
 //

@@ -54,8 +54,11 @@ type ClusterConfig struct {
 	RSCmd     string
 	// DirectorArgs are added to every director's command line.
 	DirectorArgs []string
-	StateDir     string
-	Self         string
+	// Metrics: director i serves its metrics on MetricsAddr(i) in the
+	// directors' host.
+	Metrics  bool
+	StateDir string
+	Self     string
 }
 
 // Cluster is a running scale-out lab.
@@ -321,6 +324,9 @@ func (c *Cluster) DirectorArgs(i int) []string {
 			args = append(args, "--rule", r)
 		}
 	}
+	if c.cfg.Metrics {
+		args = append(args, metricsFlag(i))
+	}
 	return append(args, c.cfg.DirectorArgs...)
 }
 
@@ -504,7 +510,7 @@ func ClusterInner(ctx context.Context, cfg NetnsConfig, w io.Writer) error {
 	defer topo.Close()
 	c, err := BuildCluster(ctx, topo, ClusterConfig{
 		Directors: cfg.Directors, Servers: cfg.Servers, Scheduler: cfg.Scheduler, RSCmd: cfg.RSCmd,
-		StateDir: cfg.StateDir, Self: cfg.Self, DirectorArgs: checkArgs(cfg.Checks),
+		StateDir: cfg.StateDir, Self: cfg.Self, DirectorArgs: directorFlags(cfg), Metrics: true,
 	})
 	if err != nil {
 		return err
@@ -544,14 +550,6 @@ func ClusterInner(ctx context.Context, cfg NetnsConfig, w io.Writer) error {
 	return nil
 }
 
-func checkArgs(checks []string) []string {
-	var a []string
-	for _, c := range checks {
-		a = append(a, "--check="+c)
-	}
-	return a
-}
-
 // ClusterBanner describes a running scale-out lab and how to use it.
 func ClusterBanner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 	bw := bufio.NewWriter(w)
@@ -577,6 +575,7 @@ func ClusterBanner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 		{fmt.Sprintf("%s lab exec%s router -- ip route show %s", self, dirFlag, ClusterVIP), "the router's ECMP route: a next hop per director"},
 		{fmt.Sprintf("%s lab exec%s router -- birdc -s %s show protocols", self, dirFlag, filepath.Join(s.Dir, birdSock)), "the BGP sessions, one per director"},
 		{fmt.Sprintf("%s lab exec%s d1 -- ipvsadm -L -n", self, dirFlag), "director d1's table (d2, ... the others'; or tunvsadm --socket " + DirectorSocket(s.Dir, 0) + ")"},
+		metricsTry(self, dirFlag, "d1", 0),
 		{fmt.Sprintf("kill -TERM $(pgrep -f 'socket %s')", DirectorSocket(s.Dir, 0)), "stop d1: it withdraws the VIP, the router keeps the others"},
 		{fmt.Sprintf("%s lab down%s", self, dirFlag), "remove everything"},
 	}

@@ -60,6 +60,9 @@ func TestNetnsLabDirectors(t *testing.T) {
 				}
 				seen[strings.TrimSpace(got)] = true
 			}
+			for i := range 2 {
+				checkDirectorPath(t, u, tunvs, sd, i, DirectorName(i)+".log")
+			}
 			if len(seen) < 2 {
 				t.Errorf("12 requests (new connections, new ports) all reached one real server: %v", seen)
 			}

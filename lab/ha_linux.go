@@ -17,7 +17,7 @@ import (
 // rules) and its keepalived.conf of HAConf.
 func startHA(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *netns.Host, args []string) ([]*labProc, error) {
 	var procs []*labProc
-	for _, d := range []struct {
+	for i, d := range []struct {
 		name, dev, sock string
 		dip             string
 		prio            int
@@ -29,7 +29,7 @@ func startHA(ctx context.Context, cfg NetnsConfig, topo *netns.Topology, lan *ne
 		if err := os.WriteFile(conf, []byte(HAConf(d.dev, d.prio)), 0o600); err != nil {
 			return procs, err
 		}
-		a := append(append([]string(nil), args...), "--keepalived-conf", conf,
+		a := append(append([]string(nil), args...), metricsFlag(i), "--keepalived-conf", conf,
 			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s", d.dev, d.dip),
 			"--route=default,via="+RouterLab.Addr().String())
 		p, err := startLabDirector(ctx, cfg, topo, lan, d.name, d.dev, d.sock, a)

@@ -59,6 +59,7 @@ func TestNetnsLabHA(t *testing.T) {
 			// The master takes the VIP after Master_Down_Interval.
 			curl(20 * time.Second)
 			curl(10 * time.Second)
+			checkDirectorPath(t, u, tunvs, sd, 0, "director.log")
 			// The backup learns the connections (TIME_WAIT is a state
 			// change: sent at once, flushed within 2 s).
 			deadline := time.Now().Add(10 * time.Second)

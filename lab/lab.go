@@ -83,11 +83,13 @@ func RealServerName(i int) string { return fmt.Sprintf("Proxy%02d Real Server", 
 type Config struct {
 	Scheduler string // default rr
 	Servers   int    // default 2, at most MaxServers
-	// Bypass lets established flows skip the director's stack (on the
-	// lab's Ethernet segments once the director's stack has resolved
-	// the next hop).
-	Bypass bool
-	MTU    int // link MTU, default 1500
+	// NoBypass sends every packet through the director's stack. By
+	// default, as in `tunvs run`, established flows skip it (the
+	// bypass: on the lab's Ethernet segments, once the director's stack
+	// has resolved the next hop); --trace shows which way each packet
+	// went.
+	NoBypass bool
+	MTU      int // link MTU, default 1500
 	// Health, if it has services, checks the real servers from the
 	// director (see package health).
 	Health health.Config
@@ -149,20 +151,8 @@ func New(cfg Config) (_ *Lab, err error) {
 	if cfg.Rules != nil {
 		cmds = cfg.Rules
 	}
-	l.Director, err = director.New(director.Config{
-		Links: []director.Link{
-			{Name: "eth0", Dev: clientNet.Port("director-eth0", cfg.MTU), Addrs: []netip.Prefix{DirClient}},
-			{Name: "eth1", Dev: labNet.Port("director-eth1", cfg.MTU), Addrs: labAddrs(cfg.FullNAT)},
-		},
-		Rules:  cmds,
-		Bypass: cfg.Bypass,
-		Health: cfg.Health,
-		Trace:  cfg.Trace,
-		Log:    cfg.Log,
-		Socket: cfg.Socket,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("lab: director: %w", err)
+	if l.Director, err = newDirector(cfg, cmds, clientNet, labNet); err != nil {
+		return nil, err
 	}
 
 	l.Client = netstack.New(netstack.Config{Log: cfg.Log})
@@ -203,6 +193,27 @@ func New(cfg Config) (_ *Lab, err error) {
 		go srv.Serve(ln)
 	}
 	return l, nil
+}
+
+// newDirector is the lab's director, on a port of each switch, with the
+// lab's options.
+func newDirector(cfg Config, cmds []admin.Command, clientNet, labNet *tun.Switch) (*director.Director, error) {
+	d, err := director.New(director.Config{
+		Links: []director.Link{
+			{Name: "eth0", Dev: clientNet.Port("director-eth0", cfg.MTU), Addrs: []netip.Prefix{DirClient}},
+			{Name: "eth1", Dev: labNet.Port("director-eth1", cfg.MTU), Addrs: labAddrs(cfg.FullNAT)},
+		},
+		Rules:  cmds,
+		Bypass: !cfg.NoBypass,
+		Health: cfg.Health,
+		Trace:  cfg.Trace,
+		Log:    cfg.Log,
+		Socket: cfg.Socket,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("lab: director: %w", err)
+	}
+	return d, nil
 }
 
 // labAddrs are the director's addresses on the lab segment: the DIP, the

@@ -63,6 +63,9 @@ type NetnsConfig struct {
 	// HA: two directors, master and backup (see HAConf), the real
 	// servers' gateway HAGateway. TAP and masquerading only.
 	HA bool
+	// NoBypass: the directors send every packet through their stack
+	// (tunvs run --bypass=false), to compare with the default.
+	NoBypass bool
 	// Directors, if above 0, makes it the scale-out lab instead
 	// (cluster.go): that many directors behind a BGP router with ECMP,
 	// direct routing to the real servers.

@@ -151,9 +151,7 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 	if cfg.FullNAT {
 		laddr = fmt.Sprintf(",addr=%s/32", LocalAddr)
 	}
-	for _, c := range cfg.Checks {
-		args = append(args, "--check="+c)
-	}
+	args = append(args, directorFlags(cfg)...)
 	if cfg.HA {
 		ps, err := startHA(ctx, cfg, topo, lan, args)
 		procs = append(procs, ps...)
@@ -161,11 +159,11 @@ func NetnsInner(ctx context.Context, cfg NetnsConfig, w io.Writer) (err error) {
 			return err
 		}
 	} else if cfg.Attach == "tap" {
-		args = append(args,
+		args = append(args, metricsFlag(0),
 			fmt.Sprintf("--link=name=%s,kind=tap,addr=%s,addr=%s/32%s", DirectorDev, DIP, VIP, laddr),
 			"--route=default,via="+RouterLab.Addr().String())
 	} else {
-		args = append(args,
+		args = append(args, metricsFlag(0),
 			fmt.Sprintf("--link=name=%s,kind=tun,addr=%s/32,addr=%s/32%s", DirectorDev, DIP.Addr(), VIP, laddr),
 			fmt.Sprintf("--route=%s,dev=%s", LabNet, DirectorDev),
 			fmt.Sprintf("--route=default,dev=%s", DirectorDev))
@@ -879,6 +877,7 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, target), "a request, as the article's client makes it"},
 		{fmt.Sprintf("%s lab exec%s director -- ipvsadm -L -n", self, dirFlag), "the director's table (ipvsadm is tunvsadm there; -Lnc: its connections)"},
 		{fmt.Sprintf("tunvsadm --socket %s -L -n", SocketPath(s.Dir)), "the same, from outside the lab"},
+		metricsTry(self, dirFlag, HostDir, 0),
 		{fmt.Sprintf("%s lab exec%s rs1", self, dirFlag), "a shell in a host: client, router, director, lan, rs1, ..."},
 	}
 	if cfg.HA {

@@ -141,6 +141,7 @@ func TestNetnsLab(t *testing.T) {
 						t.Fatalf("curl #%d from the client: %q (%v), want %q\ndirector log:\n%s", i+1, got, err, w, readFile(sd, "director.log"))
 					}
 				}
+				checkDirectorPath(t, u, tunvs, sd, 0, "director.log")
 				table, err := labRun(t, u, 30*time.Second, tunvsadm, "--socket", SocketPath(sd), "-L", "-n")
 				if err != nil {
 					t.Fatalf("tunvsadm: %v\n%s", err, table)
@@ -485,6 +486,7 @@ func TestNetnsLabFullNAT(t *testing.T) {
 						t.Fatalf("curl #%d from the client: %q (%v), want %q\ndirector log:\n%s", i+1, got, err, w, readFile(sd, "director.log"))
 					}
 				}
+				checkDirectorPath(t, u, tunvs, sd, 0, "director.log")
 				if l := readFile(sd, "rs1.log"); !strings.Contains(l, LocalAddr.String()+":") || strings.Contains(l, "10.0.0.10:") {
 					t.Errorf("rs1's log does not show the local address only:\n%s", l)
 				}

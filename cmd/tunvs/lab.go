@@ -74,6 +74,7 @@ func cmdLab(ctx context.Context, args []string) error {
 	fwd := fs.String("fwd", "masq", "forwarding method of the real servers: masq (NAT: their gateway is the director) or fullnat (DPVS's full NAT: they keep their own gateway and see the director's local address "+lab.LocalAddr.String()+")")
 	ha := fs.Bool("ha", false, "with --netns: two directors, master and backup, as a keepalived LVS-NAT pair: VRRP moves the VIP and the real servers' gateway "+lab.HAGateway.String()+", the sync daemons the connections (kill the master to watch the failover)")
 	directors := fs.Int("directors", 0, fmt.Sprintf("with --netns: the scale-out lab: N (1 to %d) tunvs directors behind a BGP router (BIRD) with ECMP, direct routing to the real servers, scheduler mh unless -s; see README, \"When one director is not enough\"", lab.MaxDirectors))
+	bypass := fs.Bool("bypass", true, "let established flows skip the director's stack, as tunvs run does (=false: every packet through gVisor's forwarding, to compare; --trace shows which way each packet went)")
 	inner := fs.Bool("inner", false, "")
 	fs.MarkHidden("inner")
 	var lf logFlags
@@ -129,7 +130,7 @@ func cmdLab(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log, Stay: *stay, FullNAT: fullNAT}
+		lc := lab.Config{Scheduler: *s, Servers: *servers, Health: hc, Log: log, Stay: *stay, FullNAT: fullNAT, NoBypass: !*bypass}
 		if *stay {
 			lc.Socket = *socket
 		}
@@ -175,7 +176,7 @@ func cmdLab(ctx context.Context, args []string) error {
 		return err
 	}
 	cfg := lab.NetnsConfig{Scheduler: *s, Servers: *servers, Attach: *attach, RSCmd: *rsCmd, Checks: *checks, StateDir: dir, Self: self, FullNAT: fullNAT, HA: *ha,
-		Directors: *directors}
+		Directors: *directors, NoBypass: !*bypass}
 	if *ha && (*attach != "tap" || fullNAT) {
 		return usageError{fmt.Errorf("--ha needs --attach tap and --fwd masq (the virtual addresses move by ARP on the lab segment)")}
 	}

@@ -60,6 +60,9 @@ func labNetns(ctx context.Context, cfg lab.NetnsConfig, detach, walk, walkAuto b
 	if cfg.Directors > 0 {
 		args = append(args, "--directors", strconv.Itoa(cfg.Directors))
 	}
+	if cfg.NoBypass {
+		args = append(args, "--bypass=false")
+	}
 	for _, c := range cfg.Checks {
 		args = append(args, "--check="+c)
 	}

@@ -29,7 +29,7 @@ _tunvs() {
 		--fwd) COMPREPLY=($(compgen -W "masq fullnat" -- "$cur")); return ;;
 		--attach) COMPREPLY=($(compgen -W "tap tun" -- "$cur")); return ;;
 		esac
-		COMPREPLY=($(compgen -W "--attach --check --detach --directors --fwd --ha --log-json --log-level --netns --requests -n --rs-cmd --rule --rules --scheduler -s --servers -r --socket --state-dir --stay --trace --walk --walk-auto exec walk capture down" -- "$cur"))
+		COMPREPLY=($(compgen -W "--attach --bypass --check --detach --directors --fwd --ha --log-json --log-level --netns --requests -n --rs-cmd --rule --rules --scheduler -s --servers -r --socket --state-dir --stay --trace --walk --walk-auto exec walk capture down" -- "$cur"))
 		;;
 	"lab exec")
 		case "$prev" in
