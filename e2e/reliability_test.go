@@ -112,6 +112,8 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	toServers0 := e.toServers()
+	waits0 := metric(t, e.metrics(), "tunvs_host_read_waits_total")
 	run0, wait0 := schedTimes(pid)
 	floodStart := time.Now()
 	wg.Add(1)
@@ -130,6 +132,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	}
 	time.Sleep(floodFor / 2)
 	during := e.conns()
+	halfOpen := metric(t, e.metrics(), fmt.Sprintf(`tunvs_service_half_open_connections{protocol="tcp",service="%s:80"}`, vip4))
 	rssDuring := rssKB(pid)
 	wg.Wait()
 	if floodErr != nil {
@@ -145,6 +148,10 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 		t.Fatal(err)
 	}
 	run1, wait1 := schedTimes(pid)
+	toServers := e.toServers() - toServers0
+	// The times a reader found its device empty and slept: with the
+	// packets it read, how many it took per wakeup.
+	readWaits := metric(t, e.metrics(), "tunvs_host_read_waits_total") - waits0
 	tunDropped, tunQueued := dropped1-dropped0, queued1-queued0
 	estRetrans := est.retransmits()
 	// The flood's entries time out: SYN_RECV is 10 s here, but each
@@ -165,12 +172,12 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	}
 	total := newOK.Load() + newFail.Load()
 	pct := 100 * float64(newOK.Load()) / float64(max(total, 1))
-	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d tun_queue_drops=%d/%d (%.1f%%) director_cpu=%.0f%% runqueue_wait=%.0f%% established_retrans=%d",
+	t.Logf("FIGURES rate=%s synproxy=%d sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d table_during=%d (max %d) table_after=%d drained_in=%v rss_kb before=%d during=%d after=%d cookies_sent=%d cookie_acks=%d bad_cookie_acks=%d table_full_drops=%d tun_queue_drops=%d/%d (%.1f%%) director_cpu=%.0f%% runqueue_wait=%.0f%% established_retrans=%d half_open_during=%d to_servers=%d read_waits=%d",
 		rateName(rate), synproxy, sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, pct,
 		est.ok.Load(), est.fail.Load(), est.reconnects.Load(), during, maxConns, after, drained, rssBefore, rssDuring, rssAfter,
 		ev("cookies_sent"), ev("cookie_acks"), ev("bad_cookie_acks"), metric(t, m, `tunvs_drops_total{reason="table_full"}`),
 		tunDropped, tunDropped+tunQueued, 100*float64(tunDropped)/float64(max(tunDropped+tunQueued, 1)),
-		100*(run1-run0).Seconds()/floodTime.Seconds(), 100*(wait1-wait0).Seconds()/floodTime.Seconds(), estRetrans)
+		100*(run1-run0).Seconds()/floodTime.Seconds(), 100*(wait1-wait0).Seconds()/floodTime.Seconds(), estRetrans, halfOpen, toServers, readWaits)
 	if pct < 99 {
 		t.Errorf("%.2f%% of new connections succeeded during the flood, want >= 99%%", pct)
 	}
@@ -183,6 +190,22 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	if during > maxConns {
 		t.Errorf("table at %d, past its bound %d", during, maxConns)
 	}
+}
+
+// toServers is the packets the director has written to the real servers
+// (their links' receive counters): during a flood, the flood's SYNs that
+// took an entry or matched one, and the clients' packets.
+func (e *env) toServers() uint64 {
+	e.t.Helper()
+	var n uint64
+	for _, r := range e.rss {
+		rx, err := tunRx(r.host, r.dev)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		n += rx
+	}
+	return n
 }
 
 func rateName(r int) string {
