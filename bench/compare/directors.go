@@ -208,3 +208,21 @@ func procUsage(pid int) (rssMB, cpuS float64, err error) {
 	fmt.Sscanf(rest[12], "%f", &stm)
 	return rssMB, (ut + stm) / 100, nil
 }
+
+// procSyscalls is how many read and write system calls (read(2),
+// write(2) and their kin: syscr and syscw in /proc/PID/io) process pid
+// has made.
+func procSyscalls(pid int) (reads, writes float64, err error) {
+	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, l := range strings.Split(string(io), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr:"); ok {
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &reads)
+		} else if v, ok := strings.CutPrefix(l, "syscw:"); ok {
+			fmt.Sscanf(strings.TrimSpace(v), "%f", &writes)
+		}
+	}
+	return reads, writes, nil
+}

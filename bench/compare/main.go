@@ -134,7 +134,15 @@ type config struct {
 	// profile is where -profile puts the director's profiles ("": none;
 	// profile.go).
 	profile string
+	// workloads are the workloads to run (-workloads; nil: all of them).
+	workloads []string
 }
+
+// workloadNames are what -workloads takes, in the order they run.
+var workloadNames = []string{"tcp1", "tcp4", "udp", "http_close", "http_keepalive", "latency"}
+
+// runs says whether workload w (one of workloadNames) is to run.
+func (c config) runs(w string) bool { return c.workloads == nil || slices.Contains(c.workloads, w) }
 
 func main() {
 	var c config
@@ -152,8 +160,18 @@ func main() {
 	topos := flag.String("topology", strings.Join(topologyNames, ","), "comma-separated topologies to measure every director on: tun (one TUN device per host, the director the router between them), article (LAB.md: a router in front, the director one-armed on the real servers' bridge, tunvs on a TAP device)")
 	flag.StringVar(&c.profile, "profile", "", "directory for the tunvs directors' CPU, block and mutex profiles and execution traces, taken during each workload (tunvs runs with --pprof; profiling costs time: take figures from a run without it)")
 	from := flag.String("from", "", "redraw the table and chart from a results.json instead of running")
+	wls := flag.String("workloads", "", "comma-separated workloads to run ("+strings.Join(workloadNames, ",")+"; default all), e.g. latency alone to look at the tail")
 	flag.Parse()
 	c.tunvsFlags = strings.Fields(*tunvsFlags)
+	if *wls != "" {
+		for _, w := range strings.Split(*wls, ",") {
+			if !slices.Contains(workloadNames, w) {
+				fmt.Fprintf(os.Stderr, "compare: -workloads %q: want a comma-separated list of %s\n", *wls, strings.Join(workloadNames, ", "))
+				os.Exit(2)
+			}
+			c.workloads = append(c.workloads, w)
+		}
+	}
 	for _, t := range strings.Split(*topos, ",") {
 		if !slices.Contains(topologyNames, t) {
 			fmt.Fprintf(os.Stderr, "compare: -topology %q: want a comma-separated list of %s\n", *topos, strings.Join(topologyNames, ", "))
@@ -233,6 +251,9 @@ func outside(c config) int {
 		"-flows-rate", strconv.Itoa(c.flowsRate), "-flows-time", c.flowsBudget.String()}
 	if len(c.tunvsFlags) > 0 {
 		args = append(args, "-tunvs-flags", strings.Join(c.tunvsFlags, " "))
+	}
+	if c.workloads != nil {
+		args = append(args, "-workloads", strings.Join(c.workloads, ","))
 	}
 	if c.profile != "" {
 		abs, err := filepath.Abs(c.profile)

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -145,6 +146,9 @@ func run(b *bed, c config, self string, r *result) {
 		key     string
 		streams string
 	}{{"tcp1", "1"}, {"tcp4", "4"}} {
+		if !c.runs(w.key) {
+			continue
+		}
 		v, err := profiled(b, c, r, w.key, func() (float64, error) { return iperfTCP(b.client, secs, w.streams) })
 		if err != nil {
 			note(w.key, err)
@@ -152,45 +156,28 @@ func run(b *bed, c config, self string, r *result) {
 			set(w.key, v/1e9)
 		}
 	}
-	if r.Director == "haproxy" {
+	switch {
+	case !c.runs("udp"):
+	case r.Director == "haproxy":
 		r.Notes = append(r.Notes, "udp_pps: HAProxy's TCP mode carries no UDP")
-	} else if u, err := profiled(b, c, r, "udp_pps", func() (udpFigures, error) { return udpFlood(b, self, c.duration, c.udpSenders) }); err != nil {
-		note("udp_pps", err)
-	} else {
-		set("udp_pps", u.recv/1e3)
-		set("udp_sent", u.sent/1e3)
-		set("udp_loss", max(0, 100*(1-u.recv/u.sent)))
-		// For the JSON only: where the loss was.
-		r.Figures["udp_arrived"] = u.arrived / 1e3
-		r.Figures["udp_rcvbuf_drops"] = u.rcvbufDrops / 1e3
-		r.Figures["udp_senders"] = float64(u.senders)
-		per := make([]string, len(u.perServer))
-		for i, v := range u.perServer {
-			per[i] = fmt.Sprintf("rs%d %.1f", i+1, v/1e3)
+	default:
+		udpWorkload(b, c, self, r, note, set)
+	}
+	for _, w := range []struct {
+		key   string
+		close bool
+	}{{"http_close", true}, {"http_keepalive", false}} {
+		if !c.runs(w.key) {
+			continue
 		}
-		fmt.Fprintf(os.Stderr, "   udp: %d sender threads, %d flows, %.2fs window: sent %.1f kpps, read %.1f kpps (%s), arrived at the servers' sockets %.1f kpps, dropped there %.1f kpps, send errors %.0f/s\n",
-			u.senders, udpFlows, u.windowSecond, u.sent/1e3, u.recv/1e3, strings.Join(per, ", "), u.arrived/1e3, u.rcvbufDrops/1e3, u.sendErrs)
-	}
-	if v, err := profiled(b, c, r, "http_close", func() (float64, error) { return wrk(b.client, secs, true) }); err != nil {
-		note("http_close", err)
-	} else {
-		set("http_close", v)
-	}
-	if v, err := profiled(b, c, r, "http_keepalive", func() (float64, error) { return wrk(b.client, secs, false) }); err != nil {
-		note("http_keepalive", err)
-	} else {
-		set("http_keepalive", v)
-	}
-	if l, err := profiled(b, c, r, "latency", func() (latFigures, error) { return latency(b.client, c.duration) }); err != nil {
-		note("latency", err)
-	} else {
-		set("lat_p50", l.p50)
-		set("lat_p99", l.p99)
-		set("lat_missed", 100*float64(l.missed)/float64(l.total))
-		if l.missed*100 > l.total {
-			r.Notes = append(r.Notes, fmt.Sprintf("latency: %d of %d requests could not be sent or failed at %d/s in a round (all %d connections busy): p50 and p99 are of the others, and flatter",
-				l.missed, l.total, latRate, latConns))
+		if v, err := profiled(b, c, r, w.key, func() (float64, error) { return wrk(b.client, secs, w.close) }); err != nil {
+			note(w.key, err)
+		} else {
+			set(w.key, v)
 		}
+	}
+	if c.runs("latency") {
+		latencyWorkload(b, c, r, note, set)
 	}
 	if b.dirProc != nil {
 		if rss, cpu, err := procUsage(b.dirProc.Process.Pid); err != nil {
@@ -199,6 +186,55 @@ func run(b *bed, c config, self string, r *result) {
 			set("rss_mb", rss)
 			set("cpu_s", cpu)
 		}
+	}
+}
+
+// udpWorkload runs the UDP flood and records its figures.
+func udpWorkload(b *bed, c config, self string, r *result, note func(string, error), set func(string, float64)) {
+	u, err := profiled(b, c, r, "udp_pps", func() (udpFigures, error) { return udpFlood(b, self, c.duration, c.udpSenders) })
+	if err != nil {
+		note("udp_pps", err)
+		return
+	}
+	set("udp_pps", u.recv/1e3)
+	set("udp_sent", u.sent/1e3)
+	set("udp_loss", max(0, 100*(1-u.recv/u.sent)))
+	// For the JSON only: where the loss was.
+	r.Figures["udp_arrived"] = u.arrived / 1e3
+	r.Figures["udp_rcvbuf_drops"] = u.rcvbufDrops / 1e3
+	r.Figures["udp_senders"] = float64(u.senders)
+	per := make([]string, len(u.perServer))
+	for i, v := range u.perServer {
+		per[i] = fmt.Sprintf("rs%d %.1f", i+1, v/1e3)
+	}
+	fmt.Fprintf(os.Stderr, "   udp: %d sender threads, %d flows, %.2fs window: sent %.1f kpps, read %.1f kpps (%s), arrived at the servers' sockets %.1f kpps, dropped there %.1f kpps, send errors %.0f/s\n",
+		u.senders, udpFlows, u.windowSecond, u.sent/1e3, u.recv/1e3, strings.Join(per, ", "), u.arrived/1e3, u.rcvbufDrops/1e3, u.sendErrs)
+}
+
+// latencyWorkload runs the latency workload and records its figures:
+// for the table the median, p99 and share missed; for the JSON and the
+// log, the rest of the distribution and the rate actually sent.
+func latencyWorkload(b *bed, c config, r *result, note func(string, error), set func(string, float64)) {
+	l, err := profiled(b, c, r, "latency", func() (latFigures, error) { return latency(b.client, c.duration) })
+	if err != nil {
+		note("latency", err)
+		return
+	}
+	set("lat_p50", l.p50)
+	set("lat_p99", l.p99)
+	set("lat_missed", 100*float64(l.missed)/float64(l.total))
+	r.Figures["lat_p90"] = l.p90
+	r.Figures["lat_p999"] = l.p999
+	r.Figures["lat_max"] = l.max
+	r.Figures["lat_rate"] = l.rate
+	fmt.Fprintf(os.Stderr, "   latency: %d requests at %.0f/s (of %d/s asked); µs p90 %.0f, p99.9 %.0f, max %.0f; %s\n",
+		l.total, l.rate, latRate, l.p90, l.p999, l.max, l.hist)
+	if len(l.slow) > 0 {
+		fmt.Fprintf(os.Stderr, "   latency: slower than %v, by when they were sent (s): %s\n", latSlow, l.slow)
+	}
+	if l.missed*100 > l.total {
+		r.Notes = append(r.Notes, fmt.Sprintf("latency: %d of %d requests could not be sent or failed at %d/s in a round (all %d connections busy): p50 and p99 are of the others, and flatter",
+			l.missed, l.total, latRate, latConns))
 	}
 }
 
@@ -227,7 +263,10 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // scrapes, and with -profile the profiling) is a large part of it. And
 // key_waits_pkt: how many times a device reader slept and was woken
 // (tunvs_host_read_waits_total) per packet, the wakeups the tail at a
-// fixed rate is made of.
+// fixed rate is made of. And key_reads_pkt and key_writes_pkt, the
+// director's read and write system calls per packet (/proc/PID/io):
+// below 1 where reads or writes carry super-packets or coalesced runs,
+// the scrapes of its metrics (a handful) included.
 func (b *bed) bypassShare(r *result, key string) func() {
 	if !b.tunvs {
 		return func() {}
@@ -237,6 +276,7 @@ func (b *bed) bypassShare(r *result, key string) func() {
 		return func() {}
 	}
 	_, cpu0, cpuErr := procUsage(b.dirProc.Process.Pid)
+	rd0, wr0, ioErr := procSyscalls(b.dirProc.Process.Pid)
 	return func() {
 		m, err := scrapeMetrics(b)
 		if err != nil {
@@ -256,6 +296,11 @@ func (b *bed) bypassShare(r *result, key string) func() {
 				us := 1e6 * (cpu - cpu0) / (fast + slow)
 				r.Figures[key+"_cpu_us_pkt"] = us
 				fmt.Fprintf(os.Stderr, "   %-15s %.2f µs of director CPU per packet\n", key+" cpu", us)
+			}
+			if rd, wr, err := procSyscalls(b.dirProc.Process.Pid); err == nil && ioErr == nil {
+				r.Figures[key+"_reads_pkt"] = (rd - rd0) / (fast + slow)
+				r.Figures[key+"_writes_pkt"] = (wr - wr0) / (fast + slow)
+				fmt.Fprintf(os.Stderr, "   %-15s %.3f read and %.3f write system calls per packet\n", key+" syscalls", r.Figures[key+"_reads_pkt"], r.Figures[key+"_writes_pkt"])
 			}
 		}
 	}
@@ -326,11 +371,22 @@ const latRate, latConns = 2000, 8
 // latFigures is what the latency workload measured: percentiles in
 // microseconds of the requests that were answered, and how many of the
 // total were not (missed: failed, or not sent because every connection
-// was still busy).
+// was still busy); the rate of ticks the sender made (below latRate
+// when the harness itself waited for a CPU); a histogram, and when the
+// requests slower than latSlow were sent, which tells a few stalls that
+// hold up every connection at once from slow requests spread out.
 type latFigures struct {
-	p50, p99      float64
-	missed, total int
+	p50, p90, p99, p999, max float64
+	missed, total            int
+	rate                     float64
+	hist, slow               string
 }
+
+// latSlow is what the latency workload's log lists by time sent.
+const latSlow = 2 * time.Millisecond
+
+// latBounds are the latency workload's histogram buckets, in µs.
+var latBounds = []float64{200, 300, 500, 1000, 2000, 5000, 10000, 50000}
 
 // latency sends requests at a fixed moderate rate (latRate a second over
 // latConns keep-alive connections) for d. A tick that finds every
@@ -340,16 +396,28 @@ type latFigures struct {
 func latency(h *netns.Host, d time.Duration) (latFigures, error) {
 	cl := nsHTTPClient(h, latConns)
 	defer cl.CloseIdleConnections()
+	type sample struct{ at, us float64 }
 	var mu sync.Mutex
-	var lat []float64
+	var lat []sample
 	var failed int
 	tick := time.NewTicker(time.Second / latRate)
 	defer tick.Stop()
 	sem := make(chan struct{}, latConns)
 	var wg sync.WaitGroup
-	end := time.Now().Add(d)
-	for time.Now().Before(end) {
-		<-tick.C
+	start := time.Now()
+	end := start.Add(d)
+	// Each tick sends the requests due since the last: Go's timers
+	// fire no more often than once a millisecond in a process with
+	// nothing else to do (the netpoller sleeps in epoll_wait, whose
+	// timeout is in milliseconds: netpoll in runtime/netpoll_epoll.go),
+	// so a ticker alone would send about 1000 a second, not latRate.
+	sent := 0
+	for now := time.Now(); now.Before(end); now = time.Now() {
+		if sent >= int(now.Sub(start).Seconds()*latRate) {
+			<-tick.C
+			continue
+		}
+		sent++
 		select {
 		case sem <- struct{}{}:
 		default:
@@ -373,16 +441,40 @@ func latency(h *netns.Host, d time.Duration) (latFigures, error) {
 			if err != nil {
 				failed++
 			} else {
-				lat = append(lat, float64(el.Microseconds()))
+				lat = append(lat, sample{t0.Sub(start).Seconds(), float64(el.Microseconds())})
 			}
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
+	took := time.Since(start)
 	if len(lat) == 0 {
 		return latFigures{}, fmt.Errorf("no request succeeded (%d failed)", failed)
 	}
-	sort.Float64s(lat)
-	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
-	return latFigures{p50: q(0.50), p99: q(0.99), missed: failed, total: failed + len(lat)}, nil
+	slices.SortFunc(lat, func(a, b sample) int { return cmp.Compare(a.at, b.at) })
+	var slow []string
+	for _, s := range lat {
+		if s.us >= float64(latSlow.Microseconds()) {
+			slow = append(slow, fmt.Sprintf("%.3f:%.1fms", s.at, s.us/1e3))
+		}
+	}
+	us := make([]float64, len(lat))
+	for i, s := range lat {
+		us[i] = s.us
+	}
+	sort.Float64s(us)
+	q := func(p float64) float64 { return us[min(len(us)-1, int(p*float64(len(us))))] }
+	var hist []string
+	lo := 0
+	for _, bound := range append(latBounds, math.Inf(1)) {
+		n := sort.SearchFloat64s(us, bound) - lo
+		hist = append(hist, fmt.Sprintf("<%g: %d", bound, n))
+		lo += n
+	}
+	total := failed + len(lat)
+	return latFigures{
+		p50: q(0.50), p90: q(0.90), p99: q(0.99), p999: q(0.999), max: us[len(us)-1],
+		missed: failed, total: total, rate: float64(total) / took.Seconds(),
+		hist: strings.Join(hist, ", "), slow: strings.Join(slow, " "),
+	}, nil
 }
