@@ -41,6 +41,9 @@ type fastPath struct {
 	// writers are the reader's own writers of the queues it writes
 	// to, by txQueue.id (see writer).
 	writers []writerSlot
+	// order puts each flow's packets of a write together, so that a
+	// device with offloads gets them coalesced (tun.FlowOrder).
+	order tun.FlowOrder
 }
 
 type segmenter struct {
@@ -285,18 +288,25 @@ func (f *fastPath) write(h *Host, nic *NIC, q *txQueue, off int) {
 	if len(f.bufs) == 0 {
 		return
 	}
+	bufs, gso := f.bufs, f.gso
+	w := f.writer(q)
+	if w != nil || q.gso != nil {
+		// Coalescing joins neighbours only: on a one-armed TAP every
+		// flow leaves by the one device, interleaved as it came.
+		bufs, gso = f.order.Group(bufs, gso, off, nic.l2())
+	}
 	if hk := h.hooks; hk != nil && hk.capture != nil {
-		for _, b := range f.bufs {
+		for _, b := range bufs {
 			hk.capture.Frame(nic.name, nic.kind, true, b[off:])
 		}
 	}
 	var err error
-	if w := f.writer(q); w != nil {
-		_, err = w.WriteGSO(f.bufs, f.gso, off)
+	if w != nil {
+		_, err = w.WriteGSO(bufs, gso, off)
 	} else {
 		q.mu.Lock()
 		if q.gso != nil {
-			_, err = q.gso.WriteGSO(f.bufs, f.gso, off)
+			_, err = q.gso.WriteGSO(bufs, gso, off)
 		} else {
 			_, err = q.dev.Write(f.bufs, off)
 		}
