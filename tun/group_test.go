@@ -125,7 +125,7 @@ func TestGroupFlowsKeepsOrder(t *testing.T) {
 			t.Fatalf("round %d: %d packets out of %d", round, len(out), n)
 		}
 		seen := make([]bool, n)
-		last := map[int]int{}   // flow: position in bufs of its last packet out
+		last := map[int]int{}    // flow: position in bufs of its last packet out
 		closed := map[int]bool{} // flows whose run has ended
 		prevFlow, prevOwn := 0, -1
 		for j, b := range out {
