@@ -243,6 +243,7 @@ func latencyWorkload(b *bed, c config, r *result, note func(string, error), set 
 // took the bypass rather than the stack.
 func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, error)) (T, error) {
 	defer b.bypassShare(r, key)()
+	defer b.lossDuring(r, key)()
 	prof := b.profileDuring(c, r, key, c.duration)
 	defer prof.wait()
 	return fn()
@@ -266,7 +267,8 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // fixed rate is made of. And key_reads_pkt and key_writes_pkt, the
 // director's read and write system calls per packet (/proc/PID/io):
 // below 1 where reads or writes carry super-packets or coalesced runs,
-// the scrapes of its metrics (a handful) included.
+// the scrapes of its metrics (a handful) included. And key_gc, the GC
+// cycles the director ran meanwhile.
 func (b *bed) bypassShare(r *result, key string) func() {
 	if !b.tunvs {
 		return func() {}
@@ -287,6 +289,12 @@ func (b *bed) bypassShare(r *result, key string) func() {
 		if fast+slow > 0 {
 			r.Figures[key+"_bypass_pct"] = 100 * fast / (fast + slow)
 			fmt.Fprintf(os.Stderr, "   %-15s %.0f of %.0f packets past the stack (%.1f%%)\n", key+" bypass", fast, fast+slow, 100*fast/(fast+slow))
+			if gc, ok := m["go_gc_cycles_total"]; ok {
+				// GC cycles of the director during the workload:
+				// a pause is one of the tail's suspects.
+				r.Figures[key+"_gc"] = gc - m0["go_gc_cycles_total"]
+				fmt.Fprintf(os.Stderr, "   %-15s %.0f GC cycles\n", key+" gc", r.Figures[key+"_gc"])
+			}
 			if w, ok := m["tunvs_host_read_waits_total"]; ok {
 				// How many packets a reader's wakeup carries.
 				r.Figures[key+"_waits_pkt"] = (w - m0["tunvs_host_read_waits_total"]) / (fast + slow)
