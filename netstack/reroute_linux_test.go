@@ -29,15 +29,7 @@ import (
 // reach the real server by B, counted by its kernel on each link.
 func TestEstablishedReroutes(t *testing.T) {
 	netns.InSandboxes(t, func(t *testing.T) {
-		if err := netns.CheckTUN(); err != nil {
-			t.Fatal(err)
-		}
-		topo, err := netns.New()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer topo.Close()
-		establishedReroutes(t, topo)
+		establishedReroutes(t, netns.NewTopology(t, true))
 	})
 }
 
