@@ -875,6 +875,7 @@ func Banner(w io.Writer, s *State, cfg NetnsConfig, self string) {
 	fmt.Fprintf(bw, "\nTry:\n")
 	tries := [][2]string{
 		{fmt.Sprintf("%s lab exec%s client -- curl -s http://%s/", self, dirFlag, target), "a request, as the article's client makes it"},
+		{fmt.Sprintf("%s lab exec%s client -- curl -s -o /dev/null -w '%%{speed_download}\\n' 'http://%s/?bytes=1000000000'", self, dirFlag, target), "a 1 GB download: bytes/s through the director"},
 		{fmt.Sprintf("%s lab exec%s director -- ipvsadm -L -n", self, dirFlag), "the director's table (ipvsadm is tunvsadm there; -Lnc: its connections)"},
 		{fmt.Sprintf("tunvsadm --socket %s -L -n", SocketPath(s.Dir)), "the same, from outside the lab"},
 		metricsTry(self, dirFlag, HostDir, 0),

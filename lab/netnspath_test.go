@@ -45,8 +45,9 @@ func directorCounters(t *testing.T, u labUser, tunvs, sd string, i int) map[stri
 // checkDirectorPath checks, after the lab in sd carried some connections,
 // that director i (logging to log in sd) opened its device with offloads
 // (its readers wait on an offload device: read_waits; no "offloads
-// refused" warning) and that established flows took the bypass.
-func checkDirectorPath(t *testing.T, u labUser, tunvs, sd string, i int, log string) {
+// refused" warning) and that established flows took the bypass. It
+// returns the counters.
+func checkDirectorPath(t *testing.T, u labUser, tunvs, sd string, i int, log string) map[string]uint64 {
 	t.Helper()
 	c := directorCounters(t, u, tunvs, sd, i)
 	t.Logf("director %d: bypassed %d, through the stack %d, reader waits %d, super-packets %d, cut up %d",
@@ -59,6 +60,17 @@ func checkDirectorPath(t *testing.T, u labUser, tunvs, sd string, i int, log str
 	}
 	if c["fast_path"] == 0 {
 		t.Errorf("director %d: no packet took the bypass (%d through the stack)", i, c["delivered"])
+	}
+	return c
+}
+
+// checkWhole checks in director i's counters c, taken after a download
+// through the lab, that it read super-packets whole and cut none up: its
+// device has the offloads, and the bypass carries them whole.
+func checkWhole(t *testing.T, c map[string]uint64, i int) {
+	t.Helper()
+	if c["gso_packets"] == 0 || c["gso_split"] != 0 {
+		t.Errorf("director %d: %d super-packets read whole and %d cut up: want them whole", i, c["gso_packets"], c["gso_split"])
 	}
 }
 

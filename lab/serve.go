@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -16,7 +17,10 @@ import (
 // Serve is `tunvs lab serve`: the real servers' HTTP server. It answers
 // every request with name and a newline, and logs who asked (the client's
 // own address: NAT mode keeps it; full NAT's local address, and the
-// client a PROXY protocol header named, proxyserve.go).
+// client a PROXY protocol header named, proxyserve.go). A request with
+// ?bytes=N (up to MaxServeBytes) gets N bytes more after the name, a
+// download to measure the lab with (curl -o /dev/null -w
+// '%{speed_download}').
 func Serve(ctx context.Context, name, listen string, log io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -32,7 +36,14 @@ func serveOn(ctx context.Context, ln net.Listener, name string, log io.Writer) e
 			mu.Lock()
 			fmt.Fprintf(log, "%s %s %s %s%s\n", time.Now().Format("15:04:05.000"), r.RemoteAddr, r.Method, r.URL.Path, proxyNote(r.Context()))
 			mu.Unlock()
+			n, err := downloadSize(r)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Length", strconv.FormatInt(int64(len(name))+1+n, 10))
 			io.WriteString(w, name+"\n")
+			io.CopyN(w, zeros{}, n)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
 		ConnContext:       proxyConnContext,
@@ -45,6 +56,30 @@ func serveOn(ctx context.Context, ln net.Listener, name string, log io.Writer) e
 		return err
 	}
 	return nil
+}
+
+// MaxServeBytes bounds a download from the lab's real servers (?bytes=).
+const MaxServeBytes = 1 << 40
+
+// downloadSize is the ?bytes= of r, 0 without it.
+func downloadSize(r *http.Request) (int64, error) {
+	v := r.URL.Query().Get("bytes")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > MaxServeBytes {
+		return 0, fmt.Errorf("bytes=%q: want 0 to %d", v, int64(MaxServeBytes))
+	}
+	return n, nil
+}
+
+// zeros reads as an endless run of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }
 
 // Fetch is `tunvs lab fetch`: one HTTP/1.1 request on a new connection; it
