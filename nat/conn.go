@@ -54,10 +54,12 @@ type Conn struct {
 	DPort        uint16
 	Proto        uint8
 
-	// mtu is the egress MTU in each direction, looked up once when the
-	// connection is made (0: unknown, no check). An IP packet's length
-	// is 16 bits, so is an MTU worth checking.
-	mtu [2]uint16
+	// mtu is the egress MTU in each direction, DirIn in the low 16
+	// bits, DirOut in the high (0: unknown, no check); looked up when the
+	// connection is made, and again by the router when its route
+	// changes (SetEgressMTU). An IP packet's length is 16 bits, so is an
+	// MTU worth checking. See connmtu.go.
+	mtu atomic.Uint32
 
 	// Egress is free for the router to cache its forwarding decision per
 	// direction (netstack stores a hop's index + 1 and the route

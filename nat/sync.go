@@ -296,8 +296,7 @@ func (t *Table) ApplySync(s *SyncedConn, now int64) error {
 		}
 		c = t.newSynced(s)
 		if mtu := t.cfg.EgressMTU; mtu != nil {
-			c.mtu[DirIn] = mtu16(mtu(s.DAddr))
-			c.mtu[DirOut] = mtu16(mtu(s.CAddr))
+			c.initMTU(mtu(s.DAddr), mtu(s.CAddr))
 		}
 		t.syncTimeout(c, s, now)
 		w0 := c.st.Load()

@@ -517,8 +517,7 @@ func (t *Table) newConn(p *Packet, src, dst netip.Addr, now int64) Result {
 	c.timeout.Store(int64(to[st]))
 	c.expires.Store(now + c.timeout.Load())
 	if mtu := t.cfg.EgressMTU; mtu != nil {
-		c.mtu[DirIn] = mtu16(mtu(d.Addr))
-		c.mtu[DirOut] = mtu16(mtu(src))
+		c.initMTU(mtu(d.Addr), mtu(src))
 	}
 	if sr.ops {
 		// IP_VS_CONN_F_ONE_PACKET: the connection is bound to its server
@@ -623,7 +622,7 @@ func (t *Table) forward(c *Conn, dir Dir, p *Packet, now int64) Result {
 			}
 		}
 	}
-	mtu := int(c.mtu[dir])
+	mtu := c.egressMTU(dir)
 	if dir == DirIn && c.hasFlag(flagTunnel) {
 		// __ip_vs_get_out_rt in tunnel mode: the route's MTU (a learnt
 		// path MTU, if lower: tunicmp.go) less the outer headers, no

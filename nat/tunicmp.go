@@ -202,7 +202,7 @@ func (t *Table) TunnelError(p *Packet, orig *Packet, now int64) (TunnelICMP, boo
 	e := TunnelICMP{Conn: c, Relay: true, Type: p.ICMPType, Code: p.ICMPCode,
 		Info: binary.BigEndian.Uint32(b[p.L4+4:])}
 	if p.ICMPType == 3 && p.ICMPCode == 4 {
-		mtu := c.dest.pmtu.lower(int(binary.BigEndian.Uint16(b[p.L4+6:])), int(c.mtu[DirIn]), now)
+		mtu := c.dest.pmtu.lower(int(binary.BigEndian.Uint16(b[p.L4+6:])), c.egressMTU(DirIn), now)
 		if in[6]&0x40 == 0 {
 			// The client does not use PMTUD: the outer packets are
 			// fragmented from now on.

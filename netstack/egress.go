@@ -1,6 +1,10 @@
 package netstack
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/tunvs/tunvs/nat"
+)
 
 // A connection direction's Egress slot (nat.Conn.Egress) holds what the
 // bypass resolved for it, and the route generation it was resolved in:
@@ -61,4 +65,18 @@ func heldEgress(slot *atomic.Uint32) uint32 {
 		return v
 	}
 	return 0
+}
+
+// rerouted is called for a connection direction resolved before whose
+// routes changed since: the MTU the NAT checks its packets against
+// follows the route, as the kernel checks each packet against the MTU of
+// the route it takes (ip_vs_nat_xmit's dst_mtu after __ip_vs_get_out_rt;
+// the replies, forwarded, ip_forward's). The NAT has checked the packet
+// in hand already; the new MTU holds from the next one.
+func (h *Host) rerouted(c *nat.Conn, dir nat.Dir) {
+	dst := c.DAddr()
+	if dir == nat.DirOut {
+		dst = c.CAddr()
+	}
+	c.SetEgressMTU(dir, h.EgressMTU(dst))
 }

@@ -81,6 +81,9 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 	if eg == 0 {
 		// The first packet of this direction, or the first since a
 		// route, address or NIC changed (egress.go).
+		if slot.Load() != 0 {
+			h.rerouted(res.Conn, res.Dir)
+		}
 		if res.Conn.Routed() {
 			eg = h.resolveDirect(res.Conn.DAddr())
 		} else {

@@ -1,6 +1,7 @@
 package netstack_test
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -35,6 +36,18 @@ func TestEstablishedFollowsRouteChange(t *testing.T) {
 	if out := sendVia(t, r.in, ack, rs2, r.out); ipDst(out) != gRS.Addr() {
 		t.Fatalf("the client's packet after the change went to %v", ipDst(out))
 	}
+	// The new route's MTU (rs2's, 1400) holds from then on: a packet
+	// of 1440 bytes with DF is answered "fragmentation needed", as the
+	// old route's 1500 would have taken it.
+	tooBig := h.Counters.TooBigSent.Load()
+	big := r.frameIn(ordinary(gCli, gVIP, nattest.ACK, 201, data(1400, 3)).pkt)
+	icmp := sendVia(t, r.in, big, r.in, rs2)
+	if got := h.Counters.TooBigSent.Load(); got != tooBig+1 || ipDst(icmp) != gCli.Addr() || icmp[9] != 1 {
+		t.Fatalf("a 1440-byte packet after the change: TooBigSent %d (was %d), answer to %v, protocol %d; want an ICMP error to the client", got, tooBig, ipDst(icmp), icmp[9])
+	}
+	if mtu := binary.BigEndian.Uint16(icmp[26:]); mtu != 1400 {
+		t.Fatalf("fragmentation needed with MTU %d, want 1400", mtu)
+	}
 
 	if err := h.AddRoute(netip.PrefixFrom(gCli.Addr(), 32), netip.Addr{}, "rs2"); err != nil {
 		t.Fatal(err)
@@ -53,8 +66,8 @@ func TestEstablishedFollowsRouteChange(t *testing.T) {
 }
 
 // sendVia makes d hand out frame and returns what the director wrote to
-// want; a write to old instead (the route before the change) fails the
-// test.
+// want; a write to old instead (by the route before the change, say)
+// fails the test.
 func sendVia(t *testing.T, d *replayGSO, frame []byte, want, old *replayGSO) []byte {
 	t.Helper()
 	d.pkt, d.g = frame, tun.GSO{}
@@ -63,7 +76,7 @@ func sendVia(t *testing.T, d *replayGSO, frame []byte, want, old *replayGSO) []b
 	case <-want.wrote:
 		return want.out[:want.outLen]
 	case <-old.wrote:
-		t.Fatalf("written to %s, by the route before the change, not to %s", old.name, want.name)
+		t.Fatalf("written to %s, not to %s", old.name, want.name)
 	case <-time.After(5 * time.Second):
 		t.Fatalf("nothing written to %s in 5 s", want.name)
 	}

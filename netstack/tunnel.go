@@ -147,6 +147,9 @@ func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, 
 	tag := h.egressTag()
 	ti := loadEgress(slot, tag)
 	if ti == 0 {
+		if slot.Load() != 0 {
+			h.rerouted(c, nat.DirIn)
+		}
 		ti = h.resolveTunnel(c.DAddr())
 		storeEgress(slot, ti, tag)
 	}
