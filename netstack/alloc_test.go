@@ -33,6 +33,10 @@ type replayGSO struct {
 	outLen int
 	outG   tun.GSO
 	mtu    int // 0: 1500
+	// batch, when set, is what a kick makes ReadGSO hand out instead
+	// of pkt: every frame of it in one read, as a device read of a
+	// busy queue does.
+	batch [][]byte
 }
 
 func newReplayGSO(name string) *replayGSO {
@@ -46,6 +50,16 @@ func (d *replayGSO) ReadGSO(arena []byte, headroom int, pkts []tun.GSOPacket) (i
 		return 0, tun.ErrClosed
 	}
 	off := max(headroom, 10)
+	if d.batch != nil {
+		// Laid out as a device read lays out a batch: each frame
+		// in a slot of at least tun.SmallSlot, the headroom in
+		// front of the next.
+		for i, f := range d.batch {
+			pkts[i] = tun.GSOPacket{Off: off, Len: copy(arena[off:], f)}
+			off = (off + max(len(f), tun.SmallSlot) + headroom + 7) &^ 7
+		}
+		return len(d.batch), nil
+	}
 	pkts[0] = tun.GSOPacket{Off: off, Len: copy(arena[off:], d.pkt), GSO: d.g}
 	return 1, nil
 }
