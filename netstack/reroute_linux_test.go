@@ -89,20 +89,9 @@ func establishedReroutes(t *testing.T, topo *netns.Topology) {
 	}
 
 	// An echo server on the real server, a client connection to the VIP.
-	var ln net.Listener
-	must(rs.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", rsAddr.String())
-		return err
-	}))
+	ln, err := rs.ListenEcho("tcp4", rsAddr.String())
+	must(err)
 	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		io.Copy(c, c)
-	}()
 	var conn net.Conn
 	must(client.Do(func() (err error) {
 		conn, err = net.DialTimeout("tcp4", vip.String(), 5*time.Second)

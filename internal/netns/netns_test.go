@@ -237,20 +237,9 @@ func testTopology(t *testing.T) {
 
 	t.Run("tcp", func(t *testing.T) {
 		// A Go server in b and a Go client in a, through Do.
-		var ln net.Listener
-		must(t, b.Do(func() (err error) {
-			ln, err = net.Listen("tcp", "[fd00:200::2]:0")
-			return err
-		}))
+		ln, err := b.ListenEcho("tcp", "[fd00:200::2]:0")
+		must(t, err)
 		defer ln.Close()
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			io.Copy(c, c)
-		}()
 		var c net.Conn
 		must(t, a.Do(func() (err error) {
 			c, err = net.DialTimeout("tcp", ln.Addr().String(), 3*time.Second)
