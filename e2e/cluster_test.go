@@ -99,35 +99,23 @@ func (f *flow) ping(r *bufio.Reader, n int) error {
 
 // echoServer answers each line with the server's name and the line.
 func echoServer(t *testing.T, h *netns.Host, name string) {
-	var ln net.Listener
-	if err := h.Do(func() (err error) {
-		ln, err = net.Listen("tcp", fmt.Sprintf(":%d", clusterPort))
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	ln, err := h.Serve("tcp", fmt.Sprintf(":%d", clusterPort), func(c net.Conn) {
+		defer c.Close()
+		r := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := r.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := fmt.Fprintf(c, "%s %s", name, line); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := fmt.Fprintf(c, "%s %s", name, line); err != nil {
+				return
+			}
 		}
-	}()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 }
 
 func runCluster(t *testing.T, scheduler string) {

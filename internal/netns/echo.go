@@ -5,10 +5,11 @@ import (
 	"net"
 )
 
-// ListenEcho listens on addr (network "tcp", "tcp4" or "tcp6") in the
-// host, through Do, and sends every connection it accepts back what it
-// receives, until either side closes. Closing the listener stops it.
-func (h *Host) ListenEcho(network, addr string) (net.Listener, error) {
+// Serve listens on addr (network "tcp", "tcp4" or "tcp6") in the host,
+// through Do, and runs handle on a goroutine of its own for every
+// connection it accepts; handle closes it. Closing the listener stops
+// the accepting.
+func (h *Host) Serve(network, addr string, handle func(net.Conn)) (net.Listener, error) {
 	var ln net.Listener
 	if err := h.Do(func() (err error) {
 		ln, err = net.Listen(network, addr)
@@ -22,11 +23,17 @@ func (h *Host) ListenEcho(network, addr string) (net.Listener, error) {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
+			go handle(c)
 		}
 	}()
 	return ln, nil
+}
+
+// ListenEcho is Serve with an echo: each connection gets back what it
+// sends, until either side closes.
+func (h *Host) ListenEcho(network, addr string) (net.Listener, error) {
+	return h.Serve(network, addr, func(c net.Conn) {
+		defer c.Close()
+		io.Copy(c, c)
+	})
 }
