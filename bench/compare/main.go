@@ -88,6 +88,7 @@ var workloads = []struct{ key, label, unit string }{
 	{"http_close", "HTTP new conns", "req/s"},
 	{"http_keepalive", "HTTP keep-alive", "req/s"},
 	{"lat_p50", "latency p50 @ fixed rate", "µs"},
+	{"lat_p90", "latency p90 @ fixed rate", "µs"},
 	{"lat_p99", "latency p99 @ fixed rate", "µs"},
 	{"lat_missed", "latency: requests missed (failed or not sent)", "%"},
 	{"rss_mb", "director peak RSS", "MB"},
@@ -100,7 +101,7 @@ var workloads = []struct{ key, label, unit string }{
 	{"flows_gogc_hwm_mb", "director peak RSS at the flows held, GOGC=?", "MB"},
 }
 
-var lowerBetter = map[string]bool{"lat_p50": true, "lat_p99": true, "lat_missed": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
+var lowerBetter = map[string]bool{"lat_p50": true, "lat_p90": true, "lat_p99": true, "lat_missed": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
 	"flows_rss_mb": true, "flows_hwm_mb": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
 // notCharted are the table's rows that explain another row rather than
