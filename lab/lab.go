@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/tunvs/tunvs/admin"
 	"github.com/tunvs/tunvs/director"
@@ -226,7 +228,23 @@ func labAddrs(fullNAT bool) []netip.Prefix {
 	return a
 }
 
+// hostRcvBuf bounds the TCP receive buffer, and so the window, of the
+// lab's client and real servers. A switch port's ring holds 256 frames
+// and drops what does not fit, where a kernel's sender would be held back
+// (TCP small queues, the qdisc); with gVisor's default 1 MB window a
+// bulk transfer's bursts overran the director's ring once the bypass
+// made it fast, and the tail drops cost the sender retransmission
+// timeouts of seconds (4 MB took up to 35 s). 128 KiB is about 90 frames
+// in flight, under the ring, and no limit on a link whose round trip is
+// tens of microseconds.
+const hostRcvBuf = 128 << 10
+
+// hostOn puts h on dev with addr, as one of the lab's plain hosts.
 func hostOn(h *netstack.Host, dev tun.Device, addr netip.Prefix) error {
+	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4096, Default: hostRcvBuf, Max: hostRcvBuf}
+	if err := h.Stack().SetTransportProtocolOption(tcp.ProtocolNumber, &rcv); err != nil {
+		return fmt.Errorf("lab: receive buffer: %v", err)
+	}
 	if _, err := h.AddNIC("eth0", dev); err != nil {
 		return err
 	}
