@@ -15,8 +15,10 @@ func (c *Conn) egressMTU(dir Dir) int { return int(uint16(c.mtu.Load() >> (16 * 
 // SetEgressMTU sets the MTU of the route dir's packets now leave by, for
 // the router to call when it finds the connection's route changed: the
 // kernel checks every packet against the MTU of the route it takes
-// (ip_vs_nat_xmit's dst_mtu after __ip_vs_get_out_rt; the replies,
-// forwarded, ip_forward's). 0 checks nothing.
+// (__ip_vs_get_out_rt, which ip_vs_nat_xmit calls per packet, checks
+// dst_mtu of the route it returns, net/netfilter/ipvs/ip_vs_xmit.c; the
+// replies, forwarded, are checked by ip_forward against theirs,
+// net/ipv4/ip_forward.c). 0 checks nothing.
 func (c *Conn) SetEgressMTU(dir Dir, mtu int) {
 	shift := 16 * uint(dir)
 	for {

@@ -70,9 +70,10 @@ func heldEgress(slot *atomic.Uint32) uint32 {
 // rerouted is called for a connection direction resolved before whose
 // routes changed since: the MTU the NAT checks its packets against
 // follows the route, as the kernel checks each packet against the MTU of
-// the route it takes (ip_vs_nat_xmit's dst_mtu after __ip_vs_get_out_rt;
-// the replies, forwarded, ip_forward's). The NAT has checked the packet
-// in hand already; the new MTU holds from the next one.
+// the route it takes (nat.Conn.SetEgressMTU). The NAT has checked the
+// packet in hand already, against the old MTU, where the kernel would
+// check it against the new one (__ip_vs_get_out_rt looks the route up
+// again before its MTU check); the new MTU holds from the next packet.
 func (h *Host) rerouted(c *nat.Conn, dir nat.Dir) {
 	dst := c.DAddr()
 	if dir == nat.DirOut {
