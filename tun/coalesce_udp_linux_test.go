@@ -18,18 +18,8 @@ func TestWriteUSOKernel(t *testing.T) {
 	if !inSandbox(t) {
 		return
 	}
-	d := openOrSkip(t, Config{Name: "tvuso0", MTU: 1500, Up: true, Offload: true})
-	od, ok := d.(*OffloadDevice)
-	if !ok {
-		t.Fatalf("Open returned %T", d)
-	}
 	// The datagrams go from 10.77.0.1:5000 to 10.77.0.2:9 (pktSpec).
-	setAddr(t, d.Name(), netip.MustParsePrefix("10.77.0.2/24"))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	od, conn := udpSink(t, "tvuso0")
 	pkts := datagrams(false, 20, 64, 30)
 	before := od.Stats()
 	if _, err := od.WriteGSO(withOffset(pkts, 16), make([]GSO, len(pkts)), 16); err != nil {
@@ -53,4 +43,23 @@ func TestWriteUSOKernel(t *testing.T) {
 		t.Errorf("USO on: %d write(2) and %d super-packets for one flow's %d datagrams, want 1 and 1",
 			syscalls, after.GSOWrites-before.GSOWrites, len(pkts))
 	}
+}
+
+// udpSink opens offload device name, up, with 10.77.0.2/24, and listens
+// on 10.77.0.2:9, where the datagrams pktSpec builds go; both are closed
+// when t ends.
+func udpSink(t *testing.T, name string) (*OffloadDevice, *net.UDPConn) {
+	t.Helper()
+	d := openOrSkip(t, Config{Name: name, MTU: 1500, Up: true, Offload: true})
+	od, ok := d.(*OffloadDevice)
+	if !ok {
+		t.Fatalf("Open returned %T", d)
+	}
+	setAddr(t, d.Name(), netip.MustParsePrefix("10.77.0.2/24"))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return od, conn
 }

@@ -3,8 +3,6 @@
 package tun
 
 import (
-	"net"
-	"net/netip"
 	"testing"
 	"time"
 )
@@ -18,25 +16,9 @@ func TestGroupedWriteUSOKernel(t *testing.T) {
 	if !inSandbox(t) {
 		return
 	}
-	d := openOrSkip(t, Config{Name: "tvgrp0", MTU: 1500, Up: true, Offload: true})
-	od, ok := d.(*OffloadDevice)
-	if !ok {
-		t.Fatalf("Open returned %T", d)
-	}
 	// The datagrams go from 10.77.0.1:5000 and :5001 to 10.77.0.2:9.
-	setAddr(t, d.Name(), netip.MustParsePrefix("10.77.0.2/24"))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 77, 0, 2), Port: 9})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	const perFlow = 20
-	var bufs [][]byte
-	for i := range perFlow {
-		for f := range 2 {
-			bufs = append(bufs, udpFlow(false, f, i, 16))
-		}
-	}
+	od, conn := udpSink(t, "tvgrp0")
+	bufs := interleaved(2, 20)
 	gso := make([]GSO, len(bufs))
 	var o FlowOrder
 	for _, grouped := range []bool{true, false} {

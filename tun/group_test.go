@@ -14,6 +14,19 @@ func udpFlow(v6 bool, f, i, off int) []byte {
 	return append(make([]byte, off), p...)
 }
 
+// interleaved is perFlow datagrams of each of flows flows (udpFlow, 16
+// bytes of headroom), one of each flow in turn, as a one-armed director
+// reads them.
+func interleaved(flows, perFlow int) [][]byte {
+	var bufs [][]byte
+	for i := range perFlow {
+		for f := range flows {
+			bufs = append(bufs, udpFlow(false, f, i, 16))
+		}
+	}
+	return bufs
+}
+
 // flowOf and seqOf read back what udpFlow wrote.
 func flowOf(b []byte) int { return int(b[len(b)-4]) }
 func seqOf(b []byte) int  { return int(b[len(b)-3]) }
@@ -191,12 +204,7 @@ func TestGroupFlowsAsIs(t *testing.T) {
 // scratch space only.
 func TestGroupFlowsAllocatesNothing(t *testing.T) {
 	var o FlowOrder
-	var bufs [][]byte
-	for i := range 32 {
-		for f := range 4 {
-			bufs = append(bufs, udpFlow(false, f, i, 16))
-		}
-	}
+	bufs := interleaved(4, 32)
 	gso := make([]GSO, len(bufs))
 	o.Group(bufs, gso, 16, 0)
 	if allocs := testing.AllocsPerRun(200, func() { o.Group(bufs, gso, 16, 0) }); allocs != 0 {
@@ -206,12 +214,7 @@ func TestGroupFlowsAllocatesNothing(t *testing.T) {
 
 func BenchmarkGroupFlows(b *testing.B) {
 	var o FlowOrder
-	var bufs [][]byte
-	for i := range 16 {
-		for f := range 4 {
-			bufs = append(bufs, udpFlow(false, f, i, 16))
-		}
-	}
+	bufs := interleaved(4, 16)
 	gso := make([]GSO, len(bufs))
 	o.Group(bufs, gso, 16, 0) // the scratch space, made once
 	b.ReportAllocs()
