@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -38,40 +37,15 @@ import (
 // drivers/net/tun.c: "if (ptr_ring_produce(&tfile->tx_ring, skb)) goto
 // drop", counted in tx_dropped).
 func tunTx(h *netns.Host, dev string) (queued, dropped uint64, err error) {
-	l, err := linkStats(h, dev)
+	l, err := h.LinkStats(dev)
 	return l.TX.Packets, l.TX.Dropped, err
 }
 
 // tunRx is the packets the director wrote into its TUN device dev, as the
 // namespace it was moved into (h) received them.
 func tunRx(h *netns.Host, dev string) (uint64, error) {
-	l, err := linkStats(h, dev)
+	l, err := h.LinkStats(dev)
 	return l.RX.Packets, err
-}
-
-// linkCounters are a link's counters as ip -s shows them.
-type linkCounters struct {
-	TX linkCount `json:"tx"`
-	RX linkCount `json:"rx"`
-}
-
-type linkCount struct {
-	Packets uint64 `json:"packets"`
-	Dropped uint64 `json:"dropped"`
-}
-
-func linkStats(h *netns.Host, dev string) (linkCounters, error) {
-	out, err := h.Run(context.Background(), "ip", "-j", "-s", "link", "show", "dev", dev)
-	if err != nil {
-		return linkCounters{}, err
-	}
-	var links []struct {
-		Stats64 linkCounters `json:"stats64"`
-	}
-	if err := json.Unmarshal([]byte(out), &links); err != nil || len(links) != 1 {
-		return linkCounters{}, fmt.Errorf("ip -j -s link show %s: %v: %q", dev, err, out)
-	}
-	return links[0].Stats64, nil
 }
 
 // schedTimes is the time every thread of process pid has spent on a CPU

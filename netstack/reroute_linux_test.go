@@ -4,13 +4,10 @@ package netstack_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -225,30 +222,12 @@ func shortConnectionsBypassed(t *testing.T, topo *netns.Topology) {
 	}
 }
 
-// rxPackets is the number of packets host's kernel received on dev
-// (/proc/net/dev, read in host's namespace).
+// rxPackets is the number of packets host's kernel received on dev.
 func rxPackets(t *testing.T, host *netns.Host, dev string) uint64 {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := host.Run(ctx, "cat", "/proc/net/dev")
+	l, err := host.LinkStats(dev)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(out, "\n") {
-		name, rest, ok := strings.Cut(line, ":")
-		if !ok || strings.TrimSpace(name) != dev {
-			continue
-		}
-		// bytes packets errs ... : the second field is packets.
-		if f := strings.Fields(rest); len(f) > 1 {
-			n, err := strconv.ParseUint(f[1], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("%s: no %s in /proc/net/dev:\n%s", host, dev, out)
-	return 0
+	return l.RX.Packets
 }

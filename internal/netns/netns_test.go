@@ -233,6 +233,18 @@ func testTopology(t *testing.T) {
 		if _, err := root.Run(ctx, "ip", "link", "show", "dev", "eth0"); err == nil {
 			t.Error("eth0 exists in the root namespace")
 		}
+		// Each side's counters have the other's echo requests and
+		// replies, four pings' worth at least.
+		for _, h := range []*Host{a, b} {
+			l, err := h.LinkStats("eth0")
+			must(t, err)
+			if l.RX.Packets < 4 || l.TX.Packets < 4 {
+				t.Errorf("%s eth0: %+v, want 4 or more packets each way", h, l)
+			}
+		}
+		if _, err := a.LinkStats("nosuchdev"); err == nil {
+			t.Error("LinkStats of a missing device: no error")
+		}
 	})
 
 	t.Run("tcp", func(t *testing.T) {
