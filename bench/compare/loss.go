@@ -15,7 +15,7 @@ import (
 // Where a workload lost packets: the TCP segments the client and the
 // real servers retransmitted (TcpRetransSegs in each one's
 // /proc/net/snmp), and the packets every host's interfaces dropped
-// (/proc/net/dev's receive and transmit drops, per host). A tail of
+// (each host's links' receive and transmit drops, ip -s link). A tail of
 // 200 ms and more is a lost segment waiting for the retransmission
 // timer (TCP_RTO_MIN); the drops say where it was lost: a TUN or TAP
 // device's queue full (tun_net_xmit drops, counted as the director's
@@ -56,21 +56,12 @@ func (b *bed) loss() (lossSnap, error) {
 			}
 			s.retrans += v
 		}
-		out, err := h.Run(context.Background(), "cat", "/proc/net/dev")
+		links, err := h.AllLinkStats()
 		if err != nil {
 			return s, err
 		}
-		for _, l := range strings.Split(out, "\n") {
-			dev, rest, ok := strings.Cut(l, ":")
-			f := strings.Fields(rest)
-			if !ok || len(f) < 12 {
-				continue
-			}
-			// Receive: bytes packets errs drop ...; transmit from
-			// the ninth field: bytes packets errs drop.
-			rx, _ := strconv.ParseFloat(f[3], 64)
-			tx, _ := strconv.ParseFloat(f[11], 64)
-			s.drops[name+"/"+strings.TrimSpace(dev)] = rx + tx
+		for dev, l := range links {
+			s.drops[name+"/"+dev] = float64(l.RX.Dropped + l.TX.Dropped)
 		}
 	}
 	return s, nil

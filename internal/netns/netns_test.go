@@ -245,6 +245,14 @@ func testTopology(t *testing.T) {
 		if _, err := a.LinkStats("nosuchdev"); err == nil {
 			t.Error("LinkStats of a missing device: no error")
 		}
+		all, err := a.AllLinkStats()
+		must(t, err)
+		if l, ok := all["eth0"]; !ok || l.RX.Packets < 4 {
+			t.Errorf("AllLinkStats: %+v, want eth0 with 4 or more packets received", all)
+		}
+		if _, ok := all["lo"]; !ok {
+			t.Errorf("AllLinkStats: %+v, want lo too", all)
+		}
 	})
 
 	t.Run("tcp", func(t *testing.T) {
