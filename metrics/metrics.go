@@ -182,8 +182,13 @@ func Write(w io.Writer, src Source) {
 	}
 	// The SYN queue of each service as the SYN proxy's automatic mode
 	// counts it (nat/halfopen.go): at synproxy_backlog its SYNs are
-	// answered with cookies. Linux's listener shows the same as ss's
-	// Recv-Q and its limit; IPVS has no such count.
+	// answered with cookies. A Linux listener keeps the same count of
+	// its SYN queue (inet_csk_reqsk_queue_len; tcp_conn_request in
+	// net/ipv4/tcp_input.c sends cookies once it reaches the listen
+	// backlog, which ss -lt shows as Send-Q); ss lists its entries
+	// (state syn-recv) but does not sum them: a listener's Recv-Q is its
+	// accept queue (sk_ack_backlog, tcp_diag_get_info). IPVS has no such
+	// count.
 	m.head("tunvs_service_half_open_connections", "gauge", "per virtual service: connections in SYN_RECV or SYNACK; at tunvs_synproxy_backlog the SYN proxy's automatic mode answers its SYNs with cookies")
 	for _, s := range svcs {
 		m.val("tunvs_service_half_open_connections", svcLabels(s), uint64(max(s.HalfOpen(), 0)))
