@@ -582,8 +582,9 @@ func (n *NIC) sendTooBig(frame []byte, p *nat.Packet, res nat.Result) {
 	if size == 0 {
 		return
 	}
-	n.replyFrame(frame, b, size, p.V6)
+	// Counted before the write, which a reader may see at once.
 	n.h.Counters.TooBigSent.Add(1)
+	n.replyFrame(frame, b, size, p.V6)
 }
 
 func (n *NIC) sendTimeExceeded(frame []byte, p *nat.Packet) {
@@ -600,8 +601,9 @@ func (n *NIC) sendTimeExceeded(frame []byte, p *nat.Packet) {
 	if size == 0 {
 		return
 	}
-	n.replyFrame(frame, b, size, p.V6)
+	// Counted before the write, which a reader may see at once.
 	n.h.Counters.TimeExceededSent.Add(1)
+	n.replyFrame(frame, b, size, p.V6)
 }
 
 func (n *NIC) sendUnreachable(frame []byte, p *nat.Packet) {
@@ -614,6 +616,7 @@ func (n *NIC) sendUnreachable(frame []byte, p *nat.Packet) {
 	if size == 0 {
 		return
 	}
-	n.replyFrame(frame, b, size, p.V6)
+	// Counted before the write, which a reader may see at once.
 	n.h.Counters.UnreachSent.Add(1)
+	n.replyFrame(frame, b, size, p.V6)
 }
