@@ -39,10 +39,23 @@ const (
 // old answer.
 func (h *Host) egressTag() uint32 { return uint32(h.routes.gen.Load()) << egBits }
 
-// loadEgress returns what slot holds for generation tag (noBypass
-// included), or 0 if it holds nothing of that generation.
-func loadEgress(slot *atomic.Uint32, tag uint32) uint32 {
+// cachedEgress returns what dir's Egress slot of c holds for the current
+// route generation (0: resolve it, then storeEgress with tag). A slot
+// resolved in an older generation first has its MTU follow the route
+// (rerouted).
+func (h *Host) cachedEgress(c *nat.Conn, dir nat.Dir) (eg, tag uint32) {
+	slot := &c.Egress[dir]
+	tag = h.egressTag()
 	v := slot.Load()
+	if eg = loadEgress(v, tag); eg == 0 && v != 0 {
+		h.rerouted(c, dir)
+	}
+	return eg, tag
+}
+
+// loadEgress returns what a slot holding v holds for generation tag (noBypass
+// included), or 0 if it holds nothing of that generation.
+func loadEgress(v, tag uint32) uint32 {
 	if v == 0 || v&egTagged != tag {
 		return 0
 	}

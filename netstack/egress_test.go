@@ -15,17 +15,17 @@ func TestEgressSlot(t *testing.T) {
 	for _, eg := range []uint32{1, 2, maxHops, maxTunEPs, noBypass} {
 		for _, gen := range []uint64{0, 1, 1<<15 - 1, 1 << 15, 1<<40 + 5} {
 			var slot atomic.Uint32
-			if got := loadEgress(&slot, tag(gen)); got != 0 {
+			if got := loadEgress(slot.Load(), tag(gen)); got != 0 {
 				t.Fatalf("empty slot: %d", got)
 			}
 			storeEgress(&slot, eg, tag(gen))
-			if got := loadEgress(&slot, tag(gen)); got != eg {
+			if got := loadEgress(slot.Load(), tag(gen)); got != eg {
 				t.Errorf("eg %d stored in generation %d: loaded %d", eg, gen, got)
 			}
-			if got := loadEgress(&slot, tag(gen+1)); got != 0 {
+			if got := loadEgress(slot.Load(), tag(gen+1)); got != 0 {
 				t.Errorf("eg %d stored in generation %d: loaded %d in the next", eg, gen, got)
 			}
-			if got := loadEgress(&slot, tag(gen+1<<15)); got != eg {
+			if got := loadEgress(slot.Load(), tag(gen+1<<15)); got != eg {
 				t.Errorf("eg %d stored in generation %d: %d 2^15 later, want the same (15-bit tag)", eg, gen, got)
 			}
 			want := eg

@@ -75,21 +75,16 @@ type pending struct {
 // headroom in front of the packet; from a TAP to a TUN it is left behind.
 func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g tun.GSO) bool {
 	h := in.h
-	slot := &res.Conn.Egress[res.Dir]
-	tag := h.egressTag()
-	eg := loadEgress(slot, tag)
+	eg, tag := h.cachedEgress(res.Conn, res.Dir)
 	if eg == 0 {
 		// The first packet of this direction, or the first since a
 		// route, address or NIC changed (egress.go).
-		if slot.Load() != 0 {
-			h.rerouted(res.Conn, res.Dir)
-		}
 		if res.Conn.Routed() {
 			eg = h.resolveDirect(res.Conn.DAddr())
 		} else {
 			eg = h.resolveEgress(p)
 		}
-		storeEgress(slot, eg, tag)
+		storeEgress(&res.Conn.Egress[res.Dir], eg, tag)
 	}
 	if eg == noBypass {
 		return false

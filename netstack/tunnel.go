@@ -143,15 +143,10 @@ func (f *fastPath) tunnel(in *NIC, res nat.Result, p *nat.Packet, whole []byte, 
 	if in.kind == tun.KindTAP && string(whole[bufOffset:bufOffset+6]) != string(in.mac) {
 		return false
 	}
-	slot := &c.Egress[nat.DirIn]
-	tag := h.egressTag()
-	ti := loadEgress(slot, tag)
+	ti, tag := h.cachedEgress(c, nat.DirIn)
 	if ti == 0 {
-		if slot.Load() != 0 {
-			h.rerouted(c, nat.DirIn)
-		}
 		ti = h.resolveTunnel(c.DAddr())
-		storeEgress(slot, ti, tag)
+		storeEgress(&c.Egress[nat.DirIn], ti, tag)
 	}
 	if ti == noBypass {
 		return false
