@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +72,27 @@ func TestRunPattern(t *testing.T) {
 	} {
 		if got := runPattern(name); got != want {
 			t.Errorf("runPattern(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestSubLevels(t *testing.T) {
+	for _, c := range []struct {
+		pattern string
+		depth   int
+		want    []string
+	}{
+		{"TestSYNFlood$/uid65534/max_synproxy_always", 2, []string{"max_synproxy_always"}},
+		{"TestSYNFlood$/uid65534/max_synproxy_always", 1, []string{"uid65534", "max_synproxy_always"}},
+		{"TestSYNFlood$/uid65534", 2, nil},
+		{"TestSYNFlood", 1, nil},
+		{"", 1, nil},
+		{`TestA/[/]x/(a/b)\/c/d`, 1, []string{`[/]x`, `(a/b)\/c`, "d"}},
+		{"TestA|TestB/x/y", 1, nil},
+		{"TestA/(x|y)/z", 1, []string{"(x|y)", "z"}},
+	} {
+		if got := subLevels(c.pattern, c.depth); !slices.Equal(got, c.want) {
+			t.Errorf("subLevels(%q, %d) = %q, want %q", c.pattern, c.depth, got, c.want)
 		}
 	}
 }

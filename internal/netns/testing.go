@@ -5,6 +5,7 @@ package netns
 import (
 	"bytes"
 	"context"
+	"flag"
 	"os"
 	"regexp"
 	"strings"
@@ -43,7 +44,15 @@ func RunInSandbox(t testing.TB, opts SandboxOptions) bool {
 	}
 
 	ctx := context.Background()
-	args := []string{"-test.run=" + runPattern(t.Name()), "-test.v=true"}
+	pattern := runPattern(t.Name())
+	if f := flag.Lookup("test.run"); f != nil {
+		// Subtests the caller's -run names below this one (go test
+		// -run 'TestSYNFlood/uid65534/max') select inside too.
+		if deeper := subLevels(f.Value.String(), strings.Count(t.Name(), "/")+1); len(deeper) > 0 {
+			pattern += "/" + strings.Join(deeper, "/")
+		}
+	}
+	args := []string{"-test.run=" + pattern, "-test.v=true"}
 	if d, ok := t.(interface{ Deadline() (time.Time, bool) }); ok {
 		if deadline, ok := d.Deadline(); ok {
 			// Let the inner binary time out (and print its goroutines)
@@ -127,6 +136,48 @@ func runPattern(name string) string {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
 	return strings.Join(parts, "/")
+}
+
+// subLevels is what -run pattern selects below its first depth levels,
+// split at slashes as go test splits it (testing's splitRegexp: not
+// inside brackets or parentheses, nor escaped). A pattern with an
+// alternation outside them ("A|B/c") gives none: its levels do not
+// line up with one test's.
+func subLevels(pattern string, depth int) []string {
+	var levels []string
+	brackets, parens, start := 0, 0, 0
+	for i := 0; i < len(pattern); i++ {
+		switch pattern[i] {
+		case '[':
+			brackets++
+		case ']':
+			brackets = max(brackets-1, 0)
+		case '(':
+			if brackets == 0 {
+				parens++
+			}
+		case ')':
+			if brackets == 0 {
+				parens--
+			}
+		case '\\':
+			i++
+		case '|':
+			if brackets == 0 && parens == 0 {
+				return nil
+			}
+		case '/':
+			if brackets == 0 && parens == 0 {
+				levels = append(levels, pattern[start:i])
+				start = i + 1
+			}
+		}
+	}
+	levels = append(levels, pattern[start:])
+	if len(levels) <= depth {
+		return nil
+	}
+	return levels[depth:]
 }
 
 // innerVerdict finds "--- PASS: name (" and friends in -test.v output.
