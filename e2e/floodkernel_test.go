@@ -115,10 +115,11 @@ func runKernelFlood(t *testing.T) {
 		return 0
 	}
 	total := newOK.Load() + newFail.Load()
-	t.Logf("FIGURES kernel rate=max sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) established ok=%d fail=%d reconnects=%d established_retrans=%d veth_drops=%d/%d cookies_sent=%d listen_drops=%d",
+	t.Logf("FIGURES kernel rate=max sent=%d (%.0f/s) new_ok=%d/%d (%.2f%%) %s veth_drops=%d/%d cookies_sent=%d listen_drops=%d",
 		sent.Load(), float64(sent.Load())/floodFor.Seconds(), newOK.Load(), total, 100*float64(newOK.Load())/float64(max(total, 1)),
-		est.ok.Load(), est.fail.Load(), est.reconnects.Load(), est.retransmits(),
+		est.figures(),
 		dropped1-dropped0, dropped1-dropped0+queued1-queued0, counter("TcpExtSyncookiesSent"), counter("TcpExtListenDrops"))
+	est.logFails(t)
 	// The comparison is only one if the kernel did answer the flood.
 	if counter("TcpExtSyncookiesSent") < uint64(sent.Load())/2 {
 		t.Errorf("the kernel sent %d cookies for %d SYNs", counter("TcpExtSyncookiesSent"), sent.Load())
