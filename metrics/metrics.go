@@ -7,6 +7,7 @@ package metrics
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	stdlog "log"
@@ -92,8 +93,37 @@ func Serve(addr string, src Source, log zerolog.Logger) (*guard.Listener, error)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: ReadTimeout,
 		WriteTimeout: 30 * time.Second, IdleTimeout: IdleTimeout, MaxHeaderBytes: MaxHeaderBytes,
 		ErrorLog: stdlog.New(log, "metrics: ", 0)}
-	go srv.Serve(gl)
+	go srv.Serve(headerCap{gl})
 	return gl, nil
+}
+
+// headerCap counts, as too large, the requests net/http refuses itself
+// for a header over MaxHeaderBytes: it writes "HTTP/1.1 431 ..." straight
+// to the connection (conn.serve in net/http/server.go) and no handler
+// runs, so the refusal is seen where it is written. The handler above
+// never answers 431.
+type headerCap struct{ *guard.Listener }
+
+func (l headerCap) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return headerCapConn{c, l.Listener}, nil
+}
+
+type headerCapConn struct {
+	net.Conn
+	gl *guard.Listener
+}
+
+var status431 = []byte("HTTP/1.1 431 ")
+
+func (c headerCapConn) Write(b []byte) (int, error) {
+	if bytes.HasPrefix(b, status431) {
+		c.gl.TooLarge(MaxHeaderBytes)
+	}
+	return c.Conn.Write(b)
 }
 
 // labelEscaper escapes a label value as the text format wants. It is
