@@ -240,10 +240,11 @@ func latencyWorkload(b *bed, c config, r *result, note func(string, error), set 
 }
 
 // profiled runs workload key with the director's profiles taken
-// meanwhile (-profile) and, for tunvs, the share of the packets that
-// took the bypass rather than the stack.
+// meanwhile (-profile), the machine's idle CPU time and, for tunvs, the
+// share of the packets that took the bypass rather than the stack.
 func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, error)) (T, error) {
 	defer b.bypassShare(r, key)()
+	defer idleDuring(r, key)()
 	defer b.lossDuring(r, key)()
 	prof := b.profileDuring(c, r, key, c.duration)
 	defer prof.wait()
@@ -269,7 +270,12 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // director's read and write system calls per packet (/proc/PID/io):
 // below 1 where reads or writes carry super-packets or coalesced runs,
 // the scrapes of its metrics (a handful) included. And key_gc, the GC
-// cycles the director ran meanwhile.
+// cycles the director ran meanwhile. And key_runq_us_pkt, the time the
+// director's threads spent runnable but waiting for a CPU per packet
+// (beside key_cpu_us_pkt, the time they ran), key_preempt_pkt, the times
+// they were preempted per packet: with key_idle_pct (idleDuring) they
+// tell a director that waits for its packets from one that waits for a
+// CPU.
 func (b *bed) bypassShare(r *result, key string) func() {
 	if !b.tunvs {
 		return func() {}
@@ -280,6 +286,7 @@ func (b *bed) bypassShare(r *result, key string) func() {
 	}
 	_, cpu0, cpuErr := procUsage(b.dirProc.Process.Pid)
 	rd0, wr0, ioErr := procSyscalls(b.dirProc.Process.Pid)
+	rq0, pre0, rqErr := procRunDelay(b.dirProc.Process.Pid)
 	return func() {
 		m, err := scrapeMetrics(b)
 		if err != nil {
@@ -310,6 +317,11 @@ func (b *bed) bypassShare(r *result, key string) func() {
 				r.Figures[key+"_reads_pkt"] = (rd - rd0) / (fast + slow)
 				r.Figures[key+"_writes_pkt"] = (wr - wr0) / (fast + slow)
 				fmt.Fprintf(os.Stderr, "   %-15s %.3f read and %.3f write system calls per packet\n", key+" syscalls", r.Figures[key+"_reads_pkt"], r.Figures[key+"_writes_pkt"])
+			}
+			if rq, pre, err := procRunDelay(b.dirProc.Process.Pid); err == nil && rqErr == nil {
+				r.Figures[key+"_runq_us_pkt"] = 1e6 * (rq - rq0) / (fast + slow)
+				r.Figures[key+"_preempt_pkt"] = (pre - pre0) / (fast + slow)
+				fmt.Fprintf(os.Stderr, "   %-15s %.2f µs per packet waiting for a CPU, %.3f preemptions per packet\n", key+" runq", r.Figures[key+"_runq_us_pkt"], r.Figures[key+"_preempt_pkt"])
 			}
 		}
 	}
