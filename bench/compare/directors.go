@@ -185,17 +185,11 @@ func setupTunvs(b *bed, c config) (string, error) {
 
 // procUsage reads a process's peak RSS (MB) and CPU time (s).
 func procUsage(pid int) (rssMB, cpuS float64, err error) {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m, err := readProcMem(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, l := range strings.Split(string(st), "\n") {
-		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			var kb float64
-			fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
-			rssMB = kb / 1024
-		}
-	}
+	rssMB = m.hwm
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return 0, 0, err

@@ -302,28 +302,8 @@ func sumPrefix(m map[string]float64, prefix string) float64 {
 
 // procMem reads a process's VmRSS and VmHWM in MB.
 func procMem(pid int) (rss, hwm float64, err error) {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
-	}
-	for _, l := range strings.Split(string(st), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		var kb float64
-		fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
-		switch k {
-		case "VmRSS":
-			rss = kb / 1024
-		case "VmHWM":
-			hwm = kb / 1024
-		}
-	}
-	if rss == 0 {
-		return 0, 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-	}
-	return rss, hwm, nil
+	s, err := readProcMem(pid)
+	return s.rss, s.hwm, err
 }
 
 // flowsRun fills the director's table with c.flows flows, within

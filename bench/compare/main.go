@@ -92,6 +92,8 @@ var workloads = []struct{ key, label, unit string }{
 	{"lat_p99", "latency p99 @ fixed rate", "µs"},
 	{"lat_missed", "latency: requests missed (failed or not sent)", "%"},
 	{"rss_mb", "director peak RSS", "MB"},
+	{"rss_anon_mb", "of it anonymous (heap, stacks, runtime)", "MB"},
+	{"rss_file_mb", "of it file pages (binary, libraries)", "MB"},
 	{"cpu_s", "director CPU", "s"},
 	{"flows_held", "flows held (of -flows, fresh director)", "k"},
 	{"flows_rss_mb", "director RSS at the flows held", "MB"},
@@ -102,14 +104,23 @@ var workloads = []struct{ key, label, unit string }{
 }
 
 var lowerBetter = map[string]bool{"lat_p50": true, "lat_p90": true, "lat_p99": true, "lat_missed": true, "udp_loss": true, "rss_mb": true, "cpu_s": true,
+	"rss_anon_mb": true, "rss_file_mb": true,
 	"flows_rss_mb": true, "flows_hwm_mb": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
 
 // notCharted are the table's rows that explain another row rather than
 // compare the directors: the chart leaves them out.
 // The flows rows have no kernel figure to be a ratio to either.
 var notCharted = map[string]bool{"udp_sent": true, "udp_loss": true, "lat_missed": true,
+	"rss_anon_mb": true, "rss_file_mb": true,
 	"flows_held": true, "flows_rss_mb": true, "flows_hwm_mb": true,
 	"flows_gogc_held": true, "flows_gogc_rss_mb": true, "flows_gogc_hwm_mb": true}
+
+// rssMeta says what the RSS rows are (meta "rss", printed under the table).
+var rssMeta = fmt.Sprintf("peak RSS is the director's VmHWM at the end of its workloads; its anonymous and file rows are RssAnon and RssFile (/proc/PID/status) at the highest VmRSS of samples taken every %v while they ran (results.json also has the highest of each: rss_anon_max_mb, rss_file_max_mb). File pages are the binary's and shared libraries' pages in the page cache the process has mapped; anonymous ones are its own (heap, stacks, runtime metadata)", memSampleEvery)
+
+// optionalRow are rows that results from older runs lack: the table
+// leaves them out when no director has them.
+var optionalRow = map[string]bool{"rss_anon_mb": true, "rss_file_mb": true}
 
 type config struct {
 	out      string
@@ -332,6 +343,7 @@ func report(c config, res []result) int {
 		"rounds":      c.rounds,
 		"topologies":  c.topologies,
 		"tunvs_flags": strings.Join(c.tunvsFlags, " "),
+		"rss":         rssMeta,
 		"udp":         fmt.Sprintf("%d flows of %d-byte datagrams from %d sender threads, sendmmsg/recvmmsg in batches of %d", udpFlows, udpPayload, c.udpSenders, udpBatch),
 	}
 	if c.flows > 0 {

@@ -79,6 +79,9 @@ func renderTable(res []result, meta map[string]any) string {
 	if u, ok := meta["udp"]; ok {
 		fmt.Fprintf(&b, "UDP: %v, one way to the real servers for the whole window; received is what the real servers read, loss is 1 - received/sent.\n", u)
 	}
+	if m, ok := meta["rss"]; ok {
+		fmt.Fprintf(&b, "RSS: %v.\n", m)
+	}
 	if fl, ok := meta["flows"]; ok {
 		fmt.Fprintf(&b, "Flows: %v.\n", fl)
 	}
@@ -118,8 +121,8 @@ func writeTable(b *strings.Builder, res []result, meta map[string]any) {
 	}
 	fmt.Fprintln(b)
 	for _, w := range workloads {
-		if strings.HasPrefix(w.key, "flows_") && !anyHas(res, w.key) {
-			continue // the flows workload was skipped (-flows 0)
+		if (strings.HasPrefix(w.key, "flows_") || optionalRow[w.key]) && !anyHas(res, w.key) {
+			continue // the flows workload was skipped (-flows 0), or results from before the row
 		}
 		label := w.label
 		if g, ok := meta["flows_gogc"]; ok {

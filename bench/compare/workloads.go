@@ -142,6 +142,10 @@ func run(b *bed, c config, self string, r *result) {
 		r.Figures[k] = v
 		fmt.Fprintf(os.Stderr, "   %-15s %.2f\n", k, v)
 	}
+	var mem *memSampler
+	if b.dirProc != nil {
+		mem = sampleMem(b.dirProc.Process.Pid)
+	}
 	for _, w := range []struct {
 		key     string
 		streams string
@@ -186,7 +190,26 @@ func run(b *bed, c config, self string, r *result) {
 			set("rss_mb", rss)
 			set("cpu_s", cpu)
 		}
+		memFigures(b.dirProc.Process.Pid, mem, r, note, set)
 	}
+}
+
+// memFigures records what the director's resident memory was made of at
+// its highest sample: anonymous and file pages (table and JSON), and for
+// the JSON the highest of each whenever it was.
+func memFigures(pid int, mem *memSampler, r *result, note func(string, error), set func(string, float64)) {
+	peak, maxAnon, maxFile, n, err := mem.finish(pid)
+	if err != nil {
+		note("rss_anon_mb", err)
+		return
+	}
+	set("rss_anon_mb", peak.anon)
+	set("rss_file_mb", peak.file)
+	r.Figures["rss_sampled_mb"] = peak.rss
+	r.Figures["rss_anon_max_mb"] = maxAnon
+	r.Figures["rss_file_max_mb"] = maxFile
+	fmt.Fprintf(os.Stderr, "   rss: highest of %d samples VmRSS %.2f MB = RssAnon %.2f + RssFile %.2f + RssShmem %.2f; highest RssAnon %.2f, RssFile %.2f\n",
+		n, peak.rss, peak.anon, peak.file, peak.shmem, maxAnon, maxFile)
 }
 
 // udpWorkload runs the UDP flood and records its figures.
