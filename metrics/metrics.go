@@ -13,7 +13,6 @@ import (
 	stdlog "log"
 	"net"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
@@ -290,18 +289,7 @@ func Write(w io.Writer, src Source) {
 			m.val(name, "", hc.v)
 		}
 	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	m.head("go_goroutines", "gauge", "number of goroutines")
-	m.val("go_goroutines", "", uint64(runtime.NumGoroutine()))
-	m.head("go_memstats_heap_alloc_bytes", "gauge", "heap bytes allocated and in use")
-	m.val("go_memstats_heap_alloc_bytes", "", ms.HeapAlloc)
-	m.head("go_memstats_heap_inuse_bytes", "gauge", "heap bytes in in-use spans")
-	m.val("go_memstats_heap_inuse_bytes", "", ms.HeapInuse)
-	m.head("go_memstats_sys_bytes", "gauge", "bytes obtained from the OS")
-	m.val("go_memstats_sys_bytes", "", ms.Sys)
-	m.head("go_gc_cycles_total", "counter", "completed GC cycles")
-	m.val("go_gc_cycles_total", "", uint64(ms.NumGC))
+	writeGoRuntime(m)
 }
 
 // writeHealth exports the health checks: whether each checked server is
