@@ -55,19 +55,7 @@ func TestSYNFlood(t *testing.T) {
 	})
 }
 
-func rssKB(pid int) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
-	}
-	return -1
-}
+func rssKB(pid int) int { return statusKB(pid, "VmRSS:") }
 
 // conns is the table's size, from tunvsadm -L -n (the ActiveConn and
 // InActConn columns of every real server).
@@ -89,7 +77,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 		maxConns = 10000
 		floodFor = 10 * time.Second
 	)
-	e := setup(t, opts{extra: []string{fmt.Sprintf("--max-conns=%d", maxConns),
+	o := opts{extra: []string{fmt.Sprintf("--max-conns=%d", maxConns),
 		// The flood's half-open entries drain in 10 s instead of the
 		// kernel's 60 so that the suite ends in bounded time.
 		"--state-timeout=SYN_RECV=10s",
@@ -99,11 +87,14 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 		// flooded queue, and its next retransmission would then be
 		// answered as a bad cookie ACK: a reset).
 		"--timeouts=900,2,3",
-		"--sysctl", fmt.Sprintf("synproxy=%d", synproxy), "--metrics=127.0.0.1:0"}})
+		"--sysctl", fmt.Sprintf("synproxy=%d", synproxy), "--metrics=127.0.0.1:0"}}
+	rssWarm := warmReference(t, o)
+	e := setup(t, o)
 	pid := e.daemon.Process.Pid
 	c := e.httpClient()
 	get(t, c, "http://172.16.1.100/") // warm up
 	rssBefore := rssKB(pid)
+	memBefore := e.memOf(t, pid)
 
 	// The established connection: one keep-alive connection, a request
 	// every 100 ms through the flood.
@@ -149,6 +140,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	during := e.conns()
 	halfOpen := metric(t, e.metrics(), fmt.Sprintf(`tunvs_service_half_open_connections{protocol="tcp",service="%s:80"}`, vip4))
 	rssDuring := rssKB(pid)
+	memDuring := e.memOf(t, pid)
 	wg.Wait()
 	if floodErr != nil {
 		t.Fatalf("flood: %v", floodErr)
@@ -185,7 +177,11 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	drained := time.Since(drainStart).Round(time.Second)
 	time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
 	rssAfter := rssKB(pid)
+	memAfter := e.memOf(t, pid)
 	m := e.metrics()
+	t.Logf("FIGURES memory before: %v; during: %v; after: %v", memBefore, memDuring, memAfter)
+	t.Logf("FIGURES rss_kb after=%d: %+.0f%% of before (%d), %+.0f%% of the warm reference (%d, a director that served the flood's legitimate traffic alone: warmReference)",
+		rssAfter, pctOver(rssAfter, rssBefore), rssBefore, pctOver(rssAfter, rssWarm), rssWarm)
 	ev := func(name string) uint64 {
 		return metric(t, m, fmt.Sprintf(`tunvs_synproxy_total{event="%s"}`, name))
 	}
