@@ -16,6 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tunvs/tunvs/internal/netns"
 	"github.com/tunvs/tunvs/nat"
 )
 
@@ -68,8 +69,14 @@ func TestHelperFdDaemon(t *testing.T) {
 // The control socket answers again once descriptors are free after the
 // daemon ran out of them (it used to stop accepting for good on the
 // first EMFILE): a request made while the daemon has none is answered as
-// soon as they are freed, and the failure is logged once and counted.
+// soon as they are freed, and the failure is logged once and counted. In
+// a sandbox made by root and in one made by uid 65534 (make reliability
+// runs it), as the daemon runs unprivileged.
 func TestControlSurvivesFdExhaustion(t *testing.T) {
+	netns.InSandboxes(t, controlSurvivesFdExhaustion)
+}
+
+func controlSurvivesFdExhaustion(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ctl.sock")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperFdDaemon$", "-test.v")
 	cmd.Env = append(os.Environ(), envFdDaemon+"="+path)
