@@ -209,7 +209,9 @@ func newKeepAlive(t *testing.T, dial func(context.Context, string, string) (net.
 // as a reconnection.
 func (k *keepAlive) get(reconnect bool) error {
 	start := time.Now()
-	var wrote time.Time
+	// WroteRequest runs on the transport's writing goroutine, which a
+	// timed-out request does not wait for.
+	var wrote atomic.Int64
 	var sock *net.TCPConn
 	var retrans0 uint32
 	tr := &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
@@ -224,7 +226,7 @@ func (k *keepAlive) get(reconnect bool) error {
 			k.reconnects.Add(1)
 			k.note("reconnected at %s, %v into the request", time.Now().Format("15:04:05.000"), time.Since(start).Round(time.Millisecond))
 		}
-	}, WroteRequest: func(httptrace.WroteRequestInfo) { wrote = time.Now() }}
+	}, WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(int64(time.Since(start))) }}
 	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), tr), "GET", k.url, nil)
 	if err != nil {
 		return err
@@ -237,8 +239,12 @@ func (k *keepAlive) get(reconnect bool) error {
 	}
 	took := time.Since(start)
 	if err != nil {
-		k.note("failed: started at %s, after %v (request written after %v): %v",
-			start.Format("15:04:05.000"), took.Round(time.Millisecond), wrote.Sub(start).Round(time.Millisecond), err)
+		written := "not written"
+		if w := wrote.Load(); w > 0 {
+			written = "written after " + time.Duration(w).Round(time.Millisecond).String()
+		}
+		k.note("failed: started at %s, after %v (request %s): %v",
+			start.Format("15:04:05.000"), took.Round(time.Millisecond), written, err)
 		return err
 	}
 	if sock != nil && readTCPInfo(sock).totRetrans != retrans0 {
