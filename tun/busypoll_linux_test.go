@@ -54,22 +54,7 @@ func TestBusyPoll(t *testing.T) {
 			// rounds.
 			for round := 0; round < 20; round++ {
 				mark := []byte(fmt.Sprintf("busy poll round %d", round))
-				done := make(chan error, 1)
-				go func() {
-					for {
-						n, err := gd.ReadGSO(arena, 16, pkts)
-						if err != nil {
-							done <- err
-							return
-						}
-						for _, p := range pkts[:n] {
-							if bytes.HasSuffix(arena[p.Off:p.Off+p.Len], mark) {
-								done <- nil
-								return
-							}
-						}
-					}
-				}()
+				done := readUntil(gd, arena, pkts, func(p []byte) bool { return bytes.HasSuffix(p, mark) })
 				// Let the reader find the device empty and spin
 				// (or, with 1 ms, give up and wait).
 				time.Sleep(50 * time.Millisecond)

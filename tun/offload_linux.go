@@ -142,6 +142,19 @@ type offloadQueue struct {
 	efd    int
 	pfd    [2]unix.PollFd
 	tid    atomic.Int32
+	// armed says Config.ReadWait is WaitArmed: the device's fd (devFd)
+	// is in an epoll instance of its own (epFile, epRC), armed by a
+	// reader that finds it empty (arm: on the next epReady) and waited
+	// for in Go's poller; epEv is epReady's event, epErr its error,
+	// epFn the callback. See readarmed_linux.go.
+	armed  bool
+	arm    bool
+	devFd  int32
+	epFile *os.File
+	epRC   syscall.RawConn
+	epEv   [1]unix.EpollEvent
+	epErr  error
+	epFn   func(fd uintptr) bool
 	// readFn and readGSOFn are the RawConn callbacks of Read and
 	// ReadGSO, made on first use: a closure per call would be an
 	// allocation per call.
@@ -252,10 +265,18 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			}
 			d.uso = uso
 		}
-		f := os.NewFile(uintptr(fd), tunDevicePath)
-		rc, err := f.SyscallConn()
+		var f *os.File
+		var rc syscall.RawConn
+		if cfg.ReadWait == WaitArmed {
+			f, rc, err = newUnpolledFile(fd, tunDevicePath)
+		} else {
+			f = os.NewFile(uintptr(fd), tunDevicePath)
+			rc, err = f.SyscallConn()
+		}
 		if err != nil {
-			f.Close()
+			if f != nil {
+				f.Close()
+			}
 			closeAll()
 			return nil, err
 		}
@@ -264,7 +285,15 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
-		if cfg.ReadWait != WaitPoller {
+		if cfg.ReadWait == WaitArmed {
+			// The queue's own writes go to the fd directly too: its
+			// RawConn cannot wait for a full buffer (see write).
+			q.writeState = writeState{direct: true, fd: uintptr(fd)}
+			if err := q.openArmed(fd); err != nil {
+				closeAll()
+				return nil, err
+			}
+		} else if cfg.ReadWait != WaitPoller {
 			if err := q.openReadThread(cfg.ReadWait == WaitThread); err != nil {
 				closeAll()
 				return nil, err
@@ -447,6 +476,14 @@ func (q *offloadQueue) read1(fd uintptr, buf []byte) (m int, more, done bool) {
 			}
 			return -1, true, false
 		}
+		if q.rd.n == 0 && q.armed {
+			if err := q.waitArmed(); err != nil {
+				q.rd.err = err
+				return 0, false, true
+			}
+			q.c.readWaits.Add(1)
+			return -1, true, false
+		}
 		if q.rd.n == 0 {
 			// Back to the poller (the callback returns false),
 			// woken when the device has a packet.
@@ -592,6 +629,15 @@ func (q *offloadQueue) write(w *writeState, pkt []byte) error {
 		if done, err := q.writeDirect(w.fd, pkt); done {
 			return err
 		}
+		for q.armed {
+			// Not in the runtime's poller: wait here.
+			if err := q.waitWritable(w.fd); err != nil {
+				return q.wrapErr("write", err)
+			}
+			if done, err := q.writeDirect(w.fd, pkt); done {
+				return err
+			}
+		}
 	}
 	w.wpkt, w.werr = pkt, nil
 	if w.writeFn == nil {
@@ -665,6 +711,7 @@ func (q *offloadQueue) Close() error {
 		return nil
 	}
 	q.wakeThread()
+	q.closeArmed()
 	// No Writer's write is under way on the fd number once closeMu is
 	// held, and none starts after (they see closed): the number is not
 	// reused under them.

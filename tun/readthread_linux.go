@@ -121,10 +121,10 @@ func (q *offloadQueue) closeThread() {
 	}
 }
 
-// ReadThreadID is the thread (gettid) of the first wait in ppoll of a
-// WaitPoll or WaitThread queue's reader, the one a WaitThread reader is
-// locked to; 0 before that wait. For tests, which check that it ends
-// with a WaitThread reader.
+// ReadThreadID is the thread (gettid) of the first wait of a WaitPoll,
+// WaitThread or WaitArmed queue's reader (in ppoll, or on its epoll
+// instance), the one a WaitThread reader is locked to; 0 before that
+// wait. For tests, which check that it ends with a WaitThread reader.
 func (q *offloadQueue) ReadThreadID() int { return int(q.tid.Load()) }
 
 // ReadWaits is OffloadStats.ReadWaits alone, for callers that count

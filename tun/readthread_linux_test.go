@@ -22,19 +22,19 @@ import (
 	"github.com/tunvs/tunvs/tun"
 )
 
-// TestReadThread checks Config.ReadWait WaitThread and WaitPoll on real
-// devices, in a fresh namespace made by root and by uid 65534: the
-// readers, each waiting in ppoll (WaitThread: on its own locked thread),
-// deliver what the kernel sends; Close wakes them, and their goroutines
-// (and the locked threads) end with them; a device destroyed under a
-// waiting reader wakes it with EBADFD, the error the netstack takes for a
-// lost device.
+// TestReadThread checks Config.ReadWait WaitThread, WaitPoll and
+// WaitArmed on real devices, in a fresh namespace made by root and by uid
+// 65534: the readers, each waiting in ppoll (WaitThread: on its own
+// locked thread) or on its epoll instance (WaitArmed), deliver what the
+// kernel sends; Close wakes them, and their goroutines (and the locked
+// threads) end with them; a device destroyed under a waiting reader
+// wakes it with EBADFD, the error the netstack takes for a lost device.
 func TestReadThread(t *testing.T) {
 	netns.InSandboxes(t, func(t *testing.T) {
 		for _, w := range []struct {
 			name string
 			wait tun.ReadWait
-		}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}} {
+		}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}, {"armed", tun.WaitArmed}} {
 			t.Run(w.name+"/deliver-close", func(t *testing.T) { readThreadDeliverClose(t, w.wait) })
 			t.Run(w.name+"/gone", func(t *testing.T) { readThreadGone(t, w.wait) })
 		}
@@ -248,7 +248,16 @@ func TestReadThreadAllocatesNothing(t *testing.T) {
 	if !tun.InSandbox(t) {
 		return
 	}
-	d := tun.OpenOrSkip(t, tun.Config{Name: "tvalloc1", MTU: 1500, Up: true, Offload: true, ReadWait: tun.WaitThread})
+	for _, w := range []struct {
+		name string
+		wait tun.ReadWait
+	}{{"thread", tun.WaitThread}, {"armed", tun.WaitArmed}} {
+		t.Run(w.name, func(t *testing.T) { readWaitAllocs(t, w.wait) })
+	}
+}
+
+func readWaitAllocs(t *testing.T, wait tun.ReadWait) {
+	d := tun.OpenOrSkip(t, tun.Config{Name: "tvalloc1", MTU: 1500, Up: true, Offload: true, ReadWait: wait})
 	od := d.(*tun.OffloadDevice)
 	dev := d.(tun.GSODevice)
 	tun.SetAddr(t, d.Name(), netip.MustParsePrefix("10.85.0.1/24"))
@@ -278,9 +287,158 @@ func TestReadThreadAllocatesNothing(t *testing.T) {
 	round() // warm up: the thread locked, first-use callbacks
 	before := od.Stats().ReadWaits
 	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
-		t.Errorf("ReadGSO waiting in ppoll allocates %.1f times per round, want 0", allocs)
+		t.Errorf("ReadGSO waiting allocates %.1f times per round, want 0", allocs)
 	}
 	if od.Stats().ReadWaits == before {
-		t.Error("the reader never waited in ppoll")
+		t.Error("the reader never waited")
 	}
+}
+
+// TestReadArmed checks what WaitArmed is for, on a real device as root
+// and as uid 65534: the device's fd is in no epoll set of the runtime's
+// (with WaitPoller it is, which the test checks too), only in its own
+// epoll instance, and there it is armed (EPOLLIN) only while a reader
+// waits: after the packet that woke the reader, and while nobody reads,
+// packets find it disarmed and wake no thread.
+func TestReadArmed(t *testing.T) {
+	netns.InSandboxes(t, func(t *testing.T) {
+		d := tun.OpenOrSkip(t, tun.Config{Name: "tvpoller", MTU: 1500, Up: true, Offload: true})
+		if w := epollWatchers(t, tun.DeviceFd(d)); len(w) != 1 {
+			t.Fatalf("a WaitPoller device's fd is watched by %d epoll sets, want 1 (the runtime's)", len(w))
+		}
+		readArmed(t)
+	})
+}
+
+func readArmed(t *testing.T) {
+	const name = "tvarmed"
+	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: tun.WaitArmed})
+	tun.SetAddr(t, name, netip.MustParsePrefix("10.86.0.1/24"))
+	dev, ep := tun.ArmedFds(d)
+	if dev == 0 || ep == 0 {
+		t.Fatal("no epoll instance for a WaitArmed device")
+	}
+	armed := func() bool {
+		t.Helper()
+		w := epollWatchers(t, dev)
+		ev, ok := w[ep]
+		if len(w) != 1 || !ok {
+			t.Fatalf("the device's fd %d is watched by %v, want only its own epoll instance %d", dev, w, ep)
+		}
+		return ev&unix.EPOLLIN != 0
+	}
+	if armed() {
+		t.Fatal("armed before any reader waited")
+	}
+	c, err := net.Dial("udp4", "10.86.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	q := d.(*tun.OffloadDevice).Queues()[0]
+	g := d.(tun.GSODevice)
+	arena := make([]byte, 256<<10)
+	pkts := make([]tun.GSOPacket, 16)
+	// ReadGSO until a datagram of ours.
+	readOne := func() <-chan error {
+		return readUntil(g, arena, pkts, func(p []byte) bool {
+			pl, ok := parseUDP(p)
+			return ok && string(pl) == "armed"
+		})
+	}
+	errc := readOne()
+	waitfor.Until(t, 30*time.Second, "the reader to wait", func() bool { return q.(threadID).ReadThreadID() != 0 })
+	waitfor.Until(t, 30*time.Second, "the device armed while its reader waits", armed)
+	if _, err := c.Write([]byte("armed")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the waiting reader was not woken")
+	}
+	if armed() {
+		t.Fatal("still armed after the packet that woke the reader")
+	}
+	// Nobody reads: packets come and find it disarmed.
+	for range 5 {
+		if _, err := c.Write([]byte("busy")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(20 * time.Millisecond)
+	if armed() {
+		t.Fatal("armed while nobody waits")
+	}
+	// The next reader reads what queued meanwhile without waiting, then
+	// waits, armed, for the next datagram.
+	waits := d.(*tun.OffloadDevice).Stats().ReadWaits
+	errc = readOne()
+	waitfor.Until(t, 30*time.Second, "the device armed again", armed)
+	if _, err := c.Write([]byte("armed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got := d.(*tun.OffloadDevice).Stats().ReadWaits; got != waits+1 {
+		t.Errorf("ReadWaits grew by %d, want 1", got-waits)
+	}
+}
+
+// epollWatchers returns, for each epoll instance of this process that
+// watches fd, the events it watches it for (/proc/self/fdinfo of the
+// instance: "tfd: FD events: MASK", fs/eventpoll.c's ep_show_fdinfo).
+func epollWatchers(t *testing.T, fd int) map[int]uint32 {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := map[int]uint32{}
+	for _, e := range ents {
+		link, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil || link != "anon_inode:[eventpoll]" {
+			continue
+		}
+		info, err := os.ReadFile("/proc/self/fdinfo/" + e.Name())
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(info), "\n") {
+			var tfd int
+			var ev uint32
+			if n, _ := fmt.Sscanf(line, "tfd: %d events: %x", &tfd, &ev); n == 2 && tfd == fd {
+				var ep int
+				fmt.Sscan(e.Name(), &ep)
+				w[ep] = ev
+			}
+		}
+	}
+	return w
+}
+
+// readUntil reads g with ReadGSO on a goroutine of its own until a
+// packet that match accepts, and sends nil then, or the first error.
+func readUntil(g tun.GSODevice, arena []byte, pkts []tun.GSOPacket, match func([]byte) bool) <-chan error {
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			n, err := g.ReadGSO(arena, 16, pkts)
+			if err != nil {
+				errc <- err
+				return
+			}
+			for _, p := range pkts[:n] {
+				if match(arena[p.Off : p.Off+p.Len]) {
+					errc <- nil
+					return
+				}
+			}
+		}
+	}()
+	return errc
 }

@@ -73,6 +73,12 @@ const (
 	// for a goroutine per queue that reads it for the queue's life, as
 	// the netstack's readers do. The thread ends with the goroutine.
 	WaitThread
+	// WaitArmed parks the reading goroutine in Go's network poller, but
+	// on an epoll instance of the device's own in which the reader arms
+	// the device (EPOLLONESHOT) when it finds it empty: packets that
+	// come while the reader is busy wake no thread (in the poller each
+	// one may). See readarmed_linux.go.
+	WaitArmed
 )
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process
