@@ -93,6 +93,11 @@ func parseUDP(p []byte) (payload []byte, ok bool) {
 
 func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 	base := runtime.NumGoroutine()
+	// Nothing but the test's datagrams on the device: a packet the
+	// kernel sends of its own (IPv6's router solicitations and MLD
+	// reports) would wake a waiting reader as Close is to, and a Close
+	// that woke nobody would pass.
+	noIPv6(t)
 	const name = "tvthread"
 	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadWait: wait})
 	od := d.(*tun.OffloadDevice)
@@ -311,6 +316,7 @@ func TestReadArmed(t *testing.T) {
 }
 
 func readArmed(t *testing.T) {
+	noIPv6(t) // only the test's datagrams wake the reader and count as waits
 	const name = "tvarmed"
 	d := tun.OpenOrSkip(t, tun.Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: tun.WaitArmed})
 	tun.SetAddr(t, name, netip.MustParsePrefix("10.86.0.1/24"))
@@ -441,4 +447,15 @@ func readUntil(g tun.GSODevice, arena []byte, pkts []tun.GSOPacket, match func([
 		}
 	}()
 	return errc
+}
+
+// noIPv6 disables IPv6 on the devices made after it in the test's
+// namespace (a sandbox's own: see netns.InSandboxes).
+func noIPv6(t *testing.T) {
+	t.Helper()
+	for _, k := range []string{"all", "default"} {
+		if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+k+"/disable_ipv6", []byte("1"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
