@@ -6,13 +6,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // daemonMem is the director's memory at one point of a test: its RSS
@@ -30,7 +29,7 @@ type daemonMem struct {
 // its metrics (serving a scrape takes memory of its own).
 func (e *env) memOf(t *testing.T, pid int) daemonMem {
 	t.Helper()
-	m := daemonMem{anonKB: statusKB(pid, "RssAnon:"), fileKB: statusKB(pid, "RssFile:")}
+	m := daemonMem{anonKB: statusKB(pid, "RssAnon"), fileKB: statusKB(pid, "RssFile")}
 	scrape := e.metrics()
 	m.heapInuse = metric(t, scrape, "go_memstats_heap_inuse_bytes")
 	m.sys = metric(t, scrape, "go_memstats_sys_bytes")
@@ -44,18 +43,12 @@ func (m daemonMem) String() string {
 		m.anonKB, m.fileKB, m.heapInuse>>10, m.sys>>10, m.goroutines, m.gcRun)
 }
 
-// statusKB is a kB line of /proc/PID/status (field "VmRSS:", ...), -1 if
+// statusKB is a kB line of /proc/PID/status (field "VmRSS", ...), -1 if
 // absent.
 func statusKB(pid int, field string) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == field {
-			n, _ := strconv.Atoi(f[1])
-			return n
-		}
+	m, err := procfs.StatusKB(pid)
+	if n, ok := m[field]; err == nil && ok {
+		return int(n)
 	}
 	return -1
 }
@@ -105,7 +98,7 @@ func warmReference(t *testing.T, o opts) (rssKB int) {
 		}
 		drained := time.Since(start).Round(time.Second)
 		time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
-		rssKB = statusKB(pid, "VmRSS:")
+		rssKB = statusKB(pid, "VmRSS")
 		mem := e.memOf(t, pid)
 		t.Logf("FIGURES warm reference: %d new connections (%d failed) and %d keep-alive requests in %v, drained in %v: rss_kb=%d %v",
 			ok.Load(), fail.Load(), k.ok.Load(), warmFor, drained, rssKB, mem)

@@ -10,8 +10,6 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/procfs"
 	"github.com/tunvs/tunvs/nat/nattest"
 )
 
@@ -49,25 +48,10 @@ func tunRx(h *netns.Host, dev string) (uint64, error) {
 }
 
 // schedTimes is the time every thread of process pid has spent on a CPU
-// and waiting for one while runnable (/proc/PID/task/TID/schedstat, first
-// two fields, in ns: CONFIG_SCHED_INFO).
+// and waiting for one while runnable (procfs.Sched).
 func schedTimes(pid int) (run, wait time.Duration) {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
-	for _, p := range tasks {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // the thread exited
-		}
-		f := strings.Fields(string(b))
-		if len(f) < 2 {
-			continue
-		}
-		r, _ := strconv.ParseInt(f[0], 10, 64)
-		w, _ := strconv.ParseInt(f[1], 10, 64)
-		run += time.Duration(r)
-		wait += time.Duration(w)
-	}
-	return run, wait
+	s, _ := procfs.SchedOf(pid)
+	return s.Run, s.Wait
 }
 
 // dropsDuring is what the director counted as dropped or failed between

@@ -55,7 +55,7 @@ func TestSYNFlood(t *testing.T) {
 	})
 }
 
-func rssKB(pid int) int { return statusKB(pid, "VmRSS:") }
+func rssKB(pid int) int { return statusKB(pid, "VmRSS") }
 
 // conns is the table's size, from tunvsadm -L -n (the ActiveConn and
 // InActConn columns of every real server).

@@ -4,10 +4,10 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // What a director's resident memory is made of, from /proc/PID/status.
@@ -32,40 +32,22 @@ type procMemSample struct {
 // readProcMem reads process pid's VmRSS, VmHWM, RssAnon, RssFile and
 // RssShmem.
 func readProcMem(pid int) (procMemSample, error) {
-	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	m, err := procfs.StatusKB(pid)
 	if err != nil {
 		return procMemSample{}, err
 	}
-	s, err := parseProcMem(string(st))
+	s, err := procMemOf(m)
 	if err != nil {
 		return s, fmt.Errorf("/proc/%d/status: %w", pid, err)
 	}
 	return s, nil
 }
 
-// parseProcMem reads the memory lines of a /proc/PID/status text.
-func parseProcMem(st string) (procMemSample, error) {
-	var s procMemSample
-	for _, l := range strings.Split(st, "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok {
-			continue
-		}
-		var kb float64
-		fmt.Sscanf(strings.TrimSpace(v), "%f", &kb)
-		switch k {
-		case "VmRSS":
-			s.rss = kb / 1024
-		case "VmHWM":
-			s.hwm = kb / 1024
-		case "RssAnon":
-			s.anon = kb / 1024
-		case "RssFile":
-			s.file = kb / 1024
-		case "RssShmem":
-			s.shmem = kb / 1024
-		}
-	}
+// procMemOf takes the memory lines of a /proc/PID/status, as
+// procfs.ParseStatus reads them.
+func procMemOf(m map[string]int64) (procMemSample, error) {
+	mb := func(k string) float64 { return float64(m[k]) / 1024 }
+	s := procMemSample{rss: mb("VmRSS"), hwm: mb("VmHWM"), anon: mb("RssAnon"), file: mb("RssFile"), shmem: mb("RssShmem")}
 	if s.rss == 0 {
 		return s, fmt.Errorf("no VmRSS")
 	}

@@ -6,19 +6,21 @@ import (
 	"math"
 	"os"
 	"testing"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 func TestParseProcMem(t *testing.T) {
 	st := "Name:\thaproxy\nVmHWM:\t   16076 kB\nVmRSS:\t   15360 kB\nRssAnon:\t    4608 kB\nRssFile:\t   10240 kB\nRssShmem:\t     512 kB\n"
-	s, err := parseProcMem(st)
+	s, err := procMemOf(procfs.ParseStatus(st))
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := procMemSample{rss: 15, hwm: 16076.0 / 1024, anon: 4.5, file: 10, shmem: 0.5}
 	if s != want {
-		t.Fatalf("parseProcMem = %+v, want %+v", s, want)
+		t.Fatalf("procMemOf = %+v, want %+v", s, want)
 	}
-	if _, err := parseProcMem("Name:\tx\n"); err == nil {
+	if _, err := procMemOf(procfs.ParseStatus("Name:\tx\n")); err == nil {
 		t.Fatal("a status without VmRSS parsed")
 	}
 }

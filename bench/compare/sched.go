@@ -5,39 +5,17 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
-// procRunDelay sums, over process pid's threads, the time they spent
-// runnable but waiting for a CPU, in seconds (the second field of
-// /proc/PID/task/TID/schedstat, run_delay: the scheduler's
-// sched_info_dequeue in kernel/sched/stats.h), and the times they were
-// switched out while still runnable, preempted (nonvoluntary_ctxt_switches
-// in .../status). Threads that ended meanwhile are not counted.
+// procRunDelay is the time process pid's threads have spent runnable
+// but waiting for a CPU, in seconds, and the times they were preempted
+// (procfs.Sched).
 func procRunDelay(pid int) (delayS, preempted float64, err error) {
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-	if err != nil || len(tasks) == 0 {
-		return 0, 0, fmt.Errorf("threads of %d: %v", pid, err)
-	}
-	for _, t := range tasks {
-		if b, err := os.ReadFile(t + "/schedstat"); err == nil {
-			var run, wait float64
-			if n, _ := fmt.Sscan(string(b), &run, &wait); n == 2 {
-				delayS += wait / 1e9
-			}
-		}
-		if b, err := os.ReadFile(t + "/status"); err == nil {
-			for _, l := range strings.Split(string(b), "\n") {
-				if v, ok := strings.CutPrefix(l, "nonvoluntary_ctxt_switches:"); ok {
-					var n float64
-					fmt.Sscan(strings.TrimSpace(v), &n)
-					preempted += n
-				}
-			}
-		}
-	}
-	return delayS, preempted, nil
+	s, err := procfs.SchedOf(pid)
+	return s.Wait.Seconds(), float64(s.Preempted), err
 }
 
 // cpuIdle is the time all CPUs have been idle (idle and iowait of
