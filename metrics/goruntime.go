@@ -11,9 +11,9 @@ import (
 // flushallmcaches in runtime/mstats.go): each size class the director has
 // allocated from then has a span set, which takes a spine and a block
 // (6 KB) of the runtime's off-heap metadata, kept for the life of the
-// process. On an idle director the first scrape so added about 0.5 MB
-// to RssAnon (bench/memdiag: 9 span sets before, 91 after), and every
-// scrape stopped the packet path. runtime/metrics reads the same figures
+// process. On an idle director the first scrape so added 0.6-0.8 MB to
+// RssAnon (bench/memdiag: 9 span sets before, 91 after; docs/perf.md),
+// and every scrape stopped the packet path. runtime/metrics reads the same figures
 // from the runtime's consistent statistics, without either.
 var goSamples = []string{
 	"/memory/classes/heap/objects:bytes", // MemStats.HeapAlloc
