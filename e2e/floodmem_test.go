@@ -92,18 +92,29 @@ func warmReference(t *testing.T, o opts) (rssKB int) {
 		if ok.Load() == 0 {
 			t.Fatalf("no new connection of %d succeeded", fail.Load())
 		}
-		start := time.Now()
-		for e.conns() > 20 && time.Since(start) < 2*time.Minute {
-			time.Sleep(time.Second)
-		}
-		drained := time.Since(start).Round(time.Second)
-		time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
+		_, drained := e.drainForMemory()
 		rssKB = statusKB(pid, "VmRSS")
 		mem := e.memOf(t, pid)
 		t.Logf("FIGURES warm reference: %d new connections (%d failed) and %d keep-alive requests in %v, drained in %v: rss_kb=%d %v",
 			ok.Load(), fail.Load(), k.ok.Load(), warmFor, drained, rssKB, mem)
 	})
 	return rssKB
+}
+
+// drainForMemory waits until the director's table holds at most 20
+// entries (2 minutes at most), then for its memory check, which runs
+// every 5 s, to have run. It returns the table's size then and how long
+// the drain took.
+func (e *env) drainForMemory() (after int, drained time.Duration) {
+	start := time.Now()
+	after = e.conns()
+	for after > 20 && time.Since(start) < 2*time.Minute {
+		time.Sleep(time.Second)
+		after = e.conns()
+	}
+	drained = time.Since(start).Round(time.Second)
+	time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
+	return after, drained
 }
 
 // pctOver is how much larger a is than b, in percent of b.

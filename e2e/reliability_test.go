@@ -168,14 +168,7 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	// The flood's entries time out: SYN_RECV is 10 s here, but each
 	// SYN-ACK the real servers retransmit to the spoofed sources (for
 	// about a minute) refreshes its entry, as in the kernel.
-	drainStart := time.Now()
-	after := e.conns()
-	for after > 20 && time.Since(drainStart) < 2*time.Minute {
-		time.Sleep(time.Second)
-		after = e.conns()
-	}
-	drained := time.Since(drainStart).Round(time.Second)
-	time.Sleep(6 * time.Second) // the director's memory check runs every 5 s
+	after, drained := e.drainForMemory()
 	rssAfter := rssKB(pid)
 	memAfter := e.memOf(t, pid)
 	m := e.metrics()
