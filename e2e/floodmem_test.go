@@ -21,15 +21,17 @@ import (
 // the runtime holds from the OS, its goroutines and GC cycles. RSS alone
 // does not say which of them a flood left behind.
 type daemonMem struct {
-	anonKB, fileKB                    int
+	rssKB, anonKB, fileKB             int
 	heapInuse, sys, goroutines, gcRun uint64
 }
 
-// memOf reads the memory of the env's daemon, pid: its status first, then
-// its metrics (serving a scrape takes memory of its own).
+// memOf reads the memory of the env's daemon, pid: its status first (one
+// read, so that its RSS and the parts are of one moment), then its
+// metrics (serving a scrape takes memory of its own).
 func (e *env) memOf(t *testing.T, pid int) daemonMem {
 	t.Helper()
-	m := daemonMem{anonKB: statusKB(pid, "RssAnon"), fileKB: statusKB(pid, "RssFile")}
+	st, _ := procfs.StatusKB(pid) // nil if unread: every field -1
+	m := daemonMem{rssKB: kbOf(st, "VmRSS"), anonKB: kbOf(st, "RssAnon"), fileKB: kbOf(st, "RssFile")}
 	scrape := e.metrics()
 	m.heapInuse = metric(t, scrape, "go_memstats_heap_inuse_bytes")
 	m.sys = metric(t, scrape, "go_memstats_sys_bytes")
@@ -46,8 +48,13 @@ func (m daemonMem) String() string {
 // statusKB is a kB line of /proc/PID/status (field "VmRSS", ...), -1 if
 // absent.
 func statusKB(pid int, field string) int {
-	m, err := procfs.StatusKB(pid)
-	if n, ok := m[field]; err == nil && ok {
+	st, _ := procfs.StatusKB(pid)
+	return kbOf(st, field)
+}
+
+// kbOf is field of a status procfs.StatusKB read, -1 if absent.
+func kbOf(st map[string]int64, field string) int {
+	if n, ok := st[field]; ok {
 		return int(n)
 	}
 	return -1
@@ -93,8 +100,8 @@ func warmReference(t *testing.T, o opts) (rssKB int) {
 			t.Fatalf("no new connection of %d succeeded", fail.Load())
 		}
 		_, drained := e.drainForMemory()
-		rssKB = statusKB(pid, "VmRSS")
 		mem := e.memOf(t, pid)
+		rssKB = mem.rssKB
 		t.Logf("FIGURES warm reference: %d new connections (%d failed) and %d keep-alive requests in %v, drained in %v: rss_kb=%d %v",
 			ok.Load(), fail.Load(), k.ok.Load(), warmFor, drained, rssKB, mem)
 	})

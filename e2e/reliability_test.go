@@ -93,8 +93,8 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	pid := e.daemon.Process.Pid
 	c := e.httpClient()
 	get(t, c, "http://172.16.1.100/") // warm up
-	rssBefore := rssKB(pid)
 	memBefore := e.memOf(t, pid)
+	rssBefore := memBefore.rssKB
 
 	// The established connection: one keep-alive connection, a request
 	// every 100 ms through the flood.
@@ -139,8 +139,8 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	time.Sleep(floodFor / 2)
 	during := e.conns()
 	halfOpen := metric(t, e.metrics(), fmt.Sprintf(`tunvs_service_half_open_connections{protocol="tcp",service="%s:80"}`, vip4))
-	rssDuring := rssKB(pid)
 	memDuring := e.memOf(t, pid)
+	rssDuring := memDuring.rssKB
 	wg.Wait()
 	if floodErr != nil {
 		t.Fatalf("flood: %v", floodErr)
@@ -169,8 +169,8 @@ func runSYNFlood(t *testing.T, rate, synproxy int) {
 	// SYN-ACK the real servers retransmit to the spoofed sources (for
 	// about a minute) refreshes its entry, as in the kernel.
 	after, drained := e.drainForMemory()
-	rssAfter := rssKB(pid)
 	memAfter := e.memOf(t, pid)
+	rssAfter := memAfter.rssKB
 	m := e.metrics()
 	t.Logf("FIGURES memory before: %v; during: %v; after: %v", memBefore, memDuring, memAfter)
 	t.Logf("FIGURES rss_kb after=%d: %+.0f%% of before (%d), %+.0f%% of the warm reference (%d, a director that served the flood's legitimate traffic alone: warmReference)",
