@@ -13,9 +13,10 @@ import (
 // What a director's resident memory is made of, from /proc/PID/status.
 // VmHWM alone mixes two things that answer to different changes: the
 // pages of the binary and its libraries the process has mapped (RssFile:
-// on a kernel that maps a page cache folio whole on a fault, close to the
-// size of the code it runs) and its own memory (RssAnon: heap, stacks,
-// the runtime's metadata). /proc keeps a peak of the sum only, so a
+// the kernel maps the page cache's pages 64 KiB around each faulting
+// address, fault_around_bytes, so most of a binary whose code runs all
+// over it: docs/perf.md) and its own memory (RssAnon: heap, stacks, the
+// runtime's metadata). /proc keeps a peak of the sum only, so a
 // sampler reads both while the workloads run and keeps the sample where
 // their sum was highest.
 
