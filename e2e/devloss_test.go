@@ -42,12 +42,14 @@ func runDeviceLoss(t *testing.T, flags ...string) {
 		t.Fatal(err)
 	}
 	// The kernel destroys a namespace asynchronously (cleanup_net).
+	// Looked for every millisecond: the delay is printed, and a
+	// coarser poll would print its own period.
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(e.log.String(), "link lost") {
 		if time.Now().After(deadline) {
 			t.Fatalf("no link loss reported:\n%s", e.log)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	reported := time.Since(removed)
 	// Long enough for a spinning reader to log thousands of lines (and
