@@ -40,6 +40,7 @@ import (
 
 	"github.com/tunvs/tunvs/bgp"
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // ClusterConfig describes the scale-out lab.
@@ -395,7 +396,8 @@ func (c *Cluster) DirectorCPU(i int) time.Duration {
 	if pid == 0 {
 		return 0
 	}
-	return time.Duration(procStatField(pid, 14)+procStatField(pid, 15)) * 10 * time.Millisecond
+	st, _ := procfs.StatOf(pid) // nil if gone: every field 0
+	return time.Duration(st.Uint(14)+st.Uint(15)) * 10 * time.Millisecond
 }
 
 // KillDirector ends director i with SIGKILL, as a crash would: it

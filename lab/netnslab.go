@@ -49,6 +49,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // ---------------------------------------------------------------------
@@ -565,41 +566,20 @@ func WriteSandbox(dir string, unsharePID int, within time.Duration) (*State, err
 	return s, writeFileAtomic(filepath.Join(dir, "sandbox"), []byte(content))
 }
 
-// procStart is field 22 of /proc/PID/stat, 0 if the process is gone.
-func procStart(pid int) uint64 { return procStatField(pid, 22) }
-
-// procStatField is field n (1-based, as proc(5) numbers them) of
-// /proc/PID/stat, 0 if the process is gone.
-func procStatField(pid, n int) uint64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// The command name may contain spaces: skip past its closing paren
-	// (field 2); the fields after it start at 3.
-	i := strings.LastIndexByte(string(b), ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < n-2 {
-		return 0
-	}
-	v, _ := strconv.ParseUint(f[n-3], 10, 64)
-	return v
+// procStart is the start time of process pid (field 22 of /proc/PID/stat,
+// in clock ticks after boot), 0 if the process is gone.
+func procStart(pid int) uint64 {
+	st, _ := procfs.StatOf(pid) // nil if gone: every field 0
+	return st.Uint(22)
 }
 
 func procAlive(pid int, start uint64) bool {
-	st := procStart(pid)
-	if st == 0 || (start != 0 && st != start) {
+	st, err := procfs.StatOf(pid)
+	if err != nil || st.Uint(22) == 0 || (start != 0 && st.Uint(22) != start) {
 		return false
 	}
 	// A zombie is as good as gone.
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) && b[i+2] == 'Z' {
-		return false
-	}
-	return true
+	return st.Field(3) != "Z"
 }
 
 // Prepare makes the state directory for a new lab. An existing one is

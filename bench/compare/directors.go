@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // director sets a bed up as one kind of director; it returns a reason to
@@ -190,17 +192,12 @@ func procUsage(pid int) (rssMB, cpuS float64, err error) {
 		return 0, 0, err
 	}
 	rssMB = m.hwm
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := procfs.StatOf(pid)
 	if err != nil {
 		return 0, 0, err
 	}
-	// Fields after the command name, which may hold spaces.
-	s := string(stat)
-	rest := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	var ut, stm float64
-	fmt.Sscanf(rest[11], "%f", &ut)
-	fmt.Sscanf(rest[12], "%f", &stm)
-	return rssMB, (ut + stm) / 100, nil
+	// utime and stime, in clock ticks of 1/100 s.
+	return rssMB, float64(st.Uint(14)+st.Uint(15)) / 100, nil
 }
 
 // procSyscalls is how many read and write system calls (read(2),

@@ -1,6 +1,6 @@
-// Package procfs reads what the tests and benchmarks measure of a
-// process from Linux's /proc: the memory lines of its status and its
-// threads' scheduler statistics. Elsewhere the reads fail.
+// Package procfs reads what the tests, the benchmarks and the lab read of
+// a process from Linux's /proc: its stat line, the memory lines of its
+// status and its threads' scheduler statistics. Elsewhere the reads fail.
 package procfs
 
 import (
@@ -43,6 +43,54 @@ func ParseStatus(st string) map[string]int64 {
 	return m
 }
 
+// Stat is the fields of a /proc/PID/stat line, numbered as proc(5)
+// numbers them: Field(1) is the pid, Field(2) the command name without
+// its parentheses, Field(3) the state ("R", "S", "Z", ...), Field(4) the
+// parent's pid, Field(5) the process group, Field(14) and Field(15) utime
+// and stime, Field(22) starttime (the times in clock ticks, USER_HZ:
+// 1/100 s on Linux).
+type Stat []string
+
+// StatOf reads /proc/PID/stat.
+func StatOf(pid int) (Stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	return ParseStat(string(b))
+}
+
+// ParseStat splits a /proc/PID/stat line into its fields. The command
+// name (field 2) may hold blanks and parentheses of its own: it is what
+// lies between the first '(' and the last ')', the other fields are
+// separated by blanks.
+func ParseStat(st string) (Stat, error) {
+	i, j := strings.IndexByte(st, '('), strings.LastIndexByte(st, ')')
+	if i < 0 || j < i {
+		return nil, fmt.Errorf("procfs: a stat line without its command name in parentheses: %.40q", st)
+	}
+	pid := strings.TrimSpace(st[:i])
+	if pid == "" {
+		return nil, fmt.Errorf("procfs: a stat line without its pid: %.40q", st)
+	}
+	return append(Stat{pid, st[i+1 : j]}, strings.Fields(st[j+1:])...), nil
+}
+
+// Field is field n (from 1, as proc(5) numbers them), "" if the line has
+// none.
+func (s Stat) Field(n int) string {
+	if n < 1 || n > len(s) {
+		return ""
+	}
+	return s[n-1]
+}
+
+// Uint is field n as a number, 0 if the line has none or it is not one.
+func (s Stat) Uint(n int) uint64 {
+	v, _ := strconv.ParseUint(s.Field(n), 10, 64)
+	return v
+}
+
 // Sched is what the scheduler counted for the threads of a process,
 // summed: the time they ran and the time they waited for a CPU while
 // runnable (the first two fields of /proc/PID/task/TID/schedstat, in ns:
@@ -60,8 +108,11 @@ type Sched struct {
 func SchedOf(pid int) (Sched, error) {
 	var s Sched
 	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
-	if err != nil || len(tasks) == 0 {
-		return s, fmt.Errorf("threads of %d: none found (%v)", pid, err)
+	if err != nil {
+		return s, fmt.Errorf("threads of %d: %w", pid, err)
+	}
+	if len(tasks) == 0 {
+		return s, fmt.Errorf("threads of %d: none found", pid)
 	}
 	for _, t := range tasks {
 		b, err := os.ReadFile(t + "/schedstat")
