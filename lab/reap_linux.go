@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tunvs/tunvs/internal/netns"
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // reapOrphans is the sandbox init's duty this process has as PID 1 of the
@@ -51,9 +51,9 @@ func reapOnce() {
 		if err != nil {
 			continue
 		}
-		// After the name: state, ppid.
-		f := netns.ProcStat(pid)
-		if len(f) < 2 || f[0] != "Z" || f[1] != self || !nestedPID(e.Name()) {
+		// A zombie (state, field 3) whose parent (field 4) is this process.
+		st, err := procfs.StatOf(pid)
+		if err != nil || st.Field(3) != "Z" || st.Field(4) != self || !nestedPID(e.Name()) {
 			continue
 		}
 		var ws syscall.WaitStatus

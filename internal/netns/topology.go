@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/procfs"
 )
 
 // opTimeout bounds the short configuration commands (ip, sysctl writes)
@@ -376,7 +378,7 @@ func SignalGroup(cmd *exec.Cmd, sig syscall.Signal) error {
 }
 
 // groupMembers lists the processes of process group pgid, from /proc
-// (field 5 of /proc/PID/stat, after the command name in parentheses).
+// (field 5 of /proc/PID/stat).
 func groupMembers(pgid int) []int {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
@@ -388,26 +390,11 @@ func groupMembers(pgid int) []int {
 		if err != nil {
 			continue
 		}
-		if f := ProcStat(pid); len(f) > 2 && f[2] == strconv.Itoa(pgid) {
+		if st, err := procfs.StatOf(pid); err == nil && st.Field(5) == strconv.Itoa(pgid) {
 			out = append(out, pid)
 		}
 	}
 	return out
-}
-
-// ProcStat is /proc/PID/stat's fields after the command name (which may
-// hold blanks and parentheses): state, ppid, pgrp, ...; nil if the
-// process is gone.
-func ProcStat(pid int) []string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return nil
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return nil
-	}
-	return strings.Fields(string(b[i+1:]))
 }
 
 // OwnPID tells whether the host has a PID namespace (and /proc) of its
