@@ -45,14 +45,20 @@ type OffloadStats struct {
 	BusyPollHits  uint64 // busy polls (Config.BusyPoll) that found a packet: a wait in the poller saved
 	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
 	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll: Config.ReadWait)
+	RingEnters    uint64 // io_uring_enter calls of the readers (Config.ReadWait WaitRing): each submits reads and waits for one
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
+	// Ring says the readers read on io_uring (WaitRing); RingError is
+	// why not, when WaitRing was asked for and the readers fell back to
+	// Go's poller.
+	Ring      bool
+	RingError string
 }
 
 type offloadCounters struct {
 	readCalls, readSyscalls, readPackets, gsoReads, gsoSegments, readDrops atomic.Uint64
 	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
-	busyPollHits, busyPollWaits, readWaits                                 atomic.Uint64
+	busyPollHits, busyPollWaits, readWaits, ringEnters                     atomic.Uint64
 }
 
 // OffloadDevice is a Linux TUN or TAP device opened with IFF_VNET_HDR and
@@ -97,8 +103,9 @@ type offloadCounters struct {
 // OffloadDevice closes every queue.
 type OffloadDevice struct {
 	*offloadQueue
-	queues []*offloadQueue
-	uso    bool
+	queues  []*offloadQueue
+	uso     bool
+	ringErr error // why WaitRing fell back to the poller
 }
 
 var _ Device = (*OffloadDevice)(nil)
@@ -155,6 +162,11 @@ type offloadQueue struct {
 	epEv   [1]unix.EpollEvent
 	epErr  error
 	epFn   func(fd uintptr) bool
+	// ring is the reader on io_uring (WaitRing), used under ringMu: by
+	// the reader, and by Close once the reader is out. See
+	// readring_linux.go.
+	ring   *ringReader
+	ringMu sync.Mutex
 	// readFn and readGSOFn are the RawConn callbacks of Read and
 	// ReadGSO, made on first use: a closure per call would be an
 	// allocation per call.
@@ -265,9 +277,16 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			}
 			d.uso = uso
 		}
+		var rr *ringReader
+		if cfg.ReadWait == WaitRing && d.ringErr == nil {
+			if rr, err = newRingReader(); err != nil {
+				// Every queue falls back, as the first.
+				d.ringErr = err
+			}
+		}
 		var f *os.File
 		var rc syscall.RawConn
-		if cfg.ReadWait == WaitArmed {
+		if cfg.ReadWait == WaitArmed || rr != nil {
 			f, rc, err = newUnpolledFile(fd, tunDevicePath)
 		} else {
 			f = os.NewFile(uintptr(fd), tunDevicePath)
@@ -277,6 +296,9 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			if f != nil {
 				f.Close()
 			}
+			if rr != nil {
+				rr.free()
+			}
 			closeAll()
 			return nil, err
 		}
@@ -285,7 +307,10 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			busyPoll: cfg.BusyPoll,
 		}
 		d.queues = append(d.queues, q)
-		if cfg.ReadWait == WaitArmed {
+		if rr != nil {
+			q.ring, q.devFd = rr, int32(fd)
+			q.writeState = writeState{direct: true, fd: uintptr(fd)}
+		} else if cfg.ReadWait == WaitArmed {
 			// The queue's own writes go to the fd directly too: its
 			// RawConn cannot wait for a full buffer (see write).
 			q.writeState = writeState{direct: true, fd: uintptr(fd)}
@@ -293,7 +318,7 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 				closeAll()
 				return nil, err
 			}
-		} else if cfg.ReadWait != WaitPoller {
+		} else if cfg.ReadWait == WaitPoll || cfg.ReadWait == WaitThread {
 			if err := q.openReadThread(cfg.ReadWait == WaitThread); err != nil {
 				closeAll()
 				return nil, err
@@ -354,7 +379,10 @@ func (d *OffloadDevice) Queues() []Device {
 
 // Stats returns the device's counters, summed over all queues.
 func (d *OffloadDevice) Stats() OffloadStats {
-	s := OffloadStats{USO: d.uso, Queues: len(d.queues)}
+	s := OffloadStats{USO: d.uso, Queues: len(d.queues), Ring: d.queues[0].ring != nil}
+	if d.ringErr != nil {
+		s.RingError = d.ringErr.Error()
+	}
 	for _, q := range d.queues {
 		c := &q.c
 		s.ReadCalls += c.readCalls.Load()
@@ -371,9 +399,15 @@ func (d *OffloadDevice) Stats() OffloadStats {
 		s.BusyPollHits += c.busyPollHits.Load()
 		s.BusyPollWaits += c.busyPollWaits.Load()
 		s.ReadWaits += c.readWaits.Load()
+		s.RingEnters += c.ringEnters.Load()
 	}
 	return s
 }
+
+// RingFallback is why a device opened with ReadWait WaitRing reads in Go's
+// poller instead of on io_uring; nil when it reads on io_uring, or was
+// not asked to.
+func (d *OffloadDevice) RingFallback() error { return d.ringErr }
 
 // Close closes every queue; the (non-persistent) interface goes away with
 // the last fd. Closing twice is a no-op.
@@ -410,6 +444,11 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		q.readFn = q.readCallback
 		// Made on first use: a reader that uses ReadGSO never needs it.
 		q.rbuf = make([]byte, readBufSize)
+	}
+	if q.ring != nil {
+		q.readRing()
+		q.rd.bufs, q.rd.sizes = nil, nil
+		return q.readResult(nil)
 	}
 	err := q.rc.Read(q.readFn)
 	q.rd.bufs, q.rd.sizes = nil, nil
@@ -629,7 +668,7 @@ func (q *offloadQueue) write(w *writeState, pkt []byte) error {
 		if done, err := q.writeDirect(w.fd, pkt); done {
 			return err
 		}
-		for q.armed {
+		for q.armed || q.ring != nil {
 			// Not in the runtime's poller: wait here.
 			if err := q.waitWritable(w.fd); err != nil {
 				return q.wrapErr("write", err)
@@ -712,6 +751,12 @@ func (q *offloadQueue) Close() error {
 	}
 	q.wakeThread()
 	q.closeArmed()
+	if q.ring != nil {
+		q.wakeRing()
+		q.ringMu.Lock()
+		q.closeRing()
+		q.ringMu.Unlock()
+	}
 	// No Writer's write is under way on the fd number once closeMu is
 	// held, and none starts after (they see closed): the number is not
 	// reused under them.
@@ -741,6 +786,11 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 		return 0, q.wrapErr("read", os.ErrClosed)
 	}
 	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts}
+	if q.ring != nil {
+		q.readGSORing()
+		q.rd.arena, q.rd.pkts = nil, nil
+		return q.readResult(nil)
+	}
 	if q.readGSOFn == nil {
 		q.readGSOFn = q.readGSOCallback
 	}

@@ -35,7 +35,7 @@ func TestReadThread(t *testing.T) {
 		for _, w := range []struct {
 			name string
 			wait tun.ReadWait
-		}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}, {"armed", tun.WaitArmed}} {
+		}{{"thread", tun.WaitThread}, {"poll", tun.WaitPoll}, {"armed", tun.WaitArmed}, {"ring", tun.WaitRing}} {
 			t.Run(w.name+"/deliver-close", func(t *testing.T) { readThreadDeliverClose(t, w.wait) })
 			t.Run(w.name+"/gone", func(t *testing.T) { readThreadGone(t, w.wait) })
 		}
@@ -162,6 +162,10 @@ func readThreadDeliverClose(t *testing.T, wait tun.ReadWait) {
 	if st.ReadWaits == 0 {
 		t.Errorf("the readers never waited in ppoll: %+v", st)
 	}
+	if wait == tun.WaitRing && (!st.Ring || st.RingEnters == 0) {
+		// Not a fallback that passes for io_uring.
+		t.Errorf("WaitRing readers not on io_uring: %+v", st)
+	}
 	for id := range tids {
 		if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", id)); wait == tun.WaitThread && err != nil {
 			t.Fatalf("reader thread %d: %v", id, err)
@@ -257,7 +261,7 @@ func TestReadThreadAllocatesNothing(t *testing.T) {
 	for _, w := range []struct {
 		name string
 		wait tun.ReadWait
-	}{{"thread", tun.WaitThread}, {"armed", tun.WaitArmed}} {
+	}{{"thread", tun.WaitThread}, {"armed", tun.WaitArmed}, {"ring", tun.WaitRing}} {
 		t.Run(w.name, func(t *testing.T) { readWaitAllocs(t, w.wait) })
 	}
 }

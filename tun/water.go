@@ -79,6 +79,12 @@ const (
 	// come while the reader is busy wake no thread (in the poller each
 	// one may). See readarmed_linux.go.
 	WaitArmed
+	// WaitRing reads on io_uring: the reader submits its reads and
+	// waits for them in one io_uring_enter, which carries as many
+	// packets as the device has queued, up to a handful. Where io_uring
+	// cannot be set up the device falls back to WaitPoller and its
+	// OffloadStats say why. See readring_linux.go.
+	WaitRing
 )
 
 // Open creates the TUN or TAP device described by cfg (on Linux the process

@@ -1,0 +1,145 @@
+//go:build linux
+
+package tun
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tunvs/tunvs/internal/netns"
+)
+
+// TestReadRing checks WaitRing's reader on a real device in a fresh
+// namespace (root, and uid 65534 in a user namespace of its own): a
+// burst queued on the device while nobody reads is read whole, in order,
+// in far fewer io_uring_enter calls than packets; Close lets the
+// interface go (the reads in flight, which hold the device's file, are
+// cancelled); and where io_uring cannot be set up the device falls back
+// to Go's poller, says why, and still reads.
+func TestReadRing(t *testing.T) {
+	netns.InSandboxes(t, func(t *testing.T) {
+		t.Run("burst", testRingBurst)
+		t.Run("fallback", testRingFallback)
+	})
+}
+
+func testRingBurst(t *testing.T) {
+	const name, burst = "tvring", 200
+	d := openOrSkip(t, Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing})
+	od := d.(*OffloadDevice)
+	if st := od.Stats(); !st.Ring {
+		t.Skipf("io_uring not available here: %s", st.RingError)
+	}
+	setAddr(t, name, netip.MustParsePrefix("10.86.0.1/24"))
+	c, err := net.Dial("udp4", "10.86.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range burst {
+		if _, err := fmt.Fprintf(c, "ring %d", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arena := make([]byte, 256<<10)
+	pkts := make([]GSOPacket, 64)
+	next := 0
+	deadline := time.Now().Add(30 * time.Second)
+	for next < burst && time.Now().Before(deadline) {
+		n, err := od.ReadGSO(arena, 16, pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:n] {
+			_, _, payload, ok := parseIPv4UDP(arena[p.Off : p.Off+p.Len])
+			if !ok || !strings.HasPrefix(string(payload), "ring ") {
+				continue // the kernel's own packets
+			}
+			if want := fmt.Sprintf("ring %d", next); string(payload) != want {
+				t.Fatalf("read %q, want %q", payload, want)
+			}
+			next++
+		}
+	}
+	if next < burst {
+		t.Fatalf("%d of %d datagrams read", next, burst)
+	}
+	st := od.Stats()
+	t.Logf("%d datagrams in %d io_uring_enter calls (%+v)", burst, st.RingEnters, st)
+	if st.RingEnters == 0 || st.RingEnters > burst/4 {
+		t.Errorf("%d io_uring_enter calls for a burst of %d queued datagrams: the reads were not batched", st.RingEnters, burst)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A read left in flight would keep the device's file, and the
+	// interface with it.
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		if _, err := net.InterfaceByName(name); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still there 10 s after Close", name)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func testRingFallback(t *testing.T) {
+	setup := ringSetup
+	ringSetup = func(uint32, *ioURingParams) (int, error) { return -1, unix.EPERM }
+	defer func() { ringSetup = setup }()
+	const name = "tvringfb"
+	d := openOrSkip(t, Config{Name: name, MTU: 1500, Up: true, Offload: true, Queues: 2, ReadWait: WaitRing})
+	od := d.(*OffloadDevice)
+	st := od.Stats()
+	if st.Ring || !strings.Contains(st.RingError, "operation not permitted") {
+		t.Fatalf("Ring %v, RingError %q: want the fallback, and why", st.Ring, st.RingError)
+	}
+	setAddr(t, name, netip.MustParsePrefix("10.87.0.1/24"))
+	c, err := net.Dial("udp4", "10.87.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan string, 16)
+	for _, q := range od.Queues() {
+		g := q.(GSODevice)
+		go func() {
+			arena := make([]byte, 256<<10)
+			pkts := make([]GSOPacket, 16)
+			for {
+				n, err := g.ReadGSO(arena, 16, pkts)
+				if err != nil {
+					return
+				}
+				for _, p := range pkts[:n] {
+					if _, _, payload, ok := parseIPv4UDP(arena[p.Off : p.Off+p.Len]); ok {
+						got <- string(payload)
+					}
+				}
+			}
+		}()
+	}
+	if _, err := c.Write([]byte("fallback")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if m != "fallback" {
+			t.Fatalf("read %q", m)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the fallback reader read nothing")
+	}
+	if st := od.Stats(); st.ReadWaits == 0 || st.RingEnters != 0 {
+		t.Errorf("want the poller's waits and no io_uring: %+v", st)
+	}
+}
