@@ -24,14 +24,22 @@ import (
 // hairpin-2queues is the one-armed director with two queues on its TAP
 // (--tun-queues 2), where each direction of a connection goes back out
 // by the other queue than it came in on and has a reader of its own.
+//
+// hairpin-ring and two-taps-ring read on io_uring (--tun-read=ring): on
+// the one-armed TAP the reader's writes back to its own device go out
+// with its next wait, through the ring (tunvs_host_ring_writes_total);
+// with two TAPs they are written as before. Where io_uring cannot be set
+// up they are skipped, the director falling back to the poller.
 func TestTAPOneArmed(t *testing.T) {
 	for _, c := range []struct {
 		name    string
 		hairpin bool
 		queues  int
-	}{{"hairpin", true, 1}, {"two-taps", false, 1}, {"hairpin-2queues", true, 2}} {
+		read    string
+	}{{"hairpin", true, 1, ""}, {"two-taps", false, 1, ""}, {"hairpin-2queues", true, 2, ""},
+		{"hairpin-ring", true, 1, "ring"}, {"two-taps-ring", false, 1, "ring"}} {
 		t.Run(c.name, func(t *testing.T) {
-			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, c.hairpin, c.queues) })
+			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, c.hairpin, c.queues, c.read) })
 		})
 	}
 }
@@ -66,7 +74,7 @@ func (e *env) oneArmed(t *testing.T, prefix string) (must func(error), lan *netn
 // rsV4 is the real server of TestTAPOneArmed.
 var rsV4 = netip.MustParseAddr("172.16.1.5")
 
-func runTAPOneArmed(t *testing.T, hairpin bool, queues int) {
+func runTAPOneArmed(t *testing.T, hairpin bool, queues int, read string) {
 	e := newEnv(t)
 	topo := e.topo
 	must, lan, r := e.oneArmed(t, "tunvs-e2e-tap-")
@@ -74,6 +82,9 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int) {
 		fmt.Sprintf("--tun-queues=%d", queues),
 		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
 		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
+	if read != "" {
+		args = append(args, "--tun-read="+read)
+	}
 	devs := []string{"tvlan"}
 	if hairpin {
 		args = append(args,
@@ -123,6 +134,19 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int) {
 	// else of 5 connections and 12 MiB takes the bypass.
 	if fast == 0 || delivered > fast/10 {
 		t.Errorf("%d packets bypassed and %d through the stack: want the established flows on the bypass", fast, delivered)
+	}
+	if read == "ring" {
+		enters, writes := metric(t, m, "tunvs_host_ring_enters_total"), metric(t, m, "tunvs_host_ring_writes_total")
+		t.Logf("io_uring: %d enters, %d packets written through the ring", enters, writes)
+		if enters == 0 {
+			t.Skipf("io_uring unavailable here: the director fell back to the poller\n%s", e.log)
+		}
+		if hairpin && writes == 0 {
+			t.Errorf("one-armed on io_uring, but no packet written back through the ring")
+		}
+		if !hairpin && writes != 0 {
+			t.Errorf("%d packets written through a ring with two TAPs: a reader's ring only takes writes to its own device", writes)
+		}
 	}
 }
 

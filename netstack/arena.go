@@ -1,6 +1,7 @@
 package netstack
 
 import (
+	"os"
 	"sync"
 
 	"github.com/tunvs/tunvs/tun"
@@ -15,6 +16,9 @@ const gsoArena = 256 << 10
 // super-packet (ReadGSO's least) and room for 16 small packets. A batch
 // that fills it doubles the reader's share, up to gsoArena.
 const gsoArenaMin = 96 << 10
+
+// pageSize is what a trim hands back whole pages of.
+var pageSize = os.Getpagesize()
 
 // rxArena is a GSO reader's arena. It lives outside the Go heap where the
 // platform allows (arena_linux.go: an anonymous mapping): it holds packets
@@ -37,6 +41,11 @@ type rxArena struct {
 	mu  sync.Mutex
 	lim int // the reader's share: buf[:lim]
 	hi  int // the largest lim since the last trim: what may be resident
+	// keep is where the last batch ended: until the reader reads the
+	// next, its packets may still be on their way out (a deferred
+	// writer's go with the reader's next read: tun.DeferredWriterSource),
+	// so a trim leaves buf[:keep] alone even when lim shrank below it.
+	keep int
 }
 
 func newRxArena() *rxArena {
@@ -56,10 +65,16 @@ func (a *rxArena) next(cnt, room, end int) []byte {
 		a.mu.Lock()
 		a.lim = min(2*a.lim, len(a.buf))
 		a.hi = max(a.hi, a.lim)
+		a.keep = end
 		a.mu.Unlock()
 	case !full && a.lim > gsoArenaMin:
 		a.mu.Lock()
 		a.lim = gsoArenaMin
+		a.keep = end
+		a.mu.Unlock()
+	case end > gsoArenaMin || a.keep > gsoArenaMin:
+		a.mu.Lock()
+		a.keep = end
 		a.mu.Unlock()
 	}
 	return a.buf[:a.lim]
@@ -70,14 +85,17 @@ func (a *rxArena) next(cnt, room, end int) []byte {
 func (a *rxArena) trim() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if !a.mapped || a.hi <= a.lim {
+	// Whole pages, from the first one past what the reader may still
+	// use.
+	from := (max(a.lim, a.keep) + pageSize - 1) &^ (pageSize - 1)
+	if !a.mapped || a.hi <= from {
 		return 0
 	}
-	if releaseArena(a.buf[a.lim:a.hi]) != nil {
+	if releaseArena(a.buf[from:a.hi]) != nil {
 		return 0
 	}
-	n := a.hi - a.lim
-	a.hi = a.lim
+	n := a.hi - from
+	a.hi = from
 	return n
 }
 

@@ -84,4 +84,25 @@ func TestRxArena(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { a.next(3, 128, 1000); a.next(128, 128, 0) }); n != 0 {
 		t.Errorf("next allocates %v times", n)
 	}
+
+	// A partial batch that ended past the smaller share: its packets
+	// may still be on their way out (a deferred writer's), so a trim
+	// before the next batch leaves their pages; after it, they go.
+	b = a.next(128, 128, 0)
+	for i := range b {
+		b[i] = 0x5a
+	}
+	end := gsoArenaMin + 3*4096 + 100
+	a.next(5, 128, end)
+	keep := (end + pageSize - 1) &^ (pageSize - 1)
+	if n := a.trim(); n != len(b)-keep {
+		t.Fatalf("trim with a batch out to %d gave %d bytes, want %d", end, n, len(b)-keep)
+	}
+	if a.buf[end-1] != 0x5a {
+		t.Fatalf("byte %d of the last batch lost to a trim", end-1)
+	}
+	a.next(1, 128, 200)
+	if n := a.trim(); n != keep-gsoArenaMin {
+		t.Fatalf("trim after the next batch gave %d bytes, want %d", n, keep-gsoArenaMin)
+	}
 }

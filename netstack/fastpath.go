@@ -22,7 +22,10 @@ const noBypass = math.MaxUint32
 // writes them per egress queue when the batch is done. It belongs to one
 // reader goroutine, that of queue qi of its NIC.
 type fastPath struct {
-	qi   int
+	qi int
+	// self is the queue the reader reads (nil for a reader without
+	// offloads): its writes back to it may be deferred (see writer).
+	self tun.GSODevice
 	pend []pending
 	bufs [][]byte
 	gso  []tun.GSO

@@ -226,7 +226,7 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice, a *rxArena) {
 	defer a.free()
 	arena := a.buf[:a.lim]
 	pkts := make([]tun.GSOPacket, 128)
-	f := &fastPath{qi: qi}
+	f := &fastPath{qi: qi, self: dev}
 	var p nat.Packet
 	l2 := n.l2()
 	var fails int

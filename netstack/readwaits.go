@@ -16,3 +16,20 @@ func (h *Host) ReadWaits() uint64 {
 	}
 	return n
 }
+
+// RingCounts sums, over the NICs whose device reads on io_uring
+// (tun.Config.ReadWait WaitRing), the readers' io_uring_enter calls and
+// the packets their deferred writers sent with them
+// (tun.DeferredWriterSource).
+func (h *Host) RingCounts() (enters, writes uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, nic := range h.byID {
+		if d, ok := nic.dev.(interface{ RingCounts() (uint64, uint64) }); ok {
+			e, w := d.RingCounts()
+			enters += e
+			writes += w
+		}
+	}
+	return enters, writes
+}

@@ -25,6 +25,16 @@ func (f *fastPath) writer(q *txQueue) tun.GSOWriter {
 	s := &f.writers[q.id]
 	if !s.tried {
 		s.tried = true
+		// The reader's own queue, on the one-armed director: its
+		// writes may go out with its next wait for packets
+		// (tun.DeferredWriterSource): the packets are in the reader's
+		// arena, which it reads into again only after that.
+		if d, ok := q.src.(tun.DeferredWriterSource); ok && q.gso == f.self {
+			if w, ok := d.NewDeferredWriter(); ok {
+				s.w = w
+				return s.w
+			}
+		}
 		// Failing (the device closed), the shared way is left; its
 		// error is counted where it is met.
 		s.w, _ = q.src.NewWriter()

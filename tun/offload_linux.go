@@ -46,6 +46,7 @@ type OffloadStats struct {
 	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
 	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll: Config.ReadWait)
 	RingEnters    uint64 // io_uring_enter calls of the readers (Config.ReadWait WaitRing): each submits reads and waits for one
+	RingWrites    uint64 // packets written through the ring by a deferred writer (NewDeferredWriter), not counted in WriteSyscalls
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
 	// Ring says the readers read on io_uring (WaitRing); RingError is
@@ -58,7 +59,7 @@ type OffloadStats struct {
 type offloadCounters struct {
 	readCalls, readSyscalls, readPackets, gsoReads, gsoSegments, readDrops atomic.Uint64
 	writeSyscalls, writePackets, gsoWrites, gsoWriteSegs, gsoPassed        atomic.Uint64
-	busyPollHits, busyPollWaits, readWaits, ringEnters                     atomic.Uint64
+	busyPollHits, busyPollWaits, readWaits, ringEnters, ringWrites         atomic.Uint64
 }
 
 // OffloadDevice is a Linux TUN or TAP device opened with IFF_VNET_HDR and
@@ -195,6 +196,10 @@ type writeState struct {
 	// writeDirect).
 	direct bool
 	fd     uintptr
+	// deferred: queue the writes on the queue's ring (a deferred
+	// writer's: see NewDeferredWriter), each coalesced run in a buffer
+	// of its own.
+	deferred bool
 }
 
 // readState is what a read callback works on: the arguments of the Read
@@ -400,6 +405,7 @@ func (d *OffloadDevice) Stats() OffloadStats {
 		s.BusyPollWaits += c.busyPollWaits.Load()
 		s.ReadWaits += c.readWaits.Load()
 		s.RingEnters += c.ringEnters.Load()
+		s.RingWrites += c.ringWrites.Load()
 	}
 	return s
 }
@@ -663,6 +669,9 @@ func (q *offloadQueue) Write(bufs [][]byte, offset int) (int, error) {
 // write writes one packet (virtio header included), waiting in the
 // poller if the device's queue is full.
 func (q *offloadQueue) write(w *writeState, pkt []byte) error {
+	if w.deferred {
+		return q.ringWrite(pkt)
+	}
 	q.c.writeSyscalls.Add(1)
 	if w.direct {
 		if done, err := q.writeDirect(w.fd, pkt); done {
@@ -714,6 +723,15 @@ func (w *writeState) buf() []byte {
 		w.wbuf = make([]byte, ethHdrLen+readBufSize)
 	}
 	return w.wbuf
+}
+
+// bufFor is a buffer to build one packet for w in: w.wbuf, or for a
+// deferred writer one of the ring's, not reused before the write is done.
+func (q *offloadQueue) bufFor(w *writeState) []byte {
+	if w.deferred {
+		return q.ringBuf()
+	}
+	return w.buf()
 }
 
 // wrapErr maps "closed" errors to ErrClosed and names the device.
@@ -924,7 +942,7 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 		}
 		var pkt []byte
 		if run > 1 {
-			wb := w.buf()
+			wb := q.bufFor(w)
 			fill := coalesce
 			if udp {
 				fill = coalesceUDP
@@ -947,7 +965,7 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 			if b := bufs[done]; offset >= virtioNetHdrLen {
 				pkt = b[offset-virtioNetHdrLen:]
 			} else {
-				wb := w.buf()
+				wb := q.bufFor(w)
 				pkt = wb[:virtioNetHdrLen+copy(wb[virtioNetHdrLen:], b[offset:])]
 			}
 			h.encode(pkt)

@@ -58,10 +58,11 @@ const (
 	ringSlots = 8
 	// ringEntries is the submission ring's size: the slots, the
 	// eventfd's read, and their cancellations at Close.
-	ringEntries = 32
+	ringEntries = 64
 
 	tagEventfd = 1 << 32
 	tagCancel  = 2 << 32
+	tagWrite   = 4 << 32
 )
 
 // ringReader is a WaitRing queue's reader state.
@@ -80,6 +81,15 @@ type ringReader struct {
 	nord  int
 	efdOn bool // the eventfd's read is in flight
 	gone  bool // closeRing has run: the ring is no more
+
+	// The deferred writer's (NewDeferredWriter): writes queued and not
+	// yet submitted, writes in flight, the first failure of one not yet
+	// reported, and the buffers of coalesced runs, wbufs[:wbufN] in use
+	// until the writes are done.
+	wq, wfly int
+	werr     error
+	wbufs    [][]byte
+	wbufN    int
 }
 
 // newRingReader sets up a WaitRing queue's reader; the caller falls
@@ -117,7 +127,10 @@ func (rr *ringReader) slot(i int) []byte {
 
 // ringNext returns the next packet read (its slot and length; release
 // the slot with ringRelease), waiting for one if wait is set; slot -1
-// when there is none and wait is not set. It runs under ringMu.
+// when there is none and wait is not set. It runs under ringMu, after
+// ringSettle. The deferred writes queued since the last call go in with
+// the wait: one io_uring_enter writes them, submits the reads and waits
+// for a packet.
 func (q *offloadQueue) ringNext(wait bool) (slot, n int, err error) {
 	rr := q.ring
 	for {
@@ -143,16 +156,62 @@ func (q *offloadQueue) ringNext(wait bool) (slot, n int, err error) {
 			q.tid.Store(int32(unix.Gettid()))
 		}
 		posted := q.ringPost()
-		if err := rr.r.enter(true); err != nil {
+		// Each write completes too: wait for them and one packet.
+		writes := rr.wq
+		if _, err := rr.r.enter(uint32(writes) + 1); err != nil {
 			return -1, 0, err
 		}
+		rr.wfly += writes
+		rr.wq = 0
 		q.c.ringEnters.Add(1)
 		// Every read submitted found a packet: next time, more.
-		if got := int(rr.r.ready()); posted > 0 && got >= posted {
+		if got := int(rr.r.ready()) - writes; posted > 0 && got >= posted {
 			rr.depth = min(2*rr.depth, ringSlots)
 		} else {
 			rr.depth = 1
 			q.c.readWaits.Add(1)
+		}
+		if err := q.ringWritesDone(); err != nil {
+			return -1, 0, err
+		}
+	}
+}
+
+// ringSettle submits the deferred writes if a packet is already in hand
+// (ringNext would not enter), and waits until every write is done: the
+// caller's buffers, which they are written from, are about to be read
+// into.
+func (q *offloadQueue) ringSettle() error {
+	rr := q.ring
+	q.ringReap()
+	if rr.wq > 0 && rr.nord > 0 {
+		writes := rr.wq
+		if _, err := rr.r.enter(0); err != nil {
+			return err
+		}
+		rr.wfly += writes
+		rr.wq = 0
+		q.c.ringEnters.Add(1)
+	}
+	return q.ringWritesDone()
+}
+
+// ringWritesDone waits for the writes in flight to complete. A write to
+// a TUN or TAP device completes as it is submitted (the device's socket
+// buffer is never full: see waitWritable), so this does not wait.
+func (q *offloadQueue) ringWritesDone() error {
+	rr := q.ring
+	for {
+		q.ringReap()
+		if rr.wfly <= 0 {
+			rr.wfly = 0
+			if rr.wq == 0 {
+				rr.wbufN = 0
+			}
+			return nil
+		}
+		if _, err := rr.r.enter(1); err != nil {
+			return err
 		}
 	}
 }
@@ -195,6 +254,12 @@ func (q *offloadQueue) ringReap() {
 			continue
 		case c.userData&tagCancel != 0:
 			continue
+		case c.userData == tagWrite:
+			rr.wfly--
+			if c.res < 0 && rr.werr == nil {
+				rr.werr = unix.Errno(-c.res)
+			}
+			continue
 		}
 		i := int(c.userData)
 		rr.busy[i] = false
@@ -229,6 +294,10 @@ func (q *offloadQueue) readRing() {
 		r.err = os.ErrClosed
 		return
 	}
+	if err := q.ringSettle(); err != nil {
+		r.err = err
+		return
+	}
 	for r.n < r.max {
 		i, m, err := q.ringNext(r.n == 0)
 		if err != nil {
@@ -260,6 +329,10 @@ func (q *offloadQueue) readGSORing() {
 	r := &q.rd
 	if q.ring.gone {
 		r.err = os.ErrClosed
+		return
+	}
+	if err := q.ringSettle(); err != nil {
+		r.err = err
 		return
 	}
 	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
@@ -308,7 +381,9 @@ func (q *offloadQueue) closeRing() {
 	if rr.efdOn {
 		rr.r.prepCancel(tagEventfd, tagCancel|tagEventfd)
 	}
-	for try := 0; try < 100 && (rr.fly > 0 || rr.efdOn || rr.r.queued > 0); try++ {
+	for try := 0; try < 100 && (rr.fly > 0 || rr.efdOn || rr.wfly+rr.wq > 0 || rr.r.queued > 0); try++ {
+		rr.wfly += rr.wq
+		rr.wq = 0
 		if err := rr.r.waitTimeout(10e6); err != nil {
 			break
 		}
@@ -322,4 +397,70 @@ func (q *offloadQueue) closeRing() {
 		unix.Munmap(rr.slots)
 	}
 	rr.slots = nil
+}
+
+// ringWriter is a WaitRing queue's deferred writer (NewDeferredWriter).
+type ringWriter struct {
+	q *offloadQueue
+	w writeState
+}
+
+var _ DeferredWriterSource = (*offloadQueue)(nil)
+
+// NewDeferredWriter implements DeferredWriterSource: on a WaitRing queue,
+// a writer whose writes go out with the reader's next wait, in the same
+// io_uring_enter. For the queue's reader goroutine only.
+func (q *offloadQueue) NewDeferredWriter() (GSOWriter, bool) {
+	if q.ring == nil {
+		return nil, false
+	}
+	return &ringWriter{q: q, w: writeState{deferred: true}}, true
+}
+
+// WriteGSO implements GSOWriter: the queue's WriteGSO, each packet queued
+// on the ring. It reports a deferred write of an earlier call that
+// failed, once.
+func (x *ringWriter) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, error) {
+	q := x.q
+	q.ringMu.Lock()
+	defer q.ringMu.Unlock()
+	if q.ring.gone {
+		return 0, q.wrapErr("write", os.ErrClosed)
+	}
+	n, err := q.writeGSO(&x.w, bufs, gso, offset)
+	if rr := q.ring; err == nil && rr.werr != nil {
+		err, rr.werr = q.wrapErr("write", rr.werr), nil
+	}
+	return n, err
+}
+
+// ringWrite queues pkt, a packet writeGSO made, for the reader's next
+// enter; a full submission ring is submitted first.
+func (q *offloadQueue) ringWrite(pkt []byte) error {
+	rr := q.ring
+	for !rr.r.prepWrite(int(q.devFd), pkt, tagWrite) {
+		writes := rr.wq
+		if _, err := rr.r.enter(0); err != nil {
+			return q.wrapErr("write", err)
+		}
+		rr.wfly += writes
+		rr.wq = 0
+		q.c.ringEnters.Add(1)
+		q.ringReap()
+	}
+	rr.wq++
+	q.c.ringWrites.Add(1)
+	return nil
+}
+
+// ringBuf is a buffer for one coalesced run of the deferred writer, kept
+// until the writes are done.
+func (q *offloadQueue) ringBuf() []byte {
+	rr := q.ring
+	if rr.wbufN == len(rr.wbufs) {
+		rr.wbufs = append(rr.wbufs, make([]byte, ethHdrLen+readBufSize))
+	}
+	b := rr.wbufs[rr.wbufN]
+	rr.wbufN++
+	return b
 }

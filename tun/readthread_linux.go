@@ -137,3 +137,13 @@ func (d *OffloadDevice) ReadWaits() uint64 {
 	}
 	return n
 }
+
+// RingCounts is OffloadStats.RingEnters and RingWrites alone, for
+// callers that do not name OffloadStats (Linux only).
+func (d *OffloadDevice) RingCounts() (enters, writes uint64) {
+	for _, q := range d.queues {
+		enters += q.c.ringEnters.Load()
+		writes += q.c.ringWrites.Load()
+	}
+	return enters, writes
+}

@@ -21,6 +21,7 @@ const (
 	ioringOpNop         = 0
 	ioringOpAsyncCancel = 14
 	ioringOpRead        = 22
+	ioringOpWrite       = 23
 
 	ioringEnterGetEvents = 1 << 0
 	ioringEnterExtArg    = 1 << 3
@@ -184,6 +185,19 @@ func (r *uring) prepRead(fd int, buf []byte, tag uint64) bool {
 	return true
 }
 
+// prepWrite queues a write(2) of buf to fd, tagged tag.
+func (r *uring) prepWrite(fd int, buf []byte, tag uint64) bool {
+	e := r.sqe()
+	if e == nil {
+		return false
+	}
+	e.opcode, e.fd = ioringOpWrite, int32(fd)
+	e.addr, e.len = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(buf)))), uint32(len(buf))
+	e.off = ^uint64(0)
+	e.userData = tag
+	return true
+}
+
 // prepCancel queues the cancellation of the request tagged target.
 func (r *uring) prepCancel(target, tag uint64) bool {
 	e := r.sqe()
@@ -194,33 +208,37 @@ func (r *uring) prepCancel(target, tag uint64) bool {
 	return true
 }
 
-// enter submits what is queued and, with wait, sleeps until a completion
-// is there. Waiting, it is a blocking system call the scheduler is told
-// of (its P goes to other goroutines meanwhile); not waiting, a raw one.
-func (r *uring) enter(wait bool) error {
+// enter submits what is queued and waits until minComplete completions
+// are there (counting those not yet consumed). Waiting, it is a blocking
+// system call the scheduler is told of (its P goes to other goroutines
+// meanwhile); not waiting, a raw one. It reports how many entries the
+// kernel took.
+func (r *uring) enter(minComplete uint32) (uint32, error) {
 	for {
 		n := r.queued
 		var e unix.Errno
 		var done uintptr
-		if wait {
-			done, _, e = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 1, ioringEnterGetEvents, 0, 0)
+		if minComplete > 0 {
+			done, _, e = unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), uintptr(minComplete), ioringEnterGetEvents, 0, 0)
 		} else {
 			done, _, e = unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, 0, 0, 0)
 		}
+		took := uint32(0)
 		if e == 0 || e == unix.EINTR {
 			// Entries taken before an interruption stay taken.
-			r.queued -= min(uint32(done), r.queued)
+			took = min(uint32(done), r.queued)
+			r.queued -= took
 		}
 		switch e {
 		case 0:
-			return nil
+			return took, nil
 		case unix.EINTR:
-			if !wait {
+			if minComplete == 0 && took == 0 {
 				continue
 			}
-			return nil
+			return took, nil
 		}
-		return fmt.Errorf("io_uring_enter: %w", e)
+		return took, fmt.Errorf("io_uring_enter: %w", e)
 	}
 }
 
@@ -228,7 +246,8 @@ func (r *uring) enter(wait bool) error {
 // a completion (where the kernel cannot bound the wait, for none).
 func (r *uring) waitTimeout(ns int64) error {
 	if !r.extArg {
-		return r.enter(false)
+		_, err := r.enter(0)
+		return err
 	}
 	ts := unix.NsecToTimespec(ns)
 	arg := ioURingGetEventsArg{ts: uint64(uintptr(unsafe.Pointer(&ts)))}
