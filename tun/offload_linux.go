@@ -164,14 +164,14 @@ type offloadQueue struct {
 	epErr  error
 	epFn   func(fd uintptr) bool
 	// ring is the reader on io_uring (WaitRing), used under ringMu: by
-	// the reader, and by Close once the reader is out. See
+	// the reader's callbacks, its deferred writer, and Close. See
 	// readring_linux.go.
 	ring   *ringReader
 	ringMu sync.Mutex
 	// readFn and readGSOFn are the RawConn callbacks of Read and
 	// ReadGSO, made on first use: a closure per call would be an
-	// allocation per call.
-	readFn, readGSOFn func(fd uintptr) bool
+	// allocation per call; readRingFn is Read's on io_uring.
+	readFn, readGSOFn, readRingFn func(fd uintptr) bool
 	// Write side: the queue's own Write and WriteGSO (a WriterSource's
 	// writers have their own writeState). closeMu is held for reading by
 	// the writes that use the fd number itself (the writers'), for
@@ -291,7 +291,7 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		}
 		var f *os.File
 		var rc syscall.RawConn
-		if cfg.ReadWait == WaitArmed || rr != nil {
+		if cfg.ReadWait == WaitArmed {
 			f, rc, err = newUnpolledFile(fd, tunDevicePath)
 		} else {
 			f = os.NewFile(uintptr(fd), tunDevicePath)
@@ -314,7 +314,6 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		d.queues = append(d.queues, q)
 		if rr != nil {
 			q.ring, q.devFd = rr, int32(fd)
-			q.writeState = writeState{direct: true, fd: uintptr(fd)}
 		} else if cfg.ReadWait == WaitArmed {
 			// The queue's own writes go to the fd directly too: its
 			// RawConn cannot wait for a full buffer (see write).
@@ -439,6 +438,13 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		return 0, q.wrapErr("read", os.ErrClosed)
 	}
 	max := min(len(bufs), len(sizes))
+	if q.ring != nil {
+		// A deferred writer's packets are in bufs: out before they
+		// are read into.
+		if err := q.ringFlush(); err != nil {
+			return 0, q.wrapErr("write", err)
+		}
+	}
 	n := q.drain(bufs, sizes, offset, 0, max)
 	if n == max {
 		q.c.readCalls.Add(1)
@@ -451,12 +457,14 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		// Made on first use: a reader that uses ReadGSO never needs it.
 		q.rbuf = make([]byte, readBufSize)
 	}
+	fn := q.readFn
 	if q.ring != nil {
-		q.readRing()
-		q.rd.bufs, q.rd.sizes = nil, nil
-		return q.readResult(nil)
+		if q.readRingFn == nil {
+			q.readRingFn = q.readRingCallback
+		}
+		fn = q.readRingFn
 	}
-	err := q.rc.Read(q.readFn)
+	err := q.rc.Read(fn)
 	q.rd.bufs, q.rd.sizes = nil, nil
 	return q.readResult(err)
 }
@@ -677,7 +685,7 @@ func (q *offloadQueue) write(w *writeState, pkt []byte) error {
 		if done, err := q.writeDirect(w.fd, pkt); done {
 			return err
 		}
-		for q.armed || q.ring != nil {
+		for q.armed {
 			// Not in the runtime's poller: wait here.
 			if err := q.waitWritable(w.fd); err != nil {
 				return q.wrapErr("write", err)
@@ -770,7 +778,8 @@ func (q *offloadQueue) Close() error {
 	q.wakeThread()
 	q.closeArmed()
 	if q.ring != nil {
-		q.wakeRing()
+		// Under ringMu: no read callback or deferred write is using
+		// the ring, and none will after (they find it gone).
 		q.ringMu.Lock()
 		q.closeRing()
 		q.ringMu.Unlock()
@@ -804,13 +813,11 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 		return 0, q.wrapErr("read", os.ErrClosed)
 	}
 	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts}
-	if q.ring != nil {
-		q.readGSORing()
-		q.rd.arena, q.rd.pkts = nil, nil
-		return q.readResult(nil)
-	}
 	if q.readGSOFn == nil {
 		q.readGSOFn = q.readGSOCallback
+		if q.ring != nil {
+			q.readGSOFn = q.readGSORingCallback
+		}
 	}
 	err := q.rc.Read(q.readGSOFn)
 	q.rd.arena, q.rd.pkts = nil, nil

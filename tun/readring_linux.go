@@ -3,7 +3,6 @@
 package tun
 
 import (
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -14,72 +13,70 @@ import (
 // The reader on io_uring (Config.ReadWait WaitRing).
 //
 // With read(2) a reader makes one system call per packet, and one more
-// that finds the device empty (EAGAIN) before it waits; on a machine
+// that finds the device empty (EAGAIN) before it waits; the one-armed
+// director then writes each packet back with write(2). On a machine
 // where a system call costs a microsecond (PTI, no PCID: docs/perf.md)
-// that is most of what a small packet costs the director. On io_uring
-// the reader submits reads and waits for them in one io_uring_enter: the
-// kernel runs each read at once if the device has a packet and completes
-// it there, or else arms a wait on the device (its poll wait queue,
-// since the fd is non-blocking: a blocking one would send every read to
-// io_uring's worker threads) and completes the read, in this thread,
-// when a packet comes. One enter then carries as many packets as reads
-// were submitted.
+// that is most of what a small packet costs the director. On io_uring a
+// round is one io_uring_enter: it runs the writes the reader's last batch
+// left (NewDeferredWriter, the one-armed director's writes back to its
+// own device), then a handful of reads, each of which takes a packet the
+// device has queued or fails at once with EAGAIN (RWF_NOWAIT: none is
+// left waiting on the device).
 //
-// How many: one while the device keeps the reader waiting, since every
-// read armed on the device is woken by every packet (all but one then
-// find it empty and wait again: 32 reads armed made a ping-pong cost
-// four times as much, bench/results/2026-12-07e/tunring.log); twice as
-// many as last time, up to ringSlots, while the reads submitted all find
-// packets.
+// The reader waits where the default reader does, in Go's poller on the
+// device's fd, and only once a round's reads all found the device empty.
+// Reads left in flight, waiting on the device inside io_uring, were
+// measured and left alone: every packet wakes every read waiting (all
+// but one then find the device empty and wait again: 32 made a
+// ping-pong cost four times as much, bench/results/2026-12-07e/
+// tunring.log), and a reader blocked in io_uring_enter holds its thread
+// and P: with a reader per device, as on the TUN topology's three
+// devices, the runtime's monitor then took Ps from them every 20 µs,
+// and the director's CPU a packet doubled at 2,000 requests a second
+// (docs/perf.md).
+//
+// How many reads a round: one more than the last round found packets,
+// or twice as many when all of them did, up to ringSlots.
 //
 // The reads go into the queue's own slots, outside the Go heap, and each
-// packet is copied into the caller's buffers from there: a read in
-// flight must own its buffer until it completes, which may be after Read
-// or ReadGSO returned, and the caller's are only lent for the call.
-//
-// The device's fd is kept out of Go's poller (as for WaitArmed): the
-// reader never waits there, and packets would wake the poller's thread
-// for nothing. Its writes go to the fd directly and, on the rare full
-// socket buffer, wait in poll(2).
-//
-// Close wakes a waiting reader through an eventfd with a read of its own
-// always in flight in the ring, waits for the reader to leave, cancels
-// the reads in flight, waits for their completions (so that no read can
-// still write into the slots) and only then unmaps the slots and closes
-// the ring and the device: a read in flight holds the device's file
-// open, so closing the fd alone would leave the interface up.
+// packet is copied into the caller's buffers from there: a round's reads
+// each need room for a 64 KiB super-packet, and the caller's arena has
+// room for one or three.
 //
 // Where io_uring cannot be set up (an old kernel, kernel.io_uring_disabled,
 // a container's seccomp profile) Open falls back to WaitPoller and says
 // so in OffloadStats.RingError.
 
 const (
-	// ringSlots is the most reads a queue's reader keeps in flight.
+	// ringSlots is the most reads a round submits.
 	ringSlots = 8
-	// ringEntries is the submission ring's size: the slots, the
-	// eventfd's read, and their cancellations at Close.
+	// ringEntries is the submission ring's size: the slots, and room
+	// for the deferred writes of a batch (more are submitted early).
 	ringEntries = 64
 
-	tagEventfd = 1 << 32
-	tagCancel  = 2 << 32
-	tagWrite   = 4 << 32
+	// rwfNoWait is RWF_NOWAIT (include/uapi/linux/fs.h).
+	rwfNoWait = 0x8
+
+	tagCancel = 2 << 32
+	tagWrite  = 4 << 32
 )
 
-// ringReader is a WaitRing queue's reader state.
+// ringReader is a WaitRing queue's reader state, used under the queue's
+// ringMu.
 type ringReader struct {
 	r     *uring
-	efd   int
-	ebuf  [8]byte // the eventfd read's buffer
-	slots []byte  // ringSlots buffers of readBufSize, mapped
+	slots []byte // ringSlots buffers of readBufSize, mapped
 	busy  [ringSlots]bool
 	res   [ringSlots]int32 // what each completed slot holds (valid while done)
 	done  [ringSlots]bool  // completed, its packet not yet taken
-	fly   int              // reads in flight
-	depth int              // reads to keep in flight
-	err   error
-	order [ringSlots]int // completed slots in completion order
+	order [ringSlots]int   // completed slots in completion order
 	nord  int
-	efdOn bool // the eventfd's read is in flight
+	fly   int  // reads in flight
+	depth int  // reads to submit next round
+	found int  // reads of the current round that found a packet
+	empty bool // a read of the current round found the device empty
+	tried bool // this callback has entered once
+	err   error
 	gone  bool // closeRing has run: the ring is no more
 
 	// The deferred writer's (NewDeferredWriter): writes queued and not
@@ -99,25 +96,18 @@ func newRingReader() (*ringReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
-	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
 	slots, err := unix.Mmap(-1, 0, ringSlots*readBufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		r.close()
-		unix.Close(efd)
 		return nil, fmt.Errorf("mmap: %w", err)
 	}
-	return &ringReader{r: r, efd: efd, slots: slots, depth: 1}, nil
+	return &ringReader{r: r, slots: slots, depth: 1}, nil
 }
 
 // free releases what newRingReader set up, for an Open that failed
 // before the reader ran.
 func (rr *ringReader) free() {
 	rr.r.close()
-	unix.Close(rr.efd)
 	unix.Munmap(rr.slots)
 }
 
@@ -126,12 +116,11 @@ func (rr *ringReader) slot(i int) []byte {
 }
 
 // ringNext returns the next packet read (its slot and length; release
-// the slot with ringRelease), waiting for one if wait is set; slot -1
-// when there is none and wait is not set. It runs under ringMu, after
-// ringSettle. The deferred writes queued since the last call go in with
-// the wait: one io_uring_enter writes them, submits the reads and waits
-// for a packet.
-func (q *offloadQueue) ringNext(wait bool) (slot, n int, err error) {
+// the slot with ringRelease), or slot -1 when there is none: the round's
+// reads found the device empty, or this callback has had its round. An
+// error comes back when nothing is in hand (have false). It runs in a
+// read callback, under ringMu, after ringSettle.
+func (q *offloadQueue) ringNext(fd uintptr, have bool) (slot, n int, err error) {
 	rr := q.ring
 	for {
 		q.ringReap()
@@ -141,57 +130,75 @@ func (q *offloadQueue) ringNext(wait bool) (slot, n int, err error) {
 			rr.nord--
 			return i, int(rr.res[i]), nil
 		}
-		if !wait {
-			// An error waits for a call with nothing in hand.
-			return -1, 0, nil
-		}
-		if rr.err != nil {
+		if rr.err != nil && !have {
 			err, rr.err = rr.err, nil
 			return -1, 0, err
 		}
-		if q.closed.Load() {
-			return -1, 0, os.ErrClosed
+		if rr.tried {
+			return -1, 0, nil
 		}
-		if q.tid.Load() == 0 {
-			q.tid.Store(int32(unix.Gettid()))
-		}
-		posted := q.ringPost()
-		// Each write completes too: wait for them and one packet.
-		writes := rr.wq
-		if _, err := rr.r.enter(uint32(writes) + 1); err != nil {
-			return -1, 0, err
-		}
-		rr.wfly += writes
-		rr.wq = 0
-		q.c.ringEnters.Add(1)
-		// Every read submitted found a packet: next time, more.
-		if got := int(rr.r.ready()) - writes; posted > 0 && got >= posted {
-			rr.depth = min(2*rr.depth, ringSlots)
-		} else {
-			rr.depth = 1
-			q.c.readWaits.Add(1)
-		}
-		if err := q.ringWritesDone(); err != nil {
+		rr.tried = true
+		if err := q.ringRound(int(fd)); err != nil {
 			return -1, 0, err
 		}
 	}
 }
 
+// ringRound is one round: the deferred writes and rr.depth reads in one
+// io_uring_enter; every one of them completes in it.
+func (q *offloadQueue) ringRound(fd int) error {
+	rr := q.ring
+	posted := 0
+	for i := 0; i < ringSlots && posted < rr.depth; i++ {
+		if rr.busy[i] || rr.done[i] {
+			continue
+		}
+		if !rr.r.prepRead(fd, rr.slot(i), uint64(i), rwfNoWait) {
+			break
+		}
+		rr.busy[i] = true
+		rr.fly++
+		posted++
+	}
+	rr.found, rr.empty = 0, false
+	if err := q.ringSubmit(); err != nil {
+		return err
+	}
+	q.ringReap()
+	switch {
+	case posted == 0:
+	case rr.found == posted:
+		rr.depth = min(2*rr.depth, ringSlots)
+	default:
+		rr.depth = min(rr.found+1, ringSlots)
+	}
+	return q.ringWritesDone()
+}
+
+// ringSubmit submits what is queued, without waiting.
+func (q *offloadQueue) ringSubmit() error {
+	rr := q.ring
+	writes := rr.wq
+	if _, err := rr.r.enter(0); err != nil {
+		return err
+	}
+	rr.wfly += writes
+	rr.wq = 0
+	q.c.ringEnters.Add(1)
+	return nil
+}
+
 // ringSettle submits the deferred writes if a packet is already in hand
-// (ringNext would not enter), and waits until every write is done: the
-// caller's buffers, which they are written from, are about to be read
-// into.
+// (the round that would have taken them is not needed), and waits until
+// every write is done: the caller's buffers, which they are written
+// from, are about to be read into.
 func (q *offloadQueue) ringSettle() error {
 	rr := q.ring
 	q.ringReap()
 	if rr.wq > 0 && rr.nord > 0 {
-		writes := rr.wq
-		if _, err := rr.r.enter(0); err != nil {
+		if err := q.ringSubmit(); err != nil {
 			return err
 		}
-		rr.wfly += writes
-		rr.wq = 0
-		q.c.ringEnters.Add(1)
 	}
 	return q.ringWritesDone()
 }
@@ -216,28 +223,6 @@ func (q *offloadQueue) ringWritesDone() error {
 	}
 }
 
-// ringPost queues reads into free slots until depth are in flight, and
-// the eventfd's read if it is not; it returns how many reads it queued.
-func (q *offloadQueue) ringPost() int {
-	rr := q.ring
-	if !rr.efdOn && rr.r.prepRead(rr.efd, rr.ebuf[:], tagEventfd) {
-		rr.efdOn = true
-	}
-	n := 0
-	for i := 0; i < ringSlots && rr.fly < rr.depth; i++ {
-		if rr.busy[i] || rr.done[i] {
-			continue
-		}
-		if !rr.r.prepRead(int(q.devFd), rr.slot(i), uint64(i)) {
-			break
-		}
-		rr.busy[i] = true
-		rr.fly++
-		n++
-	}
-	return n
-}
-
 // ringReap takes the completions the ring holds: packets go to the
 // order of completed slots, errors to rr.err.
 func (q *offloadQueue) ringReap() {
@@ -249,9 +234,6 @@ func (q *offloadQueue) ringReap() {
 		}
 		rr.r.consume()
 		switch {
-		case c.userData == tagEventfd:
-			rr.efdOn = false
-			continue
 		case c.userData&tagCancel != 0:
 			continue
 		case c.userData == tagWrite:
@@ -269,12 +251,14 @@ func (q *offloadQueue) ringReap() {
 			rr.res[i], rr.done[i] = c.res, true
 			rr.order[rr.nord] = i
 			rr.nord++
+			rr.found++
 			q.c.readSyscalls.Add(1)
 		case c.res == 0:
 			rr.err = io.EOF
-		case unix.Errno(-c.res) == unix.ECANCELED || unix.Errno(-c.res) == unix.EINTR || unix.Errno(-c.res) == unix.EAGAIN:
-			// Cancelled (its submitter thread exited) or
-			// interrupted: submitted again next time.
+		case unix.Errno(-c.res) == unix.EAGAIN:
+			rr.empty = true
+		case unix.Errno(-c.res) == unix.EINTR || unix.Errno(-c.res) == unix.ECANCELED:
+			// Submitted again next round.
 		default:
 			rr.err = unix.Errno(-c.res)
 		}
@@ -284,28 +268,71 @@ func (q *offloadQueue) ringReap() {
 // ringRelease frees slot i for another read.
 func (q *offloadQueue) ringRelease(i int) { q.ring.done[i] = false }
 
-// readRing is Read's reader on io_uring: like readCallback, with the
-// packets taken from the ring's slots.
-func (q *offloadQueue) readRing() {
+// ringBegin starts a read callback: false, with the error in q.rd.err,
+// when there is nothing to read for (the ring gone, or a deferred write
+// that could not be finished).
+func (q *offloadQueue) ringBegin() bool {
+	rr := q.ring
+	if rr.gone {
+		q.rd.err = os.ErrClosed
+		return false
+	}
+	rr.tried = false
+	if err := q.ringSettle(); err != nil {
+		q.rd.err = err
+		return false
+	}
+	return true
+}
+
+// ringEnd ends a read callback: whether it is done (packets, or an
+// error), or the reader is to wait in the poller, the round having
+// found the device empty.
+func (q *offloadQueue) ringEnd() bool {
+	if q.rd.n > 0 || q.rd.err != nil {
+		return true
+	}
+	if q.tid.Load() == 0 {
+		q.tid.Store(int32(unix.Gettid()))
+	}
+	q.c.readWaits.Add(1)
+	return false
+}
+
+// ringFlush sends the deferred writes and waits for them, for a Read
+// whose buffers they are in.
+func (q *offloadQueue) ringFlush() error {
 	q.ringMu.Lock()
 	defer q.ringMu.Unlock()
+	rr := q.ring
+	if rr.gone {
+		return nil
+	}
+	if rr.wq > 0 {
+		if err := q.ringSubmit(); err != nil {
+			return err
+		}
+	}
+	return q.ringWritesDone()
+}
+
+// readRingCallback is Read's RawConn callback on io_uring, like
+// readCallback, with the packets taken from the ring's slots.
+func (q *offloadQueue) readRingCallback(fd uintptr) bool {
+	q.ringMu.Lock()
+	defer q.ringMu.Unlock()
+	if !q.ringBegin() {
+		return true
+	}
 	r := &q.rd
-	if q.ring.gone {
-		r.err = os.ErrClosed
-		return
-	}
-	if err := q.ringSettle(); err != nil {
-		r.err = err
-		return
-	}
 	for r.n < r.max {
-		i, m, err := q.ringNext(r.n == 0)
+		i, m, err := q.ringNext(fd, r.n > 0)
 		if err != nil {
 			r.err = err
-			return
+			return true
 		}
 		if i < 0 {
-			return
+			break
 		}
 		// Through rbuf: the splitter may keep a super-packet's
 		// segments for the next Read, when the slot has a new read.
@@ -320,29 +347,26 @@ func (q *offloadQueue) readRing() {
 		}
 		r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
 	}
+	return q.ringEnd()
 }
 
-// readGSORing is ReadGSO's reader on io_uring, like readGSOCallback.
-func (q *offloadQueue) readGSORing() {
+// readGSORingCallback is ReadGSO's RawConn callback on io_uring, like
+// readGSOCallback.
+func (q *offloadQueue) readGSORingCallback(fd uintptr) bool {
 	q.ringMu.Lock()
 	defer q.ringMu.Unlock()
+	if !q.ringBegin() {
+		return true
+	}
 	r := &q.rd
-	if q.ring.gone {
-		r.err = os.ErrClosed
-		return
-	}
-	if err := q.ringSettle(); err != nil {
-		r.err = err
-		return
-	}
 	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
-		i, m, err := q.ringNext(r.n == 0)
+		i, m, err := q.ringNext(fd, r.n > 0)
 		if err != nil {
 			r.err = err
-			return
+			return true
 		}
 		if i < 0 {
-			return
+			break
 		}
 		start := r.pos + r.headroom
 		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
@@ -358,32 +382,24 @@ func (q *offloadQueue) readGSORing() {
 		r.n++
 		r.pos = (start + max(size, SmallSlot) + 7) &^ 7
 	}
+	return q.ringEnd()
 }
 
-// wakeRing wakes a reader waiting in io_uring_enter, for Close.
-func (q *offloadQueue) wakeRing() {
-	var one [8]byte
-	binary.NativeEndian.PutUint64(one[:], 1)
-	_, _ = unix.Write(q.ring.efd, one[:])
-}
-
-// closeRing, once the reader is out (ringMu held), cancels the reads in
-// flight, waits for them to complete, and frees the ring. If they do not
-// complete in time the slots stay mapped: a read might still write into
-// them.
+// closeRing, for Close, with the reader out of its callback (ringMu
+// held): writes not yet submitted are dropped, reads in flight (there
+// should be none) cancelled and waited for, and the ring freed. If they
+// do not complete in time the slots stay mapped: a read might still
+// write into them.
 func (q *offloadQueue) closeRing() {
 	rr := q.ring
+	rr.r.discard()
+	rr.wq = 0
 	for i := 0; i < ringSlots; i++ {
 		if rr.busy[i] {
 			rr.r.prepCancel(uint64(i), tagCancel|uint64(i))
 		}
 	}
-	if rr.efdOn {
-		rr.r.prepCancel(tagEventfd, tagCancel|tagEventfd)
-	}
-	for try := 0; try < 100 && (rr.fly > 0 || rr.efdOn || rr.wfly+rr.wq > 0 || rr.r.queued > 0); try++ {
-		rr.wfly += rr.wq
-		rr.wq = 0
+	for try := 0; try < 100 && (rr.fly > 0 || rr.wfly > 0 || rr.r.queued > 0); try++ {
 		if err := rr.r.waitTimeout(10e6); err != nil {
 			break
 		}
@@ -392,7 +408,6 @@ func (q *offloadQueue) closeRing() {
 	free := rr.fly == 0
 	rr.gone = true
 	rr.r.close()
-	unix.Close(rr.efd)
 	if free {
 		unix.Munmap(rr.slots)
 	}
@@ -408,8 +423,8 @@ type ringWriter struct {
 var _ DeferredWriterSource = (*offloadQueue)(nil)
 
 // NewDeferredWriter implements DeferredWriterSource: on a WaitRing queue,
-// a writer whose writes go out with the reader's next wait, in the same
-// io_uring_enter. For the queue's reader goroutine only.
+// a writer whose writes go out in the reader's next round, in the same
+// io_uring_enter as its reads. For the queue's reader goroutine only.
 func (q *offloadQueue) NewDeferredWriter() (GSOWriter, bool) {
 	if q.ring == nil {
 		return nil, false
@@ -435,17 +450,13 @@ func (x *ringWriter) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, error)
 }
 
 // ringWrite queues pkt, a packet writeGSO made, for the reader's next
-// enter; a full submission ring is submitted first.
+// round; a full submission ring is submitted first.
 func (q *offloadQueue) ringWrite(pkt []byte) error {
 	rr := q.ring
 	for !rr.r.prepWrite(int(q.devFd), pkt, tagWrite) {
-		writes := rr.wq
-		if _, err := rr.r.enter(0); err != nil {
+		if err := q.ringSubmit(); err != nil {
 			return q.wrapErr("write", err)
 		}
-		rr.wfly += writes
-		rr.wq = 0
-		q.c.ringEnters.Add(1)
 		q.ringReap()
 	}
 	rr.wq++

@@ -172,8 +172,9 @@ func (r *uring) sqe() *ioURingSQE {
 	return e
 }
 
-// prepRead queues a read(2) of fd into buf, tagged tag.
-func (r *uring) prepRead(fd int, buf []byte, tag uint64) bool {
+// prepRead queues a read(2) of fd into buf, tagged tag, with rwFlags
+// (RWF_*).
+func (r *uring) prepRead(fd int, buf []byte, tag uint64, rwFlags uint32) bool {
 	e := r.sqe()
 	if e == nil {
 		return false
@@ -181,6 +182,7 @@ func (r *uring) prepRead(fd int, buf []byte, tag uint64) bool {
 	e.opcode, e.fd = ioringOpRead, int32(fd)
 	e.addr, e.len = uint64(uintptr(unsafe.Pointer(unsafe.SliceData(buf)))), uint32(len(buf))
 	e.off = ^uint64(0) // the file's position: none for a device
+	e.opFlags = rwFlags
 	e.userData = tag
 	return true
 }
@@ -257,6 +259,14 @@ func (r *uring) waitTimeout(ns int64) error {
 		return nil
 	}
 	return fmt.Errorf("io_uring_enter: %w", e)
+}
+
+// discard takes back the entries queued and not yet submitted: the
+// kernel sees a new tail only in io_uring_enter.
+func (r *uring) discard() {
+	r.tail -= r.queued
+	r.queued = 0
+	atomic.StoreUint32(r.sqTail, r.tail)
 }
 
 // peek returns the oldest completion not yet consumed.
