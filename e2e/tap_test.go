@@ -25,11 +25,11 @@ import (
 // (--tun-queues 2), where each direction of a connection goes back out
 // by the other queue than it came in on and has a reader of its own.
 //
-// hairpin-ring and two-taps-ring read on io_uring (--tun-read=ring): on
-// the one-armed TAP the reader's writes back to its own device go out
-// with its next wait, through the ring (tunvs_host_ring_writes_total);
-// with two TAPs they are written as before. Where io_uring cannot be set
-// up they are skipped, the director falling back to the poller.
+// hairpin-ring and two-taps-ring read on io_uring (--tun-read=ring): the
+// readers' writes, back to the device they read from or to the other,
+// go out with their next round of reads, through the ring
+// (tunvs_host_ring_writes_total). Where io_uring cannot be set up they
+// are skipped, the director falling back to the poller.
 func TestTAPOneArmed(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -141,11 +141,8 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int, read string) {
 		if enters == 0 {
 			t.Skipf("io_uring unavailable here: the director fell back to the poller\n%s", e.log)
 		}
-		if hairpin && writes == 0 {
-			t.Errorf("one-armed on io_uring, but no packet written back through the ring")
-		}
-		if !hairpin && writes != 0 {
-			t.Errorf("%d packets written through a ring with two TAPs: a reader's ring only takes writes to its own device", writes)
+		if writes < fast/2 {
+			t.Errorf("on io_uring, but %d of %d bypassed packets written through the ring", writes, fast)
 		}
 	}
 }

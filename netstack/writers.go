@@ -25,12 +25,11 @@ func (f *fastPath) writer(q *txQueue) tun.GSOWriter {
 	s := &f.writers[q.id]
 	if !s.tried {
 		s.tried = true
-		// The reader's own queue, on the one-armed director: its
-		// writes may go out with its next wait for packets
-		// (tun.DeferredWriterSource): the packets are in the reader's
-		// arena, which it reads into again only after that.
-		if d, ok := q.src.(tun.DeferredWriterSource); ok && q.gso == f.self {
-			if w, ok := d.NewDeferredWriter(); ok {
+		// A reader on io_uring sends its writes with its next
+		// round of reads (tun.DeferredWriterSource): the packets are
+		// in its arena, which it reads into again only after that.
+		if d, ok := q.src.(tun.DeferredWriterSource); ok && f.self != nil {
+			if w, ok := d.NewDeferredWriter(f.self); ok {
 				s.w = w
 				return s.w
 			}

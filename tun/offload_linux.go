@@ -196,10 +196,11 @@ type writeState struct {
 	// writeDirect).
 	direct bool
 	fd     uintptr
-	// deferred: queue the writes on the queue's ring (a deferred
+	// deferred: queue the writes, to fd, on ring's ring (a deferred
 	// writer's: see NewDeferredWriter), each coalesced run in a buffer
 	// of its own.
 	deferred bool
+	ring     *offloadQueue
 }
 
 // readState is what a read callback works on: the arguments of the Read
@@ -678,7 +679,7 @@ func (q *offloadQueue) Write(bufs [][]byte, offset int) (int, error) {
 // poller if the device's queue is full.
 func (q *offloadQueue) write(w *writeState, pkt []byte) error {
 	if w.deferred {
-		return q.ringWrite(pkt)
+		return w.ring.ringWrite(w.fd, pkt)
 	}
 	q.c.writeSyscalls.Add(1)
 	if w.direct {
@@ -737,7 +738,7 @@ func (w *writeState) buf() []byte {
 // deferred writer one of the ring's, not reused before the write is done.
 func (q *offloadQueue) bufFor(w *writeState) []byte {
 	if w.deferred {
-		return q.ringBuf()
+		return w.ring.ringBuf()
 	}
 	return w.buf()
 }
@@ -821,6 +822,11 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 	}
 	err := q.rc.Read(q.readGSOFn)
 	q.rd.arena, q.rd.pkts = nil, nil
+	if err != nil && q.ring != nil {
+		// The callback did not run: the deferred writes still wait
+		// (holding their targets' Close).
+		_ = q.ringFlush()
+	}
 	return q.readResult(err)
 }
 

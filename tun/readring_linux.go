@@ -87,6 +87,10 @@ type ringReader struct {
 	werr     error
 	wbufs    [][]byte
 	wbufN    int
+	// held are the queues other than this one that queued writes go
+	// to, whose closeMu each holds for reading until they are
+	// submitted (see ringWriter.WriteGSO).
+	held []*offloadQueue
 }
 
 // newRingReader sets up a WaitRing queue's reader; the caller falls
@@ -184,6 +188,7 @@ func (q *offloadQueue) ringSubmit() error {
 	}
 	rr.wfly += writes
 	rr.wq = 0
+	rr.release()
 	q.c.ringEnters.Add(1)
 	return nil
 }
@@ -394,6 +399,7 @@ func (q *offloadQueue) closeRing() {
 	rr := q.ring
 	rr.r.discard()
 	rr.wq = 0
+	rr.release()
 	for i := 0; i < ringSlots; i++ {
 		if rr.busy[i] {
 			rr.r.prepCancel(uint64(i), tagCancel|uint64(i))
@@ -414,46 +420,88 @@ func (q *offloadQueue) closeRing() {
 	rr.slots = nil
 }
 
-// ringWriter is a WaitRing queue's deferred writer (NewDeferredWriter).
+// ringWriter is a deferred writer (NewDeferredWriter): writes to t
+// queued on the ring of q, the queue whose reader makes them.
 type ringWriter struct {
-	q *offloadQueue
-	w writeState
+	q, t *offloadQueue
+	w    writeState
 }
 
 var _ DeferredWriterSource = (*offloadQueue)(nil)
 
-// NewDeferredWriter implements DeferredWriterSource: on a WaitRing queue,
-// a writer whose writes go out in the reader's next round, in the same
-// io_uring_enter as its reads. For the queue's reader goroutine only.
-func (q *offloadQueue) NewDeferredWriter() (GSOWriter, bool) {
-	if q.ring == nil {
+// NewDeferredWriter implements DeferredWriterSource: for the reader of a
+// WaitRing queue, a writer to this queue whose writes go out in that
+// reader's next round, in the same io_uring_enter as its reads.
+func (t *offloadQueue) NewDeferredWriter(reader GSODevice) (GSOWriter, bool) {
+	var q *offloadQueue
+	switch r := reader.(type) {
+	case *offloadQueue:
+		q = r
+	case *OffloadDevice:
+		q = r.offloadQueue // its queue 0, whose Read and ReadGSO it has
+	}
+	if q == nil || q.ring == nil {
 		return nil, false
 	}
-	return &ringWriter{q: q, w: writeState{deferred: true}}, true
+	x := &ringWriter{q: q, t: t, w: writeState{deferred: true, ring: q}}
+	if err := t.rc.Control(func(fd uintptr) { x.w.fd = fd }); err != nil {
+		return nil, false
+	}
+	return x, true
 }
 
-// WriteGSO implements GSOWriter: the queue's WriteGSO, each packet queued
-// on the ring. It reports a deferred write of an earlier call that
-// failed, once.
+// WriteGSO implements GSOWriter: the target queue's WriteGSO, each packet
+// queued on the reader's ring. It reports a deferred write of an earlier
+// call that failed, once. Until the writes are submitted, the target's
+// Close waits (its closeMu is held for reading, once a round), so that
+// its fd number is not another file's when they are.
 func (x *ringWriter) WriteGSO(bufs [][]byte, gso []GSO, offset int) (int, error) {
-	q := x.q
+	q, t := x.q, x.t
 	q.ringMu.Lock()
 	defer q.ringMu.Unlock()
-	if q.ring.gone {
-		return 0, q.wrapErr("write", os.ErrClosed)
+	rr := q.ring
+	if rr.gone || t.closed.Load() {
+		return 0, t.wrapErr("write", os.ErrClosed)
 	}
-	n, err := q.writeGSO(&x.w, bufs, gso, offset)
-	if rr := q.ring; err == nil && rr.werr != nil {
-		err, rr.werr = q.wrapErr("write", rr.werr), nil
+	if !rr.holds(t) {
+		t.closeMu.RLock()
+		if t.closed.Load() {
+			t.closeMu.RUnlock()
+			return 0, t.wrapErr("write", os.ErrClosed)
+		}
+		rr.held = append(rr.held, t)
+	}
+	n, err := t.writeGSO(&x.w, bufs, gso, offset)
+	if err == nil && rr.werr != nil {
+		err, rr.werr = t.wrapErr("write", rr.werr), nil
 	}
 	return n, err
 }
 
-// ringWrite queues pkt, a packet writeGSO made, for the reader's next
-// round; a full submission ring is submitted first.
-func (q *offloadQueue) ringWrite(pkt []byte) error {
+// holds reports whether the ring's queued writes hold t's closeMu.
+func (rr *ringReader) holds(t *offloadQueue) bool {
+	for _, h := range rr.held {
+		if h == t {
+			return true
+		}
+	}
+	return false
+}
+
+// release lets the targets of the writes submitted (or dropped) close.
+func (rr *ringReader) release() {
+	for i, t := range rr.held {
+		t.closeMu.RUnlock()
+		rr.held[i] = nil
+	}
+	rr.held = rr.held[:0]
+}
+
+// ringWrite queues pkt, a packet writeGSO made for fd, for the reader's
+// next round; a full submission ring is submitted first.
+func (q *offloadQueue) ringWrite(fd uintptr, pkt []byte) error {
 	rr := q.ring
-	for !rr.r.prepWrite(int(q.devFd), pkt, tagWrite) {
+	for !rr.r.prepWrite(int(fd), pkt, tagWrite) {
 		if err := q.ringSubmit(); err != nil {
 			return q.wrapErr("write", err)
 		}

@@ -3,6 +3,7 @@
 package tun
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -26,6 +27,7 @@ func TestReadRing(t *testing.T) {
 	netns.InSandboxes(t, func(t *testing.T) {
 		t.Run("burst", testRingBurst)
 		t.Run("fallback", testRingFallback)
+		t.Run("deferred-close", testRingDeferredClose)
 	})
 }
 
@@ -141,5 +143,88 @@ func testRingFallback(t *testing.T) {
 	}
 	if st := od.Stats(); st.ReadWaits == 0 || st.RingEnters != 0 {
 		t.Errorf("want the poller's waits and no io_uring: %+v", st)
+	}
+}
+
+// testRingDeferredClose: a deferred write queued on reader a's ring to
+// device b holds b's Close until a's next round sends it (b's fd number
+// must not be another file's by then), and a's own Close drops what is
+// queued and lets b close.
+func testRingDeferredClose(t *testing.T) {
+	a := openOrSkip(t, Config{Name: "tvringa", MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing}).(*OffloadDevice)
+	b := openOrSkip(t, Config{Name: "tvringb", MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing}).(*OffloadDevice)
+	if !a.Stats().Ring {
+		t.Skipf("io_uring not available here: %s", a.Stats().RingError)
+	}
+	setAddr(t, "tvringb", netip.MustParsePrefix("10.90.0.1/24"))
+	w, ok := b.NewDeferredWriter(a)
+	if !ok {
+		t.Fatal("no deferred writer for a ring reader")
+	}
+	pkt := ipv4UDP(netip.MustParseAddrPort("10.90.0.2:7"), netip.MustParseAddrPort("10.90.0.1:9"), []byte("deferred"))
+	buf := append(make([]byte, virtioNetHdrLen), pkt...)
+	if _, err := w.WriteGSO([][]byte{buf}, []GSO{{}}, virtioNetHdrLen); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("b closed (%v) with a write to it still queued", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	// a's next read sends it; a's device is empty, so the reader
+	// then waits: close a to end it.
+	errc := make(chan error, 1)
+	go func() {
+		arena := make([]byte, 256<<10)
+		pkts := make([]GSOPacket, 8)
+		for {
+			if _, err := a.ReadGSO(arena, 16, pkts); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b's Close still waiting after a's round")
+	}
+	if st := b.Stats(); st.WritePackets != 1 {
+		t.Errorf("b's WritePackets %d, want 1", st.WritePackets)
+	}
+	a.Close()
+	if err := <-errc; !errors.Is(err, ErrClosed) {
+		t.Fatalf("a's reader after Close: %v", err)
+	}
+
+	// A write queued when the reader's own device closes is dropped,
+	// and its target closes.
+	a2 := openOrSkip(t, Config{Name: "tvringa", MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing}).(*OffloadDevice)
+	b2 := openOrSkip(t, Config{Name: "tvringb", MTU: 1500, Up: true, Offload: true}).(*OffloadDevice)
+	w2, ok := b2.NewDeferredWriter(a2)
+	if !ok {
+		t.Fatal("no deferred writer for a ring reader")
+	}
+	if _, err := w2.WriteGSO([][]byte{buf}, []GSO{{}}, virtioNetHdrLen); err != nil {
+		t.Fatal(err)
+	}
+	a2.Close()
+	done := make(chan error, 1)
+	go func() { done <- b2.Close() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("b2's Close waits for a write its reader's Close dropped")
+	}
+	if _, err := w2.WriteGSO([][]byte{buf}, []GSO{{}}, virtioNetHdrLen); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a deferred write after Close: %v, want ErrClosed", err)
 	}
 }

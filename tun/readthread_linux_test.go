@@ -294,7 +294,7 @@ func readWaitAllocs(t *testing.T, wait tun.ReadWait) {
 	var w tun.GSOWriter
 	if wait == tun.WaitRing {
 		var ok bool
-		if w, ok = d.(tun.DeferredWriterSource).NewDeferredWriter(); !ok {
+		if w, ok = d.(tun.DeferredWriterSource).NewDeferredWriter(dev); !ok {
 			t.Fatalf("a WaitRing device without a deferred writer: %+v", od.Stats())
 		}
 	}

@@ -22,18 +22,18 @@ type WriterSource interface {
 	NewWriter() (GSOWriter, error)
 }
 
-// DeferredWriterSource is a device queue whose reader can defer its own
-// writes to the queue: they go out with the reader's next wait for
-// packets, in the same system call (Linux, Config.ReadWait WaitRing: the
-// one-armed director's reader writes every packet back to the device it
-// read it from). A deferred writer is for the queue's reader goroutine
-// alone, between its Read or ReadGSO calls, and the buffers it is given
-// must stay as they are until the reader's next Read or ReadGSO: the
-// reader's own buffers, which it reads the next batch into only once the
-// writes are done. A deferred write that fails is reported by the
-// writer's next WriteGSO.
+// DeferredWriterSource is a device queue that a reader of another queue
+// (or of this one) can write to with deferred writes: they go out in that
+// reader's next read, in the same system call as its reads (Linux,
+// Config.ReadWait WaitRing: io_uring). A deferred writer is for the
+// reader's goroutine alone, between its Read or ReadGSO calls, and the
+// buffers it is given must stay as they are until the reader's next Read
+// or ReadGSO: the reader's own buffers, which it reads the next batch
+// into only once the writes are done. A deferred write that fails is
+// reported by the writer's next WriteGSO. The target queue's Close waits
+// for writes queued to it to go out.
 type DeferredWriterSource interface {
-	// NewDeferredWriter returns the queue's deferred writer, or false
-	// if the queue does not defer writes.
-	NewDeferredWriter() (GSOWriter, bool)
+	// NewDeferredWriter returns a deferred writer to this queue for
+	// reader's goroutine, or false if reader does not take them.
+	NewDeferredWriter(reader GSODevice) (GSOWriter, bool)
 }
