@@ -292,7 +292,9 @@ func profiled[T any](b *bed, c config, r *result, key string, fn func() (T, erro
 // fixed rate is made of. And key_reads_pkt and key_writes_pkt, the
 // director's read and write system calls per packet (/proc/PID/io):
 // below 1 where reads or writes carry super-packets or coalesced runs,
-// the scrapes of its metrics (a handful) included. And key_gc, the GC
+// the scrapes of its metrics (a handful) included; a director on
+// io_uring makes its reads and writes in io_uring_enter calls, which
+// /proc/PID/io does not count: key_enters_pkt counts those. And key_gc, the GC
 // cycles the director ran meanwhile. And key_runq_us_pkt, the time the
 // director's threads spent runnable but waiting for a CPU per packet
 // (beside key_cpu_us_pkt, the time they ran), key_preempt_pkt, the times
@@ -325,6 +327,12 @@ func (b *bed) bypassShare(r *result, key string) func() {
 				// a pause is one of the tail's suspects.
 				r.Figures[key+"_gc"] = gc - m0["go_gc_cycles_total"]
 				fmt.Fprintf(os.Stderr, "   %-15s %.0f GC cycles\n", key+" gc", r.Figures[key+"_gc"])
+			}
+			if e, ok := m["tunvs_host_ring_enters_total"]; ok {
+				// A round of io_uring (--tun-read=ring): its reads
+				// and writes are in no read or write count below.
+				r.Figures[key+"_enters_pkt"] = (e - m0["tunvs_host_ring_enters_total"]) / (fast + slow)
+				fmt.Fprintf(os.Stderr, "   %-15s %.3f io_uring_enter calls per packet\n", key+" enters", r.Figures[key+"_enters_pkt"])
 			}
 			if w, ok := m["tunvs_host_read_waits_total"]; ok {
 				// How many packets a reader's wakeup carries.

@@ -126,7 +126,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	gso := fs.Bool("tun-gso", true, "with --tun-offload: NAT super-packets whole, in place; =false cuts them into MTU-sized packets on read (for comparison)")
 	gogc := fs.Int("gogc", 50, "the garbage collector's GOGC: 50 holds 1M connections in about 10% less memory than Go's 100, at little cost since the packet path allocates nothing. Unless given here or as GOGC in the environment (which apply as they are), it is lowered once the live heap passes 32 MB, so that the heap holds at most 16 MB beyond it (about 12 at a million connections)")
 	busyPoll := fs.Duration("busy-poll", 0, "with --tun-offload: a device reader that finds nothing keeps trying for up to this long (e.g. 50us) before it sleeps, as the kernel's SO_BUSY_POLL does: a packet arriving meanwhile costs no wakeup, at the price of a CPU kept busy; 0 (default): sleep at once. See docs/perf.md for what it did on two cores")
-	tunRead := fs.String("tun-read", "poller", "with --tun-offload, how a device reader waits for packets (Linux): poller (default), parked in Go's network poller; poll, asleep in ppoll(2), a blocking system call, on its current thread, which the kernel wakes directly; thread, the same on an OS thread of its own (a thread per queue); armed, parked in Go's poller on an epoll instance of the device's own, armed only while the reader waits, so that packets arriving while it is busy wake no thread; ring, reads submitted and waited for on io_uring, one io_uring_enter for as many packets as the device has queued (falls back to poller, with a warning, where io_uring is unavailable). See docs/perf.md for what each measured")
+	tunRead := fs.String("tun-read", "ring", "with --tun-offload, how a device reader reads and waits for packets (Linux): ring (default), a round of reads and the writes the last batch left in one io_uring_enter, the reader parked in Go's network poller once a round finds the device empty (where io_uring cannot be set up, as poller); poller, one read(2) or write(2) a packet, parked in Go's poller; poll, asleep in ppoll(2), a blocking system call, on its current thread, which the kernel wakes directly; thread, the same on an OS thread of its own (a thread per queue); armed, parked in Go's poller on an epoll instance of the device's own, armed only while the reader waits, so that packets arriving while it is busy wake no thread. See docs/perf.md for what each measured")
 	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN or TAP device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
@@ -140,7 +140,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	docDefault(fs, "socket", admin.DefaultSocketDoc)
 	completeWith(fs, "rules", "files")
 	completeWith(fs, "pcap", "files")
-	completeWith(fs, "tun-read", "poller", "poll", "thread", "armed", "ring")
+	completeWith(fs, "tun-read", "ring", "poller", "poll", "thread", "armed")
 	setUsage(fs, runHelp)
 	if err := fs.Parse(args); err != nil {
 		return usageError{err}
@@ -284,7 +284,13 @@ func cmdRun(ctx context.Context, args []string) error {
 			return deviceHint(err)
 		}
 		if rf, ok := dev.(interface{ RingFallback() error }); ok && rf.RingFallback() != nil {
-			log.Warn().Err(rf.RingFallback()).Str("link", ls.name).Msg("--tun-read=ring: io_uring unavailable; readers wait in Go's poller")
+			// Said louder when asked for than when it is only the
+			// default: a container's seccomp profile refuses io_uring.
+			ev := log.Info()
+			if fs.Changed("tun-read") {
+				ev = log.Warn()
+			}
+			ev.Err(rf.RingFallback()).Str("link", ls.name).Msg("io_uring unavailable: the device's readers read(2) and write(2) a packet at a time (--tun-read=poller)")
 		}
 		dl = append(dl, director.Link{Name: ls.name, Dev: dev, Addrs: ls.addrs})
 	}

@@ -16,7 +16,7 @@ _tunvs() {
 		case "$prev" in
 		--bgp|--busy-poll|--check|--gogc|--keepalived-conf|--keepalived-id|--link|--log-level|--max-conns|--pprof|--route|--rule|--socket|--state-timeout|--sysctl|--timeouts|--trace-rate|--tun-queues) COMPREPLY=(); return ;;
 		--pcap|--rules) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-		--tun-read) COMPREPLY=($(compgen -W "poller poll thread armed ring" -- "$cur")); return ;;
+		--tun-read) COMPREPLY=($(compgen -W "ring poller poll thread armed" -- "$cur")); return ;;
 		esac
 		COMPREPLY=($(compgen -W "--bgp --busy-poll --bypass --check --gogc --keepalived-conf --keepalived-id --link --log-json --log-level --max-conns --metrics --pcap --pprof --route --rule --rules --socket --state-timeout --sysctl --timeouts --trace --trace-rate --tun-gso --tun-offload --tun-queues --tun-read" -- "$cur"))
 		;;
