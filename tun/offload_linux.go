@@ -499,16 +499,23 @@ func (q *offloadQueue) readCallback(fd uintptr) bool {
 		if m < 0 {
 			continue
 		}
-		if err := q.load(q.rbuf[:m]); err != nil {
-			q.c.readDrops.Add(1)
-			continue
-		}
-		if q.split.gso {
-			q.c.gsoReads.Add(1)
-		}
-		r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
+		q.take(q.rbuf[:m])
 	}
 	return true
+}
+
+// take gives the splitter one packet as read (virtio header first) and
+// hands its packets out into Read's buffers, or drops it.
+func (q *offloadQueue) take(b []byte) {
+	r := &q.rd
+	if err := q.load(b); err != nil {
+		q.c.readDrops.Add(1)
+		return
+	}
+	if q.split.gso {
+		q.c.gsoReads.Add(1)
+	}
+	r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
 }
 
 // read1 is one read(2) of a read callback into buf. It returns the
@@ -843,19 +850,26 @@ func (q *offloadQueue) readGSOCallback(fd uintptr) bool {
 		if m < 0 {
 			continue
 		}
-		g, ok := q.inspect(buf[:m])
-		if !ok {
-			q.c.readDrops.Add(1)
-			continue
-		}
-		size := m - virtioNetHdrLen
-		r.pkts[r.n] = GSOPacket{Off: start, Len: size, GSO: g}
-		r.n++
-		// The next packet starts 8-byte aligned, and a small one
-		// leaves a SmallSlot for the NAT to rebuild it in place.
-		r.pos = (start + max(size, SmallSlot) + 7) &^ 7
+		q.takeGSO(buf[:m], start)
 	}
 	return true
+}
+
+// takeGSO hands out the packet read into buf (virtio header first),
+// which starts at start in ReadGSO's arena, or drops it.
+func (q *offloadQueue) takeGSO(buf []byte, start int) {
+	r := &q.rd
+	g, ok := q.inspect(buf)
+	if !ok {
+		q.c.readDrops.Add(1)
+		return
+	}
+	size := len(buf) - virtioNetHdrLen
+	r.pkts[r.n] = GSOPacket{Off: start, Len: size, GSO: g}
+	r.n++
+	// The next packet starts 8-byte aligned, and a small one leaves a
+	// SmallSlot for the NAT to rebuild it in place.
+	r.pos = (start + max(size, SmallSlot) + 7) &^ 7
 }
 
 // inspect validates one packet as read (virtio header first) and returns

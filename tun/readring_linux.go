@@ -341,16 +341,9 @@ func (q *offloadQueue) readRingCallback(fd uintptr) bool {
 		}
 		// Through rbuf: the splitter may keep a super-packet's
 		// segments for the next Read, when the slot has a new read.
-		err = q.load(q.rbuf[:copy(q.rbuf, q.ring.slot(i)[:m])])
+		n := copy(q.rbuf, q.ring.slot(i)[:m])
 		q.ringRelease(i)
-		if err != nil {
-			q.c.readDrops.Add(1)
-			continue
-		}
-		if q.split.gso {
-			q.c.gsoReads.Add(1)
-		}
-		r.n = q.drain(r.bufs, r.sizes, r.offset, r.n, r.max)
+		q.take(q.rbuf[:n])
 	}
 	return q.ringEnd()
 }
@@ -377,15 +370,7 @@ func (q *offloadQueue) readGSORingCallback(fd uintptr) bool {
 		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
 		copy(buf, q.ring.slot(i)[:m])
 		q.ringRelease(i)
-		g, ok := q.inspect(buf[:m])
-		if !ok {
-			q.c.readDrops.Add(1)
-			continue
-		}
-		size := m - virtioNetHdrLen
-		r.pkts[r.n] = GSOPacket{Off: start, Len: size, GSO: g}
-		r.n++
-		r.pos = (start + max(size, SmallSlot) + 7) &^ 7
+		q.takeGSO(buf[:m], start)
 	}
 	return q.ringEnd()
 }
