@@ -322,15 +322,32 @@ func (q *offloadQueue) ringFlush() error {
 }
 
 // readRingCallback is Read's RawConn callback on io_uring, like
-// readCallback, with the packets taken from the ring's slots.
-func (q *offloadQueue) readRingCallback(fd uintptr) bool {
+// readCallback.
+func (q *offloadQueue) readRingCallback(fd uintptr) bool { return q.ringRead(fd, false) }
+
+// readGSORingCallback is ReadGSO's RawConn callback on io_uring, like
+// readGSOCallback.
+func (q *offloadQueue) readGSORingCallback(fd uintptr) bool { return q.ringRead(fd, true) }
+
+// full says there is no room for another packet in Read's buffers or
+// (gso) in ReadGSO's arena and packets.
+func (r *readState) full(gso bool) bool {
+	if gso {
+		return r.n == len(r.pkts) || r.pos+r.headroom+readBufSize > len(r.arena)
+	}
+	return r.n == r.max
+}
+
+// ringRead takes the packets of the ring's slots, and of a round if it
+// needs one, into Read's buffers or (gso) ReadGSO's arena.
+func (q *offloadQueue) ringRead(fd uintptr, gso bool) bool {
 	q.ringMu.Lock()
 	defer q.ringMu.Unlock()
 	if !q.ringBegin() {
 		return true
 	}
 	r := &q.rd
-	for r.n < r.max {
+	for !r.full(gso) {
 		i, m, err := q.ringNext(fd, r.n > 0)
 		if err != nil {
 			r.err = err
@@ -338,39 +355,20 @@ func (q *offloadQueue) readRingCallback(fd uintptr) bool {
 		}
 		if i < 0 {
 			break
+		}
+		if gso {
+			start := r.pos + r.headroom
+			buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
+			copy(buf, q.ring.slot(i)[:m])
+			q.ringRelease(i)
+			q.takeGSO(buf[:m], start)
+			continue
 		}
 		// Through rbuf: the splitter may keep a super-packet's
 		// segments for the next Read, when the slot has a new read.
 		n := copy(q.rbuf, q.ring.slot(i)[:m])
 		q.ringRelease(i)
 		q.take(q.rbuf[:n])
-	}
-	return q.ringEnd()
-}
-
-// readGSORingCallback is ReadGSO's RawConn callback on io_uring, like
-// readGSOCallback.
-func (q *offloadQueue) readGSORingCallback(fd uintptr) bool {
-	q.ringMu.Lock()
-	defer q.ringMu.Unlock()
-	if !q.ringBegin() {
-		return true
-	}
-	r := &q.rd
-	for r.n < len(r.pkts) && r.pos+r.headroom+readBufSize <= len(r.arena) {
-		i, m, err := q.ringNext(fd, r.n > 0)
-		if err != nil {
-			r.err = err
-			return true
-		}
-		if i < 0 {
-			break
-		}
-		start := r.pos + r.headroom
-		buf := r.arena[start-virtioNetHdrLen : start-virtioNetHdrLen+readBufSize]
-		copy(buf, q.ring.slot(i)[:m])
-		q.ringRelease(i)
-		q.takeGSO(buf[:m], start)
 	}
 	return q.ringEnd()
 }
