@@ -45,7 +45,7 @@ type OffloadStats struct {
 	BusyPollHits  uint64 // busy polls (Config.BusyPoll) that found a packet: a wait in the poller saved
 	BusyPollWaits uint64 // busy polls that found none in time, the reader then waiting in the poller
 	ReadWaits     uint64 // times a reader that found its queue empty slept and was woken (in Go's poller, or in ppoll: Config.ReadWait)
-	RingEnters    uint64 // io_uring_enter calls of the readers (Config.ReadWait WaitRing): each submits reads and waits for one
+	RingEnters    uint64 // io_uring_enter calls of the readers (Config.ReadWait WaitRing): each a round of deferred writes and reads
 	RingWrites    uint64 // packets written through the ring by a deferred writer (NewDeferredWriter), not counted in WriteSyscalls
 	USO           bool   // the kernel accepted UDP segmentation offload (TUN_F_USO4/6)
 	Queues        int    // number of queues (fds)
@@ -314,7 +314,7 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		}
 		d.queues = append(d.queues, q)
 		if rr != nil {
-			q.ring, q.devFd = rr, int32(fd)
+			q.ring = rr
 		} else if cfg.ReadWait == WaitArmed {
 			// The queue's own writes go to the fd directly too: its
 			// RawConn cannot wait for a full buffer (see write).
@@ -733,21 +733,17 @@ func (w *writeState) writeCallback(fd uintptr) bool {
 	}
 }
 
-// buf is w.wbuf, made on first use.
+// buf is a buffer to build one packet in: w.wbuf, made on first use,
+// or for a deferred writer one of its ring's, not reused before the
+// write is done.
 func (w *writeState) buf() []byte {
+	if w.deferred {
+		return w.ring.ringBuf()
+	}
 	if w.wbuf == nil {
 		w.wbuf = make([]byte, ethHdrLen+readBufSize)
 	}
 	return w.wbuf
-}
-
-// bufFor is a buffer to build one packet for w in: w.wbuf, or for a
-// deferred writer one of the ring's, not reused before the write is done.
-func (q *offloadQueue) bufFor(w *writeState) []byte {
-	if w.deferred {
-		return w.ring.ringBuf()
-	}
-	return w.buf()
 }
 
 // wrapErr maps "closed" errors to ErrClosed and names the device.
@@ -969,7 +965,7 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 		}
 		var pkt []byte
 		if run > 1 {
-			wb := q.bufFor(w)
+			wb := w.buf()
 			fill := coalesce
 			if udp {
 				fill = coalesceUDP
@@ -992,7 +988,7 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 			if b := bufs[done]; offset >= virtioNetHdrLen {
 				pkt = b[offset-virtioNetHdrLen:]
 			} else {
-				wb := q.bufFor(w)
+				wb := w.buf()
 				pkt = wb[:virtioNetHdrLen+copy(wb[virtioNetHdrLen:], b[offset:])]
 			}
 			h.encode(pkt)

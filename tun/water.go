@@ -79,9 +79,11 @@ const (
 	// come while the reader is busy wake no thread (in the poller each
 	// one may). See readarmed_linux.go.
 	WaitArmed
-	// WaitRing reads on io_uring: the reader submits its reads and
-	// waits for them in one io_uring_enter, which carries as many
-	// packets as the device has queued, up to a handful. Where io_uring
+	// WaitRing reads on io_uring: a round is one io_uring_enter that
+	// sends the writes deferred since the last (DeferredWriterSource)
+	// and makes a handful of reads, each taking a queued packet or
+	// failing at once; the reader waits in Go's poller, as with
+	// WaitPoller, once a round finds the device empty. Where io_uring
 	// cannot be set up the device falls back to WaitPoller and its
 	// OffloadStats say why. See readring_linux.go.
 	WaitRing
