@@ -285,7 +285,14 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 		}
 		var rr *ringReader
 		if cfg.ReadWait == WaitRing && d.ringErr == nil {
-			if rr, err = newRingReader(); err != nil {
+			rr, err = newRingReader()
+			if err == nil {
+				if err = rr.probe(fd); err != nil {
+					rr.free()
+					rr = nil
+				}
+			}
+			if err != nil {
 				// Every queue falls back, as the first.
 				d.ringErr = err
 			}

@@ -44,8 +44,9 @@ import (
 // room for one or three.
 //
 // Where io_uring cannot be set up (an old kernel, kernel.io_uring_disabled,
-// a container's seccomp profile) Open falls back to WaitPoller and says
-// so in OffloadStats.RingError.
+// a container's seccomp profile), or the device's reads on it do not fail
+// at once with EAGAIN (probe), Open falls back to WaitPoller and says so
+// in OffloadStats.RingError.
 
 const (
 	// ringSlots is the most reads a round submits.
@@ -108,12 +109,56 @@ func newRingReader() (*ringReader, error) {
 	return &ringReader{r: r, slots: slots, depth: 1}, nil
 }
 
+// probe checks that fd, a device with nothing queued yet (it is not up),
+// takes io_uring's reads with RWF_NOWAIT: the read must fail at once
+// with EAGAIN. A kernel whose TUN device cannot say EAGAIN to io_uring
+// (no FMODE_NOWAIT: EOPNOTSUPP) or that has no IORING_OP_READ (before
+// 5.6: EINVAL) fails it, and the device falls back to the poller.
+func (rr *ringReader) probe(fd int) error {
+	if !rr.r.prepRead(fd, rr.slot(0), 0, ringProbeRWFlags) {
+		return fmt.Errorf("io_uring: submission ring full")
+	}
+	if _, err := rr.r.enter(0); err != nil {
+		return err
+	}
+	c, ok := rr.r.peek()
+	if !ok {
+		// Left waiting on the device: not what a round needs. Cancel
+		// it and give up on io_uring.
+		rr.r.prepCancel(0, tagCancel)
+		for try := 0; try < 100 && !ok; try++ {
+			_ = rr.r.waitTimeout(10e6)
+			c, ok = rr.r.peek()
+			for ok && c.userData != 0 {
+				rr.r.consume()
+				c, ok = rr.r.peek()
+			}
+		}
+		if !ok {
+			// Still in flight: its slot must stay mapped.
+			rr.slots = nil
+		}
+		return fmt.Errorf("io_uring: a read with RWF_NOWAIT waited on the device")
+	}
+	rr.r.consume()
+	if e := unix.Errno(-c.res); c.res < 0 && e != unix.EAGAIN {
+		return fmt.Errorf("io_uring read with RWF_NOWAIT: %w", e)
+	}
+	return nil
+}
+
 // free releases what newRingReader set up, for an Open that failed
 // before the reader ran.
 func (rr *ringReader) free() {
 	rr.r.close()
-	unix.Munmap(rr.slots)
+	if rr.slots != nil {
+		unix.Munmap(rr.slots)
+	}
 }
+
+// ringProbeRWFlags are the flags of probe's read; a test makes them
+// ones the kernel refuses, to see the fallback taken.
+var ringProbeRWFlags uint32 = rwfNoWait
 
 func (rr *ringReader) slot(i int) []byte {
 	return rr.slots[i*readBufSize : (i+1)*readBufSize]

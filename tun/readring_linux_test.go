@@ -27,6 +27,7 @@ func TestReadRing(t *testing.T) {
 	netns.InSandboxes(t, func(t *testing.T) {
 		t.Run("burst", testRingBurst)
 		t.Run("fallback", testRingFallback)
+		t.Run("fallback-probe", testRingProbeFallback)
 		t.Run("deferred-close", testRingDeferredClose)
 	})
 }
@@ -227,4 +228,19 @@ func testRingDeferredClose(t *testing.T) {
 	if _, err := w2.WriteGSO([][]byte{buf}, []GSO{{}}, virtioNetHdrLen); !errors.Is(err, ErrClosed) {
 		t.Fatalf("a deferred write after Close: %v, want ErrClosed", err)
 	}
+}
+
+// testRingProbeFallback: where the device's reads on io_uring do not fail
+// at once with EAGAIN (here: flags the kernel refuses, as an old kernel
+// refuses RWF_NOWAIT for a TUN device), Open falls back to the poller.
+func testRingProbeFallback(t *testing.T) {
+	flags := ringProbeRWFlags
+	ringProbeRWFlags = 1 << 30
+	defer func() { ringProbeRWFlags = flags }()
+	d := openOrSkip(t, Config{Name: "tvringpb", MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing}).(*OffloadDevice)
+	st := d.Stats()
+	if st.Ring || !strings.Contains(st.RingError, "RWF_NOWAIT") {
+		t.Fatalf("Ring %v, RingError %q: want the fallback, and why", st.Ring, st.RingError)
+	}
+	t.Logf("fell back: %s", st.RingError)
 }
