@@ -75,7 +75,6 @@ type ringReader struct {
 	fly   int  // reads in flight
 	depth int  // reads to submit next round
 	found int  // reads of the current round that found a packet
-	empty bool // a read of the current round found the device empty
 	tried bool // this callback has entered once
 	err   error
 	gone  bool // closeRing has run: the ring is no more
@@ -209,7 +208,7 @@ func (q *offloadQueue) ringRound(fd int) error {
 		rr.fly++
 		posted++
 	}
-	rr.found, rr.empty = 0, false
+	rr.found = 0
 	if err := q.ringSubmit(); err != nil {
 		return err
 	}
@@ -306,7 +305,7 @@ func (q *offloadQueue) ringReap() {
 		case c.res == 0:
 			rr.err = io.EOF
 		case unix.Errno(-c.res) == unix.EAGAIN:
-			rr.empty = true
+			// The device is empty: the round is over.
 		case unix.Errno(-c.res) == unix.EINTR || unix.Errno(-c.res) == unix.ECANCELED:
 			// Submitted again next round.
 		default:

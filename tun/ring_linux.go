@@ -18,7 +18,6 @@ import (
 // shares need atomics.
 
 const (
-	ioringOpNop         = 0
 	ioringOpAsyncCancel = 14
 	ioringOpRead        = 22
 	ioringOpWrite       = 23
@@ -276,11 +275,6 @@ func (r *uring) peek() (ioURingCQE, bool) {
 		return ioURingCQE{}, false
 	}
 	return *(*ioURingCQE)(unsafe.Add(r.cqes, uintptr(head&r.cqMask)*unsafe.Sizeof(ioURingCQE{}))), true
-}
-
-// ready is how many completions wait to be consumed.
-func (r *uring) ready() uint32 {
-	return atomic.LoadUint32(r.cqTail) - atomic.LoadUint32(r.cqHead)
 }
 
 // consume hands the oldest completion back to the kernel.
