@@ -117,7 +117,7 @@ func (rr *ringReader) probe(fd int) error {
 	if !rr.r.prepRead(fd, rr.slot(0), 0, ringProbeRWFlags) {
 		return fmt.Errorf("io_uring: submission ring full")
 	}
-	if _, err := rr.r.enter(0); err != nil {
+	if err := rr.r.enter(0); err != nil {
 		return err
 	}
 	c, ok := rr.r.peek()
@@ -227,7 +227,7 @@ func (q *offloadQueue) ringRound(fd int) error {
 func (q *offloadQueue) ringSubmit() error {
 	rr := q.ring
 	writes := rr.wq
-	if _, err := rr.r.enter(0); err != nil {
+	if err := rr.r.enter(0); err != nil {
 		return err
 	}
 	rr.wfly += writes
@@ -238,13 +238,13 @@ func (q *offloadQueue) ringSubmit() error {
 }
 
 // ringSettle submits the deferred writes if a packet is already in hand
-// (the round that would have taken them is not needed), and waits until
-// every write is done: the caller's buffers, which they are written
-// from, are about to be read into.
-func (q *offloadQueue) ringSettle() error {
+// (the round that would have taken them is not needed) or all is set,
+// and waits until every write is done: the caller's buffers, which they
+// are written from, are about to be read into.
+func (q *offloadQueue) ringSettle(all bool) error {
 	rr := q.ring
 	q.ringReap()
-	if rr.wq > 0 && rr.nord > 0 {
+	if rr.wq > 0 && (all || rr.nord > 0) {
 		if err := q.ringSubmit(); err != nil {
 			return err
 		}
@@ -266,7 +266,7 @@ func (q *offloadQueue) ringWritesDone() error {
 			}
 			return nil
 		}
-		if _, err := rr.r.enter(1); err != nil {
+		if err := rr.r.enter(1); err != nil {
 			return err
 		}
 	}
@@ -327,7 +327,7 @@ func (q *offloadQueue) ringBegin() bool {
 		return false
 	}
 	rr.tried = false
-	if err := q.ringSettle(); err != nil {
+	if err := q.ringSettle(false); err != nil {
 		q.rd.err = err
 		return false
 	}
@@ -353,16 +353,10 @@ func (q *offloadQueue) ringEnd() bool {
 func (q *offloadQueue) ringFlush() error {
 	q.ringMu.Lock()
 	defer q.ringMu.Unlock()
-	rr := q.ring
-	if rr.gone {
+	if q.ring.gone {
 		return nil
 	}
-	if rr.wq > 0 {
-		if err := q.ringSubmit(); err != nil {
-			return err
-		}
-	}
-	return q.ringWritesDone()
+	return q.ringSettle(true)
 }
 
 // readRingCallback is Read's RawConn callback on io_uring, like

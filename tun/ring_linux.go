@@ -212,9 +212,8 @@ func (r *uring) prepCancel(target, tag uint64) bool {
 // enter submits what is queued and waits until minComplete completions
 // are there (counting those not yet consumed). Waiting, it is a blocking
 // system call the scheduler is told of (its P goes to other goroutines
-// meanwhile); not waiting, a raw one. It reports how many entries the
-// kernel took.
-func (r *uring) enter(minComplete uint32) (uint32, error) {
+// meanwhile); not waiting, a raw one.
+func (r *uring) enter(minComplete uint32) error {
 	for {
 		n := r.queued
 		var e unix.Errno
@@ -232,14 +231,14 @@ func (r *uring) enter(minComplete uint32) (uint32, error) {
 		}
 		switch e {
 		case 0:
-			return took, nil
+			return nil
 		case unix.EINTR:
 			if minComplete == 0 && took == 0 {
 				continue
 			}
-			return took, nil
+			return nil
 		}
-		return took, fmt.Errorf("io_uring_enter: %w", e)
+		return fmt.Errorf("io_uring_enter: %w", e)
 	}
 }
 
@@ -247,8 +246,7 @@ func (r *uring) enter(minComplete uint32) (uint32, error) {
 // a completion (where the kernel cannot bound the wait, for none).
 func (r *uring) waitTimeout(ns int64) error {
 	if !r.extArg {
-		_, err := r.enter(0)
-		return err
+		return r.enter(0)
 	}
 	ts := unix.NsecToTimespec(ns)
 	arg := ioURingGetEventsArg{ts: uint64(uintptr(unsafe.Pointer(&ts)))}
