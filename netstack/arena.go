@@ -111,8 +111,10 @@ func (a *rxArena) free() {
 
 // TrimBuffers hands back to the kernel the pages of the readers' arenas
 // that a burst made resident and that the readers, keeping up again, no
-// longer read into, and reports how many bytes that was. The director
-// calls it with its memory check (director/memory.go).
+// longer read into, and those of the devices' own buffers
+// (tun.BufferTrimmer: the io_uring reader's), and reports how many bytes
+// that was. The director calls it with its memory check
+// (director/memory.go).
 func (h *Host) TrimBuffers() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -121,6 +123,9 @@ func (h *Host) TrimBuffers() int {
 		for _, q := range nic.txq {
 			if q.arena != nil {
 				n += q.arena.trim()
+			}
+			if t, ok := q.dev.(tun.BufferTrimmer); ok {
+				n += t.TrimBuffers()
 			}
 		}
 	}

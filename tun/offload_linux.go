@@ -743,14 +743,14 @@ func (w *writeState) writeCallback(fd uintptr) bool {
 // buf is a buffer to build one packet in: w.wbuf, made on first use,
 // or for a deferred writer one of its ring's, not reused before the
 // write is done.
-func (w *writeState) buf() []byte {
+func (w *writeState) buf() ([]byte, error) {
 	if w.deferred {
 		return w.ring.ringBuf()
 	}
 	if w.wbuf == nil {
 		w.wbuf = make([]byte, ethHdrLen+readBufSize)
 	}
-	return w.wbuf
+	return w.wbuf, nil
 }
 
 // wrapErr maps "closed" errors to ErrClosed and names the device.
@@ -972,7 +972,10 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 		}
 		var pkt []byte
 		if run > 1 {
-			wb := w.buf()
+			wb, err := w.buf()
+			if err != nil {
+				return done, err
+			}
 			fill := coalesce
 			if udp {
 				fill = coalesceUDP
@@ -995,7 +998,10 @@ func (q *offloadQueue) writeGSO(w *writeState, bufs [][]byte, gso []GSO, offset 
 			if b := bufs[done]; offset >= virtioNetHdrLen {
 				pkt = b[offset-virtioNetHdrLen:]
 			} else {
-				wb := w.buf()
+				wb, err := w.buf()
+				if err != nil {
+					return done, err
+				}
 				pkt = wb[:virtioNetHdrLen+copy(wb[virtioNetHdrLen:], b[offset:])]
 			}
 			h.encode(pkt)

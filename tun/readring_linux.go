@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -41,7 +42,11 @@ import (
 // The reads go into the queue's own slots, outside the Go heap, and each
 // packet is copied into the caller's buffers from there: a round's reads
 // each need room for a 64 KiB super-packet, and the caller's arena has
-// room for one or three.
+// room for one or three. The deferred writer's coalesced runs are built
+// in buffers of the same mapping (ringWBufs; when all are taken, the
+// writes queued are sent to free them). Pages that super-packets made
+// resident are handed back once a trim interval has passed without one
+// (TrimBuffers).
 //
 // Where io_uring cannot be set up (an old kernel, kernel.io_uring_disabled,
 // a container's seccomp profile), or the device's reads on it do not fail
@@ -54,6 +59,10 @@ const (
 	// ringEntries is the submission ring's size: the slots, and room
 	// for the deferred writes of a batch (more are submitted early).
 	ringEntries = 64
+	// ringWBufs is how many coalesced runs the deferred writer builds
+	// before it must send them: a batch of the netstack's makes up to
+	// three or four (one per flow, on the compare's workloads).
+	ringWBufs = 4
 
 	// rwfNoWait is RWF_NOWAIT (include/uapi/linux/fs.h).
 	rwfNoWait = 0x8
@@ -66,7 +75,12 @@ const (
 // ringMu.
 type ringReader struct {
 	r     *uring
-	slots []byte // ringSlots buffers of readBufSize, mapped
+	slots []byte // ringSlots read buffers, then ringWBufs write buffers, each ringBufSize, mapped
+	// hi is, for each slot and then each write buffer, how far into it
+	// the pages may be resident since the last trim; big says a packet
+	// of more than a page has been read or built since then.
+	hi    [ringSlots + ringWBufs]int
+	big   bool
 	busy  [ringSlots]bool
 	res   [ringSlots]int32 // what each completed slot holds (valid while done)
 	done  [ringSlots]bool  // completed, its packet not yet taken
@@ -81,11 +95,10 @@ type ringReader struct {
 
 	// The deferred writer's (NewDeferredWriter): writes queued and not
 	// yet submitted, writes in flight, the first failure of one not yet
-	// reported, and the buffers of coalesced runs, wbufs[:wbufN] in use
+	// reported, and how many of the write buffers (wbuf) are in use
 	// until the writes are done.
 	wq, wfly int
 	werr     error
-	wbufs    [][]byte
 	wbufN    int
 	// held are the queues other than this one that queued writes go
 	// to, whose closeMu each holds for reading until they are
@@ -100,7 +113,7 @@ func newRingReader() (*ringReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	slots, err := unix.Mmap(-1, 0, ringSlots*readBufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	slots, err := unix.Mmap(-1, 0, (ringSlots+ringWBufs)*ringBufSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	if err != nil {
 		r.close()
 		return nil, fmt.Errorf("mmap: %w", err)
@@ -159,8 +172,73 @@ func (rr *ringReader) free() {
 // ones the kernel refuses, to see the fallback taken.
 var ringProbeRWFlags uint32 = rwfNoWait
 
+// ringBufSize is the stride of the slots and write buffers: room for a
+// frame of the largest packet with its virtio header, in whole pages, so
+// that each can be trimmed apart.
+var ringBufSize = (ethHdrLen + readBufSize + os.Getpagesize() - 1) &^ (os.Getpagesize() - 1)
+
 func (rr *ringReader) slot(i int) []byte {
-	return rr.slots[i*readBufSize : (i+1)*readBufSize]
+	return rr.slots[i*ringBufSize : i*ringBufSize+readBufSize]
+}
+
+// wbuf is write buffer j.
+func (rr *ringReader) wbuf(j int) []byte {
+	off := (ringSlots + j) * ringBufSize
+	return rr.slots[off : off+ethHdrLen+readBufSize]
+}
+
+// touched records that buffer b (a slot, or a write buffer from j =
+// ringSlots on) holds n bytes from its start.
+func (rr *ringReader) touched(b, n int) {
+	rr.hi[b] = max(rr.hi[b], n)
+	if n > os.Getpagesize() {
+		rr.big = true
+	}
+}
+
+// trim hands back to the kernel the pages beyond the first of every
+// slot and write buffer not in use, once no packet of more than a page
+// has been read or built since the last trim (they read as zeros when
+// touched again), and reports how many bytes it gave. It runs under
+// ringMu.
+func (rr *ringReader) trim() int {
+	if rr.gone || rr.slots == nil {
+		return 0
+	}
+	if rr.big {
+		rr.big = false
+		return 0
+	}
+	page := os.Getpagesize()
+	n := 0
+	for b := range rr.hi {
+		if rr.hi[b] <= page {
+			continue
+		}
+		if b < ringSlots && (rr.busy[b] || rr.done[b]) || b >= ringSlots && b-ringSlots < rr.wbufN {
+			continue
+		}
+		end := (rr.hi[b] + page - 1) &^ (page - 1)
+		off := b * ringBufSize
+		if unix.Madvise(rr.slots[off+page:off+end], unix.MADV_DONTNEED) != nil {
+			continue
+		}
+		n += end - page
+		rr.hi[b] = page
+	}
+	return n
+}
+
+// TrimBuffers hands back the pages of the ring's buffers that super-packets
+// made resident, once a call has found none read or built since the one
+// before (see ringReader.trim), and reports how many bytes it gave. A
+// reader in the middle of a round is left alone until the next call.
+func (q *offloadQueue) TrimBuffers() int {
+	if q.ring == nil || !q.ringMu.TryLock() {
+		return 0
+	}
+	defer q.ringMu.Unlock()
+	return q.ring.trim()
 }
 
 // ringNext returns the next packet read (its slot and length; release
@@ -298,6 +376,7 @@ func (q *offloadQueue) ringReap() {
 		switch {
 		case c.res > 0:
 			rr.res[i], rr.done[i] = c.res, true
+			rr.touched(i, int(c.res))
 			rr.order[rr.nord] = i
 			rr.nord++
 			rr.found++
@@ -432,7 +511,8 @@ func (q *offloadQueue) closeRing() {
 		}
 		q.ringReap()
 	}
-	free := rr.fly == 0
+	// The write buffers are in the mapping too.
+	free := rr.fly == 0 && rr.wfly == 0
 	rr.gone = true
 	rr.r.close()
 	if free {
@@ -448,7 +528,10 @@ type ringWriter struct {
 	w    writeState
 }
 
-var _ DeferredWriterSource = (*offloadQueue)(nil)
+var (
+	_ DeferredWriterSource = (*offloadQueue)(nil)
+	_ BufferTrimmer        = (*offloadQueue)(nil)
+)
 
 // NewDeferredWriter implements DeferredWriterSource: for the reader of a
 // WaitRing queue, a writer to this queue whose writes go out in that
@@ -522,6 +605,10 @@ func (rr *ringReader) release() {
 // next round; a full submission ring is submitted first.
 func (q *offloadQueue) ringWrite(fd uintptr, pkt []byte) error {
 	rr := q.ring
+	if off := uintptr(unsafe.Pointer(unsafe.SliceData(pkt))) - uintptr(unsafe.Pointer(unsafe.SliceData(rr.slots))); off < uintptr(len(rr.slots)) && int(off) >= ringSlots*ringBufSize {
+		b := int(off) / ringBufSize
+		rr.touched(b, int(off)-b*ringBufSize+len(pkt))
+	}
 	for !rr.r.prepWrite(int(fd), pkt, tagWrite) {
 		if err := q.ringSubmit(); err != nil {
 			return q.wrapErr("write", err)
@@ -534,13 +621,20 @@ func (q *offloadQueue) ringWrite(fd uintptr, pkt []byte) error {
 }
 
 // ringBuf is a buffer for one coalesced run of the deferred writer, kept
-// until the writes are done.
-func (q *offloadQueue) ringBuf() []byte {
+// until the writes are done. When all ringWBufs are taken, the writes
+// queued (each buffer's among them: a buffer is written before the next
+// is asked for) are sent and waited for, which frees them.
+func (q *offloadQueue) ringBuf() ([]byte, error) {
 	rr := q.ring
-	if rr.wbufN == len(rr.wbufs) {
-		rr.wbufs = append(rr.wbufs, make([]byte, ethHdrLen+readBufSize))
+	if rr.wbufN == ringWBufs {
+		if err := q.ringSettle(true); err != nil {
+			return nil, q.wrapErr("write", err)
+		}
+		if rr.wbufN != 0 {
+			return nil, q.wrapErr("write", fmt.Errorf("io_uring: write buffers still in use"))
+		}
 	}
-	b := rr.wbufs[rr.wbufN]
+	b := rr.wbuf(rr.wbufN)
 	rr.wbufN++
-	return b
+	return b, nil
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,7 +30,148 @@ func TestReadRing(t *testing.T) {
 		t.Run("fallback", testRingFallback)
 		t.Run("fallback-probe", testRingProbeFallback)
 		t.Run("deferred-close", testRingDeferredClose)
+		t.Run("trim", testRingTrim)
 	})
+}
+
+// resident counts the pages of b, a page-aligned part of a mapping, that
+// are in memory (mincore(2)).
+func resident(t *testing.T, b []byte) int {
+	t.Helper()
+	page := unix.Getpagesize()
+	vec := make([]byte, (len(b)+page-1)/page)
+	_, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(unsafe.SliceData(vec))))
+	if e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// testRingTrim reads a USO super-packet the kernel queued on a real
+// device, and builds a coalesced run in a write buffer: their pages stay
+// while the reader may need them, and TrimBuffers hands back all but the
+// first page of each once a call has passed with no packet of more than a
+// page.
+func testRingTrim(t *testing.T) {
+	const name = "tvtrim"
+	d := openOrSkip(t, Config{Name: name, MTU: 1500, Up: true, Offload: true, ReadWait: WaitRing})
+	od := d.(*OffloadDevice)
+	if st := od.Stats(); !st.Ring || !st.USO {
+		t.Skipf("io_uring or USO not available here: %+v", st)
+	}
+	setAddr(t, name, netip.MustParsePrefix("10.87.0.1/24"))
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 87, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rc, _ := conn.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1000) })
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	if _, err := conn.WriteToUDPAddrPort(pattern(40000, 7), netip.MustParseAddrPort("10.87.0.2:9")); err != nil {
+		t.Fatal(err)
+	}
+	arena := make([]byte, 256<<10)
+	pkts := make([]GSOPacket, 64)
+	deadline := time.Now().Add(readTimeout)
+	for big := false; !big; {
+		if time.Now().After(deadline) {
+			t.Fatal("no super-packet read")
+		}
+		n, err := od.ReadGSO(arena, 16, pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:n] {
+			big = big || p.Len > 30000
+		}
+	}
+	rr := od.ring
+	page := unix.Getpagesize()
+	tail := func(b int) []byte { return rr.slots[b*ringBufSize+page : (b+1)*ringBufSize] }
+	slotPages := func() int {
+		n := 0
+		for i := 0; i < ringSlots; i++ {
+			n += resident(t, tail(i))
+		}
+		return n
+	}
+	if slotPages() < 30000/page {
+		t.Fatalf("%d pages of the slots resident after a super-packet: the read did not go through them", slotPages())
+	}
+
+	// A coalesced run of 30 KB built in a write buffer, and written (to
+	// /dev/null: only the buffer matters here).
+	null, err := unix.Open("/dev/null", unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(null)
+	q := od.offloadQueue
+	q.ringMu.Lock()
+	wb, err := q.ringBuf()
+	if err == nil {
+		copy(wb, pattern(30000, 3))
+		err = q.ringWrite(uintptr(null), wb[:30000])
+	}
+	if err == nil {
+		err = q.ringSettle(true)
+	}
+	q.ringMu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resident(t, tail(ringSlots)); got < 28000/page {
+		t.Fatalf("%d pages of the write buffer resident after a run of 30000 bytes", got)
+	}
+
+	if n := od.TrimBuffers(); n != 0 {
+		t.Errorf("the first trim after super-packets gave %d bytes: they may come again", n)
+	}
+	n := od.TrimBuffers()
+	if left := slotPages() + resident(t, tail(ringSlots)); left != 0 || n < 58000 {
+		t.Errorf("the second trim gave %d bytes and left %d pages beyond the first of a buffer", n, left)
+	}
+	for b := 0; b < ringSlots+ringWBufs; b++ {
+		if b == 0 || b == ringSlots {
+			if got := resident(t, rr.slots[b*ringBufSize:b*ringBufSize+page]); got != 1 {
+				t.Errorf("buffer %d's first page not resident after the trim", b)
+			}
+		}
+	}
+	if n := od.TrimBuffers(); n != 0 {
+		t.Errorf("a trim with nothing to hand back gave %d bytes", n)
+	}
+
+	// Read again after the trim: the pages come back as needed.
+	if _, err := conn.WriteToUDPAddrPort(pattern(40000, 9), netip.MustParseAddrPort("10.87.0.2:9")); err != nil {
+		t.Fatal(err)
+	}
+	for got := false; !got; {
+		if time.Now().After(deadline) {
+			t.Fatal("no super-packet read after the trim")
+		}
+		n, err := od.ReadGSO(arena, 16, pkts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range pkts[:n] {
+			if p.Len > 30000 {
+				got = true
+				// IPv4 and UDP headers, then the payload whole.
+				if payload := arena[p.Off+28 : p.Off+p.Len]; string(payload) != string(pattern(40000, 9)) {
+					t.Fatalf("super-packet after the trim: %d bytes of payload, differs", len(payload))
+				}
+			}
+		}
+	}
 }
 
 func testRingBurst(t *testing.T) {

@@ -37,3 +37,12 @@ type DeferredWriterSource interface {
 	// reader's goroutine, or false if reader does not take them.
 	NewDeferredWriter(reader GSODevice) (GSOWriter, bool)
 }
+
+// BufferTrimmer is a queue that keeps buffers of its own outside the Go
+// heap (the io_uring reader's slots and write buffers): TrimBuffers hands
+// back to the kernel the pages that a burst of super-packets made
+// resident, once the queue has gone a call without needing them, and
+// reports how many bytes that was.
+type BufferTrimmer interface {
+	TrimBuffers() int
+}
