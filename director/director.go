@@ -58,6 +58,8 @@ type Config struct {
 	// NoGSO cuts the super-packets of offload TUN devices up on read
 	// instead of NATing them whole (netstack.Config.NoGSO).
 	NoGSO bool
+	// StandbyRate is netstack.Config.StandbyRate.
+	StandbyRate int
 	// Health is the health checking of the real servers (none when it
 	// has no services); it starts once the rules are applied.
 	Health health.Config
@@ -140,7 +142,7 @@ func New(cfg Config) (_ *Director, err error) {
 	natCfg.EgressMTU = func(dst netip.Addr) int { return h.EgressMTU(dst) }
 	natCfg.DirectRoute = func(dst netip.Addr) error { return h.CheckDirect(dst) }
 	d.NAT = nat.New(natCfg)
-	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, Now: now, Log: cfg.Log,
+	hcfg := netstack.Config{NAT: d.NAT, Forwarding: true, Bypass: cfg.Bypass, NoGSO: cfg.NoGSO, StandbyRate: cfg.StandbyRate, Now: now, Log: cfg.Log,
 		Trace: cfg.Trace, TraceRate: cfg.TraceRate, OnLinkLost: d.linkLost}
 	if cfg.Pcap != "" {
 		kinds := map[string]tun.Kind{}

@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/tunvs/tunvs/internal/netns"
 )
@@ -30,6 +32,11 @@ import (
 // go out with their next round of reads, through the ring
 // (tunvs_host_ring_writes_total). Where io_uring cannot be set up they
 // are skipped, the director falling back to the poller.
+//
+// hairpin-standby has the TAP's second queue on standby (the default,
+// --tun-standby) with a rate of 8 Mbit/s to pass: four downloads at once
+// must attach it, and after a quiet second the next request detaches it
+// again, with every response whole and no read or write error.
 func TestTAPOneArmed(t *testing.T) {
 	for _, c := range []struct {
 		name    string
@@ -37,7 +44,7 @@ func TestTAPOneArmed(t *testing.T) {
 		queues  int
 		read    string
 	}{{"hairpin", true, 1, ""}, {"two-taps", false, 1, ""}, {"hairpin-2queues", true, 2, ""},
-		{"hairpin-ring", true, 1, "ring"}, {"two-taps-ring", false, 1, "ring"}} {
+		{"hairpin-ring", true, 1, "ring"}, {"two-taps-ring", false, 1, "ring"}, {"hairpin-standby", true, 1, "standby"}} {
 		t.Run(c.name, func(t *testing.T) {
 			inSandboxes(t, func(t *testing.T) { runTAPOneArmed(t, c.hairpin, c.queues, c.read) })
 		})
@@ -82,7 +89,11 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int, read string) {
 		fmt.Sprintf("--tun-queues=%d", queues),
 		"--rule", fmt.Sprintf("-A -t %s:80 -s rr", vip4),
 		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
-	if read != "" {
+	switch read {
+	case "standby":
+		args = append(args, "--tun-standby-rate=8M")
+	case "":
+	default:
 		args = append(args, "--tun-read="+read)
 	}
 	devs := []string{"tvlan"}
@@ -135,6 +146,9 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int, read string) {
 	if fast == 0 || delivered > fast/10 {
 		t.Errorf("%d packets bypassed and %d through the stack: want the established flows on the bypass", fast, delivered)
 	}
+	if read == "standby" {
+		e.standbyAttaches()
+	}
 	if read == "ring" {
 		enters, writes := metric(t, m, "tunvs_host_ring_enters_total"), metric(t, m, "tunvs_host_ring_writes_total")
 		t.Logf("io_uring: %d enters, %d packets written through the ring", enters, writes)
@@ -162,4 +176,60 @@ func (e *env) addRouter(lan *netns.Host, must func(error)) string {
 	must(router.AddAddr("eth1", "172.16.1.200/24"))
 	must(router.Forwarding(true))
 	return "router"
+}
+
+// standbyAttaches makes four downloads at once, twice, which must attach
+// the director's queue on standby (run with --tun-standby-rate=8M), then
+// after a quiet second two more, which must detach it again, every
+// response whole and no read or write error on the way.
+func (e *env) standbyAttaches() {
+	t := e.t
+	t.Helper()
+	c := e.httpClient()
+	errs := make(chan error, 8)
+	for range 2 {
+		for range 4 {
+			go func() {
+				resp, err := c.Get("http://172.16.1.100/big")
+				if err == nil {
+					var b []byte
+					b, err = io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if err == nil && len(b) != 1<<20 {
+						err = fmt.Errorf("download got %d bytes", len(b))
+					}
+				}
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m := e.metrics()
+	if a := metric(t, m, "tunvs_host_queue_attaches_total"); a == 0 {
+		t.Fatalf("four downloads at once did not attach the queue on standby\n%s", e.log)
+	}
+	// The policy runs when the first queue's reader reads: the
+	// download after the quiet second retires the queue, and the next
+	// one, after the drain, finds it detached if it was not yet.
+	time.Sleep(1500 * time.Millisecond)
+	for range 2 {
+		if n := len(get(t, c, "http://172.16.1.100/big")); n != 1<<20 {
+			t.Errorf("download after the quiet second got %d bytes", n)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	m = e.metrics()
+	a, d := metric(t, m, "tunvs_host_queue_attaches_total"), metric(t, m, "tunvs_host_queue_detaches_total")
+	werr, rerr := metric(t, m, "tunvs_host_write_errors_total"), metric(t, m, "tunvs_host_read_errors_total")
+	t.Logf("queue on standby: attached %d times, detached %d; write errors %d, read errors %d", a, d, werr, rerr)
+	if d == 0 {
+		t.Errorf("the queue on standby stayed attached after a quiet second")
+	}
+	if werr+rerr != 0 {
+		t.Errorf("write errors %d, read errors %d: want none", werr, rerr)
+	}
 }

@@ -261,6 +261,7 @@ func Write(w io.Writer, src Source) {
 	if h := src.Host; h != nil {
 		c := &h.Counters
 		ringEnters, ringWrites := h.RingCounts()
+		sbAttaches, sbDetaches := h.StandbyCounts()
 		for _, hc := range []struct {
 			name, help string
 			v          uint64
@@ -286,6 +287,8 @@ func Write(w io.Writer, src Source) {
 			{"read_waits", "times a device reader found its device empty and slept until a packet woke it (offload devices; --tun-read says where it sleeps)", h.ReadWaits()},
 			{"ring_enters", "io_uring_enter calls of the device readers (--tun-read=ring): each submits reads, and the writes deferred since, and waits for a packet", ringEnters},
 			{"ring_writes", "packets a one-armed director's readers wrote back to their own device through io_uring, with their next wait (--tun-read=ring)", ringWrites},
+			{"queue_attaches", "times a device queue on standby was attached for bulk traffic (--tun-standby)", sbAttaches},
+			{"queue_detaches", "times a device queue on standby was detached again (--tun-standby)", sbDetaches},
 		} {
 			name := "tunvs_host_" + hc.name + "_total"
 			m.head(name, "counter", hc.help)

@@ -153,7 +153,7 @@ func (f *fastPath) try(in *NIC, res nat.Result, p *nat.Packet, whole []byte, g t
 // inside each write(2), runs in both readers at once rather than one
 // after the other in a single reader that carries both.
 func (f *fastPath) txQueue(in, out *NIC) int {
-	n := len(out.txq)
+	n := out.queues()
 	if out == in && n > 1 {
 		return (f.qi + 1) % n
 	}

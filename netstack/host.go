@@ -43,6 +43,11 @@ type Config struct {
 	// as any device's Read does, instead of NATing them whole. For
 	// comparison: whole is the fast way.
 	NoGSO bool
+	// StandbyRate is the rate read, in bytes a second, above which a
+	// device's queue on standby is attached (tun.Config.Standby); 0
+	// means DefaultStandbyRate. It is detached again after a second
+	// below 40% of it (standby.go).
+	StandbyRate int
 	// Now is the clock, in Unix nanoseconds (tests inject their own).
 	Now func() int64
 	// Log receives events; the zero Logger discards them.
@@ -216,6 +221,9 @@ type NIC struct {
 	// stack's output goes to the first, the bypass of the reader of
 	// queue i to queue i (modulo their number).
 	txq []*txQueue
+	// sb is the policy of the device's queues on standby, nil if it has
+	// none (see standby.go).
+	sb *standby
 	// gone is set once the device is found gone (see lost).
 	gone atomic.Bool
 	// icmpMu guards icmpBuf and icmpBufs, where the ICMP errors the NIC
@@ -310,7 +318,9 @@ func (h *Host) AddNIC(name string, dev tun.Device) (*NIC, error) {
 	h.byID = append(h.byID, n)
 	ids := append([]*NIC{nil}, h.byID...) // index = NICID
 	h.nicsByID.Store(&ids)
-	for i, q := range queuesOf(dev) {
+	qs := queuesOf(dev)
+	n.sb = newStandby(n, qs)
+	for i, q := range qs {
 		tq := &txQueue{dev: q, id: h.txqs}
 		h.txqs++
 		if g, ok := q.(tun.GSODevice); ok && !h.cfg.NoGSO {

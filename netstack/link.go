@@ -240,6 +240,9 @@ func (n *NIC) readLoopGSO(qi int, dev tun.GSODevice, a *rxArena) {
 		}
 		fails = 0
 		now := n.clock()
+		if n.sb != nil {
+			n.sb.read(arena, pkts[:cnt], l2, qi)
+		}
 		for _, pk := range pkts[:cnt] {
 			// Capped at the packet's slot: the NAT may lengthen a
 			// small packet in place (the SYN proxy), never into the
@@ -490,7 +493,7 @@ func (n *NIC) reply(frame, whole []byte, f *fastPath) {
 		copy(frame[0:6], src[:])
 		copy(frame[6:12], n.mac)
 	}
-	q := n.txq[f.qi%len(n.txq)]
+	q := n.txq[f.qi%n.queues()]
 	f.pend = append(f.pend, pending{out: q, nic: n, buf: whole, off: bufOffset})
 	n.h.Counters.Replies.Add(1)
 }

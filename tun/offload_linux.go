@@ -178,6 +178,15 @@ type offloadQueue struct {
 	// writing by Close.
 	writeState
 	closeMu sync.RWMutex
+
+	// Standby (standby_linux.go), on a multi-queue device's queues:
+	// detached says the queue is out of the device's set; its reader
+	// waits for sbWake (Attach) or sbClose (Close). sbMu orders Attach
+	// and Detach.
+	detached atomic.Bool
+	sbWake   chan struct{}
+	sbClose  chan struct{}
+	sbMu     sync.Mutex
 }
 
 // writeState is what writing to a queue needs of its own: the queue's,
@@ -319,6 +328,9 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 			f: f, rc: rc, name: name, kind: kind,
 			busyPoll: cfg.BusyPoll,
 		}
+		if nq > 1 {
+			q.sbWake, q.sbClose = make(chan struct{}, 1), make(chan struct{})
+		}
 		d.queues = append(d.queues, q)
 		if rr != nil {
 			q.ring = rr
@@ -355,6 +367,14 @@ func openOffload(cfg Config, kind Kind) (Device, error) {
 	}
 	for _, q := range d.queues {
 		q.name, q.mtu, q.uso = name, mtu, d.uso
+	}
+	if cfg.Standby {
+		for _, q := range d.queues[1:] {
+			if err := q.Detach(); err != nil {
+				closeAll()
+				return nil, err
+			}
+		}
 	}
 	d.offloadQueue = d.queues[0]
 	return d, nil
@@ -442,9 +462,28 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 	if offset < 0 || offset >= len(bufs[0]) {
 		return 0, fmt.Errorf("read %s: offset %d outside buffer of %d bytes", q.name, offset, len(bufs[0]))
 	}
-	if q.closed.Load() {
-		return 0, q.wrapErr("read", os.ErrClosed)
+	for {
+		if q.closed.Load() {
+			return 0, q.wrapErr("read", os.ErrClosed)
+		}
+		if q.sbWake == nil {
+			return q.read(bufs, sizes, offset)
+		}
+		if _, err := q.standbyWait(nil); err != nil {
+			return 0, err
+		}
+		n, err := q.read(bufs, sizes, offset)
+		if err == nil {
+			return n, nil
+		}
+		if again, werr := q.standbyWait(err); !again {
+			return n, werr
+		}
 	}
+}
+
+// read is Read on an attached queue.
+func (q *offloadQueue) read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	max := min(len(bufs), len(sizes))
 	if q.ring != nil {
 		// A deferred writer's packets are in bufs: out before they
@@ -786,6 +825,9 @@ func (q *offloadQueue) Close() error {
 	if q.closed.Swap(true) {
 		return nil
 	}
+	if q.sbClose != nil {
+		close(q.sbClose)
+	}
 	q.wakeThread()
 	q.closeArmed()
 	if q.ring != nil {
@@ -820,9 +862,30 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 	if len(pkts) == 0 || len(arena) < headroom+readBufSize {
 		return 0, fmt.Errorf("read %s: arena of %d bytes or %d packets too small", q.name, len(arena), len(pkts))
 	}
-	if q.closed.Load() {
-		return 0, q.wrapErr("read", os.ErrClosed)
+	for {
+		if q.closed.Load() {
+			return 0, q.wrapErr("read", os.ErrClosed)
+		}
+		if q.sbWake == nil {
+			return q.readGSO(arena, headroom, pkts)
+		}
+		// A queue on standby: wait while detached, and again if
+		// detached during the read.
+		if _, err := q.standbyWait(nil); err != nil {
+			return 0, err
+		}
+		n, err := q.readGSO(arena, headroom, pkts)
+		if err == nil {
+			return n, nil
+		}
+		if again, werr := q.standbyWait(err); !again {
+			return n, werr
+		}
 	}
+}
+
+// readGSO is ReadGSO on an attached queue.
+func (q *offloadQueue) readGSO(arena []byte, headroom int, pkts []GSOPacket) (int, error) {
 	q.rd = readState{arena: arena, headroom: headroom, pkts: pkts}
 	if q.readGSOFn == nil {
 		q.readGSOFn = q.readGSOCallback

@@ -39,6 +39,11 @@ type Config struct {
 	// Queues, with Offload, opens the device with IFF_MULTI_QUEUE and
 	// this many fds (see OffloadDevice.Queues). 0 or 1 means one queue.
 	Queues int
+	// Standby, with Queues > 1, leaves the queues beyond the first
+	// detached once open (Standby: the kernel sends them nothing until
+	// they are attached), for a caller that puts a second reader to
+	// work only when one cannot keep up (netstack does).
+	Standby bool
 	// BusyPoll, with Offload, makes a reader that finds the device empty
 	// before it has read anything keep trying for up to this long,
 	// yielding to other goroutines between tries, before it waits in the

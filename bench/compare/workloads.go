@@ -334,6 +334,12 @@ func (b *bed) bypassShare(r *result, key string) func() {
 				r.Figures[key+"_enters_pkt"] = (e - m0["tunvs_host_ring_enters_total"]) / (fast + slow)
 				fmt.Fprintf(os.Stderr, "   %-15s %.3f io_uring_enter calls per packet\n", key+" enters", r.Figures[key+"_enters_pkt"])
 			}
+			if a, ok := m["tunvs_host_queue_attaches_total"]; ok {
+				// The TAP's queue on standby (--tun-standby).
+				r.Figures[key+"_attaches"] = a - m0["tunvs_host_queue_attaches_total"]
+				r.Figures[key+"_detaches"] = m["tunvs_host_queue_detaches_total"] - m0["tunvs_host_queue_detaches_total"]
+				fmt.Fprintf(os.Stderr, "   %-15s queue on standby attached %.0f times, detached %.0f\n", key+" standby", r.Figures[key+"_attaches"], r.Figures[key+"_detaches"])
+			}
 			if w, ok := m["tunvs_host_read_waits_total"]; ok {
 				// How many packets a reader's wakeup carries.
 				r.Figures[key+"_waits_pkt"] = (w - m0["tunvs_host_read_waits_total"]) / (fast + slow)

@@ -128,6 +128,8 @@ func cmdRun(ctx context.Context, args []string) error {
 	busyPoll := fs.Duration("busy-poll", 0, "with --tun-offload: a device reader that finds nothing keeps trying for up to this long (e.g. 50us) before it sleeps, as the kernel's SO_BUSY_POLL does: a packet arriving meanwhile costs no wakeup, at the price of a CPU kept busy; 0 (default): sleep at once. See docs/perf.md for what it did on two cores")
 	tunRead := fs.String("tun-read", "ring", "with --tun-offload, how a device reader reads and waits for packets (Linux): ring (default), a round of reads and the writes the last batch left in one io_uring_enter, the reader parked in Go's network poller once a round finds the device empty (where io_uring cannot be set up, as poller); poller, one read(2) or write(2) a packet, parked in Go's poller; poll, asleep in ppoll(2), a blocking system call, on its current thread, which the kernel wakes directly; thread, the same on an OS thread of its own (a thread per queue); armed, parked in Go's poller on an epoll instance of the device's own, armed only while the reader waits, so that packets arriving while it is busy wake no thread. See docs/perf.md for what each measured")
 	queues := fs.Int("tun-queues", 1, "with --tun-offload: queues per TUN or TAP device (IFF_MULTI_QUEUE), each with its own reader and writer; the kernel spreads flows over them (more small-packet throughput, worse tail latency on two cores: see docs/perf.md)")
+	standbyQ := fs.Bool("tun-standby", true, "with --tun-offload and one queue: open a TAP device with a second queue on standby, detached (it costs nothing) until the traffic read passes --tun-standby-rate with at least two bulk flows, then attached, with a reader per direction of the one-armed director's connections; detached again after a second under 40% of that rate (Linux; see docs/perf.md)")
+	standbyRate := fs.String("tun-standby-rate", "2G", "with --tun-standby: the rate read, in bits a second (k, M, G), above which the queue on standby is attached")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus metrics on ADDR (bare --metrics: "+metrics.DefaultAddr+")")
 	fs.Lookup("metrics").NoOptDefVal = metrics.DefaultAddr
 	pcap := fs.String("pcap", "", "write a packet capture of every device to FILE")
@@ -163,6 +165,10 @@ func cmdRun(ctx context.Context, args []string) error {
 	}
 	if *gogc < 1 {
 		return usageError{fmt.Errorf("--gogc %d: want at least 1", *gogc)}
+	}
+	sbRate, err := parseBitRate(*standbyRate)
+	if err != nil {
+		return usageError{fmt.Errorf("--tun-standby-rate %q: %w", *standbyRate, err)}
 	}
 	readWait, ok := map[string]tun.ReadWait{"poller": tun.WaitPoller, "poll": tun.WaitPoll, "thread": tun.WaitThread, "armed": tun.WaitArmed, "ring": tun.WaitRing}[*tunRead]
 	if !ok {
@@ -274,6 +280,9 @@ func cmdRun(ctx context.Context, args []string) error {
 	var dl []director.Link
 	for _, ls := range specs {
 		cfg := tun.Config{Name: ls.name, Kind: ls.kind, MTU: ls.mtu, Up: true, Offload: *offload, Queues: *queues, BusyPoll: *busyPoll, ReadWait: readWait}
+		if *standbyQ && *offload && *queues == 1 && ls.kind == tun.KindTAP && runtime.GOOS == "linux" {
+			cfg.Queues, cfg.Standby = 2, true
+		}
 		dev, err := tun.OpenLink(cfg, func(err error) {
 			log.Warn().Err(err).Str("link", ls.name).Msg("device offloads refused; using the plain device")
 		})
@@ -297,7 +306,7 @@ func cmdRun(ctx context.Context, args []string) error {
 	dcfg := director.Config{
 		Links: dl, Routes: rts, Rules: cmds, RuleLines: lines,
 		NAT:    nat.Config{MaxConns: *maxConns, Timeouts: to},
-		Bypass: *bypass, NoGSO: !*gso, Socket: *socket, Log: log,
+		Bypass: *bypass, NoGSO: !*gso, StandbyRate: sbRate, Socket: *socket, Log: log,
 		Pcap: *pcap, Metrics: *metricsAddr, TraceRate: *traceRate,
 		Health: hc, VRRP: vrrps, BGP: bgpCfg,
 	}
@@ -578,3 +587,22 @@ func ruleCommands(file string, ruleLines []string, checks *health.Parser) (cmds 
 // live heap is large, when GOGC is tunvs's own (see gcpace): 16 MB, an
 // eighth of a million connections' table.
 const gcHeadroom = 16 << 20
+
+// parseBitRate parses a rate in bits a second, with an optional k, M or G
+// (powers of 1000), into bytes a second.
+func parseBitRate(s string) (int, error) {
+	mul := 1.0
+	switch {
+	case strings.HasSuffix(s, "k"):
+		mul, s = 1e3, strings.TrimSuffix(s, "k")
+	case strings.HasSuffix(s, "M"):
+		mul, s = 1e6, strings.TrimSuffix(s, "M")
+	case strings.HasSuffix(s, "G"):
+		mul, s = 1e9, strings.TrimSuffix(s, "G")
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v <= 0 || v*mul/8 > 1<<40 {
+		return 0, fmt.Errorf("want a positive number of bits a second, with k, M or G")
+	}
+	return max(int(v*mul/8), 1), nil
+}
