@@ -75,6 +75,9 @@ func TestBadCommandLines(t *testing.T) {
 		{"run", "--link", "name=t0", "--route", "10.0.0.0/8"},
 		{"run", "--link", "name=t0", "--busy-poll", "1s"},
 		{"run", "--link", "name=t0", "--busy-poll", "-1us"},
+		{"run", "--link", "name=t0", "--tun-standby-rate", "fast"},
+		{"run", "--link", "name=t0", "--tun-standby-rate", "0"},
+		{"run", "--link", "name=t0", "--tun-standby-rate", "-2G"},
 		{"run", "--link", "name=t0", "--check", "-t 10.0.0.1:80 http interval=nope"},
 		{"run", "--link", "name=t0", "--sysctl", "conn_reuse_mode=4"},
 		{"run", "--link", "name=t0", "--sysctl", "nat_icmp_send=1"},
@@ -201,5 +204,18 @@ func TestLabStaysAndTakesRules(t *testing.T) {
 	}
 	if _, err := os.Stat(sock); !os.IsNotExist(err) {
 		t.Errorf("the socket is left behind: %v", err)
+	}
+}
+
+func TestParseBitRate(t *testing.T) {
+	for in, want := range map[string]int{"2G": 250e6, "800M": 100e6, "8k": 1000, "1.5G": 187.5e6, "8": 1, "1": 1} {
+		if got, err := parseBitRate(in); err != nil || got != want {
+			t.Errorf("parseBitRate(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "G", "2T", "-1M", "0", "1e20G"} {
+		if _, err := parseBitRate(in); err == nil {
+			t.Errorf("parseBitRate(%q) took it", in)
+		}
 	}
 }

@@ -14,11 +14,11 @@ _tunvs() {
 		;;
 	"run")
 		case "$prev" in
-		--bgp|--busy-poll|--check|--gogc|--keepalived-conf|--keepalived-id|--link|--log-level|--max-conns|--pprof|--route|--rule|--socket|--state-timeout|--sysctl|--timeouts|--trace-rate|--tun-queues) COMPREPLY=(); return ;;
+		--bgp|--busy-poll|--check|--gogc|--keepalived-conf|--keepalived-id|--link|--log-level|--max-conns|--pprof|--route|--rule|--socket|--state-timeout|--sysctl|--timeouts|--trace-rate|--tun-queues|--tun-standby-rate) COMPREPLY=(); return ;;
 		--pcap|--rules) COMPREPLY=($(compgen -f -- "$cur")); return ;;
 		--tun-read) COMPREPLY=($(compgen -W "ring poller poll thread armed" -- "$cur")); return ;;
 		esac
-		COMPREPLY=($(compgen -W "--bgp --busy-poll --bypass --check --gogc --keepalived-conf --keepalived-id --link --log-json --log-level --max-conns --metrics --pcap --pprof --route --rule --rules --socket --state-timeout --sysctl --timeouts --trace --trace-rate --tun-gso --tun-offload --tun-queues --tun-read" -- "$cur"))
+		COMPREPLY=($(compgen -W "--bgp --busy-poll --bypass --check --gogc --keepalived-conf --keepalived-id --link --log-json --log-level --max-conns --metrics --pcap --pprof --route --rule --rules --socket --state-timeout --sysctl --timeouts --trace --trace-rate --tun-gso --tun-offload --tun-queues --tun-read --tun-standby --tun-standby-rate" -- "$cur"))
 		;;
 	"lab")
 		case "$prev" in
