@@ -28,11 +28,11 @@ import (
 // flow back to the queues left (the kernel sends a flow to the queue that
 // last wrote it), and standbyDrain later it is detached.
 
-// DefaultStandbyRate is Config.StandbyRate's default: 2 Gbit/s, the most
-// a one-armed director's single reader moves of small packets (new
-// connections, keep-alive requests, 64-byte datagrams) on the 2-core
-// machine of docs/perf.md is a tenth of it, and of bulk flows about 11
-// Gbit/s.
+// DefaultStandbyRate is Config.StandbyRate's default: 2 Gbit/s. On the
+// 2-core machine of docs/perf.md a one-armed director's single reader
+// moved at most a tenth of that in small packets (new connections,
+// keep-alive requests, 64-byte datagrams), and about 11 Gbit/s of bulk
+// flows.
 const DefaultStandbyRate = 250e6
 
 const (
@@ -53,9 +53,9 @@ type standby struct {
 	bytes  atomic.Uint64 // bytes read by all the NIC's readers
 
 	clock    func() time.Duration // time since the NIC was added
-	last     time.Duration        // when the rate was last taken, since start
+	last     time.Duration        // when the rate was last taken, by clock
 	lastB    uint64
-	lowSince time.Duration // since when the rate is below down (-1: it is not)
+	lowSince time.Duration // since when the rate is below down, or one bulk flow at most (-1: neither)
 	retired  time.Duration // when queue active was retired, to be detached (-1: none)
 
 	// flows are the first two bulk flows (their ports) the readers saw

@@ -49,13 +49,23 @@ func (q *offloadQueue) Detach() error {
 		return nil
 	}
 	// Flagged first: the reader, woken by the detach (the queue polls
-	// as in error), finds its reads failing and waits.
+	// as in error), finds its reads failing and waits. If the detach
+	// fails, a reader that saw the flag is woken to read again.
 	q.detached.Store(true)
 	if err := q.setQueue(unix.IFF_DETACH_QUEUE); err != nil {
 		q.detached.Store(false)
+		q.wake()
 		return fmt.Errorf("detach queue of %s: %w", q.name, err)
 	}
 	return nil
+}
+
+// wake lets a reader that waits in standbyWait look at detached again.
+func (q *offloadQueue) wake() {
+	select {
+	case q.sbWake <- struct{}{}:
+	default:
+	}
 }
 
 // Attach implements Standby.
@@ -72,10 +82,7 @@ func (q *offloadQueue) Attach() error {
 		return fmt.Errorf("attach queue of %s: %w", q.name, err)
 	}
 	q.detached.Store(false)
-	select {
-	case q.sbWake <- struct{}{}:
-	default:
-	}
+	q.wake()
 	return nil
 }
 
