@@ -217,6 +217,25 @@ func readQueues(qs []Device, fn func(queue int, pkt []byte)) {
 	}
 }
 
+// usoConn is a UDP socket on ip whose sends are cut into datagrams of
+// size bytes by the kernel (UDP_SEGMENT): one send is one USO
+// super-packet where the device takes them. It is closed with the test.
+func usoConn(t *testing.T, ip net.IP, size int) *net.UDPConn {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: ip})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	rc, _ := conn.SyscallConn()
+	var serr error
+	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, size) })
+	if serr != nil {
+		t.Fatalf("UDP_SEGMENT: %v", serr)
+	}
+	return conn
+}
+
 // TestOffloadKernelUDP sends UDP from kernel sockets to a real offload
 // device in a private network namespace: with UDP_SEGMENT one send is a
 // USO super-packet (when the kernel accepted TUN_F_USO*), which Read must
@@ -265,17 +284,7 @@ func TestOffloadKernelUDP(t *testing.T) {
 	}
 
 	// 1. USO: one sendmsg of 10 x 1000 bytes.
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 76, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc, _ := conn.SyscallConn()
-	var serr error
-	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1000) })
-	if serr != nil {
-		t.Fatalf("UDP_SEGMENT: %v", serr)
-	}
+	conn := usoConn(t, net.IPv4(10, 76, 0, 1), 1000)
 	data := pattern(10000, 4)
 	if _, err := conn.WriteToUDPAddrPort(data, remote); err != nil {
 		t.Fatal(err)

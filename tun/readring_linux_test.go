@@ -64,35 +64,33 @@ func testRingTrim(t *testing.T) {
 		t.Skipf("io_uring or USO not available here: %+v", st)
 	}
 	setAddr(t, name, netip.MustParsePrefix("10.87.0.1/24"))
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 87, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	rc, _ := conn.SyscallConn()
-	var serr error
-	rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, 1000) })
-	if serr != nil {
-		t.Fatalf("UDP_SEGMENT: %v", serr)
-	}
-	if _, err := conn.WriteToUDPAddrPort(pattern(40000, 7), netip.MustParseAddrPort("10.87.0.2:9")); err != nil {
-		t.Fatal(err)
-	}
+	conn := usoConn(t, net.IPv4(10, 87, 0, 1), 1000)
 	arena := make([]byte, 256<<10)
 	pkts := make([]GSOPacket, 64)
 	deadline := time.Now().Add(readTimeout)
-	for big := false; !big; {
-		if time.Now().After(deadline) {
-			t.Fatal("no super-packet read")
-		}
-		n, err := od.ReadGSO(arena, 16, pkts)
-		if err != nil {
+	// superPacket sends 40000 bytes of pattern seed as one USO send and
+	// reads until the super-packet comes; it returns its payload.
+	superPacket := func(seed int) []byte {
+		t.Helper()
+		if _, err := conn.WriteToUDPAddrPort(pattern(40000, seed), netip.MustParseAddrPort("10.87.0.2:9")); err != nil {
 			t.Fatal(err)
 		}
-		for _, p := range pkts[:n] {
-			big = big || p.Len > 30000
+		for time.Now().Before(deadline) {
+			n, err := od.ReadGSO(arena, 16, pkts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range pkts[:n] {
+				if p.Len > 30000 {
+					// IPv4 and UDP headers, then the payload.
+					return arena[p.Off+28 : p.Off+p.Len]
+				}
+			}
 		}
+		t.Fatal("no super-packet read")
+		return nil
 	}
+	superPacket(7)
 	rr := od.ring
 	page := unix.Getpagesize()
 	tail := func(b int) []byte { return rr.slots[b*ringBufSize+page : (b+1)*ringBufSize] }
@@ -151,26 +149,8 @@ func testRingTrim(t *testing.T) {
 	}
 
 	// Read again after the trim: the pages come back as needed.
-	if _, err := conn.WriteToUDPAddrPort(pattern(40000, 9), netip.MustParseAddrPort("10.87.0.2:9")); err != nil {
-		t.Fatal(err)
-	}
-	for got := false; !got; {
-		if time.Now().After(deadline) {
-			t.Fatal("no super-packet read after the trim")
-		}
-		n, err := od.ReadGSO(arena, 16, pkts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, p := range pkts[:n] {
-			if p.Len > 30000 {
-				got = true
-				// IPv4 and UDP headers, then the payload whole.
-				if payload := arena[p.Off+28 : p.Off+p.Len]; string(payload) != string(pattern(40000, 9)) {
-					t.Fatalf("super-packet after the trim: %d bytes of payload, differs", len(payload))
-				}
-			}
-		}
+	if payload := superPacket(9); string(payload) != string(pattern(40000, 9)) {
+		t.Fatalf("super-packet after the trim: %d bytes of payload, differs", len(payload))
 	}
 }
 
