@@ -463,23 +463,32 @@ func (q *offloadQueue) Read(bufs [][]byte, sizes []int, offset int) (int, error)
 		return 0, fmt.Errorf("read %s: offset %d outside buffer of %d bytes", q.name, offset, len(bufs[0]))
 	}
 	for {
-		if q.closed.Load() {
-			return 0, q.wrapErr("read", os.ErrClosed)
-		}
-		if q.sbWake == nil {
-			return q.read(bufs, sizes, offset)
-		}
-		if _, err := q.standbyWait(nil); err != nil {
+		if err := q.readReady(); err != nil {
 			return 0, err
 		}
 		n, err := q.read(bufs, sizes, offset)
-		if err == nil {
-			return n, nil
+		if err == nil || q.sbWake == nil {
+			return n, err
 		}
 		if again, werr := q.standbyWait(err); !again {
 			return n, werr
 		}
 	}
+}
+
+// readReady is for a reader about to read: ErrClosed once the queue is
+// closed and, on a queue that may be on standby, the wait while it is
+// detached. A read that fails on a queue on standby goes to standbyWait
+// (it may have been detached meanwhile).
+func (q *offloadQueue) readReady() error {
+	if q.closed.Load() {
+		return q.wrapErr("read", os.ErrClosed)
+	}
+	if q.sbWake != nil {
+		_, err := q.standbyWait(nil)
+		return err
+	}
+	return nil
 }
 
 // read is Read on an attached queue.
@@ -863,20 +872,12 @@ func (q *offloadQueue) ReadGSO(arena []byte, headroom int, pkts []GSOPacket) (in
 		return 0, fmt.Errorf("read %s: arena of %d bytes or %d packets too small", q.name, len(arena), len(pkts))
 	}
 	for {
-		if q.closed.Load() {
-			return 0, q.wrapErr("read", os.ErrClosed)
-		}
-		if q.sbWake == nil {
-			return q.readGSO(arena, headroom, pkts)
-		}
-		// A queue on standby: wait while detached, and again if
-		// detached during the read.
-		if _, err := q.standbyWait(nil); err != nil {
+		if err := q.readReady(); err != nil {
 			return 0, err
 		}
 		n, err := q.readGSO(arena, headroom, pkts)
-		if err == nil {
-			return n, nil
+		if err == nil || q.sbWake == nil {
+			return n, err
 		}
 		if again, werr := q.standbyWait(err); !again {
 			return n, werr
