@@ -34,8 +34,8 @@ import (
 // are skipped, the director falling back to the poller.
 //
 // hairpin-standby has the TAP's second queue on standby (the default,
-// --tun-standby) with a rate of 8 Mbit/s to pass: four downloads at once
-// must attach it, and after a quiet second the next request detaches it
+// --tun-standby) with a rate of 40 Mbit/s to pass: four downloads at once
+// must attach it, and after a quiet spell the next requests detach it
 // again, with every response whole and no read or write error.
 func TestTAPOneArmed(t *testing.T) {
 	for _, c := range []struct {
@@ -91,7 +91,7 @@ func runTAPOneArmed(t *testing.T, hairpin bool, queues int, read string) {
 		"--rule", fmt.Sprintf("-a -t %s:80 -r %s:8080 -m", vip4, rsV4)}
 	switch read {
 	case "standby":
-		args = append(args, "--tun-standby-rate=8M")
+		args = append(args, "--tun-standby-rate=40M")
 	case "":
 	default:
 		args = append(args, "--tun-read="+read)
@@ -178,16 +178,17 @@ func (e *env) addRouter(lan *netns.Host, must func(error)) string {
 	return "router"
 }
 
-// standbyAttaches makes four downloads at once, twice, which must attach
-// the director's queue on standby (run with --tun-standby-rate=8M), then
-// after a quiet second two more, which must detach it again, every
+// standbyAttaches makes four downloads at once, four times, which must
+// attach the director's queue on standby (run with
+// --tun-standby-rate=40M), then after five quiet seconds two more, which
+// must detach it again, every
 // response whole and no read or write error on the way.
 func (e *env) standbyAttaches() {
 	t := e.t
 	t.Helper()
 	c := e.httpClient()
 	errs := make(chan error, 8)
-	for range 2 {
+	for range 4 {
 		for range 4 {
 			go func() {
 				resp, err := c.Get("http://172.16.1.100/big")
@@ -212,13 +213,17 @@ func (e *env) standbyAttaches() {
 	if a := metric(t, m, "tunvs_host_queue_attaches_total"); a == 0 {
 		t.Fatalf("four downloads at once did not attach the queue on standby\n%s", e.log)
 	}
-	// The policy runs when the first queue's reader reads: the
-	// download after the quiet second retires the queue, and the next
-	// one, after the drain, finds it detached if it was not yet.
-	time.Sleep(1500 * time.Millisecond)
+	// The policy runs when the first queue's reader reads, on what was
+	// read since it last did: the first read after the quiet spell also
+	// counts the tail of the downloads, averaged over the spell, which
+	// must stay under 40% of the rate (2 MB/s: at most the 8 MiB of the
+	// last four downloads over 5 s). That read retires the queue and,
+	// after a quiet second, detaches it; the next download, after the
+	// drain, finds it detached if it was not yet.
+	time.Sleep(5 * time.Second)
 	for range 2 {
 		if n := len(get(t, c, "http://172.16.1.100/big")); n != 1<<20 {
-			t.Errorf("download after the quiet second got %d bytes", n)
+			t.Errorf("download after the quiet spell got %d bytes", n)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
@@ -227,7 +232,7 @@ func (e *env) standbyAttaches() {
 	werr, rerr := metric(t, m, "tunvs_host_write_errors_total"), metric(t, m, "tunvs_host_read_errors_total")
 	t.Logf("queue on standby: attached %d times, detached %d; write errors %d, read errors %d", a, d, werr, rerr)
 	if d == 0 {
-		t.Errorf("the queue on standby stayed attached after a quiet second")
+		t.Errorf("the queue on standby stayed attached after a quiet spell")
 	}
 	if werr+rerr != 0 {
 		t.Errorf("write errors %d, read errors %d: want none", werr, rerr)
