@@ -3,11 +3,13 @@
 package main
 
 // -profile DIR: tunvs runs with --pprof in its namespace, and during each
-// workload the harness takes the director's CPU profile and the block and
-// mutex profiles' growth over most of the workload, then a second of its
+// workload the harness takes the director's CPU profile and the block,
+// mutex and allocation profiles' growth over most of the workload, then a
+// second of its
 // execution trace (go tool trace: goroutine wakeups, the scheduler's
 // latency, system calls). The files are
-// DIR/<topology>-<director>-<workload>.{cpu,block,mutex}.pprof and .trace.
+// DIR/<topology>-<director>-<workload>.{cpu,block,mutex,allocs}.pprof and
+// .trace.
 //
 //	go tool pprof -top DIR/tun-tunvs-offload-http_close.cpu.pprof
 //	go tool trace DIR/tun-tunvs-offload-http_close.trace
@@ -69,6 +71,7 @@ func (b *bed) profileDuring(c config, r *result, key string, d time.Duration) *p
 			{fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), ".cpu.pprof"},
 			{fmt.Sprintf("/debug/pprof/block?seconds=%d", secs), ".block.pprof"},
 			{fmt.Sprintf("/debug/pprof/mutex?seconds=%d", secs), ".mutex.pprof"},
+			{fmt.Sprintf("/debug/pprof/allocs?seconds=%d", secs), ".allocs.pprof"},
 		} {
 			wg.Add(1)
 			go func() { defer wg.Done(); fetch(k.path, base+k.ext) }()
