@@ -5,9 +5,8 @@ package main
 // -profile DIR: tunvs runs with --pprof in its namespace, and during each
 // workload the harness takes the director's CPU profile and the block,
 // mutex and allocation profiles' growth over most of the workload, then a
-// second of its
-// execution trace (go tool trace: goroutine wakeups, the scheduler's
-// latency, system calls). The files are
+// second of its execution trace (go tool trace: goroutine wakeups, the
+// scheduler's latency, system calls). The files are
 // DIR/<topology>-<director>-<workload>.{cpu,block,mutex,allocs}.pprof and
 // .trace.
 //
